@@ -1,0 +1,40 @@
+"""The one place that names push topics and events (emitted by jobsys.emit in SQL)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import Any
+
+import pydantic
+
+DASHBOARD_TOPIC = "jobsys:dashboard"
+
+
+def worker_topic(worker_id: uuid.UUID | str) -> str:
+    return f"jobsys:worker:{worker_id}"
+
+
+class EventName(str, enum.Enum):
+    # worker topics
+    ASSIGNMENT = "assignment"  # new or re-queued work for this worker's devices: claim now
+    JOB_PAUSED = "job_paused"
+    JOB_RESUMED = "job_resumed"
+    JOB_CANCELLED = "job_cancelled"  # payload.reason: cancelled | deleted
+    # dashboard topic
+    JOB_PROGRESS = "job_progress"
+    JOB_DELETED = "job_deleted"
+    DEVICE_STATUS = "device_status"
+
+
+class Event(pydantic.BaseModel):
+    topic: str
+    event: str
+    payload: dict[str, Any] = {}
+
+
+class ChannelState(str, enum.Enum):
+    """Push channel state as a subscriber sees it (Realtime's names where they exist)."""
+
+    SUBSCRIBED = "SUBSCRIBED"  # push works: resync once, then rely on it
+    DISCONNECTED = "DISCONNECTED"  # push is down: poll

@@ -1,0 +1,55 @@
+"""The one list of SQL functions the library calls, with their argument types.
+
+Both transports take the same call shape: a function name and a dict of named
+arguments. PostgREST passes JSON keys as named arguments; the Postgres transport builds
+`jobsys.fn(p_x => %(p_x)s::type)` from the types listed here. A test checks this list
+against the functions the migrations create.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+SCHEMA = "jobsys"
+
+
+@dataclasses.dataclass(frozen=True)
+class SqlFunction:
+    name: str
+    params: dict[str, str]  # argument name -> SQL type, in declaration order
+    returns_set: bool = False  # returns rows (a list) rather than one value
+
+
+def _fn(name: str, returns_set: bool = False, **params: str) -> SqlFunction:
+    return SqlFunction(name, params, returns_set)
+
+
+CREATE_JOB = _fn("create_job", p_target_url="text", p_duration_sec="integer", p_target_type="text",
+                 p_target_value="integer", p_title="text", p_action="text", p_max_attempts="integer")
+PAUSE_JOB = _fn("pause_job", p_job_id="uuid")
+RESUME_JOB = _fn("resume_job", p_job_id="uuid")
+CANCEL_JOB = _fn("cancel_job", p_job_id="uuid")
+DELETE_JOB = _fn("delete_job", p_job_id="uuid")
+UPDATE_JOB_TITLE = _fn("update_job_title", p_job_id="uuid", p_title="text")
+LIST_JOBS = _fn("list_jobs", p_status="text", p_q="text", p_limit="integer", p_offset="integer")
+GET_JOB = _fn("get_job", p_job_id="uuid")
+LIST_DEVICES = _fn("list_devices")
+
+REGISTER_WORKER = _fn("register_worker", p_name="text", p_hostname="text", p_devices="jsonb")
+HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]")
+STOP_WORKER = _fn("stop_worker", p_worker_id="uuid")
+CLAIM_ASSIGNMENTS = _fn("claim_assignments", returns_set=True, p_worker_id="uuid",
+                        p_device_ids="uuid[]", p_limit="integer")
+START_ASSIGNMENT = _fn("start_assignment", p_assignment_id="bigint", p_attempt="integer")
+COMPLETE_ASSIGNMENT = _fn("complete_assignment", p_assignment_id="bigint", p_attempt="integer",
+                          p_result="jsonb")
+FAIL_ASSIGNMENT = _fn("fail_assignment", p_assignment_id="bigint", p_attempt="integer", p_error="text",
+                      p_retry="boolean", p_result="jsonb")
+RELEASE_ASSIGNMENT = _fn("release_assignment", p_assignment_id="bigint", p_attempt="integer",
+                         p_reason="text")
+
+RESCUE_EXPIRED_LEASES = _fn("rescue_expired_leases")
+MARK_STALE = _fn("mark_stale")
+MAINTAIN = _fn("maintain", p_force="boolean")
+
+ALL: tuple[SqlFunction, ...] = tuple(v for v in list(globals().values()) if isinstance(v, SqlFunction))

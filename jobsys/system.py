@@ -1,0 +1,187 @@
+"""JobSystem: the typed async facade. One method per transition, plus the reads the
+dashboard needs. It knows nothing of psycopg or PostgREST: a Transport does the calls.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterable
+
+import pydantic
+
+from jobsys import errors, rpc
+from jobsys.events import DASHBOARD_TOPIC, worker_topic
+from jobsys.models import (
+    ClaimedAssignment, CreatedJob, DeviceList, DeviceReport, HeartbeatReply, Job, JobCreate,
+    JobDetail, JobList, JobStatus, JobUpdate, RunState, WorkerSession,
+)
+from jobsys.transport.base import EventHandler, StateHandler, Subscription, Transport
+
+JobId = uuid.UUID | str
+
+
+def _uuid(value: JobId, what: str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise errors.InvalidInput(f"{what} is not a valid id", {"field": what, "value": str(value)[:100]}) from None
+
+
+def _validated(model: type[pydantic.BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise errors.InvalidInput(
+            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()),
+            {"errors": exc.errors(include_url=False, include_context=False, include_input=False)},
+        ) from None
+
+
+class JobSystem:
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    @classmethod
+    async def connect(cls, database_url: str, *, push: bool = True) -> JobSystem:
+        """A JobSystem on the Postgres transport."""
+        from jobsys.transport.postgres import PostgresTransport
+
+        return cls(await PostgresTransport(database_url, push=push).open())
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def __aenter__(self) -> JobSystem:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # Operators: jobs -------------------------------------------------------------------
+    async def create_job(self, spec: JobCreate | None = None, /, **fields: Any) -> CreatedJob:
+        """Store a device job and distribute it now. `spec` or the same fields as keywords."""
+        spec = spec if spec is not None else _validated(JobCreate, fields)
+        raw = await self.transport.call(rpc.CREATE_JOB, {
+            "p_target_url": spec.target_url,
+            "p_duration_sec": spec.duration_sec,
+            "p_target_type": spec.target_type.value,
+            "p_target_value": spec.target_value,
+            "p_title": spec.effective_title,
+            "p_action": spec.action,
+        })
+        return CreatedJob.model_validate(raw)
+
+    async def pause_job(self, job_id: JobId) -> Job:
+        return Job.model_validate(await self.transport.call(rpc.PAUSE_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def resume_job(self, job_id: JobId) -> Job:
+        return Job.model_validate(await self.transport.call(rpc.RESUME_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def cancel_job(self, job_id: JobId) -> Job:
+        return Job.model_validate(await self.transport.call(rpc.CANCEL_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def delete_job(self, job_id: JobId) -> None:
+        await self.transport.call(rpc.DELETE_JOB, {"p_job_id": _uuid(job_id, "job_id")})
+
+    async def rename_job(self, job_id: JobId, title: str) -> Job:
+        update = _validated(JobUpdate, {"title": title})
+        return Job.model_validate(await self.transport.call(
+            rpc.UPDATE_JOB_TITLE, {"p_job_id": _uuid(job_id, "job_id"), "p_title": update.title}))
+
+    async def update_job(self, job_id: JobId, update: JobUpdate | dict[str, Any]) -> Job:
+        """PATCH semantics: a title edit and/or a status move (paused / active / cancelled)."""
+        update = update if isinstance(update, JobUpdate) else _validated(JobUpdate, update)
+        job_id = _uuid(job_id, "job_id")
+        job: Job | None = None
+        if update.title is not None:
+            job = await self.rename_job(job_id, update.title)
+        if update.status == "paused":
+            job = await self.pause_job(job_id)
+        elif update.status == "active":
+            job = await self.resume_job(job_id)
+        elif update.status == "cancelled":
+            job = await self.cancel_job(job_id)
+        assert job is not None  # JobUpdate requires one of the two
+        return job
+
+    async def list_jobs(
+        self, status: JobStatus | str | None = None, q: str | None = None, limit: int = 100, offset: int = 0
+    ) -> JobList:
+        status_value = JobStatus(status).value if status else None
+        return JobList.model_validate(await self.transport.call(rpc.LIST_JOBS, {
+            "p_status": status_value, "p_q": q or None, "p_limit": limit, "p_offset": offset}))
+
+    async def get_job(self, job_id: JobId) -> JobDetail:
+        return JobDetail.model_validate(await self.transport.call(rpc.GET_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def list_devices(self) -> DeviceList:
+        return DeviceList.model_validate(await self.transport.call(rpc.LIST_DEVICES))
+
+    # Workers ---------------------------------------------------------------------------
+    async def register_worker(
+        self, name: str, devices: Iterable[DeviceReport], hostname: str = ""
+    ) -> WorkerSession:
+        return WorkerSession.model_validate(await self.transport.call(rpc.REGISTER_WORKER, {
+            "p_name": name, "p_hostname": hostname,
+            "p_devices": [d.model_dump(mode="json") for d in devices]}))
+
+    async def heartbeat(
+        self, worker_id: JobId, devices: Iterable[DeviceReport] | None = None,
+        running: Iterable[int] | None = None,
+    ) -> HeartbeatReply:
+        return HeartbeatReply.model_validate(await self.transport.call(rpc.HEARTBEAT, {
+            "p_worker_id": _uuid(worker_id, "worker_id"),
+            "p_devices": None if devices is None else [d.model_dump(mode="json") for d in devices],
+            "p_running": None if running is None else list(running)}))
+
+    async def stop_worker(self, worker_id: JobId) -> None:
+        await self.transport.call(rpc.STOP_WORKER, {"p_worker_id": _uuid(worker_id, "worker_id")})
+
+    async def claim_assignments(
+        self, worker_id: JobId, device_ids: Iterable[uuid.UUID] | None = None, limit: int | None = None
+    ) -> list[ClaimedAssignment]:
+        rows = await self.transport.call_rows(rpc.CLAIM_ASSIGNMENTS, {
+            "p_worker_id": _uuid(worker_id, "worker_id"),
+            "p_device_ids": None if device_ids is None else list(device_ids),
+            "p_limit": limit})
+        return [ClaimedAssignment.model_validate(row) for row in rows]
+
+    async def start_assignment(self, assignment_id: int, attempt: int) -> None:
+        await self.transport.call(rpc.START_ASSIGNMENT, {"p_assignment_id": assignment_id, "p_attempt": attempt})
+
+    async def complete_assignment(
+        self, assignment_id: int, attempt: int, result: dict[str, Any] | None = None
+    ) -> RunState:
+        return RunState.model_validate(await self.transport.call(rpc.COMPLETE_ASSIGNMENT, {
+            "p_assignment_id": assignment_id, "p_attempt": attempt, "p_result": result or {}}))
+
+    async def fail_assignment(
+        self, assignment_id: int, attempt: int, error: str, *, retry: bool = False,
+        result: dict[str, Any] | None = None,
+    ) -> RunState:
+        return RunState.model_validate(await self.transport.call(rpc.FAIL_ASSIGNMENT, {
+            "p_assignment_id": assignment_id, "p_attempt": attempt, "p_error": error,
+            "p_retry": retry, "p_result": result}))
+
+    async def release_assignment(self, assignment_id: int, attempt: int, reason: str | None = None) -> RunState:
+        return RunState.model_validate(await self.transport.call(rpc.RELEASE_ASSIGNMENT, {
+            "p_assignment_id": assignment_id, "p_attempt": attempt, "p_reason": reason}))
+
+    # Upkeep (runs automatically from heartbeats; exposed for tests and admin) ----------
+    async def rescue_expired_leases(self) -> int:
+        return int(await self.transport.call(rpc.RESCUE_EXPIRED_LEASES))
+
+    async def mark_stale(self) -> int:
+        return int(await self.transport.call(rpc.MARK_STALE))
+
+    async def maintain(self, force: bool = False) -> dict[str, Any]:
+        return dict(await self.transport.call(rpc.MAINTAIN, {"p_force": force}))
+
+    # Push ------------------------------------------------------------------------------
+    async def subscribe_dashboard(self, on_event: EventHandler, on_state: StateHandler | None = None) -> Subscription:
+        return await self.transport.subscribe([DASHBOARD_TOPIC], on_event, on_state)
+
+    async def subscribe_worker(
+        self, worker_id: JobId, on_event: EventHandler, on_state: StateHandler | None = None
+    ) -> Subscription:
+        return await self.transport.subscribe([worker_topic(worker_id)], on_event, on_state)

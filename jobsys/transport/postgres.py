@@ -1,0 +1,212 @@
+"""Postgres transport: psycopg 3 async pool for calls, LISTEN/NOTIFY for push.
+
+Works with any Postgres the migrations were applied to: the embedded pgserver, a
+self-hosted Supabase, or a direct connection to a hosted one (session mode if pooled,
+since LISTEN needs a session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from typing import Any, Mapping
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from jobsys import errors, rpc
+from jobsys.events import ChannelState, Event
+from jobsys.transport.base import EventHandler, StateHandler
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 5.0
+KEEPALIVE_S = 10.0  # an idle LISTEN connection runs a query this often to notice a dead link
+RETRIES_ON_CONFLICT = 5  # deadlock / serialization failures are retried inside, never shown
+POOL_MAX_SIZE = 10
+
+
+def _statement(function: rpc.SqlFunction, args: Mapping[str, Any]) -> sql.Composed:
+    unknown = set(args) - set(function.params)
+    if unknown:
+        raise errors.InvalidInput(f"unknown argument(s) for {function.name}: {sorted(unknown)}")
+    named = [
+        sql.SQL("{} => {}::{}").format(sql.Identifier(name), sql.Placeholder(name), sql.SQL(function.params[name]))
+        for name in function.params
+        if name in args
+    ]
+    return sql.SQL("select * from {}.{}({})").format(
+        sql.Identifier(rpc.SCHEMA), sql.Identifier(function.name), sql.SQL(", ").join(named)
+    )
+
+
+def _adapt(function: rpc.SqlFunction, args: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: Jsonb(v) if function.params.get(k) == "jsonb" and v is not None else v for k, v in args.items()}
+
+
+def map_error(exc: psycopg.Error) -> errors.JobsysError:
+    diag = exc.diag
+    typed = errors.from_sqlstate(exc.sqlstate, diag.message_primary or str(exc), diag.message_detail)
+    if typed is not None:
+        return typed
+    if isinstance(exc, psycopg.OperationalError):
+        return errors.TransportError(f"database unavailable: {diag.message_primary or exc}")
+    return errors.JobsysError(f"database error {exc.sqlstate}: {diag.message_primary or exc}")
+
+
+class PostgresTransport:
+    supports_push = True
+
+    def __init__(self, conninfo: str, *, pool_max_size: int = POOL_MAX_SIZE, push: bool = True) -> None:
+        self.conninfo = conninfo
+        self.supports_push = push
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            conninfo, min_size=1, max_size=pool_max_size, open=False,
+            kwargs={"autocommit": True},
+        )
+        self._opened = False
+
+    async def open(self) -> PostgresTransport:
+        if not self._opened:
+            await self._pool.open(wait=False)
+            self._opened = True
+        return self
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+    async def __aenter__(self) -> PostgresTransport:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _execute(self, function: rpc.SqlFunction, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        statement = _statement(function, args)
+        params = _adapt(function, args)
+        for attempt in range(RETRIES_ON_CONFLICT + 1):
+            try:
+                async with self._pool.connection() as conn:
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(statement, params)
+                    return await cur.fetchall()
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == RETRIES_ON_CONFLICT:
+                    raise errors.TransportError(f"{function.name}: too much contention, try again")
+                await asyncio.sleep(0.01 * 2**attempt)
+            except psycopg_pool.PoolTimeout as exc:
+                raise errors.TransportError(f"database unavailable: {exc}") from exc
+            except psycopg.Error as exc:
+                raise map_error(exc) from exc
+        raise AssertionError("unreachable")
+
+    async def call(self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None) -> Any:
+        rows = await self._execute(function, args or {})
+        if not rows:
+            return None
+        return next(iter(rows[0].values()))
+
+    async def call_rows(
+        self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._execute(function, args or {})
+
+    async def subscribe(
+        self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None
+    ) -> Listener:
+        listener = Listener(self.conninfo, topics, on_event, on_state)
+        if self.supports_push:
+            listener.start()
+        return listener
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+class Listener:
+    """LISTEN on a dedicated connection; reconnects with backoff, reports its state."""
+
+    def __init__(
+        self, conninfo: str, topics: list[str], on_event: EventHandler, on_state: StateHandler | None
+    ) -> None:
+        self._conninfo = conninfo
+        self._topics = list(topics)
+        self._on_event = on_event
+        self._on_state = on_state
+        self._state = ChannelState.DISCONNECTED
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    @property
+    def state(self) -> ChannelState:
+        return self._state
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="jobsys-listener")
+
+    async def _set_state(self, state: ChannelState) -> None:
+        if state != self._state:
+            self._state = state
+            log.info("push channel %s", state.value.lower())
+        if self._on_state is not None:
+            await _maybe_await(self._on_state(state))
+
+    async def _run(self) -> None:
+        backoff = RECONNECT_MIN_S
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                    self._conn = conn
+                    for topic in self._topics:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(topic)))
+                    backoff = RECONNECT_MIN_S
+                    await self._set_state(ChannelState.SUBSCRIBED)
+                    while True:
+                        async for note in conn.notifies(timeout=KEEPALIVE_S):
+                            await self._deliver(note)
+                        await conn.execute("select 1")  # keep-alive: raises if the link is dead
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError) as exc:
+                log.warning("push channel lost (%s); reconnecting in %.1fs", type(exc).__name__, backoff)
+            finally:
+                self._conn = None
+            await self._set_state(ChannelState.DISCONNECTED)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_S)
+
+    async def _deliver(self, note: psycopg.Notify) -> None:
+        try:
+            body = json.loads(note.payload)
+            event = Event(topic=note.channel, event=body["event"], payload=body.get("payload") or {})
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed notification on %s", note.channel)
+            return
+        try:
+            await _maybe_await(self._on_event(event))
+        except Exception:  # a handler's bug must not kill the channel
+            log.exception("event handler failed for %s", event.event)
+
+    async def kill_connection(self) -> None:
+        """Drop the LISTEN connection as a network fault would (tests, chaos)."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.execute("select pg_terminate_backend(pg_backend_pid())")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

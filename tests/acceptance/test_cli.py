@@ -1,0 +1,45 @@
+"""The real `jobsys` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+JOBSYS = [sys.executable, "-m", "jobsys.cli"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["up", "--help"], ["migrate", "--help"]])
+def test_help_everywhere(args: list[str]) -> None:
+    out = subprocess.run(JOBSYS + args, capture_output=True, text=True, check=True).stdout
+    assert "usage: jobsys" in out
+
+
+def test_migrate_then_up_on_the_embedded_default_stops_cleanly(tmp_path: pathlib.Path) -> None:
+    env = {**os.environ, "JOBSYS_DATA_DIR": str(tmp_path / "data")}
+    first = subprocess.run(JOBSYS + ["migrate"], capture_output=True, text=True, env=env, check=True)
+    assert "applied 4 migration(s)" in first.stdout or "applied" in first.stdout
+    again = subprocess.run(JOBSYS + ["migrate"], capture_output=True, text=True, env=env, check=True)
+    assert "up to date" in again.stdout
+
+    proc = subprocess.Popen(JOBSYS + ["up", "--sim-devices", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        assert proc.stdout is not None
+        while "jobsys is up" not in seen:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, f"exited early: {seen}"
+            seen += line
+            assert time.monotonic() < deadline, seen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

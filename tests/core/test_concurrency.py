@@ -1,0 +1,85 @@
+"""Concurrent claimers and operators on real Postgres: nothing claimed twice, no device
+running two runs, counters equal count(*)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import uuid
+
+from jobsys import IllegalTransition, StaleRun
+from jobsys.system import JobSystem
+from tests.conftest import Db
+from tests.core.helpers import add_worker
+
+WORKERS = 10
+DEVICES_PER_WORKER = 10
+JOBS = 20  # 20 jobs x 100 devices = 2,000 assignments
+CLAIMERS_PER_WORKER = 2  # two claimers contend for the same devices: the device mutex is tested
+
+
+async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db) -> None:
+    jobs = await JobSystem.connect(db_url)
+    try:
+        sessions = [await add_worker(jobs, f"w{i}", DEVICES_PER_WORKER) for i in range(WORKERS)]
+        job_ids = [(await jobs.create_job(target_url=f"https://example.com/{i}", duration_sec=1)).job.id
+                   for i in range(JOBS)]
+        assert db.value("select count(*) from jobsys.job_assignments") == 2000
+
+        claims: collections.Counter[tuple[int, int]] = collections.Counter()
+        running_on: dict[uuid.UUID, int] = {}
+        overlaps: list[tuple[uuid.UUID, int, int]] = []
+        done = asyncio.Event()
+
+        async def claimer(worker_id: uuid.UUID) -> None:
+            rng = random.Random()
+            idle_rounds = 0
+            while not done.is_set():
+                batch = await jobs.claim_assignments(worker_id)
+                if not batch:
+                    idle_rounds += 1
+                    if idle_rounds > 50 and db.value(
+                            "select count(*) from jobsys.job_assignments where status <> 'completed'") == 0:
+                        done.set()
+                    await asyncio.sleep(0)
+                    continue
+                idle_rounds = 0
+                for run in batch:
+                    claims[(run.assignment_id, run.attempt)] += 1
+                    if run.device_id in running_on:
+                        overlaps.append((run.device_id, running_on[run.device_id], run.assignment_id))
+                    running_on[run.device_id] = run.assignment_id
+                for run in batch:
+                    await jobs.start_assignment(run.assignment_id, run.attempt)
+                    # Until this report commits the device is still busy in the database, so
+                    # any claim of it by the other claimer before this line is a violation.
+                    running_on.pop(run.device_id, None)
+                    if run.attempt == 1 and rng.random() < 0.05:  # one retry, never the last attempt
+                        await jobs.fail_assignment(run.assignment_id, run.attempt, "flaky", retry=True)
+                    else:
+                        await jobs.complete_assignment(run.assignment_id, run.attempt)
+
+        async def operator() -> None:
+            rng = random.Random(7)
+            while not done.is_set():
+                job_id = rng.choice(job_ids)
+                try:
+                    await jobs.pause_job(job_id)
+                    await asyncio.sleep(0)
+                    await jobs.resume_job(job_id)
+                except (IllegalTransition, StaleRun):
+                    pass  # completed meanwhile
+
+        tasks = [asyncio.create_task(claimer(s.worker_id)) for s in sessions for _ in range(CLAIMERS_PER_WORKER)]
+        tasks.append(asyncio.create_task(operator()))
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
+
+        assert overlaps == []
+        assert max(claims.values()) == 1  # no (assignment, attempt) claimed twice
+        assert db.counters_match() == []
+        assert db.value("select count(*) from jobsys.jobs where status <> 'completed'") == 0
+        assert db.value("select sum(completed_count) from jobsys.jobs") == 2000
+        assert db.value("select count(*) from jobsys.devices where running_assignment_id is not null") == 0
+    finally:
+        await jobs.close()

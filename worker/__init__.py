@@ -1,0 +1,1 @@
+"""The PC worker process: devices, heartbeat, push subscription + polling, execution."""
