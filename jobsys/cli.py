@@ -1,25 +1,72 @@
-"""The `jobsys` command: up, migrate (and, as they land, dashboard, worker, batch-runner)."""
+"""The `jobsys` command: up, migrate, worker (and, as they land, dashboard, batch-runner)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import pathlib
 import signal
+import socket
 import sys
+from typing import TYPE_CHECKING
 
 from jobsys import migrations
 from jobsys.config import ENV_DATABASE_URL, resolve_database
-from jobsys.embedded import ENV_DATA_DIR
+from jobsys.embedded import ENV_DATA_DIR, default_data_dir
+
+if TYPE_CHECKING:
+    from jobsys.system import JobSystem
+    from worker.options import WorkerOptions
 
 log = logging.getLogger("jobsys")
+
+UPKEEP_INTERVAL_S = 1.0  # `jobsys up` runs lease rescue / stale marking / top-up this often
 
 
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help=f"Postgres URL (default: ${ENV_DATABASE_URL}, else embedded)")
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        help=f"embedded Postgres data directory (default: ${ENV_DATA_DIR} or the user data dir)")
+                        help=f"embedded Postgres data directory (default: ${ENV_DATA_DIR} or the user data dir); "
+                             "give the same one as a running `jobsys up` to join it")
+
+
+def _add_worker_options(parser: argparse.ArgumentParser, *, default_devices: int) -> None:
+    parser.add_argument("--sim-devices", type=int, default=default_devices, metavar="N",
+                        help=f"simulated devices (default {default_devices}; 0 for none)")
+    parser.add_argument("--sim-failure-rate", type=float, default=0.0, metavar="P",
+                        help="share of simulated runs that fail, 0..1 (default 0)")
+    parser.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
+                        help="simulated time runs X times faster (default 1)")
+    parser.add_argument("--evidence-dir", type=pathlib.Path,
+                        help="where screenshots go (default: <data dir>/evidence)")
+
+
+def _worker_options(args: argparse.Namespace, name: str, driver: str) -> WorkerOptions:
+    """Options from flags; `jobsys up` has only the simulated-device ones, so the rest default."""
+    from worker import options
+
+    data_dir = args.data_dir or default_data_dir()
+    return options.WorkerOptions(
+        name=name, driver=driver, evidence_dir=args.evidence_dir or data_dir / "evidence",
+        sim_devices=args.sim_devices, sim_failure_rate=args.sim_failure_rate, sim_speed=args.sim_speed,
+        push=not getattr(args, "no_push", False),
+        poll_interval_s=getattr(args, "poll_interval", options.POLL_INTERVAL_S),
+        heartbeat_interval_s=getattr(args, "heartbeat_interval", options.HEARTBEAT_INTERVAL_S),
+        shutdown_grace_s=getattr(args, "grace", options.SHUTDOWN_GRACE_S),
+        adb_host=getattr(args, "adb_host", "127.0.0.1"), adb_port=getattr(args, "adb_port", 5037),
+    )
+
+
+def _stop_event() -> asyncio.Event:
+    """Set on SIGINT/SIGTERM. Installed before anything says it is up, so a signal that
+    arrives at once still stops cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -33,20 +80,46 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_event() -> asyncio.Event:
-    """Set on SIGINT/SIGTERM. Installed before anything says it is up, so a signal that
-    arrives at once still stops cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
+async def _upkeep(jobs: JobSystem) -> None:
+    """Lease rescue, stale marking and top-up for setups where no worker heartbeats."""
+    from jobsys import errors
+
+    while True:
+        with contextlib.suppress(errors.JobsysError):
+            await jobs.maintain()
+        await asyncio.sleep(UPKEEP_INTERVAL_S)  # pacing of a periodic task
+
+
+async def _run_worker(jobs: JobSystem, options: WorkerOptions, stop: asyncio.Event) -> None:
+    from worker.agent import Worker
+
+    worker = Worker(jobs, options)
+    task = asyncio.create_task(worker.run())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    worker.request_stop()
+    waiter.cancel()
+    await task
 
 
 async def _up(args: argparse.Namespace, url: str, where: str, applied: list[str]) -> None:
+    from jobsys.system import JobSystem
+
     stop = _stop_event()
-    print(f"jobsys is up on {where} ({len(applied)} new migration(s)). Ctrl-C stops it.", flush=True)
-    await stop.wait()
+    async with await JobSystem.connect(url) as jobs:
+        tasks = [asyncio.create_task(_upkeep(jobs), name="upkeep")]
+        worker_task = None
+        if args.sim_devices > 0:
+            options = _worker_options(args, name=f"{socket.gethostname()}-sim", driver="sim")
+            worker_task = asyncio.create_task(_run_worker(jobs, options, stop), name="worker")
+        print(f"jobsys is up on {where} ({len(applied)} new migration(s)); "
+              f"{args.sim_devices} simulated device(s). Ctrl-C stops it.", flush=True)
+        await stop.wait()
+        if worker_task is not None:
+            await worker_task
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -62,23 +135,67 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _worker_main(args: argparse.Namespace, url: str) -> None:
+    from jobsys.system import JobSystem
+
+    stop = _stop_event()
+    options = _worker_options(args, name=args.name, driver=args.driver)
+    async with await JobSystem.connect(url, push=not args.no_push) as jobs:
+        await _run_worker(jobs, options, stop)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    url, embedded = resolve_database(args.database_url, args.data_dir)
+    try:
+        asyncio.run(_worker_main(args, url))
+    finally:
+        if embedded:
+            embedded.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from worker import options as worker_defaults
+
     parser = argparse.ArgumentParser(prog="jobsys", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start everything on the embedded default",
-                        description="Start Postgres (embedded unless --database-url), apply migrations, "
-                                    "and run until Ctrl-C.")
+                        description="Start Postgres (embedded unless --database-url), apply migrations, a worker "
+                                    "with simulated devices and the upkeep loop; run until Ctrl-C.")
     _add_database_options(up)
     up.add_argument("--port", type=int, default=8080, help="dashboard and API port (default 8080)")
-    up.add_argument("--sim-devices", type=int, default=20, help="simulated devices on the local worker (0: none)")
+    _add_worker_options(up, default_devices=20)
     up.set_defaults(handler=cmd_up)
 
     migrate = sub.add_parser("migrate", help="apply supabase/migrations to the database",
                              description="Apply the migrations that are missing; safe to repeat.")
     _add_database_options(migrate)
     migrate.set_defaults(handler=cmd_migrate)
+
+    worker = sub.add_parser(
+        "worker", help="run a PC worker for the devices attached to this machine",
+        description="Register this PC's devices, take their assignments (push via LISTEN/NOTIFY, polling "
+                    "every 3 s while push is down) and run them. SIGTERM/Ctrl-C: stop claiming, let running "
+                    f"work finish up to --grace seconds, release the rest. Environment: {ENV_DATABASE_URL}, "
+                    f"{ENV_DATA_DIR}.")
+    _add_database_options(worker)
+    worker.add_argument("--driver", choices=["uiautomator2", "sim"], default="uiautomator2",
+                        help="uiautomator2: real phones over adb (default); sim: simulated devices")
+    worker.add_argument("--name", default=socket.gethostname(),
+                        help="worker name; simulated serials are stable per name (default: host name)")
+    _add_worker_options(worker, default_devices=20)
+    worker.add_argument("--adb-host", default="127.0.0.1", help="adb server host (default 127.0.0.1)")
+    worker.add_argument("--adb-port", type=int, default=5037, help="adb server port (default 5037)")
+    worker.add_argument("--no-push", action="store_true", help="do not LISTEN; poll only")
+    worker.add_argument("--poll-interval", type=float, default=worker_defaults.POLL_INTERVAL_S, metavar="S",
+                        help=f"poll interval while push is down (default {worker_defaults.POLL_INTERVAL_S:g})")
+    worker.add_argument("--heartbeat-interval", type=float, default=worker_defaults.HEARTBEAT_INTERVAL_S,
+                        metavar="S", help=f"default {worker_defaults.HEARTBEAT_INTERVAL_S:g}")
+    worker.add_argument("--grace", type=float, default=worker_defaults.SHUTDOWN_GRACE_S, metavar="S",
+                        help=f"shutdown grace for running work (default {worker_defaults.SHUTDOWN_GRACE_S:g})")
+    worker.set_defaults(handler=cmd_worker)
     return parser
 
 
@@ -88,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not args.verbose:
         logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
+        logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
     return int(args.handler(args) or 0)
 
 

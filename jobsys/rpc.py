@@ -38,6 +38,7 @@ LIST_DEVICES = _fn("list_devices")
 REGISTER_WORKER = _fn("register_worker", p_name="text", p_hostname="text", p_devices="jsonb")
 HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]")
 STOP_WORKER = _fn("stop_worker", p_worker_id="uuid")
+WORKER_DEVICES = _fn("worker_devices", p_worker_id="uuid")
 CLAIM_ASSIGNMENTS = _fn("claim_assignments", returns_set=True, p_worker_id="uuid",
                         p_device_ids="uuid[]", p_limit="integer")
 START_ASSIGNMENT = _fn("start_assignment", p_assignment_id="bigint", p_attempt="integer")

@@ -13,7 +13,7 @@ from jobsys import errors, rpc
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
     ClaimedAssignment, CreatedJob, DeviceList, DeviceReport, HeartbeatReply, Job, JobCreate,
-    JobDetail, JobList, JobStatus, JobUpdate, RunState, WorkerSession,
+    JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunState, WorkerSession,
 )
 from jobsys.transport.base import EventHandler, StateHandler, Subscription, Transport
 
@@ -133,6 +133,10 @@ class JobSystem:
             "p_worker_id": _uuid(worker_id, "worker_id"),
             "p_devices": None if devices is None else [d.model_dump(mode="json") for d in devices],
             "p_running": None if running is None else list(running)}))
+
+    async def worker_devices(self, worker_id: JobId) -> list[RegisteredDevice]:
+        raw = await self.transport.call(rpc.WORKER_DEVICES, {"p_worker_id": _uuid(worker_id, "worker_id")})
+        return [RegisteredDevice.model_validate(d) for d in raw]
 
     async def stop_worker(self, worker_id: JobId) -> None:
         await self.transport.call(rpc.STOP_WORKER, {"p_worker_id": _uuid(worker_id, "worker_id")})

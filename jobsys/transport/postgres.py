@@ -31,6 +31,7 @@ RECONNECT_MAX_S = 5.0
 KEEPALIVE_S = 10.0  # an idle LISTEN connection runs a query this often to notice a dead link
 RETRIES_ON_CONFLICT = 5  # deadlock / serialization failures are retried inside, never shown
 POOL_MAX_SIZE = 10
+POOL_TIMEOUT_S = 5.0  # a call waits this long for a connection, then fails as unavailable
 
 
 def _statement(function: rpc.SqlFunction, args: Mapping[str, Any]) -> sql.Composed:
@@ -56,7 +57,7 @@ def map_error(exc: psycopg.Error) -> errors.JobsysError:
     typed = errors.from_sqlstate(exc.sqlstate, diag.message_primary or str(exc), diag.message_detail)
     if typed is not None:
         return typed
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return errors.TransportError(f"database unavailable: {diag.message_primary or exc}")
     return errors.JobsysError(f"database error {exc.sqlstate}: {diag.message_primary or exc}")
 
@@ -68,7 +69,7 @@ class PostgresTransport:
         self.conninfo = conninfo
         self.supports_push = push
         self._pool = psycopg_pool.AsyncConnectionPool(
-            conninfo, min_size=1, max_size=pool_max_size, open=False,
+            conninfo, min_size=1, max_size=pool_max_size, open=False, timeout=POOL_TIMEOUT_S,
             kwargs={"autocommit": True},
         )
         self._opened = False

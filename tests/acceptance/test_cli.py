@@ -23,7 +23,7 @@ def test_help_everywhere(args: list[str]) -> None:
 def test_migrate_then_up_on_the_embedded_default_stops_cleanly(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "JOBSYS_DATA_DIR": str(tmp_path / "data")}
     first = subprocess.run(JOBSYS + ["migrate"], capture_output=True, text=True, env=env, check=True)
-    assert "applied 4 migration(s)" in first.stdout or "applied" in first.stdout
+    assert "applied " in first.stdout
     again = subprocess.run(JOBSYS + ["migrate"], capture_output=True, text=True, env=env, check=True)
     assert "up to date" in again.stdout
 

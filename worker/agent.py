@@ -1,0 +1,237 @@
+"""The worker process: registers its devices, listens for pushes, claims work through the
+database, runs one assignment per device at a time, heartbeats, and shuts down cleanly.
+
+Side tasks (claim loop, heartbeat, reporter, device watcher) are watched: one failing
+stops the worker, as in Procrastinate. A push only wakes the claim loop; the claim is
+always made through the database, and a poll runs every 3 s while push is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import socket
+import uuid
+
+from jobsys import errors
+from jobsys.events import ChannelState, Event, EventName
+from jobsys.models import ClaimedAssignment
+from jobsys.system import JobSystem
+from jobsys.transport.base import Subscription
+from worker.drivers import DeviceDriver, StopReason, create_driver
+from worker.executor import execute
+from worker.fleet import Fleet
+from worker.options import WorkerOptions
+from worker.reporter import Reporter
+
+log = logging.getLogger("jobsys.worker")
+
+REGISTER_RETRY_MAX_S = 5.0
+DRAIN_TIMEOUT_S = 10.0  # at shutdown, how long to keep trying to deliver buffered reports
+
+
+@dataclasses.dataclass
+class RunSlot:
+    run: ClaimedAssignment
+    task: asyncio.Task[None]
+    stop: StopReason | None = None
+
+
+class Worker:
+    def __init__(self, jobs: JobSystem, options: WorkerOptions, driver: DeviceDriver | None = None) -> None:
+        self.jobs = jobs
+        self.options = options
+        self.driver = driver or create_driver(options.driver, **options.driver_options())
+        self.fleet = Fleet(self.driver)
+        self.reporter = Reporter(jobs)
+        self.worker_id: uuid.UUID | None = None
+        self.push_state = ChannelState.DISCONNECTED
+        self.runs: dict[str, RunSlot] = {}  # serial -> the run on that device
+        self.paused_jobs: set[uuid.UUID] = set()
+        self.registered = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._devices_changed = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._claiming = True
+        self._hard_stop = False
+        self._subscription: Subscription | None = None
+
+    # Lifecycle -------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        await self.fleet.refresh()
+        await self._register()
+        if self.options.push:
+            assert self.worker_id is not None
+            self._subscription = await self.jobs.subscribe_worker(self.worker_id, self._on_event, self._on_state)
+        side_tasks = [
+            asyncio.create_task(self._claim_loop(), name="claim-loop"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.reporter.run(), name="reporter"),
+        ]
+        watcher = self.driver.watch(self._on_devices_changed)
+        if watcher is not None:
+            side_tasks.append(asyncio.ensure_future(watcher))
+        self._wake.set()
+        stop_waiter = asyncio.create_task(self._stop_requested.wait())
+        done, _ = await asyncio.wait([stop_waiter, *side_tasks], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stop_waiter and not t.cancelled() and t.exception()]
+        for task in failed:
+            log.error("worker side task %s failed: %r", task.get_name(), task.exception())
+        try:
+            await self._shutdown(side_tasks)
+        finally:
+            stop_waiter.cancel()
+        if failed:
+            raise RuntimeError(f"worker stopped because {failed[0].get_name()} failed") from failed[0].exception()
+
+    async def _register(self) -> None:
+        backoff_s = 0.2
+        while True:
+            try:
+                session = await self.jobs.register_worker(self.options.name, self.fleet.reports(),
+                                                          hostname=socket.gethostname())
+                break
+            except errors.TransportError as exc:
+                log.warning("register waits for the database (%s); retry in %.1fs", exc.message, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, REGISTER_RETRY_MAX_S)
+        self.worker_id = session.worker_id
+        self.fleet.remember_ids(session.devices)
+        self._reported_version = self.fleet.version
+        self.registered.set()
+        log.info("worker_registered id=%s name=%s devices=%d driver=%s%s", session.worker_id, self.options.name,
+                 len(session.devices), self.driver.name, " (simulated)" if self.driver.simulated else "")
+
+    async def _shutdown(self, side_tasks: list[asyncio.Task[None]]) -> None:
+        log.info("worker_stopping running=%d grace_s=%.0f", len(self.runs), self.options.shutdown_grace_s)
+        self._claiming = False
+        running = [slot.task for slot in self.runs.values()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=self.options.shutdown_grace_s)
+            if late:
+                self._hard_stop = True  # the driver sees SHUTDOWN within a second and returns
+                await asyncio.wait(late)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.reporter.drain(), DRAIN_TIMEOUT_S)
+        for task in side_tasks:
+            task.cancel()
+        await asyncio.gather(*side_tasks, return_exceptions=True)
+        if self._subscription is not None:
+            await self._subscription.close()
+        if self.worker_id is not None:
+            with contextlib.suppress(errors.JobsysError):
+                await self.jobs.stop_worker(self.worker_id)
+        await self.driver.close()
+        log.info("worker_stopped reports_sent=%d", self.reporter.sent)
+
+    # Push ------------------------------------------------------------------------------
+    def _on_state(self, state: ChannelState) -> None:
+        self.push_state = state
+        self._wake.set()  # on (re)subscribe: resync by claiming; on loss: switch to 3 s polling
+
+    def _on_event(self, event: Event) -> None:
+        job_id = event.payload.get("job_id")
+        if event.event in (EventName.ASSIGNMENT, EventName.JOB_RESUMED):
+            if job_id:
+                self.paused_jobs.discard(uuid.UUID(job_id))
+            self._wake.set()
+        elif event.event == EventName.JOB_PAUSED and job_id:
+            # Nothing is queued locally (a device claims only when free), so pausing needs
+            # no local work: the server has paused the job's pending runs already.
+            self.paused_jobs.add(uuid.UUID(job_id))
+        elif event.event == EventName.JOB_CANCELLED and job_id:
+            self._stop_job(uuid.UUID(job_id))
+
+    def _stop_job(self, job_id: uuid.UUID) -> None:
+        for slot in self.runs.values():
+            if slot.run.job_id == job_id:
+                slot.stop = StopReason.CANCELLED
+
+    # Claiming --------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while True:
+            interval_s = (self.options.safety_poll_s if self.push_state is ChannelState.SUBSCRIBED
+                          else self.options.poll_interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval_s)
+            self._wake.clear()
+            if self._claiming:
+                await self._claim_round()
+
+    async def _claim_round(self) -> None:
+        assert self.worker_id is not None
+        free = self.fleet.healthy_ids(set(self.runs))
+        if not free:
+            return
+        try:
+            claimed = await self.jobs.claim_assignments(self.worker_id, free)
+        except errors.TransportError as exc:
+            log.warning("claim waits for the database: %s", exc.message)
+            return
+        for run in claimed:
+            self._launch(run)
+
+    def _launch(self, run: ClaimedAssignment) -> None:
+        slot_holder: list[RunSlot] = []
+
+        def should_stop() -> StopReason | None:
+            slot = slot_holder[0]
+            return slot.stop or (StopReason.SHUTDOWN if self._hard_stop else None)
+
+        task = asyncio.create_task(self._execute(run, should_stop), name=f"run-{run.assignment_id}")
+        slot = RunSlot(run, task)
+        slot_holder.append(slot)
+        self.runs[run.serial] = slot
+
+    async def _execute(self, run: ClaimedAssignment, should_stop: object) -> None:
+        try:
+            await execute(run, jobs=self.jobs, driver=self.driver, fleet=self.fleet, reporter=self.reporter,
+                          should_stop=should_stop,  # type: ignore[arg-type]
+                          evidence_dir=self.options.evidence_dir)
+        except Exception:
+            log.exception("run %s crashed in the worker; its lease will expire and it re-runs", run.assignment_id)
+        finally:
+            self.runs.pop(run.serial, None)
+            self._wake.set()  # the device is free: claim its next run
+
+    # Heartbeat and devices ---------------------------------------------------------------
+    async def _on_devices_changed(self) -> None:
+        self._devices_changed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.worker_id is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._devices_changed.wait(), self.options.heartbeat_interval_s)
+            self._devices_changed.clear()
+            await self.heartbeat_once()
+
+    async def heartbeat_once(self) -> None:
+        assert self.worker_id is not None
+        await self.fleet.refresh()
+        version = self.fleet.version
+        devices = self.fleet.reports() if version != self._reported_version else None
+        running = [slot.run.assignment_id for slot in self.runs.values()] + self.reporter.pending_ids()
+        try:
+            reply = await self.jobs.heartbeat(self.worker_id, devices, running)
+        except errors.NotFound:
+            log.warning("worker session unknown to the server; registering again")
+            await self._register()
+            return
+        except errors.TransportError as exc:
+            log.warning("heartbeat waits for the database: %s", exc.message)
+            return
+        if devices is not None:
+            self._reported_version = version
+            if not self.fleet.knows_all():
+                self.fleet.remember_ids(await self.jobs.worker_devices(self.worker_id))
+            self._wake.set()
+        stop = set(reply.stop)
+        for slot in self.runs.values():
+            if slot.run.assignment_id in stop:
+                slot.stop = StopReason.CANCELLED

@@ -1,0 +1,72 @@
+"""Runs one claimed assignment on its device: start, act, report.
+
+Stop requests (job cancelled or deleted, worker shutting down) are read through a
+StopCheck the driver calls about once a second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+
+from jobsys import errors
+from jobsys.models import ClaimedAssignment
+from jobsys.system import JobSystem
+from worker.drivers.base import DeviceDriver, DeviceError, OpenUrlRequest, StopCheck, StopReason
+from worker.fleet import Fleet
+from worker.reporter import Outcome, Reporter
+
+log = logging.getLogger("jobsys.worker.executor")
+
+START_RETRIES = 5
+START_RETRY_S = 0.5
+
+
+async def _start(jobs: JobSystem, run: ClaimedAssignment) -> bool:
+    """Tell the server the device began. False if the run is no longer ours."""
+    for attempt in range(START_RETRIES):
+        try:
+            await jobs.start_assignment(run.assignment_id, run.attempt)
+            return True
+        except (errors.StaleRun, errors.NotFound):
+            return False
+        except errors.TransportError:
+            if attempt == START_RETRIES - 1:
+                raise
+            await asyncio.sleep(START_RETRY_S)  # retry pacing, not synchronisation
+    return False
+
+
+async def execute(
+    run: ClaimedAssignment, *, jobs: JobSystem, driver: DeviceDriver, fleet: Fleet, reporter: Reporter,
+    should_stop: StopCheck, evidence_dir: pathlib.Path,
+) -> None:
+    fields = f"run={run.assignment_id} attempt={run.attempt} job={run.job_id} device={run.serial}"
+    try:
+        if not await _start(jobs, run):
+            log.info("run_gone %s", fields)
+            return
+    except errors.TransportError:
+        # The claim lease expires on the server and the run is re-queued; nothing is lost.
+        log.warning("run_not_started %s reason=database-unavailable", fields)
+        return
+    log.info("run_started %s url=%s duration_sec=%s", fields, run.target_url, run.duration_sec)
+    request = OpenUrlRequest(serial=run.serial, url=run.target_url, duration_sec=float(run.duration_sec),
+                             evidence_dir=evidence_dir / str(run.job_id),
+                             evidence_name=f"{run.serial}-{run.assignment_id}-{run.attempt}")
+    try:
+        result = await driver.open_url(request, should_stop)
+    except DeviceError as exc:
+        fleet.mark_error(run.serial, str(exc))
+        log.warning("run_failed %s error=%r", fields, str(exc))
+        reporter.submit(Outcome(run.assignment_id, run.attempt, "fail", error=str(exc),
+                                result={"simulated": driver.simulated}))
+        return
+    if result.stopped is StopReason.CANCELLED:
+        log.info("run_stopped %s reason=cancelled", fields)  # the server already cancelled it
+    elif result.stopped is StopReason.SHUTDOWN:
+        log.info("run_released %s reason=shutdown", fields)
+        reporter.submit(Outcome(run.assignment_id, run.attempt, "release", error="worker shut down"))
+    else:
+        log.info("run_completed %s elapsed_sec=%.1f", fields, result.elapsed_sec)
+        reporter.submit(Outcome(run.assignment_id, run.attempt, "complete", result=result.as_json()))

@@ -1,0 +1,34 @@
+"""Worker settings, with units in their names. The CLI fills them from flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+HEARTBEAT_INTERVAL_S = 10.0  # server marks a device offline after 30 s without one
+POLL_INTERVAL_S = 3.0  # while the push channel is down
+SAFETY_POLL_S = 30.0  # while push is up: a slow poll in case a notification was missed
+SHUTDOWN_GRACE_S = 30.0  # SIGTERM: running work may finish this long, then is released
+
+
+@dataclasses.dataclass
+class WorkerOptions:
+    name: str
+    evidence_dir: pathlib.Path
+    driver: str = "sim"
+    sim_devices: int = 20
+    sim_failure_rate: float = 0.0
+    sim_speed: float = 1.0  # >1 compresses simulated time (tests, benchmarks)
+    adb_host: str = "127.0.0.1"
+    adb_port: int = 5037
+    push: bool = True
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    poll_interval_s: float = POLL_INTERVAL_S
+    safety_poll_s: float = SAFETY_POLL_S
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
+
+    def driver_options(self) -> dict[str, object]:
+        if self.driver == "sim":
+            return {"count": self.sim_devices, "name_seed": self.name,
+                    "failure_rate": self.sim_failure_rate, "speed": self.sim_speed}
+        return {"adb_host": self.adb_host, "adb_port": self.adb_port}
