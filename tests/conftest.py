@@ -4,9 +4,12 @@ template database, and a fresh `CREATE DATABASE ... TEMPLATE` copy per test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import pathlib
+import shutil
+import tempfile
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -23,13 +26,27 @@ _counter = itertools.count()
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@contextlib.contextmanager
+def fresh_postgres() -> Iterator[Any]:
+    """A new pgserver in its own directory. Not under pytest's tmp_path: that is private to
+    root (0700), and as root pgserver runs Postgres as the `pgserver` user, which must
+    reach its data directory."""
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop")
-    yield server
-    server.cleanup()
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="jobsys-test-pg-"))
+    directory.chmod(0o755)
+    server = pgserver.get_server(directory / "pgdata", cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    with fresh_postgres() as server:
+        yield server
 
 
 def url_for(server_url: str, dbname: str) -> str:
@@ -66,6 +83,21 @@ async def jobs(db_url: str) -> AsyncIterator[JobSystem]:
     await system.close()
 
 
+COUNTER_MISMATCHES_SQL = """
+    select j.id, j.assigned_count, j.running_count, j.completed_count, j.failed_count,
+           j.cancelled_count, c.*
+    from jobsys.jobs j
+    left join lateral (
+      select count(a.id) as assigned,
+             count(a.id) filter (where a.status = 'running') as running,
+             count(a.id) filter (where a.status = 'completed') as completed,
+             count(a.id) filter (where a.status = 'failed') as failed,
+             count(a.id) filter (where a.status = 'cancelled') as cancelled
+      from jobsys.job_assignments a where a.job_id = j.id) c on true
+    where (j.assigned_count, j.running_count, j.completed_count, j.failed_count, j.cancelled_count)
+       <> (c.assigned, c.running, c.completed, c.failed, c.cancelled)"""
+
+
 class Db:
     """Direct SQL for setting up and checking state in tests (not how the library works)."""
 
@@ -89,19 +121,7 @@ class Db:
 
     def counters_match(self) -> list[tuple[Any, ...]]:
         """Jobs whose stored counters differ from count(*) over their assignments."""
-        return self.rows("""
-            select j.id, j.assigned_count, j.running_count, j.completed_count, j.failed_count,
-                   j.cancelled_count, c.*
-            from jobsys.jobs j
-            left join lateral (
-              select count(a.id) as assigned,
-                     count(a.id) filter (where a.status = 'running') as running,
-                     count(a.id) filter (where a.status = 'completed') as completed,
-                     count(a.id) filter (where a.status = 'failed') as failed,
-                     count(a.id) filter (where a.status = 'cancelled') as cancelled
-              from jobsys.job_assignments a where a.job_id = j.id) c on true
-            where (j.assigned_count, j.running_count, j.completed_count, j.failed_count, j.cancelled_count)
-               <> (c.assigned, c.running, c.completed, c.failed, c.cancelled)""")
+        return self.rows(COUNTER_MISMATCHES_SQL)
 
     def dump(self) -> list[tuple[Any, ...]]:
         """Every row of every jobsys table, to compare before and after a rejected call."""

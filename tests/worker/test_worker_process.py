@@ -16,7 +16,7 @@ import pytest
 from jobsys import migrations
 from jobsys.models import JobStatus
 from jobsys.system import JobSystem
-from tests.conftest import Db, wait_until
+from tests.conftest import Db, fresh_postgres, wait_until
 
 
 def spawn_worker(db_url: str, tmp: pathlib.Path, name: str = "pc1", devices: int = 10,
@@ -92,14 +92,11 @@ async def test_sigterm_past_the_grace_period_releases_running_work(
 
 
 @pytest.fixture
-def own_postgres(tmp_path: pathlib.Path) -> Iterator[tuple[Any, str]]:
-    import pgserver
-
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
-    url = server.get_uri()
-    migrations.migrate(url)
-    yield server, url
-    server.cleanup()
+def own_postgres() -> Iterator[tuple[Any, str]]:
+    with fresh_postgres() as server:
+        url = server.get_uri()
+        migrations.migrate(url)
+        yield server, url
 
 
 def _pg_ctl(server: Any, *args: str) -> None:

@@ -1,0 +1,219 @@
+"""Hypothesis stateful test: random sequences of transitions against a small model of the
+spec, with the invariants checked on the real database after every step."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import hypothesis.strategies as st
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from psycopg import sql
+
+from tests.conftest import COUNTER_MISMATCHES_SQL, TEMPLATE_DB, Db, url_for
+
+ACTIVE, PAUSED, COMPLETED, CANCELLED = "active", "paused", "completed", "cancelled"
+
+
+class JobsysModel(RuleBasedStateMachine):
+    admin_url: str = ""
+
+    @initialize()
+    def fresh_database(self) -> None:
+        self.dbname = f"model_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("create database {} template {}").format(
+                sql.Identifier(self.dbname), sql.Identifier(TEMPLATE_DB)))
+        self.db = Db(url_for(self.admin_url, self.dbname))
+        self.conn = psycopg.connect(self.db.url, autocommit=True)
+        self.conn.execute("select setseed(0.5)")  # device choice uses random(): replayable examples
+        self.db.run("update jobsys.settings set value = 2 where key = 'max_attempts'")
+        self.workers: list[str] = []
+        self.devices = 0
+        self.jobs: dict[str, str] = {}  # job id -> status the model expects
+        self.running: dict[int, int] = {}  # assignment id -> attempt we hold
+        self.terminal: dict[int, tuple[Any, ...]] = {}
+
+    def teardown(self) -> None:
+        if hasattr(self, "conn"):
+            self.conn.close()
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(self.dbname)))
+
+    def call(self, statement: str, params: Any = None) -> Any:
+        cur = self.conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+    def expect_error(self, sqlstate: str, statement: str, params: Any = None) -> None:
+        with pytest.raises(psycopg.Error) as info:
+            self.call(statement, params)
+        assert info.value.sqlstate == sqlstate, (statement, info.value)
+
+    # Fleet -----------------------------------------------------------------------------
+    @rule(devices=st.integers(1, 4))
+    def add_worker(self, devices: int) -> None:
+        serials = [{"serial": f"d{self.devices + i}"} for i in range(devices)]
+        self.devices += devices
+        [(reply,)] = self.call("select jobsys.register_worker('w', 'h', %s)", (json.dumps(serials),))
+        self.workers.append(reply["worker_id"])
+
+    @precondition(lambda self: self.devices > 0)
+    @rule(data=st.data())
+    def device_goes_stale(self, data: st.DataObject) -> None:
+        serial = f"d{data.draw(st.integers(0, self.devices - 1))}"
+        self.call("update jobsys.devices set last_heartbeat_at = now() - interval '1 hour' where serial = %s",
+                  (serial,))
+        self.call("select jobsys.maintain(true)")
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data())
+    def lease_expires(self, data: st.DataObject) -> None:
+        assignment = data.draw(st.sampled_from(sorted(self.running)))
+        self.call("update jobsys.job_assignments set lease_expires_at = now() - interval '1 second'"
+                  " where id = %s", (assignment,))
+        self.call("select jobsys.rescue_expired_leases()")
+        self.running.pop(assignment)  # our run is stale now
+
+    # Operators -------------------------------------------------------------------------
+    @rule(kind=st.sampled_from(["all_devices", "percentage", "device_count"]), value=st.integers(1, 6))
+    def create_job(self, kind: str, value: int) -> None:
+        healthy = self.call("select count(*) from jobsys.devices where state = 'online'"
+                            " and last_heartbeat_at > jobsys.healthy_cutoff()")[0][0]
+        target_value = None if kind == "all_devices" else (value * 15 if kind == "percentage" else value)
+        statement = "select jobsys.create_job('https://example.com', 5, %s, %s)"
+        if kind != "device_count" and healthy == 0:
+            self.expect_error("JS409", statement, (kind, target_value))
+            return
+        [(reply,)] = self.call(statement, (kind, target_value))
+        self.jobs[reply["job"]["id"]] = ACTIVE
+
+    def _job_move(self, fn: str, legal_from: set[str], to: str | None, job: str) -> None:
+        status = self.current_status(job)
+        if status in legal_from:
+            self.call(f"select jobsys.{fn}(%s)", (job,))
+            if to is None:
+                del self.jobs[job]
+            else:
+                self.jobs[job] = self.current_status(job)  # may complete at once on resume
+                assert self.jobs[job] in ({to, COMPLETED} if to == ACTIVE else {to})
+        else:
+            self.expect_error("JS409", f"select jobsys.{fn}(%s)", (job,))
+
+    def current_status(self, job: str) -> str:
+        return self.call("select status from jobsys.jobs where id = %s", (job,))[0][0]
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data(), move=st.sampled_from(["pause", "resume", "cancel", "delete"]))
+    def job_move(self, data: st.DataObject, move: str) -> None:
+        job = data.draw(st.sampled_from(list(self.jobs)))  # creation order: uuids are random
+        if move == "pause":
+            self._job_move("pause_job", {ACTIVE}, PAUSED, job)
+        elif move == "resume":
+            self._job_move("resume_job", {PAUSED}, ACTIVE, job)
+        elif move == "cancel":
+            self._job_move("cancel_job", {ACTIVE, PAUSED}, CANCELLED, job)
+        else:
+            self._job_move("delete_job", {ACTIVE, PAUSED, COMPLETED, CANCELLED}, None, job)
+        self.running = {a: n for a, n in self.running.items()
+                        if self.call("select 1 from jobsys.job_assignments where id = %s and status = 'running'",
+                                     (a,))}
+
+    # Workers ---------------------------------------------------------------------------
+    @precondition(lambda self: self.workers)
+    @rule(data=st.data())
+    def claim(self, data: st.DataObject) -> None:
+        worker = data.draw(st.sampled_from(self.workers))
+        rows = self.call("select assignment_id, attempt, job_id from jobsys.claim_assignments(%s)", (worker,))
+        for assignment, attempt, job in rows:
+            assert self.current_status(str(job)) == ACTIVE, "a claim returned work of a job that is not active"
+            self.running[assignment] = attempt
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), outcome=st.sampled_from(["complete", "fail", "retry", "release", "start"]))
+    def report(self, data: st.DataObject, outcome: str) -> None:
+        assignment = data.draw(st.sampled_from(sorted(self.running)))
+        attempt = self.running[assignment]
+        statement = {
+            "complete": "select jobsys.complete_assignment(%s, %s)",
+            "fail": "select jobsys.fail_assignment(%s, %s, 'broken')",
+            "retry": "select jobsys.fail_assignment(%s, %s, 'flaky', true)",
+            "release": "select jobsys.release_assignment(%s, %s)",
+            "start": "select jobsys.start_assignment(%s, %s)",
+        }[outcome]
+        self.call(statement, (assignment, attempt))
+        if outcome != "start":
+            self.running.pop(assignment)
+        for job in list(self.jobs):
+            self.jobs[job] = self.current_status(job)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data())
+    def late_report_after_rescue_is_stale(self, data: st.DataObject) -> None:
+        assignment = data.draw(st.sampled_from(sorted(self.running)))
+        attempt = self.running.pop(assignment)
+        self.call("update jobsys.job_assignments set lease_expires_at = now() - interval '1 second'"
+                  " where id = %s", (assignment,))
+        self.call("select jobsys.rescue_expired_leases()")
+        self.expect_error("JS410", "select jobsys.complete_assignment(%s, %s)", (assignment, attempt))
+
+    # Invariants ------------------------------------------------------------------------
+    @invariant()
+    def counters_equal_count(self) -> None:
+        if hasattr(self, "db"):
+            assert self.call(COUNTER_MISMATCHES_SQL) == []
+
+    @invariant()
+    def one_running_per_device_and_mutex_consistent(self) -> None:
+        if not hasattr(self, "db"):
+            return
+        assert self.call("""select count(*) from (select device_id from jobsys.job_assignments
+                            where status = 'running' group by device_id having count(*) > 1) x""")[0][0] == 0
+        assert self.call("""select count(*) from jobsys.job_assignments a
+                            where a.status = 'running' and not exists (
+                              select 1 from jobsys.devices d
+                              where d.id = a.device_id and d.running_assignment_id = a.id)""")[0][0] == 0
+        assert self.call("""select count(*) from jobsys.devices d
+                            left join jobsys.job_assignments a on a.id = d.running_assignment_id
+                            where d.running_assignment_id is not null
+                              and a.status is distinct from 'running'""")[0][0] == 0
+
+    @invariant()
+    def paused_jobs_run_nothing_new_and_completed_reach_target(self) -> None:
+        if not hasattr(self, "db"):
+            return
+        assert self.call("""select count(*) from jobsys.jobs
+                            where status = 'completed' and completed_count < target_count""")[0][0] == 0
+        assert self.call("""select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
+                            where j.status = 'paused' and a.status = 'pending'""")[0][0] == 0
+
+    @invariant()
+    def terminal_assignments_never_change(self) -> None:
+        if not hasattr(self, "db"):
+            return
+        rows = self.call("""select id, status, attempt, finished_at, result, error from jobsys.job_assignments
+                            where status in ('completed', 'failed', 'cancelled')""")
+        now = {row[0]: row for row in rows}
+        existing = {row[0] for row in self.call("select id from jobsys.job_assignments")}
+        for assignment, before in self.terminal.items():
+            if assignment in existing:
+                assert now.get(assignment) == before, f"terminal assignment {assignment} changed"
+        self.terminal = {a: r for a, r in {**self.terminal, **now}.items() if a in existing}
+
+
+@pytest.fixture
+def model(pg_server: Any, template_url: str) -> type[JobsysModel]:
+    JobsysModel.admin_url = pg_server.get_uri()
+    return JobsysModel
+
+
+def test_state_machine_model(model: type[JobsysModel]) -> None:
+    # CI runs a bounded form; JOBSYS_SOAK=1 runs the long one.
+    examples = 300 if os.environ.get("JOBSYS_SOAK") else 12
+    runner = settings(max_examples=examples, stateful_step_count=25, deadline=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    runner(model.TestCase.runTest)(model.TestCase())  # type: ignore[arg-type]
