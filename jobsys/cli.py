@@ -32,6 +32,11 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
                              "give the same one as a running `jobsys up` to join it")
 
 
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="dashboard and API address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="dashboard and API port (default 8080)")
+
+
 def _add_worker_options(parser: argparse.ArgumentParser, *, default_devices: int) -> None:
     parser.add_argument("--sim-devices", type=int, default=default_devices, metavar="N",
                         help=f"simulated devices (default {default_devices}; 0 for none)")
@@ -102,24 +107,74 @@ async def _run_worker(jobs: JobSystem, options: WorkerOptions, stop: asyncio.Eve
     await task
 
 
+async def _serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
+    import hashlib
+
+    from nicegui_app.auth import TOKEN_FILE_NAME
+    from nicegui_app.server import load_or_create_token, serve
+
+    data_dir = args.data_dir or default_data_dir()
+    token, generated = load_or_create_token(data_dir)
+    url = f"http://{args.host}:{args.port}"
+    if generated:
+        print(f"dashboard: {url}  (API token, shown once: {token})", flush=True)
+    else:
+        print(f"dashboard: {url}  (API token: $JOBSYS_API_TOKEN or the file {data_dir / TOKEN_FILE_NAME})", flush=True)
+    secret = hashlib.sha256(b"jobsys-session:" + token.encode()).hexdigest()
+    await serve(jobs, host=args.host, port=args.port, token=token, storage_secret=secret,
+                storage_dir=data_dir / "nicegui")
+
+
+async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]],
+                         graceful: list[asyncio.Task[None]] | None = None) -> None:
+    """Wait for Ctrl-C or for a part to end; then let the `graceful` parts (which watch
+    `stop` themselves, like the worker) finish, cancel the rest, and re-raise a failure."""
+    graceful = graceful or []
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiter, *tasks, *graceful], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    stop.set()
+    graceful_results = await asyncio.gather(*graceful, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in [*graceful_results, *results]:
+        if isinstance(result, Exception):
+            raise result
+
+
 async def _up(args: argparse.Namespace, url: str, where: str, applied: list[str]) -> None:
     from jobsys.system import JobSystem
 
     stop = _stop_event()
     async with await JobSystem.connect(url) as jobs:
-        tasks = [asyncio.create_task(_upkeep(jobs), name="upkeep")]
-        worker_task = None
+        tasks = [asyncio.create_task(_upkeep(jobs), name="upkeep"),
+                 asyncio.create_task(_serve_dashboard(jobs, args), name="dashboard")]
+        graceful = []
         if args.sim_devices > 0:
             options = _worker_options(args, name=f"{socket.gethostname()}-sim", driver="sim")
-            worker_task = asyncio.create_task(_run_worker(jobs, options, stop), name="worker")
+            graceful.append(asyncio.create_task(_run_worker(jobs, options, stop), name="worker"))
         print(f"jobsys is up on {where} ({len(applied)} new migration(s)); "
               f"{args.sim_devices} simulated device(s). Ctrl-C stops it.", flush=True)
-        await stop.wait()
-        if worker_task is not None:
-            await worker_task
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _until_stopped(stop, tasks, graceful)
+
+
+async def _dashboard_main(args: argparse.Namespace, url: str) -> None:
+    from jobsys.system import JobSystem
+
+    stop = _stop_event()
+    async with await JobSystem.connect(url) as jobs:
+        await _until_stopped(stop, [asyncio.create_task(_serve_dashboard(jobs, args), name="dashboard")])
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    url, embedded = resolve_database(args.database_url, args.data_dir)
+    try:
+        asyncio.run(_dashboard_main(args, url))
+    finally:
+        if embedded:
+            embedded.stop()
+    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -165,9 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Start Postgres (embedded unless --database-url), apply migrations, a worker "
                                     "with simulated devices and the upkeep loop; run until Ctrl-C.")
     _add_database_options(up)
-    up.add_argument("--port", type=int, default=8080, help="dashboard and API port (default 8080)")
+    _add_server_options(up)
     _add_worker_options(up, default_devices=20)
     up.set_defaults(handler=cmd_up)
+
+    dashboard = sub.add_parser("dashboard", help="serve the dashboard and REST API",
+                               description="Serve the NiceGUI dashboard and the REST API (OpenAPI at /docs). "
+                                           "Every route needs the bearer token: $JOBSYS_API_TOKEN, or one "
+                                           "generated at first start and kept in the data dir.")
+    _add_database_options(dashboard)
+    _add_server_options(dashboard)
+    dashboard.set_defaults(handler=cmd_dashboard)
 
     migrate = sub.add_parser("migrate", help="apply supabase/migrations to the database",
                              description="Apply the migrations that are missing; safe to repeat.")

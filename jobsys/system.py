@@ -89,18 +89,21 @@ class JobSystem:
             rpc.UPDATE_JOB_TITLE, {"p_job_id": _uuid(job_id, "job_id"), "p_title": update.title}))
 
     async def update_job(self, job_id: JobId, update: JobUpdate | dict[str, Any]) -> Job:
-        """PATCH semantics: a title edit and/or a status move (paused / active / cancelled)."""
+        """PATCH semantics: a title edit and/or a status move (paused / active / cancelled).
+
+        The status move goes first: it is the part that can be refused (409), and a refused
+        request must store nothing. A rename is allowed in every state."""
         update = update if isinstance(update, JobUpdate) else _validated(JobUpdate, update)
         job_id = _uuid(job_id, "job_id")
         job: Job | None = None
-        if update.title is not None:
-            job = await self.rename_job(job_id, update.title)
         if update.status == "paused":
             job = await self.pause_job(job_id)
         elif update.status == "active":
             job = await self.resume_job(job_id)
         elif update.status == "cancelled":
             job = await self.cancel_job(job_id)
+        if update.title is not None:
+            job = await self.rename_job(job_id, update.title)
         assert job is not None  # JobUpdate requires one of the two
         return job
 

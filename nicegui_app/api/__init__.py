@@ -1,0 +1,31 @@
+"""The REST API as a FastAPI app; the dashboard mounts NiceGUI beside it (see nicegui_app.app)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from jobsys.system import JobSystem
+from nicegui_app.api.errors import install_error_handlers
+from nicegui_app.api.routes import router
+
+API_DESCRIPTION = (
+    "Device jobs and devices of jobsys. Every request needs `Authorization: Bearer <token>`. "
+    'Errors are `{"error": {"code", "message", "details"}}`; a rejected request stores nothing.'
+)
+
+
+def create_api_app(jobs: JobSystem, token: str) -> FastAPI:
+    """The API alone (OpenAPI at /docs); tests drive it over ASGI without any dashboard."""
+    app = FastAPI(
+        title="jobsys",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.jobs = jobs
+    app.state.api_token = token
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,119 @@
+"""One error shape for every API failure: {"error": {"code", "message", "details"}}.
+
+Library errors keep their code and HTTP status; FastAPI's own failures (bad JSON,
+validation, unknown route, wrong method) are rewritten into the same shape, so a
+client never parses two formats.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobsys.errors import JobsysError
+
+log = logging.getLogger(__name__)
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {
+            "application/json": {"example": {"error": {"code": code, "message": description, "details": {}}}}
+        },
+    }
+    for status, code, description in [
+        (400, "bad_request", "Malformed JSON or id"),
+        (401, "unauthorized", "Missing or wrong bearer token"),
+        (404, "not_found", "No such job"),
+        (409, "conflict", "Illegal transition"),
+        (422, "invalid_input", "Validation failed"),
+    ]
+}
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal the library does not know about (auth, malformed ids, routes)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only the parts that are JSON and safe to echo: no input values, no exception objects.
+    return [
+        {"loc": list(e.get("loc", ())), "type": e.get("type", ""), "msg": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+
+
+def _where(loc: list[Any]) -> str:
+    """'target_url' for ['body', 'target_url']; 'body' for a body that is wrong as a whole."""
+    return ".".join(str(part) for part in (loc[1:] or loc)) or "request"
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _on_jobsys_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobsysError)
+    if exc.http_status >= 500:
+        log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(exc.http_status, exc.code, exc.message, exc.details)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return error_response(400, "malformed_json", "the request body is not valid JSON", {"errors": errors})
+    message = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors)
+    return error_response(422, "invalid_input", message or "invalid request", {"errors": errors})
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error_response(500, "internal", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(JobsysError, _on_jobsys_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

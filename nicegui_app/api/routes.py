@@ -1,0 +1,149 @@
+"""The REST API for device jobs and devices (spec §5). Every route needs the bearer token;
+every database call goes through JobSystem, and bodies are the library's own models."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import Match
+
+from jobsys.models import (
+    TITLE_MAX_CHARS,
+    CreatedJob,
+    DeviceList,
+    Job,
+    JobCreate,
+    JobDetail,
+    JobList,
+    JobStatus,
+    JobUpdate,
+)
+from jobsys.system import JobSystem
+from nicegui_app import auth
+from nicegui_app.api.errors import ERROR_RESPONSES, ApiError
+
+LIST_LIMIT_MAX = 1000  # list_jobs refuses more
+LIST_OFFSET_MAX = 1_000_000_000  # inside Postgres integer range
+SEARCH_MAX_CHARS = TITLE_MAX_CHARS
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+_bearer = HTTPBearer(auto_error=False, description="The API token (embedded mode) or a Supabase JWT")
+
+
+def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    presented = credentials.credentials if credentials is not None else None
+    if not auth.token_matches(presented, request.app.state.api_token):
+        raise ApiError(
+            401, "unauthorized", "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def job_system(request: Request) -> JobSystem:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+def parse_job_id(job_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise ApiError(400, "invalid_id", "job id is not a valid UUID", {"job_id": job_id[:100]}) from None
+
+
+Jobs = Annotated[JobSystem, Depends(job_system)]
+JobId = Annotated[uuid.UUID, Depends(parse_job_id)]
+
+router = APIRouter(
+    prefix="/api", dependencies=[Depends(require_token)], responses={401: ERROR_RESPONSES[401]}
+)
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=CreatedJob,
+    tags=["device jobs"],
+    responses={409: ERROR_RESPONSES[409], 422: ERROR_RESPONSES[422]},
+)
+async def create_job(spec: JobCreate, jobs: Jobs, response: Response) -> CreatedJob:
+    """Store a device job and distribute it now; `assigned` is how many devices got it at once."""
+    created = await jobs.create_job(spec)
+    response.headers["Location"] = f"/api/jobs/{created.job.id}"
+    return created
+
+
+@router.get("/jobs", response_model=JobList, tags=["device jobs"])
+async def list_jobs(
+    jobs: Jobs,
+    status: JobStatus | None = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=SEARCH_MAX_CHARS, pattern=PRINTABLE, description="search in title and URL"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 100,
+    offset: Annotated[int, Query(ge=0, le=LIST_OFFSET_MAX)] = 0,
+) -> JobList:
+    """Jobs with their counters, newest first, and a summary over all jobs."""
+    return await jobs.list_jobs(status=status, q=q, limit=limit, offset=offset)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobDetail,
+    tags=["device jobs"],
+    responses={400: ERROR_RESPONSES[400], 404: ERROR_RESPONSES[404]},
+)
+async def get_job(job_id: JobId, jobs: Jobs) -> JobDetail:
+    """One job with its per-device assignments."""
+    return await jobs.get_job(job_id)
+
+
+@router.patch(
+    "/jobs/{job_id}",
+    response_model=Job,
+    tags=["device jobs"],
+    responses={
+        400: ERROR_RESPONSES[400],
+        404: ERROR_RESPONSES[404],
+        409: ERROR_RESPONSES[409],
+        422: ERROR_RESPONSES[422],
+    },
+)
+async def update_job(job_id: JobId, update: JobUpdate, jobs: Jobs) -> Job:
+    """`{"status": "paused" | "active" | "cancelled"}` and/or `{"title": ...}`."""
+    return await jobs.update_job(job_id, update)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    tags=["device jobs"],
+    responses={400: ERROR_RESPONSES[400], 404: ERROR_RESPONSES[404]},
+)
+async def delete_job(job_id: JobId, jobs: Jobs) -> Response:
+    """Delete the job and its assignments; workers running it are told to stop."""
+    await jobs.delete_job(job_id)
+    return Response(status_code=204)
+
+
+@router.get("/devices", response_model=DeviceList, tags=["devices"])
+async def list_devices(jobs: Jobs) -> DeviceList:
+    """Every device with its worker, status and current job, plus summary counts."""
+    return await jobs.list_devices()
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def unknown_route(request: Request, rest: str) -> None:
+    """Unknown /api paths answer in the API's error shape, not with the dashboard's HTML 404."""
+    for route in router.routes:
+        if (
+            getattr(route, "endpoint", None) is not unknown_route
+            and route.matches(request.scope)[0] is Match.PARTIAL
+        ):
+            raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
+    raise ApiError(404, "not_found", f"no API route {request.url.path}")

@@ -1,0 +1,11 @@
+"""Dashboard pages, one module each; `create_all()` registers them with NiceGUI."""
+
+from __future__ import annotations
+
+from nicegui_app.pages import devices, jobs, login
+
+
+def create_all() -> None:
+    login.create()
+    jobs.create()
+    devices.create()

@@ -1,0 +1,205 @@
+"""The new-job dialog (새 작업 생성).
+
+The form is checked with the library's own JobCreate on every change, so the create
+button is enabled exactly when the API would accept the body. Target hints follow the
+live connected-device count; errors from the create call are shown inline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from nicegui import ui
+
+from jobsys.errors import JobsysError
+from jobsys.models import (
+    DEVICE_COUNT_MAX,
+    DURATION_MAX_SEC,
+    CreatedJob,
+    JobCreate,
+    TargetType,
+    check_url,
+    title_from_url,
+)
+from nicegui_app.pages.frame import PageContext
+
+DEFAULT_DURATION_SEC = 30
+DEFAULT_PERCENTAGE = 50
+DEFAULT_DEVICE_COUNT = 1
+
+
+def expected_devices(connected: int, percentage: int) -> int:
+    """What the database will resolve a percentage target to: ceil(N*p/100), at least 1."""
+    if connected <= 0 or percentage <= 0:
+        return 0
+    return max(1, -(-connected * percentage // 100))
+
+
+def _as_int(value: Any) -> Any:
+    """ui.number gives floats; whole ones become ints, anything else stays and fails validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class NewJobDialog:
+    def __init__(self, ctx: PageContext) -> None:
+        self.ctx = ctx
+        self._auto_title = ""
+        t = ctx.t
+        with ui.dialog() as self.dialog, ui.card().classes("w-[34rem] max-w-full gap-3"):
+            ui.label(t("new_job")).classes("text-xl font-semibold")
+            self.url = (
+                ui.input(
+                    t("url"), placeholder="https://", validation=self._url_error, on_change=self._url_changed
+                )
+                .classes("w-full")
+                .mark("new-job-url")
+            )
+            self.title = ui.input(t("title"), on_change=self._changed).classes("w-full").mark("new-job-title")
+            self.duration = (
+                ui.number(
+                    t("duration"),
+                    value=DEFAULT_DURATION_SEC,
+                    min=1,
+                    max=DURATION_MAX_SEC,
+                    step=1,
+                    precision=0,
+                    on_change=self._changed,
+                )
+                .classes("w-full")
+                .mark("new-job-duration")
+            )
+            ui.label(t("target")).classes("text-sm text-gray-600")
+            self.target = (
+                ui.radio(
+                    {
+                        TargetType.ALL_DEVICES.value: t("target_all_devices"),
+                        TargetType.PERCENTAGE.value: t("target_percentage"),
+                        TargetType.DEVICE_COUNT.value: t("target_device_count"),
+                    },
+                    value=TargetType.ALL_DEVICES.value,
+                    on_change=self._changed,
+                )
+                .props("inline")
+                .mark("new-job-target")
+            )
+            self.percentage = (
+                ui.number(
+                    t("percentage_value"),
+                    value=DEFAULT_PERCENTAGE,
+                    min=1,
+                    max=100,
+                    step=1,
+                    precision=0,
+                    on_change=self._changed,
+                )
+                .classes("w-full")
+                .mark("new-job-percentage")
+            )
+            self.device_count = (
+                ui.number(
+                    t("count_value"),
+                    value=DEFAULT_DEVICE_COUNT,
+                    min=1,
+                    max=DEVICE_COUNT_MAX,
+                    step=1,
+                    precision=0,
+                    on_change=self._changed,
+                )
+                .classes("w-full")
+                .mark("new-job-count")
+            )
+            # The hint follows the header's live device count as well as the form.
+            self.hint = (
+                ui.label()
+                .classes("text-sm")
+                .mark("new-job-hint")
+                .bind_text_from(ctx.devices, "connected", backward=lambda _: self._hint())
+            )
+            self.error = ui.label().classes("text-negative text-sm").mark("new-job-error")
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("cancel"), on_click=lambda: self.dialog.submit(None)).props("flat").mark(
+                    "new-job-cancel"
+                )
+                self.create = ui.button(t("create"), on_click=self._submit).mark("new-job-create")
+        self._changed()
+
+    # Form state ---------------------------------------------------------------------------
+    def spec(self) -> JobCreate | None:
+        """The job the form describes, or None while it is not valid."""
+        target = TargetType(self.target.value)
+        value = {
+            TargetType.ALL_DEVICES: None,
+            TargetType.PERCENTAGE: self.percentage.value,
+            TargetType.DEVICE_COUNT: self.device_count.value,
+        }[target]
+        try:
+            return JobCreate(
+                target_url=(self.url.value or "").strip(),
+                duration_sec=_as_int(self.duration.value),
+                target_type=target,
+                target_value=_as_int(value),
+                title=self.title.value or None,
+            )
+        except (pydantic.ValidationError, ValueError, TypeError):
+            return None
+
+    def _url_error(self, value: str | None) -> str | None:
+        if not value:
+            return None  # empty: nothing to complain about yet, but the button stays disabled
+        try:
+            check_url(value.strip())
+        except ValueError:
+            return self.ctx.t("url_invalid")
+        return None
+
+    def _url_changed(self) -> None:
+        url = (self.url.value or "").strip()
+        auto = title_from_url(url) if self._url_error(url) is None and url else ""
+        if (self.title.value or "") in ("", self._auto_title):  # the operator has not typed a title
+            self.title.value = auto
+        self._auto_title = auto
+        self._changed()
+
+    def _hint(self) -> str:
+        t, connected = self.ctx.t, self.ctx.devices.connected
+        target = TargetType(self.target.value)
+        if target is TargetType.ALL_DEVICES:
+            return t("hint_all", n=connected)
+        if target is TargetType.PERCENTAGE:
+            percentage = _as_int(self.percentage.value)
+            if not isinstance(percentage, int) or not 1 <= percentage <= 100:
+                return ""
+            return t("hint_percentage", n=expected_devices(connected, percentage), total=connected)
+        count = _as_int(self.device_count.value)
+        return t("hint_device_count", n=count, total=connected) if isinstance(count, int) else ""
+
+    def _changed(self) -> None:
+        target = TargetType(self.target.value)
+        self.percentage.set_visibility(target is TargetType.PERCENTAGE)
+        self.device_count.set_visibility(target is TargetType.DEVICE_COUNT)
+        self.hint.set_text(self._hint())
+        self.error.set_text("")
+        self.create.set_enabled(self.spec() is not None)
+
+    async def _submit(self) -> None:
+        spec = self.spec()
+        if spec is None:
+            return
+        self.create.disable()  # no double submit while the call runs
+        try:
+            created = await self.ctx.services.jobs.create_job(spec)
+        except JobsysError as exc:
+            self.error.set_text(exc.message)
+            self.create.enable()
+            return
+        self.dialog.submit(created)
+
+    async def run(self) -> CreatedJob | None:
+        """Open the dialog; the created job, or None when dismissed."""
+        result = await self.dialog
+        if not self.dialog.is_deleted:  # deleted already when the browser went away
+            self.dialog.delete()
+        return result if isinstance(result, CreatedJob) else None

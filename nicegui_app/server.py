@@ -1,0 +1,91 @@
+"""The dashboard server the CLI runs: `await serve(...)` inside the caller's event loop,
+beside a worker or anything else, until the task is cancelled.
+
+uvicorn normally takes over SIGINT/SIGTERM; here the host process owns the signals and
+stops the server by cancelling `serve`, which then shuts down gracefully and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import socket
+from typing import Iterator
+
+import nicegui
+import uvicorn
+from nicegui.storage import Storage
+
+from jobsys.system import JobSystem
+from nicegui_app.app import build_app
+from nicegui_app.auth import load_or_create_token
+from nicegui_app.hub import EventHub
+from nicegui_app.services import Services
+
+__all__ = ["load_or_create_token", "serve"]
+
+GRACEFUL_SHUTDOWN_S = 3  # open websockets are closed after this (uvicorn takes whole seconds)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here, not in uvicorn: uvicorn answers a busy port with sys.exit(), which would
+    end the host process; this raises OSError to the caller instead."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the host process handles signals and cancels serve()
+
+
+async def serve(
+    jobs: JobSystem,
+    *,
+    host: str,
+    port: int,
+    token: str,
+    storage_secret: str,
+    storage_dir: pathlib.Path | None = None,
+) -> None:
+    """Serve the dashboard and the REST API on host:port until cancelled.
+
+    `storage_dir`: where NiceGUI keeps sessions (default ./.nicegui); e.g. the data dir."""
+    if storage_dir is not None:
+        Storage.path = storage_dir.resolve()
+        nicegui.app.storage = Storage()  # built at import from the old path
+    async with contextlib.AsyncExitStack() as stack:
+        sock = stack.enter_context(_listen(host, port))
+        hub = EventHub()
+        subscription = await jobs.subscribe_dashboard(hub.publish, hub.set_state)
+        stack.push_async_callback(subscription.close)
+        safety = asyncio.create_task(hub.run_safety_refresh(), name="dashboard safety refresh")
+        stack.push_async_callback(_cancel, safety)
+
+        app = build_app(Services(jobs=jobs, hub=hub, token=token), storage_secret=storage_secret)
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            )
+        )
+        task = asyncio.create_task(server.serve(sockets=[sock]), name="dashboard server")
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            server.should_exit = True  # graceful: finish responses, close websockets, run shutdown
+            await task
+            raise
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

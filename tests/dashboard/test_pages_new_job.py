@@ -1,0 +1,167 @@
+"""New job dialog: validated as you type, title from the URL, live target hints, each target
+type, API errors inline."""
+
+from __future__ import annotations
+
+from nicegui.testing import User
+
+from jobsys.models import TargetType
+from jobsys.system import JobSystem
+from nicegui_app.pages.new_job_dialog import expected_devices
+from tests.conftest import Db, wait_until
+from tests.core.helpers import add_worker
+from tests.dashboard.pages import element, login
+
+URL = "https://example.com/watch?v=42"
+
+
+async def open_dialog(user: User) -> None:
+    user.find(marker="new-job").click()
+    await user.should_see(marker="new-job-url", retries=20)
+
+
+def create_enabled(user: User) -> bool:
+    return bool(element(user, "new-job-create").enabled)
+
+
+def test_expected_devices_matches_the_database_rule() -> None:
+    assert [expected_devices(10, p) for p in (1, 10, 30, 33, 100)] == [1, 1, 3, 4, 10]
+    assert expected_devices(7, 50) == 4 and expected_devices(0, 50) == 0
+
+
+async def test_create_with_each_target_type(user: User, jobs: JobSystem) -> None:
+    await add_worker(jobs, "w1", 10)
+    await login(user)
+    cases = [
+        (TargetType.ALL_DEVICES, None, "연결된 모든 기기: 10대", 10),
+        (TargetType.PERCENTAGE, "30", "예상 기기 수: 3대 (연결된 10대 중)", 3),
+        (TargetType.DEVICE_COUNT, "4", "요청 4대 (연결된 기기 10대)", 4),
+    ]
+    for target, value, hint, target_count in cases:
+        await open_dialog(user)
+        user.find(marker="new-job-url").type(URL)
+        assert element(user, "new-job-title").value == "example.com/watch"  # filled from the URL
+        element(user, "new-job-target").value = target.value
+        if value is not None:
+            marker = "new-job-percentage" if target is TargetType.PERCENTAGE else "new-job-count"
+            user.find(marker=marker).clear().type(value)
+        assert element(user, "new-job-hint").text == hint
+        assert create_enabled(user)
+        user.find(marker="new-job-create").click()
+        await user.should_not_see(marker="new-job-url", retries=50)  # closed on success
+
+        listing = await jobs.list_jobs()
+        job = listing.jobs[0]
+        assert (job.target_type, job.target_count, job.title, job.duration_sec) == (
+            target,
+            target_count,
+            "example.com/watch",
+            30,
+        )
+        await user.should_see(marker=f"job-{job.id}", retries=50)  # the list shows it without a reload
+        with user.scope(marker=f"job-{job.id}"):
+            await user.should_see(f"0/{target_count}대 (0%)")
+    assert len((await jobs.list_jobs()).jobs) == 3
+
+
+async def test_title_is_editable_and_then_kept(user: User, jobs: JobSystem) -> None:
+    await add_worker(jobs, "w1", 1)
+    await login(user)
+    await open_dialog(user)
+    user.find(marker="new-job-url").type("https://example.com/a")
+    user.find(marker="new-job-title").clear().type("Lobby screen")
+    user.find(marker="new-job-url").type("bc")  # the URL changes again: the operator's title stays
+    assert element(user, "new-job-title").value == "Lobby screen"
+    user.find(marker="new-job-duration").clear().type("45")
+    user.find(marker="new-job-create").click()
+    await user.should_not_see(marker="new-job-url", retries=50)
+    job = (await jobs.list_jobs()).jobs[0]
+    assert (job.title, job.target_url, job.duration_sec) == ("Lobby screen", "https://example.com/abc", 45)
+
+
+async def test_expected_count_follows_devices_coming_and_going(user: User, jobs: JobSystem) -> None:
+    first = await add_worker(jobs, "w1", 10)
+    await login(user, language="en")
+    await open_dialog(user)
+    element(user, "new-job-target").value = TargetType.PERCENTAGE.value
+    user.find(marker="new-job-percentage").clear().type("50")
+    assert element(user, "new-job-hint").text == "Expected devices: 5 (of 10 connected)"
+
+    await add_worker(jobs, "w2", 3)
+    await wait_until(
+        lambda: element(user, "new-job-hint").text == "Expected devices: 7 (of 13 connected)",
+        what="hint after devices came",
+    )
+    await jobs.stop_worker(first.worker_id)
+    await wait_until(
+        lambda: element(user, "new-job-hint").text == "Expected devices: 2 (of 3 connected)",
+        what="hint after devices went",
+    )
+    element(user, "new-job-target").value = TargetType.ALL_DEVICES.value
+    assert element(user, "new-job-hint").text == "All connected devices: 3"
+
+
+async def test_invalid_input_keeps_create_disabled(user: User, jobs: JobSystem, db: Db) -> None:
+    await add_worker(jobs, "w1", 3)
+    await login(user, language="en")
+    await open_dialog(user)
+    before = db.dump()
+    url = user.find(marker="new-job-url")
+    assert not create_enabled(user)  # empty form
+
+    for bad in (
+        "example.com",
+        "ftp://example.com/file",
+        "https://",
+        "https://exa mple.com",
+        "javascript:alert(1)",
+    ):
+        url.clear().type(bad)
+        assert element(user, "new-job-url").error == "Enter a valid URL starting with http:// or https://", (
+            bad
+        )
+        assert not create_enabled(user), bad
+    url.clear().type(URL)
+    assert element(user, "new-job-url").error is None
+    assert create_enabled(user)
+
+    def stays_disabled(marker: str, text: str) -> None:
+        user.find(marker=marker).clear().type(text)
+        assert not create_enabled(user), (marker, text)
+
+    stays_disabled("new-job-duration", "0")
+    stays_disabled("new-job-duration", "86401")
+    stays_disabled("new-job-duration", "2.5")
+    user.find(marker="new-job-duration").clear().type("30")
+    stays_disabled("new-job-title", "t" * 201)
+    user.find(marker="new-job-title").clear()
+    element(user, "new-job-target").value = TargetType.PERCENTAGE.value
+    stays_disabled("new-job-percentage", "0")
+    stays_disabled("new-job-percentage", "101")
+    assert element(user, "new-job-hint").text == ""
+    element(user, "new-job-target").value = TargetType.DEVICE_COUNT.value
+    user.find(marker="new-job-count").clear()
+    assert not create_enabled(user)
+    stays_disabled("new-job-count", "100001")
+
+    user.find(marker="new-job-create").click()  # a disabled button does nothing
+    assert db.dump() == before
+    user.find(marker="new-job-count").clear().type("2")
+    assert create_enabled(user)
+
+
+async def test_api_error_is_shown_inline_and_nothing_is_stored(user: User, db: Db) -> None:
+    await login(user, language="en")  # no device connected: the database refuses the job
+    await open_dialog(user)
+    before = db.dump()
+    user.find(marker="new-job-url").type(URL)
+    assert element(user, "new-job-hint").text == "All connected devices: 0"
+    user.find(marker="new-job-create").click()
+    await user.should_see("no healthy device is connected to run this job on", retries=50)
+    await user.should_see(marker="new-job-url")  # still open, the input kept
+    assert element(user, "new-job-url").value == URL
+    assert create_enabled(user)  # may try again once devices are there
+    assert db.dump() == before
+
+    user.find(marker="new-job-cancel").click()
+    await user.should_not_see(marker="new-job-url", retries=50)

@@ -1,0 +1,86 @@
+"""serve(): the dashboard and API on a real port inside the caller's loop, stopped by
+cancellation. This is how `jobsys up` runs it beside a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import socket
+from typing import Iterator
+
+import httpx
+import pytest
+from nicegui import app
+from nicegui.storage import Storage
+from nicegui.testing.general import nicegui_reset_globals
+
+from jobsys.system import JobSystem
+from nicegui_app.server import serve
+from tests.conftest import wait_until
+from tests.core.helpers import add_worker
+
+TOKEN = "server-test-token"
+
+
+@pytest.fixture
+def clean_nicegui() -> Iterator[None]:
+    """serve() configures the process-wide NiceGUI app; leave it as the next test expects."""
+    storage_path, storage = Storage.path, app.storage
+    with nicegui_reset_globals():
+        yield
+    Storage.path, app.storage = storage_path, storage
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_serve_runs_api_and_pages_until_cancelled(
+    clean_nicegui: None, jobs: JobSystem, tmp_path: pathlib.Path
+) -> None:
+    await add_worker(jobs, "w1", 2)
+    port = free_port()
+    task = asyncio.create_task(
+        serve(jobs, host="127.0.0.1", port=port, token=TOKEN, storage_secret="s", storage_dir=tmp_path)
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+
+        async def up() -> bool:
+            try:
+                return (await client.get("/openapi.json")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(up, what="server up")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        devices = await client.get("/api/devices", headers=auth)
+        assert devices.status_code == 200 and devices.json()["summary"]["connected"] == 2
+        assert (await client.get("/api/devices")).status_code == 401
+        unknown = await client.get("/api/nothing", headers=auth)
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+        assert (await client.get("/docs")).status_code == 200
+
+        page = await client.get("/")
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        login = await client.get("/login")
+        assert login.status_code == 200 and "<html" in login.text.lower()
+        assert Storage.path == tmp_path.resolve()  # sessions kept where the caller said
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT, not a listener
+        probe.bind(("127.0.0.1", port))  # nobody listens any more
+
+
+async def test_busy_port_raises_instead_of_exiting(clean_nicegui: None, jobs: JobSystem) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(OSError):
+            await serve(jobs, host="127.0.0.1", port=port, token=TOKEN, storage_secret="s")
