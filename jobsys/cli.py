@@ -1,10 +1,11 @@
-"""The `jobsys` command: up, migrate, worker (and, as they land, dashboard, batch-runner)."""
+"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import pathlib
 import signal
@@ -12,7 +13,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
-from jobsys import migrations
+from jobsys import aio, migrations
 from jobsys.config import ENV_DATABASE_URL, resolve_database
 from jobsys.embedded import ENV_DATA_DIR, default_data_dir
 
@@ -135,9 +136,7 @@ async def _until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]],
     waiter.cancel()
     stop.set()
     graceful_results = await asyncio.gather(*graceful, return_exceptions=True)
-    for task in tasks:
-        task.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await aio.cancel_and_wait(tasks)
     for result in [*graceful_results, *results]:
         if isinstance(result, Exception):
             raise result
@@ -150,7 +149,9 @@ async def _up(args: argparse.Namespace, url: str, where: str, applied: list[str]
     async with await JobSystem.connect(url) as jobs:
         tasks = [asyncio.create_task(_upkeep(jobs), name="upkeep"),
                  asyncio.create_task(_serve_dashboard(jobs, args), name="dashboard")]
-        graceful = []
+        from jobsys.batch import cli as batch_cli
+
+        graceful = [asyncio.create_task(batch_cli.run_runner(jobs, stop), name="batch-runner")]
         if args.sim_devices > 0:
             options = _worker_options(args, name=f"{socket.gethostname()}-sim", driver="sim")
             graceful.append(asyncio.create_task(_run_worker(jobs, options, stop), name="worker"))
@@ -217,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start everything on the embedded default",
-                        description="Start Postgres (embedded unless --database-url), apply migrations, a worker "
-                                    "with simulated devices and the upkeep loop; run until Ctrl-C.")
+                        description="Start Postgres (embedded unless --database-url), apply migrations, the dashboard "
+                                    "and API, a worker with simulated devices, an AI batch runner and the "
+                                    "upkeep loop; run until Ctrl-C.")
     _add_database_options(up)
     _add_server_options(up)
     _add_worker_options(up, default_devices=20)
@@ -259,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, default=worker_defaults.SHUTDOWN_GRACE_S, metavar="S",
                         help=f"shutdown grace for running work (default {worker_defaults.SHUTDOWN_GRACE_S:g})")
     worker.set_defaults(handler=cmd_worker)
+
+    from jobsys.batch import cli as batch_cli
+
+    batch_cli.add_commands(sub)
     return parser
 
 
@@ -269,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
         logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
-    return int(args.handler(args) or 0)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        return int(args.handler(args) or 0)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"jobsys: {exc.strerror} ({getattr(args, 'host', '')}:{getattr(args, 'port', '')}); "
+              "choose another with --port", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 
 DASHBOARD_TOPIC = "jobsys:dashboard"
+RUNNERS_TOPIC = "jobsys:runners"  # batch runners: new / re-queued / cancelled background jobs
 
 
 def worker_topic(worker_id: uuid.UUID | str) -> str:
@@ -25,6 +26,10 @@ class EventName(str, enum.Enum):
     JOB_PROGRESS = "job_progress"
     JOB_DELETED = "job_deleted"
     DEVICE_STATUS = "device_status"
+    BACKGROUND_JOB_PROGRESS = "background_job_progress"  # throttled per job; the final one always sent
+    # runners topic
+    BACKGROUND_JOB_QUEUED = "background_job_queued"  # created, retried or released: claim now
+    BACKGROUND_JOB_CANCELLED = "background_job_cancelled"  # stop scheduling and cancel in-flight calls
 
 
 class Event(pydantic.BaseModel):

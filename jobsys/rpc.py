@@ -54,3 +54,35 @@ MARK_STALE = _fn("mark_stale")
 MAINTAIN = _fn("maintain", p_force="boolean")
 
 ALL: tuple[SqlFunction, ...] = tuple(v for v in list(globals().values()) if isinstance(v, SqlFunction))
+
+
+# --- Background AI batch jobs (jobsys/batch; migration 20261122000600) -----------------------
+# Operators
+CREATE_BACKGROUND_JOB = _fn("create_background_job", p_payload="jsonb", p_items="jsonb", p_title="text",
+                            p_concurrency="integer", p_max_retries="integer", p_type="text")
+CANCEL_BACKGROUND_JOB = _fn("cancel_background_job", p_job_id="uuid")
+RETRY_BACKGROUND_JOB = _fn("retry_background_job", p_job_id="uuid")
+LIST_BACKGROUND_JOBS = _fn("list_background_jobs", p_status="text", p_limit="integer", p_offset="integer")
+GET_BACKGROUND_JOB = _fn("get_background_job", p_job_id="uuid")
+LIST_BACKGROUND_JOB_LOGS = _fn("list_background_job_logs", p_job_id="uuid", p_limit="integer",
+                               p_before_id="bigint")
+LIST_BACKGROUND_JOB_ITEMS = _fn("list_background_job_items", p_job_id="uuid", p_status="text",
+                                p_limit="integer", p_offset="integer")
+# Runners
+CLAIM_BACKGROUND_JOB = _fn("claim_background_job", p_runner_id="text")
+CLAIM_BACKGROUND_ITEMS = _fn("claim_background_items", returns_set=True, p_job_id="uuid",
+                             p_lease_token="uuid", p_limit="integer")
+REPORT_BACKGROUND_ITEMS = _fn("report_background_items", p_job_id="uuid", p_lease_token="uuid",
+                              p_results="jsonb", p_logs="jsonb")
+RENEW_BACKGROUND_LEASES = _fn("renew_background_leases", p_runner_id="text", p_lease_tokens="uuid[]")
+FINISH_BACKGROUND_JOB = _fn("finish_background_job", p_job_id="uuid", p_lease_token="uuid", p_error="text")
+RELEASE_BACKGROUND_JOB = _fn("release_background_job", p_job_id="uuid", p_lease_token="uuid",
+                             p_reason="text")
+
+BATCH: tuple[SqlFunction, ...] = (
+    CREATE_BACKGROUND_JOB, CANCEL_BACKGROUND_JOB, RETRY_BACKGROUND_JOB, LIST_BACKGROUND_JOBS,
+    GET_BACKGROUND_JOB, LIST_BACKGROUND_JOB_LOGS, LIST_BACKGROUND_JOB_ITEMS, CLAIM_BACKGROUND_JOB,
+    CLAIM_BACKGROUND_ITEMS, REPORT_BACKGROUND_ITEMS, RENEW_BACKGROUND_LEASES, FINISH_BACKGROUND_JOB,
+    RELEASE_BACKGROUND_JOB,
+)
+ALL = ALL + BATCH

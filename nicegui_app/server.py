@@ -17,6 +17,7 @@ import nicegui
 import uvicorn
 from nicegui.storage import Storage
 
+from jobsys import aio
 from jobsys.system import JobSystem
 from nicegui_app.app import build_app
 from nicegui_app.auth import load_or_create_token
@@ -86,6 +87,4 @@ async def serve(
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await aio.cancel_and_wait([task])

@@ -15,7 +15,7 @@ import logging
 import socket
 import uuid
 
-from jobsys import errors
+from jobsys import aio, errors
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import ClaimedAssignment
 from jobsys.system import JobSystem
@@ -116,11 +116,10 @@ class Worker:
             if late:
                 self._hard_stop = True  # the driver sees SHUTDOWN within a second and returns
                 await asyncio.wait(late)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.reporter.drain(), DRAIN_TIMEOUT_S)
-        for task in side_tasks:
-            task.cancel()
-        await asyncio.gather(*side_tasks, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await self.reporter.drain()
+        await aio.cancel_and_wait(side_tasks)
         if self._subscription is not None:
             await self._subscription.close()
         if self.worker_id is not None:
@@ -157,8 +156,7 @@ class Worker:
         while True:
             interval_s = (self.options.safety_poll_s if self.push_state is ChannelState.SUBSCRIBED
                           else self.options.poll_interval_s)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_s)
+            await aio.wait_event(self._wake, interval_s)
             self._wake.clear()
             if self._claiming:
                 await self._claim_round()
@@ -206,8 +204,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         assert self.worker_id is not None
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._devices_changed.wait(), self.options.heartbeat_interval_s)
+            await aio.wait_event(self._devices_changed, self.options.heartbeat_interval_s)
             self._devices_changed.clear()
             await self.heartbeat_once()
 

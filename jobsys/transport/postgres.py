@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from jobsys import errors, rpc
+from jobsys import aio, errors, rpc
 from jobsys.events import ChannelState, Event
 from jobsys.transport.base import EventHandler, StateHandler
 
@@ -207,7 +207,5 @@ class Listener:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await aio.cancel_and_wait([self._task])
             self._task = None

@@ -1,0 +1,121 @@
+"""BatchJobs: the typed async facade of AI batch jobs. One method per SQL function; it knows
+nothing of psycopg or PostgREST (a Transport does the calls), like JobSystem.
+
+    batch = BatchJobs.of(jobs)  # jobs: a connected JobSystem
+    job = await batch.create_job(template="Summarise: {text}", items=[{"text": "..."}])
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from jobsys import rpc
+from jobsys.batch.models import (
+    BatchCreate,
+    BatchItemPage,
+    BatchJob,
+    BatchJobList,
+    BatchLogPage,
+    BatchStatus,
+    ClaimedBatchJob,
+    ClaimedItem,
+    ItemResult,
+    LogLine,
+    ReportReply,
+)
+from jobsys.events import DASHBOARD_TOPIC, RUNNERS_TOPIC
+from jobsys.system import JobId, JobSystem, _uuid, _validated
+from jobsys.transport.base import EventHandler, StateHandler, Subscription, Transport
+
+
+class BatchJobs:
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    @classmethod
+    def of(cls, jobs: JobSystem) -> BatchJobs:
+        """Share a JobSystem's transport (and its connection pool)."""
+        return cls(jobs.transport)
+
+    # Operators -------------------------------------------------------------------------
+    async def create_job(self, spec: BatchCreate | None = None, /, **fields: Any) -> BatchJob:
+        """Validate and store an ai_batch job; a runner picks it up. `spec` or its fields."""
+        spec = spec if spec is not None else _validated(BatchCreate, fields)
+        raw = await self.transport.call(rpc.CREATE_BACKGROUND_JOB, {
+            "p_payload": spec.payload(),
+            "p_items": spec.items,
+            "p_title": spec.title,
+            "p_concurrency": spec.concurrency,
+            "p_max_retries": spec.max_retries,
+            "p_type": "ai_batch",
+        })
+        return BatchJob.model_validate(raw)
+
+    async def list_jobs(self, status: BatchStatus | str | None = None, limit: int = 100,
+                        offset: int = 0) -> BatchJobList:
+        status_value = BatchStatus(status).value if status else None
+        return BatchJobList.model_validate(await self.transport.call(rpc.LIST_BACKGROUND_JOBS, {
+            "p_status": status_value, "p_limit": limit, "p_offset": offset}))
+
+    async def get_job(self, job_id: JobId) -> BatchJob:
+        return BatchJob.model_validate(await self.transport.call(
+            rpc.GET_BACKGROUND_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def job_logs(self, job_id: JobId, limit: int = 100, before_id: int | None = None) -> BatchLogPage:
+        """Newest first; pass the page's next_before_id to get older lines."""
+        return BatchLogPage.model_validate(await self.transport.call(rpc.LIST_BACKGROUND_JOB_LOGS, {
+            "p_job_id": _uuid(job_id, "job_id"), "p_limit": limit, "p_before_id": before_id}))
+
+    async def job_items(self, job_id: JobId, status: BatchStatus | str | None = None, limit: int = 100,
+                        offset: int = 0) -> BatchItemPage:
+        status_value = BatchStatus(status).value if status else None
+        return BatchItemPage.model_validate(await self.transport.call(rpc.LIST_BACKGROUND_JOB_ITEMS, {
+            "p_job_id": _uuid(job_id, "job_id"), "p_status": status_value, "p_limit": limit, "p_offset": offset}))
+
+    async def cancel_job(self, job_id: JobId) -> BatchJob:
+        return BatchJob.model_validate(await self.transport.call(
+            rpc.CANCEL_BACKGROUND_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def retry_job(self, job_id: JobId) -> BatchJob:
+        """Re-queue the failed items only; completed outputs stay."""
+        return BatchJob.model_validate(await self.transport.call(
+            rpc.RETRY_BACKGROUND_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+
+    async def subscribe_progress(self, on_event: EventHandler, on_state: StateHandler | None = None) -> Subscription:
+        """background_job_progress events (dashboard topic; filter on event.event)."""
+        return await self.transport.subscribe([DASHBOARD_TOPIC], on_event, on_state)
+
+    # Runners ---------------------------------------------------------------------------
+    async def claim_job(self, runner_id: str) -> ClaimedBatchJob | None:
+        raw = await self.transport.call(rpc.CLAIM_BACKGROUND_JOB, {"p_runner_id": runner_id})
+        return None if raw is None else ClaimedBatchJob.model_validate(raw)
+
+    async def claim_items(self, job_id: uuid.UUID, lease_token: uuid.UUID, limit: int) -> list[ClaimedItem]:
+        rows = await self.transport.call_rows(rpc.CLAIM_BACKGROUND_ITEMS, {
+            "p_job_id": job_id, "p_lease_token": lease_token, "p_limit": limit})
+        return [ClaimedItem.model_validate(row) for row in rows]
+
+    async def report(self, job_id: uuid.UUID, lease_token: uuid.UUID, results: Iterable[ItemResult] = (),
+                     logs: Iterable[LogLine] = ()) -> ReportReply:
+        return ReportReply.model_validate(await self.transport.call(rpc.REPORT_BACKGROUND_ITEMS, {
+            "p_job_id": job_id, "p_lease_token": lease_token,
+            "p_results": [r.as_json() for r in results], "p_logs": [line.as_json() for line in logs]}))
+
+    async def renew_leases(self, runner_id: str, lease_tokens: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Extend the leases still held; return the tokens no longer held (cancelled, taken over)."""
+        raw = await self.transport.call(rpc.RENEW_BACKGROUND_LEASES, {
+            "p_runner_id": runner_id, "p_lease_tokens": list(lease_tokens)})
+        return {uuid.UUID(str(t)) for t in raw["lost"]}
+
+    async def finish_job(self, job_id: uuid.UUID, lease_token: uuid.UUID, error: str | None = None) -> BatchJob:
+        return BatchJob.model_validate(await self.transport.call(rpc.FINISH_BACKGROUND_JOB, {
+            "p_job_id": job_id, "p_lease_token": lease_token, "p_error": error}))
+
+    async def release_job(self, job_id: uuid.UUID, lease_token: uuid.UUID, reason: str | None = None) -> BatchJob:
+        return BatchJob.model_validate(await self.transport.call(rpc.RELEASE_BACKGROUND_JOB, {
+            "p_job_id": job_id, "p_lease_token": lease_token, "p_reason": reason}))
+
+    async def subscribe_runners(self, on_event: EventHandler, on_state: StateHandler | None = None) -> Subscription:
+        return await self.transport.subscribe([RUNNERS_TOPIC], on_event, on_state)

@@ -1,0 +1,91 @@
+"""Gemini through google-genai's async client (`client.aio.models.generate_content`).
+
+One layer retries: the SDK's own retries are switched off (HttpRetryOptions(attempts=1),
+which also stops its implicit retry of aiohttp connection errors) and the engine retries
+with its shared cooldown and backoff. The key comes from GEMINI_API_KEY; the base URL from
+the SDK's own GOOGLE_GEMINI_BASE_URL unless one is given, so a proxy can sit in between.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from jobsys.batch.providers.base import CallFailure, Completion, FailureKind, Request
+from jobsys.batch.providers.gemini_errors import classify_api_error, classify_other
+
+ENV_API_KEY = "GEMINI_API_KEY"
+ENV_BASE_URL = "GOOGLE_GEMINI_BASE_URL"  # read by the SDK itself
+_BLOCKING_FINISH = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+                    "LANGUAGE", "MALFORMED_FUNCTION_CALL", "MAX_TOKENS"}  # retrying gives the same
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get(ENV_API_KEY) or None
+
+
+class GeminiProvider:
+    name = "gemini"
+    offline = False
+
+    def __init__(self, api_key: str, *, base_url: str | None = None, httpx_client: Any = None,
+                 aiohttp_session: Any = None) -> None:
+        """httpx_client / aiohttp_session: inject a client (tests, custom pools). Without
+        them the SDK uses aiohttp when it is installed, else httpx."""
+        http_options = types.HttpOptions(
+            base_url=base_url,
+            retry_options=types.HttpRetryOptions(attempts=1),
+            httpx_async_client=httpx_client,
+            aiohttp_client=aiohttp_session,
+        )
+        self._client = genai.Client(api_key=api_key, vertexai=False, http_options=http_options)
+
+    async def generate(self, request: Request) -> Completion:
+        config = types.GenerateContentConfig(
+            system_instruction=request.system_instruction,
+            temperature=request.temperature,
+            max_output_tokens=request.max_output_tokens,
+            # No tools are used; without this the SDK runs its function-calling loop (and
+            # logs a line) around every call.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=request.model, contents=request.prompt, config=config)
+        except genai_errors.APIError as exc:
+            raise classify_api_error(exc) from exc
+        except CallFailure:
+            raise
+        except Exception as exc:
+            raise classify_other(exc) from exc
+        return _completion(response)
+
+    async def close(self) -> None:
+        await self._client.aio.aclose()
+
+
+def _completion(response: types.GenerateContentResponse) -> Completion:
+    text = response.text
+    if not text:
+        feedback = response.prompt_feedback
+        block = feedback.block_reason if feedback is not None else None
+        candidate = response.candidates[0] if response.candidates else None
+        finish = candidate.finish_reason if candidate is not None else None
+        finish_name = getattr(finish, "value", finish)
+        if block is not None:
+            raise CallFailure(FailureKind.PERMANENT, f"prompt blocked ({getattr(block, 'value', block)})")
+        if finish_name in _BLOCKING_FINISH:
+            raise CallFailure(FailureKind.PERMANENT, f"no text: generation stopped ({finish_name})")
+        if candidate is None:
+            raise CallFailure(FailureKind.TRANSIENT, "malformed response: no candidates")
+        raise CallFailure(FailureKind.TRANSIENT, f"empty response (finish reason {finish_name or 'none'})")
+    usage = response.usage_metadata
+    return Completion(
+        text=text,
+        tokens_in=usage.prompt_token_count if usage is not None else None,
+        tokens_out=usage.candidates_token_count if usage is not None else None,
+    )

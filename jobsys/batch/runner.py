@@ -1,0 +1,200 @@
+"""BatchRunner: claims AI batch jobs with a lease and runs each as a JobRun.
+
+A push on the runners topic only wakes the claim loop; the claim always goes through the
+database, and a poll runs every 3 s while push is down (and at a slow safety interval while
+it is up: a crashed runner's expired lease is noticed only by claiming). The heartbeat
+renews the leases of the jobs held, sends their trailing progress events and learns of
+cancellations when push is down. One RateLimiter is shared by every job of the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import random
+import socket
+import uuid
+
+from jobsys import aio, errors
+from jobsys.batch.engine import EngineSettings, JobRun, StopReason
+from jobsys.batch.facade import BatchJobs
+from jobsys.batch.limiter import WINDOW_S, RateLimiter
+from jobsys.batch.models import ClaimedBatchJob
+from jobsys.batch.providers.base import CallFailure
+from jobsys.batch.providers.registry import ProviderSet
+from jobsys.events import ChannelState, Event, EventName
+from jobsys.transport.base import Subscription
+
+log = logging.getLogger("jobsys.batch")
+
+POLL_INTERVAL_S = 3.0  # claim poll while push is down
+SAFETY_POLL_S = 15.0  # claim poll while push is up
+HEARTBEAT_INTERVAL_S = 1.0  # lease renewal and trailing progress events
+MAX_JOBS = 4  # jobs one runner works on at once (each with its own concurrency)
+
+
+def default_runner_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerOptions:
+    name: str = dataclasses.field(default_factory=default_runner_name)
+    max_jobs: int = MAX_JOBS
+    rpm: int | None = None  # requests per minute over all jobs of this runner (None: unlimited)
+    tpm: int | None = None  # prompt tokens per minute, likewise
+    rate_window_s: float = WINDOW_S
+    poll_interval_s: float = POLL_INTERVAL_S
+    safety_poll_s: float = SAFETY_POLL_S
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    push: bool = True
+    engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
+
+
+class BatchRunner:
+    def __init__(self, batch: BatchJobs, options: RunnerOptions | None = None,
+                 providers: ProviderSet | None = None, limiter: RateLimiter | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.batch = batch
+        self.options = options or RunnerOptions()
+        self.runner_id = f"{self.options.name}:{uuid.uuid4().hex[:8]}"  # one lease identity per process session
+        self._owns_providers = providers is None
+        self.providers = providers or ProviderSet.from_env()
+        self.limiter = limiter or RateLimiter(self.options.rpm, self.options.tpm, window_s=self.options.rate_window_s)
+        self.runs: dict[uuid.UUID, tuple[JobRun, asyncio.Task[None]]] = {}
+        self.push_state = ChannelState.DISCONNECTED
+        self.started = asyncio.Event()
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._subscription: Subscription | None = None
+        self._lease_sec = 30.0
+
+    # Lifecycle -------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then hand unfinished jobs back (released, not lost)."""
+        log.info("batch runner %s starting: provider %s, rpm %s, tpm %s, max %d job(s)", self.runner_id,
+                 self.providers.default_name, self.options.rpm or "unlimited", self.options.tpm or "unlimited",
+                 self.options.max_jobs)
+        if self.options.push:
+            self._subscription = await self.batch.subscribe_runners(self._on_event, self._on_state)
+        side_tasks = [asyncio.create_task(self._claim_loop(), name="batch-claim"),
+                      asyncio.create_task(self._heartbeat_loop(), name="batch-heartbeat")]
+        stop_waiter = asyncio.create_task(stop.wait())
+        self.started.set()
+        failed: list[asyncio.Task[None]] = []
+        try:
+            done, _ = await asyncio.wait([stop_waiter, *side_tasks], return_when=asyncio.FIRST_COMPLETED)
+            failed = [t for t in side_tasks if t in done and not t.cancelled() and t.exception()]
+            for task in failed:
+                log.error("batch runner side task %s failed: %r", task.get_name(), task.exception())
+        finally:
+            stop_waiter.cancel()
+            await self._shutdown(side_tasks)
+        if failed:
+            raise RuntimeError(f"batch runner stopped because {failed[0].get_name()} failed") from failed[0].exception()
+
+    async def _shutdown(self, side_tasks: list[asyncio.Task[None]]) -> None:
+        log.info("batch runner %s stopping: %d job(s) to hand back", self.runner_id, len(self.runs))
+        for run, _ in list(self.runs.values()):
+            run.stop(StopReason.SHUTDOWN, "runner shutting down")
+        await aio.cancel_and_wait(side_tasks)
+        await asyncio.gather(*(task for _, task in list(self.runs.values())), return_exceptions=True)
+        if self._subscription is not None:
+            await self._subscription.close()
+        if self._owns_providers:
+            await self.providers.close()
+        log.info("batch runner %s stopped", self.runner_id)
+
+    # Push ------------------------------------------------------------------------------
+    def _on_state(self, state: ChannelState) -> None:
+        self.push_state = state
+        self._wake.set()  # resync on (re)subscribe; switch to the short poll on loss
+
+    def _on_event(self, event: Event) -> None:
+        if event.event == EventName.BACKGROUND_JOB_QUEUED:
+            self._wake.set()
+        elif event.event == EventName.BACKGROUND_JOB_CANCELLED:
+            with contextlib.suppress(ValueError, TypeError):
+                held = self.runs.get(uuid.UUID(str(event.payload.get("job_id"))))
+                if held is not None:
+                    held[0].stop(StopReason.CANCELLED, "cancelled by an operator")
+
+    # Claiming --------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        backoff_s = 0.2
+        while True:
+            self._wake.clear()
+            try:
+                while len(self.runs) < self.options.max_jobs:
+                    job = await self.batch.claim_job(self.runner_id)
+                    if job is None:
+                        break
+                    await self._start(job)
+                backoff_s = 0.2
+            except errors.TransportError as exc:
+                log.warning("batch runner: claiming waits for the database (%s); retry in %.1fs",
+                            exc.message, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+                continue
+            interval_s = (self.options.safety_poll_s if self.push_state is ChannelState.SUBSCRIBED
+                          else self.options.poll_interval_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+            # the event is set (shutdown sets both), and the loop would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
+
+    async def _start(self, job: ClaimedBatchJob) -> None:
+        if job.status.final:  # nothing was left to do: the claim finished it
+            log.info("batch %s %s on claim (nothing left to run)", job.id, job.status.value)
+            return
+        previous = self.runs.get(job.id)
+        if previous is not None:  # an earlier run of this job (since retried) is still winding down
+            await asyncio.gather(previous[1], return_exceptions=True)
+        self._lease_sec = job.lease_sec
+        try:
+            provider = self.providers.for_choice(job.payload.provider)
+        except CallFailure as failure:
+            log.error("batch %s cannot run here: %s", job.id, failure.reason)
+            with contextlib.suppress(errors.JobsysError):
+                await self.batch.finish_job(job.id, job.lease_token, failure.reason)
+            return
+        run = JobRun(self.batch, job, provider, self.limiter, self.options.engine,
+                     rng=random.Random(self._rng.random()))
+        log.info("batch %s claimed by %s: %r, %d/%d items left, provider %s%s, concurrency %d", job.id,
+                 self.runner_id, job.title, job.pending_items, job.total_items, provider.name,
+                 " (offline: placeholder drafts)" if provider.offline else "", run.concurrency)
+        task = asyncio.create_task(run.run(), name=f"batch-run-{job.id}")
+        self.runs[job.id] = (run, task)
+        task.add_done_callback(functools.partial(self._run_done, job.id))
+
+    def _run_done(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        if job_id in self.runs and self.runs[job_id][1] is task:  # not a newer run of the same (retried) job
+            del self.runs[job_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch %s: run failed: %r", job_id, task.exception())
+        self._wake.set()  # a free job slot: claim the next
+
+    # Heartbeat -------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            interval_s = min(self.options.heartbeat_interval_s, self._lease_sec / 3)
+            await asyncio.sleep(interval_s)  # pacing of a periodic task
+            held = {run.job.lease_token: run for run, _ in list(self.runs.values())}
+            if not held:
+                continue
+            try:
+                lost = await self.batch.renew_leases(self.runner_id, held)
+            except errors.TransportError as exc:
+                log.warning("batch runner: lease renewal waits for the database (%s)", exc.message)
+                continue
+            for token in lost:
+                run = held.get(token)
+                reply = run.reporter.last_reply if run is not None else None
+                if run is not None and run.final is None and not (reply and reply.job.status.final):
+                    run.stop(StopReason.LOST, "the job is no longer held by this runner (cancelled or taken over)")
