@@ -1,0 +1,109 @@
+"""Live contract tests against a real Supabase project: the only tests that touch Supabase
+itself (PostgREST, Realtime, Auth, Storage). Everything else in tests/transport runs
+against our doubles.
+
+Needs a project with the migrations pushed (docs/supabase.md) and
+SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY in the environment. The service
+role key only creates and deletes the two throwaway users; the scenario runs as them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import secrets
+import uuid
+from typing import AsyncIterator
+
+import pytest
+
+from jobsys import Forbidden, NotFound
+from jobsys.auth import Credentials, JobsysRole, create_user
+from jobsys.connect import connect_supabase
+from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, EventName, worker_topic
+from jobsys.models import DeviceReport, JobStatus
+from jobsys.system import JobSystem
+from jobsys.transport.supabase import SupabaseTransport
+from jobsys.transport.supabase_storage import EvidenceStore
+from tests.conftest import wait_until
+
+ENV = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY")
+LIVE_DEADLINE_S = 30.0  # a hosted project over the internet: generous deadlines, never sleeps
+
+pytestmark = pytest.mark.skipif(
+    not all(os.environ.get(name) for name in ENV),
+    reason="live Supabase tests need SUPABASE_URL, SUPABASE_ANON_KEY and SUPABASE_SERVICE_ROLE_KEY "
+           "(a project with the jobsys migrations pushed); skipped, so the Supabase path is verified "
+           "here only against the local doubles")
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[tuple[JobSystem, JobSystem]]:
+    url, anon, service = (os.environ[name] for name in ENV)
+    run = uuid.uuid4().hex[:8]
+    password = secrets.token_urlsafe(18)
+    emails = {role: f"jobsys-live-{role.value}-{run}@example.com" for role in JobsysRole}
+    ids = [await create_user(url, service, email, password, role) for role, email in emails.items()]
+    operator = await connect_supabase(url, anon, credentials=Credentials(emails[JobsysRole.OPERATOR], password),
+                                      role=JobsysRole.OPERATOR)
+    worker = await connect_supabase(url, anon, credentials=Credentials(emails[JobsysRole.WORKER], password),
+                                    role=JobsysRole.WORKER)
+    try:
+        yield operator, worker
+    finally:
+        await operator.close()
+        await worker.close()
+        from supabase import AsyncClientOptions, acreate_client
+
+        admin = await acreate_client(url, service, options=AsyncClientOptions(auto_refresh_token=False,
+                                                                             persist_session=False))
+        for user_id in ids:
+            await admin.auth.admin.delete_user(user_id)
+
+
+async def test_acceptance_on_a_real_project(live: tuple[JobSystem, JobSystem], tmp_path: pathlib.Path) -> None:
+    operator, worker = live
+    session = await worker.register_worker(f"live-{uuid.uuid4().hex[:6]}",
+                                           [DeviceReport(serial=f"live-test-{uuid.uuid4().hex[:8]}", simulated=True)])
+    events: list[Event] = []
+    worker_sub = await worker.subscribe_worker(session.worker_id, events.append)
+    dashboard_sub = await operator.subscribe_dashboard(events.append)
+    await wait_until(lambda: worker_sub.state is ChannelState.SUBSCRIBED
+                     and dashboard_sub.state is ChannelState.SUBSCRIBED,
+                     timeout_s=LIVE_DEADLINE_S, what="both private channels joined")
+
+    created = await operator.create_job(target_url="https://example.com/live", duration_sec=1,
+                                        target_type="device_count", target_value=1)
+    job_id = created.job.id
+    assert created.assigned == 1
+    await wait_until(lambda: any(e.topic == worker_topic(session.worker_id) and e.event == EventName.ASSIGNMENT
+                                 for e in events), timeout_s=LIVE_DEADLINE_S, what="assignment pushed")
+    await wait_until(lambda: any(e.topic == DASHBOARD_TOPIC and e.payload.get("job_id") == str(job_id)
+                                 for e in events), timeout_s=LIVE_DEADLINE_S, what="progress pushed")
+
+    with pytest.raises(Forbidden):
+        await worker.pause_job(job_id)
+    assert (await operator.pause_job(job_id)).status is JobStatus.PAUSED
+    assert await worker.claim_assignments(session.worker_id) == []
+    assert (await operator.resume_job(job_id)).status is JobStatus.ACTIVE
+    [run] = await worker.claim_assignments(session.worker_id)
+    await worker.start_assignment(run.assignment_id, run.attempt)
+
+    shot = tmp_path / "shot.png"
+    shot.write_bytes(b"\x89PNG live test")
+    assert isinstance(worker.transport, SupabaseTransport) and isinstance(operator.transport, SupabaseTransport)
+    store = EvidenceStore(worker.transport)
+    uri = await store.upload(session.worker_id, run.assignment_id, run.attempt, shot)
+    await store.close()
+    await worker.complete_assignment(run.assignment_id, run.attempt, {"evidence_path": uri})
+    assert (await operator.get_job(job_id)).status is JobStatus.COMPLETED
+    signer = EvidenceStore(operator.transport)
+    assert (await signer.signed_url(uri.split("/", 3)[3])).startswith("http")
+    await signer.close()
+
+    await operator.delete_job(job_id)
+    with pytest.raises(NotFound):
+        await operator.get_job(job_id)
+    await worker.stop_worker(session.worker_id)
+    await asyncio.gather(worker_sub.close(), dashboard_sub.close())
