@@ -191,16 +191,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _worker_main(args: argparse.Namespace, url: str) -> None:
+async def _worker_main(args: argparse.Namespace, url: str | None) -> None:
     from jobsys.system import JobSystem
 
     stop = _stop_event()
     options = _worker_options(args, name=args.name, driver=args.driver)
-    async with await JobSystem.connect(url, push=not args.no_push) as jobs:
+    if url is None:  # Supabase mode: signs in as the worker user; no database connection
+        from jobsys.auth import JobsysRole
+        from jobsys.connect import connect_from_env
+
+        jobs = await connect_from_env(JobsysRole.WORKER, push=not args.no_push)
+    else:
+        jobs = await JobSystem.connect(url, push=not args.no_push)
+    async with jobs:
         await _run_worker(jobs, options, stop)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from jobsys.connect import supabase_configured
+
+    if supabase_configured() and not (args.database_url or args.data_dir):
+        asyncio.run(_worker_main(args, None))
+        return 0
     url, embedded = resolve_database(args.database_url, args.data_dir)
     try:
         asyncio.run(_worker_main(args, url))
@@ -244,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Register this PC's devices, take their assignments (push via LISTEN/NOTIFY, polling "
                     "every 3 s while push is down) and run them. SIGTERM/Ctrl-C: stop claiming, let running "
                     f"work finish up to --grace seconds, release the rest. Environment: {ENV_DATABASE_URL}, "
-                    f"{ENV_DATA_DIR}.")
+                    f"{ENV_DATA_DIR}; Supabase mode: SUPABASE_URL, SUPABASE_ANON_KEY and the worker's "
+                    "JOBSYS_EMAIL / JOBSYS_PASSWORD (never the service role key).")
     _add_database_options(worker)
     worker.add_argument("--driver", choices=["uiautomator2", "sim"], default="uiautomator2",
                         help="uiautomator2: real phones over adb (default); sim: simulated devices")

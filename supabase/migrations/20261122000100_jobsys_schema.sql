@@ -102,11 +102,12 @@ create table jobsys.devices (
   simulated boolean not null default false,
   state text not null default 'online' check (state in ('online', 'offline', 'error', 'disabled')),
   -- The device row is the per-device mutex: claim sets this under the row lock, so a
-  -- device never runs two assignments at once.
+  -- device never runs two assignments at once. References one of this device's own
+  -- assignments (on delete set null); kept by the triggers at the end of this file.
   running_assignment_id bigint,
   last_heartbeat_at timestamptz not null default now(),
   registered_at timestamptz not null default now()
-);
+) with (fillfactor = 70);  -- heartbeats, claims and completions update rows in place (HOT)
 create index devices_worker_id_idx on jobsys.devices (worker_id);
 
 -- Jobs --------------------------------------------------------------------------------
@@ -144,8 +145,10 @@ create index jobs_created_idx on jobsys.jobs (created_at desc);
 -- Assignments: one run of one job on one device ---------------------------------------
 create table jobsys.job_assignments (
   id bigint generated always as identity primary key,
-  job_id uuid not null references jobsys.jobs (id) on delete cascade,
-  device_id uuid not null references jobsys.devices (id) on delete cascade,
+  -- References jobs (on delete cascade) and devices (on delete cascade), kept by the
+  -- triggers at the end of this file.
+  job_id uuid not null,
+  device_id uuid not null,
   worker_id uuid,  -- the worker session that last claimed it
   status text not null default 'pending'
     check (status in ('pending', 'paused', 'running', 'completed', 'failed', 'cancelled')),
@@ -158,16 +161,196 @@ create table jobsys.job_assignments (
   result jsonb,
   error text,
   unique (job_id, device_id)
-);
+) with (fillfactor = 90);  -- room for start and lease extensions to update in place (HOT)
 -- Claims (oldest pending of a device), load per device, releasing a device's queue.
 create index job_assignments_device_live_idx on jobsys.job_assignments (device_id, id)
   where status in ('pending', 'paused', 'running');
--- Lease rescue.
-create index job_assignments_lease_idx on jobsys.job_assignments (lease_expires_at)
+-- Lease rescue scans the running runs (at most one per device). Keyed on job_id, not on
+-- lease_expires_at: start and every heartbeat move the lease, and an indexed lease would
+-- turn each of those into a new row version plus an entry in every index.
+create index job_assignments_running_idx on jobsys.job_assignments (job_id)
   where status = 'running';
 
-alter table jobsys.devices
-  add constraint devices_running_assignment_fk foreign key (running_assignment_id)
-  references jobsys.job_assignments (id) on delete set null;
-create index devices_running_assignment_idx on jobsys.devices (running_assignment_id)
-  where running_assignment_id is not null;
+-- Referential integrity, one statement at a time ------------------------------------------
+-- job_assignments.job_id -> jobs and .device_id -> devices (on delete cascade), and
+-- devices.running_assignment_id -> job_assignments (on delete set null) are kept by these
+-- triggers instead of declared foreign keys. A fan-out inserts up to 100,000 assignments in
+-- one statement; row-by-row foreign-key checks cost more than the insert itself, and the
+-- index a declared set-null needs on devices.running_assignment_id made every claim and
+-- completion rewrite the device row in every index. The triggers take the locks a foreign
+-- key takes (FOR KEY SHARE on the referenced rows, so a referenced row cannot be deleted
+-- until the referencing transaction ends), once per statement, and raise the same error
+-- (SQLSTATE 23503). Security definer: like foreign-key actions, they run as the owner.
+
+create function jobsys.raise_missing_reference(
+  p_table text, p_constraint text, p_column text, p_key text, p_referenced text) returns void
+  language plpgsql
+  as $$
+begin
+  raise exception using errcode = 'foreign_key_violation',
+    message = format('insert or update on table "%s" violates foreign key constraint "%s"', p_table, p_constraint),
+    detail = format('Key (%s)=(%s) is not present in table "%s".', p_column, p_key, p_referenced);
+end
+$$;
+
+create function jobsys.assignments_check_parents() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_jobs uuid[];
+  v_rows bigint;
+  v_devices bigint;
+  v_locked bigint;
+  v_missing text;
+begin
+  -- Lock every referenced job and device (what each foreign-key check would lock) and
+  -- count what was found; only when something is missing, look for which.
+  select array_agg(g.job_id) into v_jobs from (select n.job_id from new_rows n group by n.job_id) g;
+  perform 1 from jobsys.jobs j where j.id = any(v_jobs) for key share;
+  get diagnostics v_locked = row_count;
+  if v_locked < coalesce(cardinality(v_jobs), 0) then
+    select n.job_id::text into v_missing from new_rows n
+    where not exists (select 1 from jobsys.jobs j where j.id = n.job_id) limit 1;
+    perform jobsys.raise_missing_reference('job_assignments', 'job_assignments_job_id_fkey', 'job_id',
+      v_missing, 'jobs');
+  end if;
+  perform 1 from jobsys.devices d where d.id in (select n.device_id from new_rows n) for key share;
+  get diagnostics v_locked = row_count;
+  select count(*) into v_rows from new_rows;
+  -- (job_id, device_id) is unique, so with one job every row names another device.
+  v_devices := case when cardinality(v_jobs) = 1 then v_rows
+                    else (select count(distinct n.device_id) from new_rows n) end;
+  if v_locked < v_devices then
+    select n.device_id::text into v_missing from new_rows n
+    where not exists (select 1 from jobsys.devices d where d.id = n.device_id) limit 1;
+    perform jobsys.raise_missing_reference('job_assignments', 'job_assignments_device_id_fkey', 'device_id',
+      v_missing, 'devices');
+  end if;
+  return null;
+end
+$$;
+
+create trigger job_assignments_parents_on_insert after insert on jobsys.job_assignments
+  referencing new table as new_rows
+  for each statement execute function jobsys.assignments_check_parents();
+
+-- Nothing in jobsys moves an assignment to another job or device; if anything does, the
+-- new parents are checked as on insert.
+create function jobsys.assignment_check_moved_parents() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform 1 from jobsys.jobs j where j.id = new.job_id for key share;
+  if not found then
+    perform jobsys.raise_missing_reference('job_assignments', 'job_assignments_job_id_fkey', 'job_id',
+      new.job_id::text, 'jobs');
+  end if;
+  perform 1 from jobsys.devices d where d.id = new.device_id for key share;
+  if not found then
+    perform jobsys.raise_missing_reference('job_assignments', 'job_assignments_device_id_fkey', 'device_id',
+      new.device_id::text, 'devices');
+  end if;
+  return null;
+end
+$$;
+
+create trigger job_assignments_parents_on_update after update of job_id, device_id on jobsys.job_assignments
+  for each row when (old.job_id is distinct from new.job_id or old.device_id is distinct from new.device_id)
+  execute function jobsys.assignment_check_moved_parents();
+
+-- A device's running assignment must be one of its own assignments.
+create function jobsys.device_check_running_assignment() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform 1 from jobsys.job_assignments a
+  where a.id = new.running_assignment_id and a.device_id = new.id for key share;
+  if not found then
+    perform jobsys.raise_missing_reference('devices', 'devices_running_assignment_fk', 'running_assignment_id',
+      new.running_assignment_id::text, 'job_assignments');
+  end if;
+  return null;
+end
+$$;
+
+create trigger devices_running_assignment_on_insert after insert on jobsys.devices
+  for each row when (new.running_assignment_id is not null)
+  execute function jobsys.device_check_running_assignment();
+create trigger devices_running_assignment_on_update after update of running_assignment_id on jobsys.devices
+  for each row when (new.running_assignment_id is not null
+                     and new.running_assignment_id is distinct from old.running_assignment_id)
+  execute function jobsys.device_check_running_assignment();
+
+-- Deletes cascade (jobs, devices -> their assignments) and free the devices that ran a
+-- deleted assignment. New row versions are seen here: each statement of a trigger takes a
+-- fresh snapshot, as a foreign-key action does.
+create function jobsys.jobs_cascade_delete() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  delete from jobsys.job_assignments a using old_rows o where a.job_id = o.id;
+  return null;
+end
+$$;
+
+create trigger jobs_cascade_delete after delete on jobsys.jobs
+  referencing old table as old_rows
+  for each statement execute function jobsys.jobs_cascade_delete();
+
+create function jobsys.devices_cascade_delete() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  delete from jobsys.job_assignments a using old_rows o where a.device_id = o.id;
+  return null;
+end
+$$;
+
+create trigger devices_cascade_delete after delete on jobsys.devices
+  referencing old table as old_rows
+  for each statement execute function jobsys.devices_cascade_delete();
+
+create function jobsys.assignments_free_devices() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  update jobsys.devices d set running_assignment_id = null
+  from old_rows o where d.id = o.device_id and d.running_assignment_id = o.id;
+  return null;
+end
+$$;
+
+create trigger job_assignments_free_devices after delete on jobsys.job_assignments
+  referencing old table as old_rows
+  for each statement execute function jobsys.assignments_free_devices();
+
+-- A referenced key never changes (ids are generated); refuse it as a foreign key would.
+create function jobsys.refuse_referenced_key_change() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if exists (select 1 from jobsys.job_assignments a
+             where (tg_table_name = 'jobs' and a.job_id = old.id)
+                or (tg_table_name = 'devices' and a.device_id = old.id)) then
+    raise exception using errcode = 'foreign_key_violation',
+      message = format('update on table "%s" violates foreign key constraint "job_assignments_%s_fkey" on table "job_assignments"',
+                       tg_table_name, case tg_table_name when 'jobs' then 'job_id' else 'device_id' end),
+      detail = format('Key (id)=(%s) is still referenced from table "job_assignments".', old.id);
+  end if;
+  return null;
+end
+$$;
+
+create trigger jobs_key_change after update of id on jobsys.jobs
+  for each row when (old.id is distinct from new.id)
+  execute function jobsys.refuse_referenced_key_change();
+create trigger devices_key_change after update of id on jobsys.devices
+  for each row when (old.id is distinct from new.id)
+  execute function jobsys.refuse_referenced_key_change();

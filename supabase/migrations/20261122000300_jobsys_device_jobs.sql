@@ -61,7 +61,6 @@ create function jobsys.apply_counts(
   as $$
 declare
   v_now timestamptz := clock_timestamp();
-  v_interval interval := make_interval(secs => jobsys.setting('progress_event_interval_ms') / 1000.0);
   v_job jobsys.jobs;
   v_completes boolean;
   v_leftover integer;
@@ -91,7 +90,10 @@ begin
     returning j.* into v_job;
   end if;
 
-  if p_force_event or v_completes or v_now - v_job.progress_notified_at >= v_interval then
+  -- Settings are read inline (not through jobsys.setting()): a plan cached with the
+  -- function is far cheaper per call than a SQL function re-planned in every transaction.
+  if p_force_event or v_completes or v_now - v_job.progress_notified_at >= make_interval(
+       secs => (select s.value from jobsys.settings s where s.key = 'progress_event_interval_ms') / 1000.0) then
     update jobsys.jobs j set progress_notified_at = v_now where j.id = p_job_id;
     perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
   end if;
@@ -101,44 +103,81 @@ $$;
 
 -- Distribution --------------------------------------------------------------------------
 -- Assign up to p_limit eligible devices (healthy, never tried for this job), preferring
--- idle devices, then the least loaded. One set-based statement; one push per worker, not
--- per assignment. The caller holds the job row lock and applies the counters.
-create function jobsys.assign_devices(p_job_id uuid, p_limit integer) returns integer
+-- idle devices, then the least loaded. Set-based; one push per worker, not per
+-- assignment. The caller holds the job row lock and applies the counters; that lock is
+-- also why no insert here can meet an existing (job, device) row: the eligibility check
+-- and the insert are one statement, run by the only transaction assigning this job.
+-- p_eligible: how many devices are eligible, when the caller has just counted them.
+create function jobsys.assign_devices(p_job_id uuid, p_limit integer, p_eligible integer default null)
+  returns integer
   language plpgsql
   set search_path = jobsys, pg_temp
   as $$
 declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();  -- once, not once per device row
+  v_eligible integer := p_eligible;
   v_assigned integer;
 begin
   if p_limit <= 0 then
     return 0;
   end if;
+  if v_eligible is null then
+    select count(*) into v_eligible
+    from jobsys.devices d
+    where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+      and not exists (select 1 from jobsys.job_assignments a where a.job_id = p_job_id and a.device_id = d.id);
+  end if;
+
+  if v_eligible <= p_limit then
+    -- Every eligible device is chosen, so there is nothing to rank. Rows go in in device
+    -- order, which keeps the index inserts close together.
+    with chosen as (
+      select d.id, d.worker_id
+      from jobsys.devices d
+      where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+        and not exists (select 1 from jobsys.job_assignments a
+                        where a.job_id = p_job_id and a.device_id = d.id)
+      order by d.id
+      limit p_limit
+    ), inserted as (
+      insert into jobsys.job_assignments (job_id, device_id)
+      select p_job_id, c.id from chosen c
+    ), per_worker as (
+      select c.worker_id, count(*) as n from chosen c group by c.worker_id
+    ), pushed as (
+      select jobsys.emit(jobsys.worker_topic(p.worker_id), 'assignment',
+                         jsonb_build_object('job_id', p_job_id, 'count', p.n))
+      from per_worker p
+    )
+    select coalesce(sum(p.n), 0)::integer into v_assigned
+    from per_worker p, (select count(*) from pushed) as force_push;
+    return v_assigned;
+  end if;
+
   with eligible as (
     select d.id, d.worker_id, d.running_assignment_id is not null as busy
     from jobsys.devices d
-    where d.state = 'online' and d.last_heartbeat_at > jobsys.healthy_cutoff()
-      and d.worker_id is not null
+    where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
       and not exists (select 1 from jobsys.job_assignments a
                       where a.job_id = p_job_id and a.device_id = d.id)
   ), load as (
     select a.device_id, count(*) as queued
     from jobsys.job_assignments a
     where a.status in ('pending', 'paused', 'running')
+      and a.device_id in (select e.id from eligible e)
     group by a.device_id
-  ), chosen as (
+  ), ranked as (
     select e.id, e.worker_id
     from eligible e left join load l on l.device_id = e.id
     order by e.busy, coalesce(l.queued, 0), random()
     limit p_limit
+  ), chosen as (
+    select r.id, r.worker_id from ranked r order by r.id
   ), inserted as (
     insert into jobsys.job_assignments (job_id, device_id)
     select p_job_id, c.id from chosen c
-    on conflict (job_id, device_id) do nothing
-    returning device_id
   ), per_worker as (
-    select c.worker_id, count(*) as n
-    from inserted i join chosen c on c.id = i.device_id
-    group by c.worker_id
+    select c.worker_id, count(*) as n from chosen c group by c.worker_id
   ), pushed as (
     select jobsys.emit(jobsys.worker_topic(p.worker_id), 'assignment',
                        jsonb_build_object('job_id', p_job_id, 'count', p.n))
@@ -217,6 +256,7 @@ create function jobsys.create_job(
   set search_path = jobsys, pg_temp
   as $$
 declare
+  v_cutoff timestamptz;
   v_healthy integer;
   v_target integer;
   v_job jobsys.jobs;
@@ -251,8 +291,9 @@ begin
   end if;
   v_title := jobsys.check_title(coalesce(nullif(btrim(p_title), ''), jobsys.title_from_url(p_target_url)));
 
+  v_cutoff := jobsys.healthy_cutoff();  -- once, not once per device row
   select count(*) into v_healthy from jobsys.devices d
-  where d.state = 'online' and d.last_heartbeat_at > jobsys.healthy_cutoff() and d.worker_id is not null;
+  where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null;
   v_target := case p_target_type
     when 'all_devices' then v_healthy
     when 'percentage' then ceil(v_healthy * p_target_value / 100.0)::integer
@@ -268,7 +309,8 @@ begin
           coalesce(p_max_attempts, jobsys.setting('max_attempts')::integer), auth.uid())
   returning * into v_job;
 
-  v_assigned := jobsys.assign_devices(v_job.id, v_target);
+  -- A new job has no assignments yet, so every healthy device is eligible.
+  v_assigned := jobsys.assign_devices(v_job.id, v_target, v_healthy);
   v_job := jobsys.apply_counts(v_job.id, v_assigned, 0, 0, 0, 0, true);
   return jsonb_build_object('job', jobsys.job_json(v_job), 'assigned', v_assigned);
 end
@@ -477,7 +519,8 @@ begin
   ), claimed as (
     update jobsys.job_assignments a set status = 'running', worker_id = p_worker_id,
       claimed_at = now(), started_at = null,
-      lease_expires_at = now() + make_interval(secs => jobsys.setting('claim_lease_sec')::double precision)
+      lease_expires_at = now() + make_interval(
+        secs => (select s.value from jobsys.settings s where s.key = 'claim_lease_sec')::double precision)
     from picked p where a.id = p.id
     returning a.id
   )
@@ -548,7 +591,7 @@ begin
   perform jobsys.assignment_for_worker(p_assignment_id);
   update jobsys.job_assignments a set started_at = now(),
     lease_expires_at = now() + make_interval(
-      secs => (j.duration_sec + jobsys.setting('lease_grace_sec'))::double precision)
+      secs => (j.duration_sec + (select s.value from jobsys.settings s where s.key = 'lease_grace_sec'))::double precision)
   from jobsys.jobs j
   where a.id = p_assignment_id and a.attempt = p_attempt and a.status = 'running' and j.id = a.job_id
   returning a.lease_expires_at into v_lease;
@@ -612,13 +655,20 @@ create function jobsys.run_json(a jobsys.job_assignments) returns jsonb
     'status', a.status, 'attempt', a.attempt)
 $$;
 
+-- plpgsql rather than SQL: a SQL-language security definer function is parsed and planned
+-- again in every transaction; plpgsql keeps its plans for the session. The run is held in a
+-- variable so that run_json() can be inlined (it cannot be around a volatile call).
 create function jobsys.complete_assignment(
   p_assignment_id bigint, p_attempt integer, p_result jsonb default '{}')
   returns jsonb
-  language sql security definer
+  language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
-  select jobsys.run_json(jobsys.finish_run(p_assignment_id, p_attempt, 'completed', p_result, null))
+declare
+  v_a jobsys.job_assignments := jobsys.finish_run(p_assignment_id, p_attempt, 'completed', p_result, null);
+begin
+  return jobsys.run_json(v_a);
+end
 $$;
 
 -- Fail a run. p_retry: re-queue on the same device while attempts remain.
@@ -629,12 +679,15 @@ create function jobsys.fail_assignment(
   language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
+declare
+  v_a jobsys.job_assignments;
 begin
   if p_error is null or btrim(p_error) = '' then
     perform jobsys.raise_error('JS400', 'error must say why the run failed', '{"field": "error"}');
   end if;
-  return jobsys.run_json(jobsys.finish_run(p_assignment_id, p_attempt,
-    case when p_retry then 'retry' else 'failed' end, p_result, left(p_error, 2000)));
+  v_a := jobsys.finish_run(p_assignment_id, p_attempt,
+    case when p_retry then 'retry' else 'failed' end, p_result, left(p_error, 2000));
+  return jobsys.run_json(v_a);
 end
 $$;
 
@@ -642,11 +695,15 @@ $$;
 create function jobsys.release_assignment(p_assignment_id bigint, p_attempt integer,
   p_reason text default 'released by worker')
   returns jsonb
-  language sql security definer
+  language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
-  select jobsys.run_json(jobsys.finish_run(p_assignment_id, p_attempt, 'release', null,
-    left(coalesce(p_reason, 'released by worker'), 2000)))
+declare
+  v_a jobsys.job_assignments := jobsys.finish_run(p_assignment_id, p_attempt, 'release', null,
+    left(coalesce(p_reason, 'released by worker'), 2000));
+begin
+  return jobsys.run_json(v_a);
+end
 $$;
 
 -- Lease rescue --------------------------------------------------------------------------
@@ -664,7 +721,7 @@ declare
   v_cancelled integer;
   v_total integer := 0;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_signed_in();
   for v_job_id in
     select distinct a.job_id from jobsys.job_assignments a
     where a.status = 'running' and a.lease_expires_at < now()
@@ -718,6 +775,7 @@ create function jobsys.release_unhealthy_queues() returns integer
   set search_path = jobsys, pg_temp
   as $$
 declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();  -- once, not once per row
   v_job_id uuid;
   v_n integer;
   v_total integer := 0;
@@ -726,7 +784,7 @@ begin
     select distinct a.job_id
     from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
     where a.status in ('pending', 'paused')
-      and (d.state <> 'online' or d.last_heartbeat_at <= jobsys.healthy_cutoff() or d.worker_id is null)
+      and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null)
     order by a.job_id
   loop
     perform 1 from jobsys.jobs where id = v_job_id for no key update skip locked;
@@ -735,7 +793,7 @@ begin
       delete from jobsys.job_assignments a
       using jobsys.devices d
       where a.job_id = v_job_id and d.id = a.device_id and a.status in ('pending', 'paused')
-        and (d.state <> 'online' or d.last_heartbeat_at <= jobsys.healthy_cutoff() or d.worker_id is null)
+        and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null)
       returning 1)
     select count(*) into v_n from released;
     continue when v_n = 0;
@@ -752,17 +810,18 @@ create function jobsys.mark_stale() returns integer
   set search_path = jobsys, pg_temp
   as $$
 declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();  -- once, not once per row
   v_devices integer;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_signed_in();
   update jobsys.workers w set status = 'offline'
   where w.id in (select id from jobsys.workers
-                 where status = 'online' and last_heartbeat_at <= jobsys.healthy_cutoff()
+                 where status = 'online' and last_heartbeat_at <= v_cutoff
                  for no key update skip locked);
   with stale as (
     update jobsys.devices d set state = 'offline'
     where d.id in (select id from jobsys.devices
-                   where state = 'online' and last_heartbeat_at <= jobsys.healthy_cutoff()
+                   where state = 'online' and last_heartbeat_at <= v_cutoff
                    for no key update skip locked)
     returning 1)
   select count(*) into v_devices from stale;
@@ -786,9 +845,7 @@ declare
   v_topped integer;
   v_job jobsys.jobs;
 begin
-  if jobsys.caller_role() = 'anon' then
-    perform jobsys.raise_error('JS403', 'signed-in operator or worker required');
-  end if;
+  perform jobsys.require_signed_in();
   if not pg_try_advisory_xact_lock(hashtext('jobsys.maintain')) then
     return jsonb_build_object('ran', false);
   end if;
@@ -987,14 +1044,15 @@ end
 $$;
 
 -- Reads for the dashboard and API -------------------------------------------------------
-create function jobsys.device_status(d jobsys.devices) returns text
+-- p_cutoff: jobsys.healthy_cutoff(), computed once by the caller rather than once per device.
+create function jobsys.device_status(d jobsys.devices, p_cutoff timestamptz) returns text
   language sql stable
   set search_path = jobsys, pg_temp
   as $$
   select case
     when d.state = 'disabled' then 'disabled'
     when d.state = 'error' then 'error'
-    when d.state = 'offline' or d.worker_id is null or d.last_heartbeat_at <= jobsys.healthy_cutoff() then 'offline'
+    when d.state = 'offline' or d.worker_id is null or d.last_heartbeat_at <= p_cutoff then 'offline'
     when d.running_assignment_id is not null then 'busy'
     else 'idle' end
 $$;
@@ -1058,11 +1116,13 @@ create function jobsys.list_devices() returns jsonb
   language plpgsql stable security definer
   set search_path = jobsys, pg_temp
   as $$
+declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();
 begin
   perform jobsys.require_operator();
   return (
     with rows as (
-      select d.*, jobsys.device_status(d) as status, w.name as worker_name, a.job_id as current_job_id
+      select d.*, jobsys.device_status(d, v_cutoff) as status, w.name as worker_name, a.job_id as current_job_id
       from jobsys.devices d
       left join jobsys.workers w on w.id = d.worker_id
       left join jobsys.job_assignments a on a.id = d.running_assignment_id

@@ -32,11 +32,6 @@ async def as_(sides: Sides, identity: Identity) -> JobSystem:
     return await sides.as_(identity)
 
 
-def hold_maintenance(sides: Sides) -> None:
-    """Keep heartbeat's maintain() from running: as a worker it fails (see the xfail below)."""
-    sides.db.run("update jobsys.maintenance_state set last_run_at = 'infinity'")
-
-
 async def test_job_calls_and_their_results(sides: Sides) -> None:
     operator, worker = await as_(sides, OPERATOR), await as_(sides, WORKER_A)
     session = await worker.register_worker("a", devices("a", 3), hostname="pc-a")
@@ -65,7 +60,6 @@ async def test_job_calls_and_their_results(sides: Sides) -> None:
 
 
 async def test_worker_calls_and_their_results(sides: Sides) -> None:
-    hold_maintenance(sides)
     operator, worker = await as_(sides, OPERATOR), await as_(sides, WORKER_A)
     session = await worker.register_worker("a", devices("a", 2))
     assert sorted(d.serial for d in await worker.worker_devices(session.worker_id)) == ["a-0", "a-1"]
@@ -96,9 +90,6 @@ async def test_worker_calls_and_their_results(sides: Sides) -> None:
     assert (detail.completed_count, detail.failed_count) == (1, 1)
 
 
-@pytest.mark.xfail(strict=True, raises=Forbidden, reason=(
-    "core SQL: maintain() (run from every heartbeat) calls rescue_expired_leases() and mark_stale(), "
-    "which require an operator, so a signed-in worker's heartbeat fails with JS403 whenever maintenance is due"))
 async def test_worker_heartbeat_runs_maintenance(sides: Sides) -> None:
     worker = await as_(sides, WORKER_A)
     session = await worker.register_worker("a", devices("a", 1))

@@ -26,8 +26,6 @@ StartWorker = Callable[..., Awaitable[Worker]]
 
 @pytest.fixture
 async def start_worker(doubles: SupabaseDoubles, db: Db, tmp_path: pathlib.Path) -> AsyncIterator[StartWorker]:
-    # maintain() from a worker's heartbeat fails as a worker (see test_contract's xfail): keep it idle.
-    db.run("update jobsys.maintenance_state set last_run_at = 'infinity'")
     started: list[tuple[Worker, asyncio.Task[None], JobSystem]] = []
 
     async def start(name: str = "w1", devices: int = 3, *, poll_interval_s: float = 0.2) -> Worker:

@@ -1,0 +1,44 @@
+"""Baseline: the minimal Postgres queue of CALIBRATION.md, re-measured in the same run.
+
+A SKIP LOCKED claim of the oldest pending task and a completion that bumps one counter
+row per job: the least a queue with exact per-job counts can do. It has no start step, no
+device mutex, no leases, no authorization and no events, so it does less per cycle than
+jobsys does.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from bench.sql import query
+
+
+async def create(url: str, jobs: int, per_job: int) -> None:
+    """Its tables, filled with `jobs` jobs of `per_job` tasks, oldest job first."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(query("naive_schema"))
+        await conn.execute(query("naive_fill"), {"jobs": jobs, "per_job": per_job})
+
+
+async def client(conn: psycopg.AsyncConnection[TupleRow], name: str, cycles: int) -> int:
+    """One client on its own connection: claim, complete, `cycles` times."""
+    done = 0
+    claim, complete = query("naive_claim"), query("naive_complete")
+    for _ in range(cycles):
+        cur = await conn.execute(claim, {"worker": name})
+        row = await cur.fetchone()
+        if row is None:
+            break
+        await conn.execute(complete, {"task_id": row[0]})
+        done += 1
+    return done
+
+
+async def completed(url: str) -> tuple[int, int]:
+    """(completed tasks, sum of the job counters): equal when the counters are exact."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(query("naive_completed"))
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1] or 0)

@@ -1,0 +1,204 @@
+"""lifecycle: claim -> start -> complete cycles per second with 8, 16 and 32 clients.
+
+Each client is one worker session with DEVICES_PER_CLIENT simulated devices and its own
+JobSystem (Postgres transport): it claims work for all its free devices in one call
+(`claim_assignments`), then starts and completes each run, and claims again. The work is
+one pre-created set of assignments: jobs created with `create_job(all_devices)`, so every
+device has a queue and, like a real fleet, all devices work on the same job at once (its
+counter row is the hot spot). Baseline: the naive queue of CALIBRATION.md with the same
+clients and the same job shape. Both sides alternate; each run is checked afterwards
+(every counted cycle completed, counters equal count(*)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from bench import fleet
+from bench.baselines import naive_queue
+from bench.cpu import CpuMeter
+from bench.harness import Better, Goal, Measurement, Ticker, measure
+from bench.pg import BenchPostgres
+from bench.sql import query
+from jobsys.system import JobSystem
+
+NAME = "lifecycle"
+DESCRIPTION = "claim -> start -> complete cycles per second (median of runs)"
+DEVICES_PER_CLIENT = 8
+TARGET_URL = "https://example.com/device-lab/check"
+BASELINE_NAME = "naive SKIP LOCKED claim + complete, one hot counter row per job"
+GOAL = Goal(2_000.0)
+NOTES = (
+    "A cycle is one run taken from claimed to completed. jobsys does three transitions per "
+    "cycle (batch claim for the client's free devices, start, complete) with authorization, the "
+    "per-device mutex, leases, exact per-job counters and throttled progress events; the naive "
+    "baseline does two (claim one, complete it with one counter bump) and nothing else. All "
+    "clients run as asyncio tasks in the benchmark's one Python process, each on its own "
+    "connection, sharing the machine's cores with Postgres."
+)
+LIMITS = (
+    "jobsys spends two to three times the CPU per cycle of the naive queue, on both sides (the "
+    "client CPU and Postgres CPU rows), and with every client and Postgres sharing the machine's "
+    "cores, CPU is what runs out. A jobsys cycle is three plpgsql transitions (claim, start, "
+    "complete), about fourteen SQL statements with authorization, the per-device mutex, leases and "
+    "exact counters, where the naive queue runs two statements; on the client side each call goes "
+    "through the JobSystem facade (connection pool, statement building, pydantic) instead of one raw "
+    "query. The largest single server cost is jobsys.caller_role() (migration 20261122000200), a SQL "
+    "function with SET search_path that Postgres parses and plans again in every transaction, about "
+    "twice per cycle; next, the 14 CHECK constraints on jobs are prepared again for every UPDATE of a "
+    "job row. Separately, all clients work on the same job and every claim and completion updates its "
+    "counter row, holding the row lock until the commit is flushed, so completions of one job are "
+    "serial at the disk's flush rate; the naive baseline shares this hot row."
+)
+
+
+def client_counts(quick: bool) -> list[int]:
+    return [8, 32] if quick else [8, 16, 32]
+
+
+def runs(quick: bool) -> int:
+    return 3
+
+
+def cycles_per_run(quick: bool) -> int:
+    return 1_500 if quick else 6_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    cycles_per_s: float
+    client_us: float  # CPU per cycle in the benchmark process (all clients)
+    server_us: float | None  # CPU per cycle in Postgres (None where /proc is unavailable)
+
+
+def steps(quick: bool) -> int:
+    return len(client_counts(quick)) * (1 + 2 * runs(quick))
+
+
+@contextlib.asynccontextmanager
+async def _jobsys_clients(url: str, n: int) -> AsyncIterator[list[JobSystem]]:
+    systems = [await JobSystem.connect(url, push=False) for _ in range(n)]
+    try:
+        yield systems
+    finally:
+        for js in systems:
+            await js.close()
+
+
+async def _jobsys_client(js: JobSystem, worker: fleet.Worker, rounds: int) -> int:
+    done = 0
+    for _ in range(rounds):
+        claimed = await js.claim_assignments(worker.id)
+        if not claimed:
+            break
+        for run in claimed:
+            await js.start_assignment(run.assignment_id, run.attempt)
+            await js.complete_assignment(run.assignment_id, run.attempt, {"bench": True})
+            done += 1
+    return done
+
+
+async def _scalar(conn: psycopg.AsyncConnection[TupleRow], name: str) -> int:
+    row = await (await conn.execute(query(name))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _completed(url: str) -> tuple[int, int]:
+    """(completed runs, jobs whose counters differ from count(*))."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        return await _scalar(conn, "lifecycle_completed"), await _scalar(conn, "lifecycle_counters_off")
+
+
+async def _jobsys_run(
+    pg: BenchPostgres, url: str, systems: list[JobSystem], workers: list[fleet.Worker], rounds: int
+) -> Run:
+    before, _ = await _completed(url)
+    meter = CpuMeter(pg.postmaster_pid)
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(_jobsys_client(js, w, rounds) for js, w in zip(systems, workers)))
+    elapsed = time.perf_counter() - started
+    cycles = sum(counts)
+    client_us, server_us = meter.per(max(cycles, 1))
+    after, off = await _completed(url)
+    expected = rounds * len(workers) * DEVICES_PER_CLIENT
+    if cycles != expected or after - before != cycles or off:
+        raise AssertionError(f"jobsys run: {cycles} cycles of {expected}, {after - before} completed, "
+                             f"{off} jobs with wrong counters")
+    return Run(cycles / elapsed, client_us, server_us)
+
+
+async def _naive_run(pg: BenchPostgres, url: str, clients: int, cycles_each: int) -> Run:
+    before, _ = await naive_queue.completed(url)
+    conns = [await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(clients)]
+    try:
+        meter = CpuMeter(pg.postmaster_pid)
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(naive_queue.client(c, f"client-{i}", cycles_each)
+                                        for i, c in enumerate(conns)))
+        elapsed = time.perf_counter() - started
+        client_us, server_us = meter.per(max(sum(counts), 1))  # before the backends exit
+    finally:
+        for c in conns:
+            await c.close()
+    cycles = sum(counts)
+    after, counted = await naive_queue.completed(url)
+    if cycles != clients * cycles_each or after - before != cycles or counted != after:
+        raise AssertionError(f"naive run: {cycles} cycles, {after - before} completed, counters {counted}")
+    return Run(cycles / elapsed, client_us, server_us)
+
+
+def _rows(clients: int, ours: list[Run], theirs: list[Run]) -> list[Measurement]:
+    rows = [measure(NAME, f"cycles/s, {clients} clients", "cycles/s", Better.HIGHER,
+                    [r.cycles_per_s for r in ours], [r.cycles_per_s for r in theirs], BASELINE_NAME, GOAL),
+            measure(NAME, f"client CPU per cycle, {clients} clients", "µs", Better.LOWER,
+                    [r.client_us for r in ours], [r.client_us for r in theirs], BASELINE_NAME)]
+    if all(r.server_us is not None for r in ours + theirs):
+        rows.append(measure(NAME, f"Postgres CPU per cycle, {clients} clients", "µs", Better.LOWER,
+                            [r.server_us or 0.0 for r in ours], [r.server_us or 0.0 for r in theirs],
+                            BASELINE_NAME))
+    return rows
+
+
+async def _clients(pg: BenchPostgres, clients: int, quick: bool, ticker: Ticker) -> list[Measurement]:
+    devices = clients * DEVICES_PER_CLIENT
+    rounds = math.ceil(cycles_per_run(quick) / devices)  # claim rounds per client per run
+    warmup_rounds = max(2, rounds // 5)
+    n_runs = runs(quick)
+    jobs = warmup_rounds + n_runs * rounds  # each round takes one job's run on every device
+    with pg.database() as url:
+        async with await JobSystem.connect(url, push=False) as admin:
+            ticker.say(f"lifecycle {clients} clients: creating {jobs * devices:,} assignments")
+            workers = await fleet.register(admin, clients, DEVICES_PER_CLIENT)
+            for _ in range(jobs):
+                await admin.create_job(target_url=TARGET_URL, duration_sec=30, target_type="all_devices")
+        await naive_queue.create(url, jobs, devices)
+        await fleet.tidy(url)
+        ours: list[Run] = []
+        theirs: list[Run] = []
+        async with _jobsys_clients(url, clients) as systems:
+            await _jobsys_run(pg, url, systems, workers, warmup_rounds)
+            await _naive_run(pg, url, clients, warmup_rounds * DEVICES_PER_CLIENT)
+            ticker.tick(f"lifecycle {clients} clients: ready")
+            for i in range(n_runs):
+                for side in ("jobsys", "baseline") if i % 2 == 0 else ("baseline", "jobsys"):
+                    if side == "jobsys":
+                        ours.append(await _jobsys_run(pg, url, systems, workers, rounds))
+                    else:
+                        theirs.append(await _naive_run(pg, url, clients, rounds * DEVICES_PER_CLIENT))
+                    ticker.tick(f"lifecycle {clients} clients: {side} run {i + 1}/{n_runs}")
+    return _rows(clients, ours, theirs)
+
+
+async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measurement]:
+    rows: list[Measurement] = []
+    for n in client_counts(quick):
+        rows += await _clients(pg, n, quick, ticker)
+    return rows

@@ -1,0 +1,112 @@
+-- Queries the benchmarks send themselves: setup, checks, and the baselines.
+-- jobsys is always measured through its library (jobsys.system.JobSystem), never here.
+
+-- Setup and checks ---------------------------------------------------------------------
+
+-- name: vacuum_analyze
+-- Reclaim dead rows between runs, so every timed run starts from the same table state.
+vacuum analyze;
+
+-- name: stale_after_sec
+-- The health window the baseline applies itself (jobsys applies it inside its functions).
+select value::float8 from jobsys.settings where key = 'stale_after_sec';
+
+-- name: job_counts
+-- A job's stored counter next to the real number of rows (checked after every run).
+select j.assigned_count, (select count(*) from jobsys.job_assignments a where a.job_id = j.id)
+from jobsys.jobs j where j.id = %(job_id)s;
+
+-- name: delete_all_jobs
+-- Clean up between runs (untimed); assignments go with their job.
+delete from jobsys.jobs;
+
+-- name: settings_update
+-- Tune a jobsys setting for a benchmark scenario.
+update jobsys.settings set value = %(value)s where key = %(key)s;
+
+-- name: lifecycle_completed
+-- Completed runs so far, to check that every counted cycle really completed.
+select count(*) from jobsys.job_assignments where status = 'completed';
+
+-- name: lifecycle_counters_off
+-- Jobs whose exact counters differ from count(*) (must be none after a run).
+select count(*) from jobsys.jobs j
+where (j.running_count, j.completed_count)
+   <> (select count(*) filter (where a.status = 'running'), count(*) filter (where a.status = 'completed')
+       from jobsys.job_assignments a where a.job_id = j.id);
+
+-- Baseline: the original plan's fan-out (spec section 8) -------------------------------
+-- An API inserts the job; a JobDistributor selects the idle devices into the application,
+-- bulk-inserts the assignments, updates the job's counters, then emits one push per
+-- assignment. Run against jobsys's own tables so both sides write the same rows.
+
+-- name: plan_idle_devices
+-- The distributor's device query: idle (nothing running), online, fresh heartbeat.
+select d.id, d.worker_id
+from jobsys.devices d
+where d.state = 'online' and d.worker_id is not null and d.running_assignment_id is null
+  and d.last_heartbeat_at > now() - make_interval(secs => %(stale_after_sec)s);
+
+-- name: plan_insert_job
+-- The API's insert of the job row, target resolved from the devices just selected.
+insert into jobsys.jobs (title, action, target_url, duration_sec, target_type, target_count, max_attempts)
+values (%(title)s, 'open_url', %(target_url)s, %(duration_sec)s, 'all_devices', %(target_count)s, 3)
+returning id;
+
+-- name: plan_copy_assignments
+-- Bulk insert of the assignment rows (COPY: the fastest bulk path Postgres has).
+copy jobsys.job_assignments (job_id, device_id) from stdin;
+
+-- name: plan_set_counters
+-- The distributor records how many it assigned.
+update jobsys.jobs set assigned_count = assigned_count + %(assigned)s, updated_at = now()
+where id = %(job_id)s;
+
+-- name: plan_push
+-- One push per assignment (Socket.io `job:assign` in the plan; pg_notify here).
+select pg_notify(%(topic)s, %(message)s);
+
+-- Baseline: the naive queue of CALIBRATION.md -----------------------------------------
+-- A minimal SKIP LOCKED claim and a completion that bumps one counter row per job. No
+-- start step, no device mutex, no leases, no events.
+
+-- name: naive_schema
+-- Its own two tables, in the same database as jobsys.
+create schema if not exists bench_naive;
+create table bench_naive.jobs (id integer primary key, completed_count integer not null default 0);
+create table bench_naive.tasks (
+  id bigint generated always as identity primary key,
+  job_id integer not null,
+  status text not null default 'pending',
+  worker text,
+  claimed_at timestamptz,
+  finished_at timestamptz);
+create index tasks_pending_idx on bench_naive.tasks (id) where status = 'pending';
+
+-- name: naive_fill
+-- The same shape as jobsys's set: `jobs` jobs of `per_job` tasks each, oldest job first.
+with new_jobs as (
+  insert into bench_naive.jobs (id) select g from generate_series(1, %(jobs)s) g returning id)
+insert into bench_naive.tasks (job_id)
+select j.id from new_jobs j, generate_series(1, %(per_job)s) order by j.id;
+
+-- name: naive_claim
+-- Claim the oldest pending task.
+update bench_naive.tasks t set status = 'running', worker = %(worker)s, claimed_at = now()
+where t.id = (select id from bench_naive.tasks where status = 'pending'
+              order by id limit 1 for update skip locked)
+returning t.id, t.job_id;
+
+-- name: naive_complete
+-- Complete it and bump its job's counter, in one statement.
+with done as (
+  update bench_naive.tasks set status = 'completed', finished_at = now()
+  where id = %(task_id)s and status = 'running'
+  returning job_id)
+update bench_naive.jobs j set completed_count = j.completed_count + 1
+from done where j.id = done.job_id;
+
+-- name: naive_completed
+-- Completed tasks so far (checked after every run).
+select count(*), (select sum(completed_count) from bench_naive.jobs)
+from bench_naive.tasks where status = 'completed';

@@ -1,0 +1,30 @@
+"""The benchmarks `python -m bench` knows, by name. A benchmark is a module with NAME,
+DESCRIPTION, NOTES (what was measured), LIMITS (why jobsys is behind where it is),
+steps(quick) (ticks of the progress bar) and run(pg, quick, ticker)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+
+from bench import fanout, lifecycle
+from bench.harness import Measurement, Ticker
+from bench.pg import BenchPostgres
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    notes: str
+    limits: str
+    steps: Callable[[bool], int]
+    run: Callable[[BenchPostgres, bool, Ticker], Awaitable[list[Measurement]]]
+
+
+def _from_module(module: ModuleType) -> Benchmark:
+    return Benchmark(module.NAME, module.DESCRIPTION, module.NOTES, module.LIMITS, module.steps, module.run)
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in map(_from_module, (fanout, lifecycle))}
