@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from jobsys.batch.facade import BatchJobs
 from jobsys.system import JobSystem
 from nicegui_app.hub import EventHub
 
@@ -13,6 +14,11 @@ class Services:
     jobs: JobSystem
     hub: EventHub
     token: str
+
+    @property
+    def batch(self) -> BatchJobs:
+        """AI batch jobs on the same transport (a thin wrapper: cheap to make per call)."""
+        return BatchJobs.of(self.jobs)
 
 
 _current: Services | None = None

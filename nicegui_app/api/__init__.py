@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from jobsys.system import JobSystem
+from nicegui_app.api import background
 from nicegui_app.api.errors import install_error_handlers
-from nicegui_app.api.routes import router
+from nicegui_app.api.routes import fallback_router, router
 
 API_DESCRIPTION = (
-    "Device jobs and devices of jobsys. Every request needs `Authorization: Bearer <token>`. "
+    "Device jobs, devices and background AI batch jobs of jobsys. "
+    "Every request needs `Authorization: Bearer <token>`. "
     'Errors are `{"error": {"code", "message", "details"}}`; a rejected request stores nothing.'
 )
 
@@ -28,4 +30,6 @@ def create_api_app(jobs: JobSystem, token: str) -> FastAPI:
     app.state.api_token = token
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(background.router)
+    app.include_router(fallback_router(router, background.router))  # last: it matches every /api path
     return app

@@ -1,5 +1,6 @@
-"""The REST API for device jobs and devices (spec §5). Every route needs the bearer token;
-every database call goes through JobSystem, and bodies are the library's own models."""
+"""The REST API for device jobs and devices (spec §5), and what every API router shares: the
+bearer token check, job ids, and the fallback for unknown /api paths. Every route needs the
+token; every database call goes through JobSystem, and bodies are the library's own models."""
 
 from __future__ import annotations
 
@@ -137,13 +138,18 @@ async def list_devices(jobs: Jobs) -> DeviceList:
     return await jobs.list_devices()
 
 
-@router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-async def unknown_route(request: Request, rest: str) -> None:
-    """Unknown /api paths answer in the API's error shape, not with the dashboard's HTML 404."""
-    for route in router.routes:
-        if (
-            getattr(route, "endpoint", None) is not unknown_route
-            and route.matches(request.scope)[0] is Match.PARTIAL
-        ):
+def fallback_router(*routers: APIRouter) -> APIRouter:
+    """Include this last: unknown /api paths, and known ones with a wrong method, answer in the
+    API's error shape (404 / 405), not with the dashboard's HTML 404."""
+    fallback = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+    known = [route for guarded in routers for route in guarded.routes]
+
+    @fallback.api_route(
+        "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
+    async def unknown_route(request: Request, rest: str) -> None:
+        if any(route.matches(request.scope)[0] is Match.PARTIAL for route in known):
             raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
-    raise ApiError(404, "not_found", f"no API route {request.url.path}")
+        raise ApiError(404, "not_found", f"no API route {request.url.path}")
+
+    return fallback

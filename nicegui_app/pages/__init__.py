@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from nicegui_app.pages import devices, jobs, login
+from nicegui_app.pages import background_jobs, devices, jobs, login
 
 
 def create_all() -> None:
     login.create()
     jobs.create()
     devices.create()
+    background_jobs.create()

@@ -60,6 +60,9 @@ async def frame(request: Request, heading_key: str) -> AsyncIterator[PageContext
         ui.label(t("app_title")).classes("text-lg font-bold")
         ui.link(t("nav_jobs"), "/").classes("text-white no-underline").mark("nav-jobs")
         ui.link(t("nav_devices"), "/devices").classes("text-white no-underline").mark("nav-devices")
+        ui.link(t("nav_background"), "/background-jobs").classes("text-white no-underline").mark(
+            "nav-background"
+        )
         ui.space()
         ui.label().mark("connected-count").bind_text_from(
             ctx.devices, "connected", backward=lambda n: t("connected", n=n)

@@ -1,0 +1,218 @@
+"""One background job on the page: its progress monitor and controls.
+
+Status badge, "offline" badge when outputs are placeholders, progress bar with %, total /
+completed / failed (and cancelled), start time, elapsed time, completion time, error
+message; an expansion with the log (newest first, coloured by level); cancel, retry,
+results and export. Updated in place on every refresh (an open log stays open); the
+elapsed time of a running job is ticked by the page's local timer, not by re-reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+
+from nicegui import ui
+
+from jobsys.batch.models import BatchJob, BatchLog, BatchStatus, LogLevel
+from jobsys.errors import JobsysError, NotFound
+from nicegui_app.batch_export import ExportFormat
+from nicegui_app.pages.batch_results import ResultsDialog, download
+from nicegui_app.pages.frame import PageContext
+
+STATUS_COLORS = {
+    BatchStatus.PENDING: "grey",
+    BatchStatus.RUNNING: "primary",
+    BatchStatus.COMPLETED: "positive",
+    BatchStatus.FAILED: "negative",
+    BatchStatus.CANCELLED: "grey",
+}
+LOG_COLORS = {LogLevel.INFO: "primary", LogLevel.WARNING: "orange", LogLevel.ERROR: "negative"}
+LOG_TEXT_CLASSES = {LogLevel.INFO: "", LogLevel.WARNING: "text-orange-800", LogLevel.ERROR: "text-negative"}
+LOG_PAGE = 50  # lines shown when the log opens; "older" adds as many again
+LOG_MAX = 1000  # what one read may return
+
+
+def when(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return "–"
+    local = moment.astimezone()
+    same_day = local.date() == dt.datetime.now().astimezone().date()
+    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
+def elapsed_text(job: BatchJob, now: dt.datetime | None = None) -> str:
+    """H:MM:SS from start to completion (or to now while it runs); "–" before it started."""
+    if job.started_at is None:
+        return "–"
+    end = job.completed_at or now or dt.datetime.now(dt.UTC)
+    seconds = max(0, int((end - job.started_at).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class BatchRow:
+    def __init__(self, ctx: PageContext, job: BatchJob, on_change: Callable[[], None]) -> None:
+        self.ctx = ctx
+        self.t = ctx.t
+        self.job = job
+        self._on_change = on_change
+        self._logs_version: object = None
+        self.log_limit = LOG_PAGE
+        t = self.t
+        self.card = ui.card().classes("w-full gap-2").mark(f"batch-{job.id}")
+        with self.card:
+            with ui.row().classes("w-full items-center gap-2 no-wrap"):
+                with ui.column().classes("gap-0 grow min-w-0"):
+                    self.title = ui.label().classes("text-lg font-medium break-all").mark("batch-title")
+                    self.model = ui.label().classes("text-xs text-gray-500").mark("batch-model")
+                self.status = ui.badge().mark("batch-status")
+                self.offline = (
+                    ui.badge(t("batch_offline"), color="purple")
+                    .props("outline")
+                    .tooltip(t("batch_offline_hint"))
+                    .mark("batch-offline")
+                )
+                self.cancel_button = (
+                    ui.button(t("batch_cancel"), icon="stop", on_click=self._cancel)
+                    .props("flat dense color=negative")
+                    .mark("batch-cancel")
+                )
+                self.retry_button = (
+                    ui.button(t("batch_retry"), icon="replay", on_click=self._retry)
+                    .props("flat dense")
+                    .mark("batch-retry")
+                )
+                ui.button(t("batch_results"), icon="table_view", on_click=self._results).props(
+                    "flat dense"
+                ).mark("batch-results")
+                export_button = ui.button(t("batch_export"), icon="download").props("flat dense")
+                with export_button.mark("batch-export"), ui.menu():
+                    for fmt in ExportFormat:
+                        ui.menu_item(fmt.value.upper(), on_click=lambda fmt=fmt: self._export(fmt)).mark(
+                            f"batch-export-{fmt.value}"
+                        )
+            with ui.row().classes("w-full items-center gap-2 no-wrap"):
+                self.bar = ui.linear_progress(show_value=False, size="10px").classes("grow").mark("batch-bar")
+                self.percent = ui.label().classes("font-medium w-12 text-right").mark("batch-percent")
+            with ui.row().classes("w-full gap-4 text-sm"):
+                self.total = ui.label().mark("batch-total")
+                self.completed = ui.label().classes("text-positive").mark("batch-completed")
+                self.failed = ui.label().classes("text-negative").mark("batch-failed")
+                self.cancelled = ui.label().classes("text-gray-600").mark("batch-cancelled")
+            with ui.row().classes("w-full gap-4 text-sm text-gray-600"):
+                self.started = ui.label().mark("batch-started")
+                self.elapsed = ui.label().mark("batch-elapsed")
+                self.finished = ui.label().mark("batch-finished")
+            self.error = ui.label().classes("text-negative text-sm break-all").mark("batch-error")
+            self.logs_expansion = (
+                ui.expansion(t("batch_logs"), on_value_change=self._logs_opened)
+                .classes("w-full")
+                .mark("batch-logs")
+            )
+            with self.logs_expansion:
+                self.logs = ui.column().classes("w-full gap-0")
+                self.older = (
+                    ui.button(t("batch_logs_older"), on_click=self._older_logs)
+                    .props("flat dense")
+                    .mark("batch-logs-older")
+                )
+        self.update(job)
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.job.id
+
+    def delete(self) -> None:
+        self.card.delete()
+
+    def update(self, job: BatchJob) -> None:
+        t = self.t
+        self.job = job
+        self.title.set_text(job.title)
+        self.model.set_text(job.payload.model)
+        self.status.set_text(t(f"batch_status_{job.status.value}"))
+        self.status.props(f"color={STATUS_COLORS[job.status]}")
+        self.offline.set_visibility(job.offline)
+        self.bar.set_value(job.progress_percent / 100)
+        self.percent.set_text(f"{job.progress_percent}%")
+        self.total.set_text(t("batch_total", n=job.total_items))
+        self.completed.set_text(t("batch_completed", n=job.completed_items))
+        self.failed.set_text(t("batch_failed", n=job.failed_items))
+        self.cancelled.set_text(t("batch_cancelled", n=job.cancelled_items))
+        self.cancelled.set_visibility(job.cancelled_items > 0)
+        self.started.set_text(t("batch_started", at=when(job.started_at)))
+        self.finished.set_text(t("batch_finished", at=when(job.completed_at)))
+        self.finished.set_visibility(job.completed_at is not None)
+        self.error.set_text(job.error_message or "")
+        self.error.set_visibility(bool(job.error_message))
+        self.cancel_button.set_visibility(job.can_cancel)
+        self.retry_button.set_visibility(job.can_retry)
+        self.tick()
+
+    def tick(self, now: dt.datetime | None = None) -> None:
+        """Move the elapsed time on (the page's per-client timer calls this every second)."""
+        self.elapsed.set_text(self.t("batch_elapsed", time=elapsed_text(self.job, now)))
+
+    @property
+    def ticking(self) -> bool:
+        return self.job.started_at is not None and self.job.completed_at is None
+
+    # Logs -----------------------------------------------------------------------------------
+    async def refresh_logs(self, force: bool = False) -> None:
+        """Re-read the log if it is open and the job changed since the last read."""
+        if not self.logs_expansion.value or (not force and self._logs_version == self.job.updated_at):
+            return
+        self._logs_version = self.job.updated_at
+        try:
+            page = await self.ctx.services.batch.job_logs(self.job.id, limit=self.log_limit)
+        except NotFound:
+            return  # gone meanwhile: the list refresh removes the row
+        self._render_logs(page.logs)
+        self.older.set_visibility(page.next_before_id is not None and self.log_limit < LOG_MAX)
+
+    async def _logs_opened(self) -> None:
+        await self.refresh_logs(force=True)
+
+    async def _older_logs(self) -> None:
+        self.log_limit = min(self.log_limit + LOG_PAGE, LOG_MAX)
+        await self.refresh_logs(force=True)
+
+    def _render_logs(self, logs: list[BatchLog]) -> None:
+        self.logs.clear()
+        with self.logs:
+            if not logs:
+                ui.label(self.t("batch_no_logs")).classes("text-gray-500 text-sm")
+            for line in logs:
+                with (
+                    ui.row()
+                    .classes("w-full items-start gap-2 text-sm no-wrap")
+                    .mark(f"log-{line.level.value}")
+                ):
+                    ui.label(when(line.created_at)).classes("font-mono text-gray-500 shrink-0")
+                    ui.badge(self.t(f"log_{line.level.value}"), color=LOG_COLORS[line.level]).classes(
+                        "shrink-0"
+                    )
+                    ui.label(line.message).classes(f"break-all {LOG_TEXT_CLASSES[line.level]}")
+
+    # Actions ----------------------------------------------------------------------------------
+    async def _run(self, action: Callable[[uuid.UUID], Awaitable[object]], done_key: str) -> None:
+        try:
+            await action(self.job.id)
+            ui.notify(self.t(done_key), type="positive")
+        except JobsysError as exc:  # e.g. it finished a moment ago: say so, the refresh shows it
+            ui.notify(exc.message, type="warning")
+        self._on_change()
+
+    async def _cancel(self) -> None:
+        await self._run(self.ctx.services.batch.cancel_job, "batch_cancel_done")
+
+    async def _retry(self) -> None:
+        await self._run(self.ctx.services.batch.retry_job, "batch_retry_done")
+
+    async def _results(self) -> None:
+        await ResultsDialog(self.ctx, self.job).run()
+
+    async def _export(self, fmt: ExportFormat) -> None:
+        await download(self.ctx, self.job.id, fmt)

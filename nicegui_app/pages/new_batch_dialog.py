@@ -1,0 +1,281 @@
+"""The new-batch dialog (새 백그라운드 작업).
+
+Prompt template with the placeholders it uses (found as you type), items pasted one per
+line or uploaded (CSV / JSONL), model, concurrency, optional system instruction and title,
+and a preview of the first rendered prompt. The form is checked with the library's own
+BatchCreate on every change, so 생성 is enabled exactly when the API would accept the
+body; errors are shown inline. The shipped non-deceptive examples are presets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pydantic
+from nicegui import events, ui
+
+from jobsys.batch import template as templates
+from jobsys.batch.examples import EXAMPLES, Example
+from jobsys.batch.models import (
+    CONCURRENCY_DEFAULT,
+    CONCURRENCY_MAX,
+    DEFAULT_MODEL,
+    ITEMS_MAX_TOTAL_BYTES,
+    BatchCreate,
+    BatchJob,
+)
+from jobsys.errors import JobsysError
+from nicegui_app.pages import batch_items
+from nicegui_app.pages.frame import PageContext
+
+UPLOAD_MAX_BYTES = 2 * ITEMS_MAX_TOTAL_BYTES  # a file's framing (quotes, keys) is not counted by the limit
+PREVIEW_MAX_CHARS = 4000  # the preview shows the start of a long prompt
+_EXAMPLES = {example.key: example for example in EXAMPLES}
+
+
+def _whole(value: Any) -> Any:
+    """ui.number gives floats; whole ones become ints, anything else stays and fails validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class FormState:
+    placeholders: list[str]
+    template_problem: str | None  # the template does not parse: shown where the placeholders go
+    items: list[dict[str, Any]]
+    spec: BatchCreate | None  # what the API would accept; None while anything is off
+    error: str | None  # the first problem; None also while nothing is typed yet
+
+
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """The first problem as the API words it ("concurrency: ..."), without pydantic's prefix."""
+    error = exc.errors(include_url=False)[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {message}" if where else message
+
+
+class NewBatchDialog:
+    def __init__(self, ctx: PageContext) -> None:
+        self.ctx = ctx
+        self.file_items: list[dict[str, Any]] | None = None  # an uploaded file wins over the paste box
+        self.file_name = ""
+        t = ctx.t
+        with ui.dialog() as self.dialog, ui.card().classes("w-[52rem] max-w-full gap-3"):
+            ui.label(t("new_batch")).classes("text-xl font-semibold")
+            ui.label(t("batch_draft_note")).classes("text-sm text-gray-600").mark("batch-draft-note")
+            self.preset = (
+                ui.select(
+                    {key: t(f"example_{key}") for key in _EXAMPLES},
+                    label=t("batch_preset"),
+                    on_change=self._preset_chosen,
+                )
+                .classes("w-72")
+                .mark("batch-preset")
+            )
+            self.title = (
+                ui.input(t("batch_title"), on_change=self._changed).classes("w-full").mark("batch-title")
+            )
+            self.template = (
+                ui.textarea(
+                    t("batch_template"), placeholder=t("batch_template_hint"), on_change=self._changed
+                )
+                .props("autogrow")
+                .classes("w-full")
+                .mark("batch-template")
+            )
+            with ui.row().classes("items-center gap-1 min-h-6"):
+                ui.label(t("batch_placeholders")).classes("text-sm text-gray-600")
+                self.placeholders = ui.row().classes("gap-1").mark("batch-placeholders")
+            self.items_text = (
+                ui.textarea(t("batch_items"), placeholder=t("batch_items_hint"), on_change=self._changed)
+                .props("autogrow")
+                .classes("w-full")
+                .mark("batch-items")
+            )
+            with ui.row().classes("w-full items-center gap-2"):
+                self.upload = (
+                    ui.upload(
+                        label=t("batch_upload"),
+                        auto_upload=True,
+                        max_file_size=UPLOAD_MAX_BYTES,
+                        on_upload=self._uploaded,
+                        on_rejected=self._rejected,
+                    )
+                    .props(f"accept={batch_items.FILE_ACCEPT} flat bordered")
+                    .classes("w-72")
+                    .mark("batch-upload")
+                )
+                with ui.column().classes("gap-1"):
+                    self.file_label = ui.label().classes("text-sm").mark("batch-file")
+                    self.file_clear = (
+                        ui.button(t("batch_file_clear"), icon="close", on_click=self._clear_file)
+                        .props("flat dense")
+                        .mark("batch-file-clear")
+                    )
+                    self.item_count = ui.label().classes("text-sm text-gray-600").mark("batch-item-count")
+            with ui.row().classes("w-full gap-4"):
+                self.model = (
+                    ui.input(t("batch_model"), value=DEFAULT_MODEL, on_change=self._changed)
+                    .classes("w-64")
+                    .mark("batch-model")
+                )
+                self.concurrency = (
+                    ui.number(
+                        t("batch_concurrency"),
+                        value=CONCURRENCY_DEFAULT,
+                        min=1,
+                        max=CONCURRENCY_MAX,
+                        step=1,
+                        precision=0,
+                        on_change=self._changed,
+                    )
+                    .classes("w-40")
+                    .mark("batch-concurrency")
+                )
+            self.system = (
+                ui.textarea(t("batch_system"), on_change=self._changed)
+                .props("autogrow")
+                .classes("w-full")
+                .mark("batch-system")
+            )
+            ui.label(t("batch_preview")).classes("text-sm text-gray-600")
+            self.preview = (
+                ui.label()
+                .classes("w-full whitespace-pre-wrap font-mono text-sm bg-gray-100 rounded p-2")
+                .mark("batch-preview")
+            )
+            self.error = ui.label().classes("text-negative text-sm").mark("batch-error")
+            with ui.row().classes("w-full justify-end"):
+                ui.button(t("cancel"), on_click=lambda: self.dialog.submit(None)).props("flat").mark(
+                    "batch-dialog-cancel"
+                )
+                self.create = ui.button(t("create"), on_click=self._submit).mark("batch-create")
+        self._changed()
+
+    # Form state ---------------------------------------------------------------------------
+    def read(self) -> FormState:
+        """Everything the form says, parsed once per change."""
+        t = self.ctx.t
+        try:
+            placeholders, template_problem = templates.placeholders(self.template.value or ""), None
+        except ValueError as exc:
+            placeholders, template_problem = [], str(exc)
+        try:
+            items = (
+                self.file_items
+                if self.file_items is not None
+                else batch_items.from_pasted(self.items_text.value or "", placeholders)
+            )
+        except batch_items.ItemsError as exc:
+            return FormState(placeholders, template_problem, [], None, t(exc.key, **exc.values))
+        try:
+            spec = BatchCreate.model_validate(
+                {
+                    "template": self.template.value or "",
+                    "items": items,
+                    "model": (self.model.value or "").strip(),
+                    "title": self.title.value or None,
+                    "system_instruction": self.system.value or None,
+                    "concurrency": _whole(self.concurrency.value),
+                }
+            )
+        except pydantic.ValidationError as exc:
+            untouched = not (self.template.value or "").strip() and not items
+            return FormState(
+                placeholders, template_problem, items, None, None if untouched else validation_message(exc)
+            )
+        return FormState(placeholders, template_problem, items, spec, None)
+
+    def spec(self) -> BatchCreate | None:
+        return self.read().spec
+
+    def _preview(self, form: FormState) -> str:
+        """The first item's prompt, shown as soon as it renders (even while other fields are off)."""
+        if not form.placeholders or not form.items:
+            return ""
+        try:
+            text = templates.render(self.template.value or "", form.items[0])
+        except (KeyError, ValueError):
+            return ""
+        return text if len(text) <= PREVIEW_MAX_CHARS else text[:PREVIEW_MAX_CHARS] + "…"
+
+    def _show_placeholders(self, form: FormState) -> None:
+        self.placeholders.clear()
+        with self.placeholders:
+            if form.template_problem:
+                ui.label(form.template_problem).classes("text-negative text-sm")
+            elif not form.placeholders:
+                ui.label(self.ctx.t("batch_no_placeholders")).classes("text-sm text-gray-500")
+            for name in form.placeholders:
+                ui.badge("{" + name + "}", color="primary").props("outline").mark(f"placeholder-{name}")
+
+    def _changed(self) -> None:
+        t = self.ctx.t
+        form = self.read()
+        self._show_placeholders(form)
+        from_file = self.file_items is not None
+        self.items_text.set_enabled(not from_file)
+        self.file_label.set_text(t("batch_file", name=self.file_name) if from_file else "")
+        self.file_clear.set_visibility(from_file)
+        self.item_count.set_text(t("batch_item_count", n=len(form.items)))
+        self.preview.set_text(self._preview(form) or t("batch_preview_empty"))
+        self.error.set_text(form.error or "")
+        self.create.set_enabled(form.spec is not None)
+
+    # Presets and files --------------------------------------------------------------------
+    def _preset_chosen(self) -> None:
+        example: Example | None = _EXAMPLES.get(self.preset.value or "")
+        if example is None:
+            return
+        self.file_items, self.file_name = None, ""
+        self.template.value = example.template
+        self.system.value = example.system_instruction
+        self.items_text.value = batch_items.as_lines(
+            [dict(item) for item in example.sample_items], templates.placeholders(example.template)
+        )
+        self._changed()
+
+    async def _uploaded(self, event: events.UploadEventArguments) -> None:
+        self.upload.reset()  # ready for another file
+        try:
+            items = batch_items.from_file(event.file.name, await event.file.read())
+        except batch_items.ItemsError as exc:
+            self.file_items, self.file_name = None, ""
+            self._changed()
+            self.error.set_text(self.ctx.t(exc.key, **exc.values))
+            self.create.disable()
+            return
+        self.file_items, self.file_name = items, event.file.name
+        self._changed()
+
+    def _rejected(self) -> None:
+        self.error.set_text(self.ctx.t("items_file_too_large", mb=UPLOAD_MAX_BYTES // 1_000_000))
+
+    def _clear_file(self) -> None:
+        self.file_items, self.file_name = None, ""
+        self._changed()
+
+    # Submit ---------------------------------------------------------------------------------
+    async def _submit(self) -> None:
+        spec = self.spec()
+        if spec is None:
+            return
+        self.create.disable()  # no double submit while the call runs
+        try:
+            job = await self.ctx.services.batch.create_job(spec)
+        except JobsysError as exc:
+            self.error.set_text(exc.message)
+            self.create.enable()
+            return
+        self.dialog.submit(job)
+
+    async def run(self) -> BatchJob | None:
+        """Open the dialog; the created job, or None when dismissed."""
+        result = await self.dialog
+        if not self.dialog.is_deleted:  # deleted already when the browser went away
+            self.dialog.delete()
+        return result if isinstance(result, BatchJob) else None
