@@ -17,7 +17,7 @@ from nicegui_app.pages.guard import guarded_page
 from nicegui_app.pages.job_row import JobRow
 from nicegui_app.pages.new_job_dialog import NewJobDialog
 
-PAGE_SIZE = 100  # rows rendered at first; "show more" adds as many again
+PAGE_SIZE = 25  # rows rendered at first (keeps a 1,000-job first render short); "show more" adds more
 LIMIT_MAX = 1000  # list_jobs refuses more
 SUMMARY_KEYS = ("total", "active", "paused", "completed")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
