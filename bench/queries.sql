@@ -110,3 +110,30 @@ from done where j.id = done.job_id;
 -- Completed tasks so far (checked after every run).
 select count(*), (select sum(completed_count) from bench_naive.jobs)
 from bench_naive.tasks where status = 'completed';
+
+-- Worker benchmarks (bench/worker_*.py) ------------------------------------------------
+
+-- name: worker_runs_started
+-- Runs of a job that their device has begun (running, started).
+select count(*) from jobsys.job_assignments
+where job_id = %(job_id)s and status = 'running' and started_at is not null;
+
+-- name: worker_run_holder
+-- The worker session holding a job's running runs (the one to kill).
+select a.worker_id, count(*) from jobsys.job_assignments a
+where a.job_id = %(job_id)s and a.status = 'running'
+group by a.worker_id order by count(*) desc limit 1;
+
+-- name: worker_recovery
+-- After a worker session died: the job's runs queued or running again on a live session's
+-- devices (or completed there), and the runs completed.
+select count(*) filter (where a.status in ('pending', 'running', 'completed')
+                          and d.worker_id is distinct from %(dead)s),
+       count(*) filter (where a.status = 'completed')
+from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
+where a.job_id = %(job_id)s;
+
+-- name: worker_online_devices
+-- Online devices of the live session(s) of a worker name.
+select count(*) from jobsys.devices d join jobsys.workers w on w.id = d.worker_id
+where w.name = %(name)s and w.status = 'online' and d.state = 'online';

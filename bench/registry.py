@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 
-from bench import fanout, lifecycle
+from bench import ai_batch, fanout, lifecycle, worker_crash, worker_memory, worker_push
 from bench.harness import Measurement, Ticker
 from bench.pg import BenchPostgres
 
@@ -27,4 +27,7 @@ def _from_module(module: ModuleType) -> Benchmark:
     return Benchmark(module.NAME, module.DESCRIPTION, module.NOTES, module.LIMITS, module.steps, module.run)
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in map(_from_module, (fanout, lifecycle))}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in map(_from_module, (
+    fanout, lifecycle, ai_batch,
+    worker_push, worker_memory, worker_crash,
+))}

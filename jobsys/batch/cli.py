@@ -34,7 +34,7 @@ from jobsys.batch.models import (
     BatchProgress,
     ProviderChoice,
 )
-from jobsys.batch.providers.gemini import ENV_API_KEY, ENV_BASE_URL
+from jobsys.batch.providers.gemini_env import ENV_API_KEY, ENV_BASE_URL
 from jobsys.batch.providers.offline import DEFAULT_LATENCY_S
 from jobsys.batch.providers.registry import ProviderSet
 from jobsys.batch.runner import HEARTBEAT_INTERVAL_S, MAX_JOBS, POLL_INTERVAL_S, BatchRunner, RunnerOptions

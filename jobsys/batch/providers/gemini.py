@@ -8,7 +8,6 @@ the SDK's own GOOGLE_GEMINI_BASE_URL unless one is given, so a proxy can sit in 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from google import genai
@@ -18,14 +17,9 @@ from google.genai import types
 from jobsys.batch.providers.base import CallFailure, Completion, FailureKind, Request
 from jobsys.batch.providers.gemini_errors import classify_api_error, classify_other
 
-ENV_API_KEY = "GEMINI_API_KEY"
-ENV_BASE_URL = "GOOGLE_GEMINI_BASE_URL"  # read by the SDK itself
+
 _BLOCKING_FINISH = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                     "LANGUAGE", "MALFORMED_FUNCTION_CALL", "MAX_TOKENS"}  # retrying gives the same
-
-
-def api_key_from_env() -> str | None:
-    return os.environ.get(ENV_API_KEY) or None
 
 
 class GeminiProvider:

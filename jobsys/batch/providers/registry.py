@@ -10,7 +10,7 @@ import dataclasses
 
 from jobsys.batch.models import ProviderChoice
 from jobsys.batch.providers.base import CallFailure, FailureKind, Provider
-from jobsys.batch.providers.gemini import ENV_API_KEY, GeminiProvider, api_key_from_env
+from jobsys.batch.providers.gemini_env import ENV_API_KEY, api_key_from_env
 from jobsys.batch.providers.offline import DEFAULT_LATENCY_S, OfflineProvider
 
 
@@ -23,6 +23,8 @@ class ProviderSet:
     def from_env(cls, *, offline_only: bool = False,
                  offline_latency_s: tuple[float, float] = DEFAULT_LATENCY_S) -> ProviderSet:
         key = None if offline_only else api_key_from_env()
+        if key:
+            from jobsys.batch.providers.gemini import GeminiProvider  # google-genai only when used
         return cls(offline=OfflineProvider(offline_latency_s), gemini=GeminiProvider(key) if key else None)
 
     @property
