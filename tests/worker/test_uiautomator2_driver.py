@@ -12,14 +12,14 @@ import pathlib
 import socket
 import socketserver
 import threading
-import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import adbutils
 import pytest
 import uiautomator2
 import uiautomator2.exceptions
 
+from tests.conftest import wait_until
 from worker.drivers import base, create_driver
 from worker.drivers import uiautomator2_driver as u2d
 
@@ -395,15 +395,6 @@ def adb_server() -> Iterator[FakeAdbServer]:
         server.stop()
 
 
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll a condition until it holds, failing after a generous deadline."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def adb_driver(server: FakeAdbServer) -> u2d.Uiautomator2Driver:
     client = adbutils.AdbClient("127.0.0.1", server.port)
     return u2d.Uiautomator2Driver(adb_client=client, connect=Connector(FakeDevice()))
@@ -468,20 +459,20 @@ async def test_track_devices_changes_trigger_on_change(adb_server: FakeAdbServer
     assert watcher is not None
     task = asyncio.ensure_future(watcher)
     try:
-        await wait_until(lambda: adb_server.tracker_count() == 1, "the track-devices stream")
-        await wait_until(lambda: len(snapshots) >= 1, "the first listing")
+        await wait_until(lambda: adb_server.tracker_count() == 1, what="the track-devices stream")
+        await wait_until(lambda: len(snapshots) >= 1, what="the first listing")
 
         adb_server.set_device("R58M2", "unauthorized")
-        await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.OFFLINE, "a new phone")
+        await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.OFFLINE, what="a new phone")
         adb_server.set_device("R58M2", "device")
-        await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.ONLINE, "authorisation")
+        await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.ONLINE, what="authorisation")
         adb_server.unplug("R58M1")
-        await wait_until(lambda: "R58M1" not in snapshots[-1], "an unplugged phone")
+        await wait_until(lambda: "R58M1" not in snapshots[-1], what="an unplugged phone")
 
         # A broken stream means the device list is unknown: the worker is told to rediscover.
         count = len(snapshots)
         adb_server.drop_trackers()
-        await wait_until(lambda: len(snapshots) > count, "a rediscovery after adb dropped the stream")
+        await wait_until(lambda: len(snapshots) > count, what="a rediscovery after adb dropped the stream")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -490,9 +481,9 @@ async def test_track_devices_changes_trigger_on_change(adb_server: FakeAdbServer
     # Cancelling the watcher ends the tracking thread and closes its adb connection.
     await wait_until(
         lambda: not any(t.name == "adb-track-devices" for t in threading.enumerate()),
-        "the tracking thread to end",
+        what="the tracking thread to end",
     )
-    await wait_until(lambda: adb_server.tracker_count() == 0, "the stream to close")
+    await wait_until(lambda: adb_server.tracker_count() == 0, what="the stream to close")
 
 
 def test_create_driver_builds_the_uiautomator2_driver() -> None:
