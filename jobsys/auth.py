@@ -18,6 +18,7 @@ import binascii
 import dataclasses
 import enum
 import json
+import logging
 import time
 from typing import Any, Awaitable, Callable, TypedDict
 
@@ -27,6 +28,8 @@ from supabase_auth.types import Session
 
 from jobsys import errors
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+log = logging.getLogger(__name__)
 
 ROLE_CLAIM = "jobsys_role"
 REFRESH_MARGIN_S = 60.0  # refresh a user's JWT this long before it expires
@@ -87,12 +90,17 @@ def map_auth_error(exc: Exception, action: str) -> errors.JobsysError:
     return errors.Forbidden(f"{action}: {message}")
 
 
+class WrongRole(errors.Forbidden):
+    """The account signed in, but its app_metadata.jobsys_role is not the one needed (a
+    dashboard tells this apart from a wrong password)."""
+
+
 def check_role(session: Session, expected: JobsysRole | None) -> None:
     if expected is None:
         return
     actual = role_of(unverified_claims(session.access_token))
     if actual is not expected:
-        raise errors.Forbidden(
+        raise WrongRole(
             f"{session.user.email or session.user.id} has jobsys_role {actual.value if actual else 'none'}, "
             f"this process needs {expected.value}; set app_metadata.jobsys_role (docs/supabase.md)",
             {"expected": expected.value, "actual": actual.value if actual else None})
@@ -157,34 +165,64 @@ async def create_user(url: str, service_role_key: str, email: str, password: str
 class TokenKeeper:
     """The bearer token a process presents: a fixed token (the anon key, an admin script's
     service role key, a user's JWT handed in by an API request), or a signed-in user's JWT
-    refreshed before it expires and signed in again if the refresh token was revoked.
+    refreshed before it expires.
+
+    With `credentials` it signs in by itself, and again if the refresh token was revoked.
+    With a `session` alone (a dashboard operator: the password is not kept) a refused
+    refresh ends the session, and every later call fails as Forbidden until the user
+    signs in again; so do `end()` and `sign_out()` (log out).
 
     Refreshing on demand replaces supabase-auth's background timer, which gives up after
     a few network errors; a worker that was offline for an hour must still come back.
     """
 
     def __init__(self, client: AsyncClient, *, fixed_token: str | None = None,
-                 credentials: Credentials | None = None, expected_role: JobsysRole | None = None) -> None:
-        if (fixed_token is None) == (credentials is None):
-            raise ValueError("give either a fixed token or credentials")
+                 credentials: Credentials | None = None, session: Session | None = None,
+                 expected_role: JobsysRole | None = None) -> None:
+        if fixed_token is not None and (credentials is not None or session is not None):
+            raise ValueError("give a fixed token, or credentials and/or a session")
+        if fixed_token is None and credentials is None and session is None:
+            raise ValueError("give a fixed token, credentials or a session")
         self._client = client
         self._fixed = fixed_token
         self._credentials = credentials
         self._expected_role = expected_role
-        self._session: Session | None = None
+        self._session = session
         self._lock = asyncio.Lock()
+        self.ended = False
 
     @property
     def signed_in(self) -> bool:
-        return self._credentials is not None
+        """A user's own session, not a fixed token."""
+        return self._fixed is None
+
+    def end(self) -> None:
+        """Forget the session: later calls fail as Forbidden, never reuse it."""
+        self.ended = True
+        self._session = None
+
+    async def sign_out(self) -> None:
+        """Log out: end the session here and revoke its refresh token at Supabase Auth
+        (scope local: the user's other sessions stay). Best effort: an unreachable Auth
+        server cannot keep a user signed in here."""
+        session, self._session = self._session, None
+        self.end()
+        if session is None:
+            return
+        try:
+            await self._client.auth.admin.sign_out(session.access_token, "local")
+        except (AuthError, httpx.TransportError) as exc:
+            log.warning("sign-out: Supabase Auth did not confirm (%s)", type(exc).__name__)
 
     async def token(self) -> str:
         if self._fixed is not None:
             return self._fixed
-        assert self._credentials is not None
         async with self._lock:  # one refresh however many calls are waiting
+            if self.ended:
+                raise errors.Forbidden("signed out: sign in again")
             session = self._session
             if session is None:
+                assert self._credentials is not None
                 session = await sign_in(self._client, self._credentials, self._expected_role)
             elif (session.expires_at or 0) - time.time() < REFRESH_MARGIN_S:
                 session = await self._refresh(session)
@@ -192,15 +230,17 @@ class TokenKeeper:
             return session.access_token
 
     async def _refresh(self, session: Session) -> Session:
-        assert self._credentials is not None
         try:
             refreshed = (await self._client.auth.refresh_session(session.refresh_token)).session
         except AuthApiError as exc:
             if exc.status >= 500:
                 raise map_auth_error(exc, "token refresh") from exc
-            refreshed = None  # refresh token revoked or expired: sign in again
+            refreshed = None  # refresh token revoked or expired
         except (AuthError, httpx.TransportError) as exc:
             raise map_auth_error(exc, "token refresh") from exc
-        if refreshed is None:
-            return await sign_in(self._client, self._credentials, self._expected_role)
-        return refreshed
+        if refreshed is not None:
+            return refreshed
+        if self._credentials is None:
+            self.end()
+            raise errors.Forbidden("the session ended (refresh token revoked or expired): sign in again")
+        return await sign_in(self._client, self._credentials, self._expected_role)

@@ -168,7 +168,36 @@ async def _dashboard_main(args: argparse.Namespace, url: str) -> None:
         await _until_stopped(stop, [asyncio.create_task(_serve_dashboard(jobs, args), name="dashboard")])
 
 
+async def _supabase_dashboard_main(args: argparse.Namespace) -> None:
+    """Supabase mode: operators log in with their Supabase accounts; no API token exists."""
+    import secrets
+
+    from jobsys.connect import connect_dashboard_from_env, supabase_project
+    from nicegui_app.server import serve
+    from nicegui_app.supabase_auth import SupabaseAuth
+
+    stop = _stop_event()
+    url, anon_key = supabase_project()
+    async with await connect_dashboard_from_env() as jobs:
+        supabase = await SupabaseAuth.connect(url, anon_key)
+        try:
+            print(f"dashboard: http://{args.host}:{args.port}  (Supabase mode: log in with an operator's "
+                  "Supabase account; the API takes its access token)", flush=True)
+            # Operator sessions live in memory only, so a per-process cookie secret loses nothing.
+            dashboard = serve(jobs, host=args.host, port=args.port, token="", supabase=supabase,
+                              storage_secret=secrets.token_hex(32),
+                              storage_dir=default_data_dir() / "nicegui")
+            await _until_stopped(stop, [asyncio.create_task(dashboard, name="dashboard")])
+        finally:
+            await supabase.close()
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from jobsys.connect import supabase_configured
+
+    if supabase_configured() and not (args.database_url or args.data_dir):
+        asyncio.run(_supabase_dashboard_main(args))
+        return 0
     url, embedded = resolve_database(args.database_url, args.data_dir)
     try:
         asyncio.run(_dashboard_main(args, url))
@@ -241,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = sub.add_parser("dashboard", help="serve the dashboard and REST API",
                                description="Serve the NiceGUI dashboard and the REST API (OpenAPI at /docs). "
                                            "Every route needs the bearer token: $JOBSYS_API_TOKEN, or one "
-                                           "generated at first start and kept in the data dir.")
+                                           "generated at first start and kept in the data dir. Supabase mode "
+                                           "(SUPABASE_URL and SUPABASE_ANON_KEY set, no --database-url): "
+                                           "operators log in with their Supabase accounts and the API takes "
+                                           "their access tokens; JOBSYS_EMAIL / JOBSYS_PASSWORD of an operator "
+                                           "give the dashboard live push.")
     _add_database_options(dashboard)
     _add_server_options(dashboard)
     dashboard.set_defaults(handler=cmd_dashboard)

@@ -6,11 +6,12 @@
 
 The embedded default (neither set) is the CLI's business (jobsys.config). The service
 role key (SUPABASE_SERVICE_ROLE_KEY) is used only when a caller asks for it
-(admin scripts); a worker refuses it.
+(admin scripts); a worker refuses it, and the dashboard never asks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Mapping
 
@@ -28,9 +29,25 @@ ENV_EMAIL = "JOBSYS_EMAIL"
 ENV_PASSWORD = "JOBSYS_PASSWORD"
 ENV_ACCESS_TOKEN = "JOBSYS_ACCESS_TOKEN"
 
+log = logging.getLogger(__name__)
+
+
+def _get(env: Mapping[str, str] | None, name: str) -> str:
+    return (env if env is not None else os.environ).get(name, "").strip()
+
 
 def supabase_configured(env: Mapping[str, str] | None = None) -> bool:
-    return bool((env if env is not None else os.environ).get(ENV_SUPABASE_URL, "").strip())
+    return bool(_get(env, ENV_SUPABASE_URL))
+
+
+def supabase_project(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """SUPABASE_URL and the anon key, or InvalidInput saying which is missing."""
+    url = _get(env, ENV_SUPABASE_URL)
+    anon_key = _get(env, ENV_SUPABASE_ANON_KEY) or _get(env, ENV_SUPABASE_KEY)
+    if not url or not anon_key:
+        raise errors.InvalidInput(
+            f"set {ENV_SUPABASE_URL} and {ENV_SUPABASE_ANON_KEY} (Project Settings > API)")
+    return url, anon_key
 
 
 async def connect_supabase(url: str, key: str, *, credentials: Credentials | None = None,
@@ -50,10 +67,8 @@ async def connect_from_env(role: JobsysRole | None = None, *, push: bool = True,
                            env: Mapping[str, str] | None = None) -> JobSystem:
     """A JobSystem for this process: Supabase when SUPABASE_URL is set, else Postgres at
     JOBSYS_DATABASE_URL. `role` is what the process is (workers pass WORKER)."""
-    env = env if env is not None else os.environ
-
     def get(name: str) -> str:
-        return env.get(name, "").strip()
+        return _get(env, name)
 
     if not supabase_configured(env):
         if get(ENV_DATABASE_URL):
@@ -79,3 +94,17 @@ async def connect_from_env(role: JobsysRole | None = None, *, push: bool = True,
         return await connect_supabase(url, service_key, push=push)
     raise errors.InvalidInput(f"set {ENV_EMAIL} and {ENV_PASSWORD} (a Supabase Auth user with "
                               "app_metadata.jobsys_role; docs/supabase.md)")
+
+
+async def connect_dashboard_from_env(env: Mapping[str, str] | None = None) -> JobSystem:
+    """The Supabase-mode dashboard's own JobSystem, which only holds the push subscription
+    (pages and API requests call as their signed-in operator). With JOBSYS_EMAIL /
+    JOBSYS_PASSWORD of an operator it joins the private dashboard topic; without them it
+    has the anon key alone and no push, and pages re-read every 3 s (the header says
+    "polling")."""
+    url, anon_key = supabase_project(env)
+    if (_get(env, ENV_EMAIL) and _get(env, ENV_PASSWORD)) or _get(env, ENV_ACCESS_TOKEN):
+        return await connect_from_env(JobsysRole.OPERATOR, env=env)
+    log.warning("dashboard: no %s / %s of an operator account for Realtime; pages poll every 3 s",
+                ENV_EMAIL, ENV_PASSWORD)
+    return await connect_supabase(url, anon_key, push=False)

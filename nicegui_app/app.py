@@ -23,7 +23,7 @@ def install_pages(svc: services.Services) -> None:
 
 
 def build_app(svc: services.Services, *, storage_secret: str) -> FastAPI:
-    app = create_api_app(svc.jobs, svc.token)
+    app = create_api_app(svc.jobs, svc.token, svc.supabase)
     install_pages(svc)
     ui.run_with(app, title=PAGE_TITLE, storage_secret=storage_secret, show_welcome_message=False, favicon="🛰️")
     return app

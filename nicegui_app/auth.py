@@ -3,6 +3,7 @@
 Embedded mode: $JOBSYS_API_TOKEN, else a token generated once and kept (mode 0600) in
 the data dir. Pages keep only a fingerprint of the token in the user's session storage,
 so NiceGUI's storage files never hold the token itself. Nothing here logs the token.
+(Supabase mode: nicegui_app.supabase_auth; the same storage key holds a session id.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import secrets
 ENV_API_TOKEN = "JOBSYS_API_TOKEN"
 TOKEN_FILE_NAME = "api_token"
 TOKEN_BYTES = 32
-SESSION_KEY = "auth"  # app.storage.user key holding the token fingerprint
+SESSION_KEY = "auth"  # app.storage.user key: the token fingerprint, or a Supabase-mode session id
 
 
 def load_or_create_token(data_dir: pathlib.Path | str) -> tuple[str, bool]:

@@ -5,12 +5,16 @@ publishes here; pages add a listener while they are open. A listener only marks 
 page dirty, so publishing is cheap however many pages are open.
 
 When the channel (re)subscribes, events may have been missed: the hub sends every
-listener a RESYNC event and the pages re-read everything.
+listener a RESYNC event and the pages re-read everything. `status` is what the header
+shows: connected, reconnecting (the subscription retries; pages re-read every 3 s
+meanwhile) or polling (this transport has no push, e.g. a Supabase dashboard without an
+account for Realtime: pages re-read every 3 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from typing import Callable
 
@@ -27,13 +31,23 @@ SAFETY_REFRESH_DOWN_S = 3.0  # while push is down: the dashboard keeps up by re-
 Listener = Callable[[Event], None]
 
 
-class EventHub:
-    live = binding.BindableProperty()  # push channel up; the header shows it
+class PushStatus(str, enum.Enum):
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    POLLING = "polling"
 
-    def __init__(self) -> None:
+
+class EventHub:
+    live = binding.BindableProperty()  # push channel up
+    status = binding.BindableProperty()  # PushStatus; the header shows it
+
+    def __init__(self, *, push: bool = True) -> None:
+        """`push`: whether the subscription feeding this hub can push at all."""
         self._listeners: set[Listener] = set()
+        self.push = push
         self.state = ChannelState.DISCONNECTED
         self.live = False
+        self.status = PushStatus.RECONNECTING if push else PushStatus.POLLING
 
     def __len__(self) -> int:
         return len(self._listeners)
@@ -58,6 +72,10 @@ class EventHub:
         """The subscription's state handler."""
         self.state = state
         self.live = state is ChannelState.SUBSCRIBED
+        if self.live:
+            self.status = PushStatus.CONNECTED
+        else:
+            self.status = PushStatus.RECONNECTING if self.push else PushStatus.POLLING
         if state is ChannelState.SUBSCRIBED:
             self.resync()
 

@@ -23,6 +23,7 @@ from nicegui_app.app import build_app
 from nicegui_app.auth import load_or_create_token
 from nicegui_app.hub import EventHub
 from nicegui_app.services import Services
+from nicegui_app.supabase_auth import SupabaseAuth
 
 __all__ = ["load_or_create_token", "serve"]
 
@@ -50,22 +51,26 @@ async def serve(
     token: str,
     storage_secret: str,
     storage_dir: pathlib.Path | None = None,
+    supabase: SupabaseAuth | None = None,
 ) -> None:
     """Serve the dashboard and the REST API on host:port until cancelled.
 
-    `storage_dir`: where NiceGUI keeps sessions (default ./.nicegui); e.g. the data dir."""
+    `storage_dir`: where NiceGUI keeps sessions (default ./.nicegui); e.g. the data dir.
+    `supabase`: Supabase mode, where operators log in with their Supabase accounts (pages)
+    and access tokens (API) instead of `token`; the caller closes it."""
     if storage_dir is not None:
         Storage.path = storage_dir.resolve()
         nicegui.app.storage = Storage()  # built at import from the old path
     async with contextlib.AsyncExitStack() as stack:
         sock = stack.enter_context(_listen(host, port))
-        hub = EventHub()
+        hub = EventHub(push=jobs.transport.supports_push)
         subscription = await jobs.subscribe_dashboard(hub.publish, hub.set_state)
         stack.push_async_callback(subscription.close)
         safety = asyncio.create_task(hub.run_safety_refresh(), name="dashboard safety refresh")
         stack.push_async_callback(_cancel, safety)
 
-        app = build_app(Services(jobs=jobs, hub=hub, token=token), storage_secret=storage_secret)
+        svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase)
+        app = build_app(svc, storage_secret=storage_secret)
         server = _EmbeddedServer(
             uvicorn.Config(
                 app,

@@ -7,13 +7,20 @@ import dataclasses
 from jobsys.batch.facade import BatchJobs
 from jobsys.system import JobSystem
 from nicegui_app.hub import EventHub
+from nicegui_app.supabase_auth import SupabaseAuth
 
 
 @dataclasses.dataclass(frozen=True)
 class Services:
+    """`jobs` is the process's own JobSystem: the push subscription, and every call in
+    embedded mode. In Supabase mode (`supabase` set) pages and API requests call as their
+    signed-in operator instead (a page's `ctx.services.jobs` is that operator's), and
+    `token` is unused: only operators' Supabase accounts get in."""
+
     jobs: JobSystem
     hub: EventHub
     token: str
+    supabase: SupabaseAuth | None = None
 
     @property
     def batch(self) -> BatchJobs:

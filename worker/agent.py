@@ -21,7 +21,7 @@ from jobsys.models import ClaimedAssignment
 from jobsys.system import JobSystem
 from jobsys.transport.base import Subscription
 from worker.drivers import DeviceDriver, StopReason, create_driver
-from worker.executor import execute
+from worker.executor import evidence_store_for, execute
 from worker.fleet import Fleet
 from worker.options import WorkerOptions
 from worker.reporter import Reporter
@@ -46,6 +46,7 @@ class Worker:
         self.driver = driver or create_driver(options.driver, **options.driver_options())
         self.fleet = Fleet(self.driver)
         self.reporter = Reporter(jobs)
+        self.evidence = evidence_store_for(jobs)  # Supabase mode: screenshots go to Storage
         self.worker_id: uuid.UUID | None = None
         self.push_state = ChannelState.DISCONNECTED
         self.runs: dict[str, RunSlot] = {}  # serial -> the run on that device
@@ -126,6 +127,8 @@ class Worker:
             with contextlib.suppress(errors.JobsysError):
                 await self.jobs.stop_worker(self.worker_id)
         await self.driver.close()
+        if self.evidence is not None:
+            await self.evidence.close()
         log.info("worker_stopped reports_sent=%d", self.reporter.sent)
 
     # Push ------------------------------------------------------------------------------
@@ -190,7 +193,8 @@ class Worker:
         try:
             await execute(run, jobs=self.jobs, driver=self.driver, fleet=self.fleet, reporter=self.reporter,
                           should_stop=should_stop,  # type: ignore[arg-type]
-                          evidence_dir=self.options.evidence_dir)
+                          evidence_dir=self.options.evidence_dir, evidence_store=self.evidence,
+                          worker_id=self.worker_id)
         except Exception:
             log.exception("run %s crashed in the worker; its lease will expire and it re-runs", run.assignment_id)
         finally:

@@ -1,13 +1,20 @@
-"""Runs one claimed assignment on its device: start, act, report.
+"""Runs one claimed assignment on its device: start, act, (store evidence,) report.
 
 Stop requests (job cancelled or deleted, worker shutting down) are read through a
-StopCheck the driver calls about once a second."""
+StopCheck the driver calls about once a second.
+
+Evidence: the driver writes the screenshot to the local evidence dir. In Supabase mode it
+is then uploaded to Storage and the result names the stored object; a failed upload
+costs the run nothing: it is reported with the local path and the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import pathlib
+import sys
+import uuid
+from typing import Any, Protocol
 
 from jobsys import errors
 from jobsys.models import ClaimedAssignment
@@ -20,6 +27,42 @@ log = logging.getLogger("jobsys.worker.executor")
 
 START_RETRIES = 5
 START_RETRY_S = 0.5
+
+
+class EvidenceUploader(Protocol):
+    """jobsys.transport.supabase_storage.EvidenceStore, as the executor uses it."""
+
+    async def upload(self, worker_id: uuid.UUID | str, assignment_id: int, attempt: int,
+                     path: pathlib.Path) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def evidence_store_for(jobs: JobSystem) -> EvidenceUploader | None:
+    """An EvidenceStore when `jobs` runs on the Supabase transport, else None (evidence
+    stays in the local dir). A Supabase transport exists only if its module was imported,
+    so an embedded worker never loads the Supabase client for this check."""
+    supabase = sys.modules.get("jobsys.transport.supabase")
+    if supabase is None or not isinstance(jobs.transport, supabase.SupabaseTransport):
+        return None
+    from jobsys.transport.supabase_storage import EvidenceStore
+
+    return EvidenceStore(jobs.transport)
+
+
+async def _store_evidence(result: dict[str, Any], run: ClaimedAssignment, store: EvidenceUploader | None,
+                          worker_id: uuid.UUID | None, fields: str) -> dict[str, Any]:
+    local = result.get("evidence_path")
+    if store is None or worker_id is None or not local:
+        return result
+    try:
+        uri = await store.upload(worker_id, run.assignment_id, run.attempt, pathlib.Path(str(local)))
+    except Exception as exc:  # whatever went wrong, the run itself is done and must be reported
+        reason = exc.message if isinstance(exc, errors.JobsysError) else f"{type(exc).__name__}: {exc}"
+        log.warning("evidence_not_uploaded %s error=%r", fields, reason)
+        return {**result, "evidence_error": f"upload to Supabase Storage failed ({reason}); "
+                                            "the file stays on the worker PC at evidence_path"}
+    return {**result, "evidence_path": uri}
 
 
 async def _start(jobs: JobSystem, run: ClaimedAssignment) -> bool:
@@ -40,6 +83,7 @@ async def _start(jobs: JobSystem, run: ClaimedAssignment) -> bool:
 async def execute(
     run: ClaimedAssignment, *, jobs: JobSystem, driver: DeviceDriver, fleet: Fleet, reporter: Reporter,
     should_stop: StopCheck, evidence_dir: pathlib.Path,
+    evidence_store: EvidenceUploader | None = None, worker_id: uuid.UUID | None = None,
 ) -> None:
     fields = f"run={run.assignment_id} attempt={run.attempt} job={run.job_id} device={run.serial}"
     try:
@@ -68,5 +112,6 @@ async def execute(
         log.info("run_released %s reason=shutdown", fields)
         reporter.submit(Outcome(run.assignment_id, run.attempt, "release", error="worker shut down"))
     else:
+        reported = await _store_evidence(result.as_json(), run, evidence_store, worker_id, fields)
         log.info("run_completed %s elapsed_sec=%.1f", fields, result.elapsed_sec)
-        reporter.submit(Outcome(run.assignment_id, run.attempt, "complete", result=result.as_json()))
+        reporter.submit(Outcome(run.assignment_id, run.attempt, "complete", result=reported))

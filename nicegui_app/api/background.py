@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchCreate, BatchItemPage, BatchJob, BatchJobList, BatchLogPage, BatchStatus
+from jobsys.system import JobSystem
 from nicegui_app.api.errors import ERROR_RESPONSES
 from nicegui_app.api.routes import LIST_LIMIT_MAX, LIST_OFFSET_MAX, JobId, require_token
 from nicegui_app.batch_export import ExportFormat, export_file
@@ -24,8 +25,8 @@ TAG = "background jobs"
 BY_ID_ERRORS: dict[int | str, dict[str, Any]] = {400: ERROR_RESPONSES[400], 404: ERROR_RESPONSES[404]}
 
 
-def batch_jobs(request: Request) -> BatchJobs:
-    return BatchJobs.of(request.app.state.jobs)
+def batch_jobs(jobs: Annotated[JobSystem, Depends(require_token)]) -> BatchJobs:
+    return BatchJobs.of(jobs)  # the caller's transport: in Supabase mode, their JWT
 
 
 Batch = Annotated[BatchJobs, Depends(batch_jobs)]
@@ -36,7 +37,7 @@ router = APIRouter(
     prefix="/api/background-jobs",
     tags=[TAG],
     dependencies=[Depends(require_token)],
-    responses={401: ERROR_RESPONSES[401]},
+    responses={401: ERROR_RESPONSES[401], 403: ERROR_RESPONSES[403]},
 )
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jobsys.errors import JobsysError
 
@@ -29,6 +30,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, code, description in [
         (400, "bad_request", "Malformed JSON or id"),
         (401, "unauthorized", "Missing or wrong bearer token"),
+        (403, "forbidden", "The Supabase account is not an operator"),
         (404, "not_found", "No such job"),
         (409, "conflict", "Illegal transition"),
         (422, "invalid_input", "Validation failed"),
@@ -79,9 +81,30 @@ def _where(loc: list[Any]) -> str:
     return ".".join(str(part) for part in (loc[1:] or loc)) or "request"
 
 
+def _allowed_methods(request: Request) -> str:
+    """The methods the routes at this path accept, for the `Allow` header a 405 must carry
+    (RFC 9110 §15.5.6): the routes that match the path but not the method. Documented routes
+    first; the catch-all fallback (not in the schema) counts only where nothing else matches."""
+    documented: set[str] = set()
+    hidden: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.16x wraps included routers
+        if included is not None:
+            pending.extend(included.routes)
+        elif route.matches(request.scope)[0] is Match.PARTIAL:
+            methods = getattr(route, "methods", None) or ()
+            (documented if getattr(route, "include_in_schema", True) else hidden).update(methods)
+    return ", ".join(sorted(documented or hidden))
+
+
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status == 405 and "Allow" not in headers:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status, exc.code, exc.message, exc.details, headers or None)
 
 
 async def _on_jobsys_error(request: Request, exc: Exception) -> JSONResponse:
@@ -102,8 +125,12 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    # FastAPI's only 400 is a body it cannot parse (not UTF-8, say): the same code as bad JSON.
+    code = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette lists the first route's methods only, not the path's
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

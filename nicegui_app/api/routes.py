@@ -1,6 +1,9 @@
 """The REST API for device jobs and devices (spec §5), and what every API router shares: the
 bearer token check, job ids, and the fallback for unknown /api paths. Every route needs the
-token; every database call goes through JobSystem, and bodies are the library's own models."""
+token; every database call goes through JobSystem, and bodies are the library's own models.
+
+The token is the API token in embedded mode, and an operator's Supabase access token in
+Supabase mode, where the request's calls then run as that operator (RLS applies to them)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import Match
 
+from jobsys import errors
+from jobsys.auth import WrongRole
 from jobsys.models import (
     TITLE_MAX_CHARS,
     CreatedJob,
@@ -25,6 +30,7 @@ from jobsys.models import (
 from jobsys.system import JobSystem
 from nicegui_app import auth
 from nicegui_app.api.errors import ERROR_RESPONSES, ApiError
+from nicegui_app.supabase_auth import SupabaseAuth
 
 LIST_LIMIT_MAX = 1000  # list_jobs refuses more
 LIST_OFFSET_MAX = 1_000_000_000  # inside Postgres integer range
@@ -34,18 +40,29 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 _bearer = HTTPBearer(auto_error=False, description="The API token (embedded mode) or a Supabase JWT")
 
 
-def require_token(
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
+) -> JobSystem:
+    """The caller's JobSystem, once the bearer token checks out. FastAPI runs this once per
+    request however many dependencies name it."""
     presented = credentials.credentials if credentials is not None else None
-    if not auth.token_matches(presented, request.app.state.api_token):
-        raise ApiError(
-            401, "unauthorized", "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
-
-
-def job_system(request: Request) -> JobSystem:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    supabase: SupabaseAuth | None = request.app.state.supabase
+    if supabase is None:
+        if not auth.token_matches(presented, request.app.state.api_token):
+            raise _unauthorized("missing or wrong bearer token")
+        return request.app.state.jobs  # type: ignore[no-any-return]
+    if not presented:
+        raise _unauthorized("missing bearer token: send an operator's Supabase access token")
+    try:
+        return await supabase.caller(presented)
+    except WrongRole as exc:
+        raise ApiError(403, "forbidden", exc.message) from None
+    except errors.Forbidden:  # Supabase Auth did not vouch for it; its message may quote the token's claims
+        raise _unauthorized("invalid or expired Supabase access token") from None
 
 
 def parse_job_id(job_id: str) -> uuid.UUID:
@@ -55,11 +72,13 @@ def parse_job_id(job_id: str) -> uuid.UUID:
         raise ApiError(400, "invalid_id", "job id is not a valid UUID", {"job_id": job_id[:100]}) from None
 
 
-Jobs = Annotated[JobSystem, Depends(job_system)]
+Jobs = Annotated[JobSystem, Depends(require_token)]
 JobId = Annotated[uuid.UUID, Depends(parse_job_id)]
 
 router = APIRouter(
-    prefix="/api", dependencies=[Depends(require_token)], responses={401: ERROR_RESPONSES[401]}
+    prefix="/api",
+    dependencies=[Depends(require_token)],
+    responses={401: ERROR_RESPONSES[401], 403: ERROR_RESPONSES[403]},
 )
 
 

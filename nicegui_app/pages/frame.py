@@ -11,9 +11,11 @@ from fastapi import Request
 from nicegui import Client, app, binding, ui
 
 from jobsys.events import EventName
-from nicegui_app import auth, services
+from nicegui_app import services
+from nicegui_app.hub import EventHub, PushStatus
 from nicegui_app.i18n import LANGUAGES, Translator, from_accept_language
 from nicegui_app.live import follow
+from nicegui_app.pages import guard
 
 LANGUAGE_KEY = "lang"  # app.storage.user key: the operator's explicit choice
 
@@ -45,16 +47,37 @@ def _switch_language(language: str) -> None:
     ui.navigate.reload()
 
 
-def _logout() -> None:
-    app.storage.user.pop(auth.SESSION_KEY, None)
+async def _logout() -> None:
+    await guard.log_out()
     ui.navigate.to("/login")
+
+
+PUSH_BADGES: dict[PushStatus, tuple[str, str, str]] = {  # status -> label key, colour, markers
+    PushStatus.CONNECTED: ("push_connected", "positive", "push-connected live"),
+    PushStatus.RECONNECTING: ("push_reconnecting", "orange", "push-reconnecting live-down"),
+    PushStatus.POLLING: ("push_polling", "grey-7", "push-polling live-down"),
+}
+
+
+def _push_badges(t: Translator, hub: EventHub) -> None:
+    """The push channel's state, following the hub (markers `live` / `live-down` kept for old tests)."""
+    for status, (key, colour, markers) in PUSH_BADGES.items():
+        ui.badge(t(key), color=colour).bind_visibility_from(
+            hub, "status", backward=lambda current, shown=status: current is shown
+        ).mark(markers)
 
 
 @contextlib.asynccontextmanager
 async def frame(request: Request, heading_key: str) -> AsyncIterator[PageContext]:
     t = Translator(page_language(request))
-    ctx = PageContext(t=t, services=services.get(), client=ui.context.client, devices=DeviceCount())
+    jobs = guard.page_jobs()
+    if jobs is None:  # guarded_page checked the login just before, with no await in between
+        raise RuntimeError("frame() on a page without a login")
+    # Pages call through `ctx.services.jobs`: in Supabase mode that is the operator's own session.
+    page_services = dataclasses.replace(services.get(), jobs=jobs)
+    ctx = PageContext(t=t, services=page_services, client=ui.context.client, devices=DeviceCount())
     hub = ctx.services.hub
+    email = guard.operator_email()
 
     with ui.header().classes("items-center gap-4 px-4"):
         ui.label(t("app_title")).classes("text-lg font-bold")
@@ -67,14 +90,13 @@ async def frame(request: Request, heading_key: str) -> AsyncIterator[PageContext
         ui.label().mark("connected-count").bind_text_from(
             ctx.devices, "connected", backward=lambda n: t("connected", n=n)
         )
-        ui.badge(t("live"), color="positive").bind_visibility_from(hub, "live").mark("live")
-        ui.badge(t("live_down"), color="orange").bind_visibility_from(
-            hub, "live", backward=lambda live: not live
-        ).mark("live-down")
+        _push_badges(t, hub)
         ui.toggle(LANGUAGES, value=t.language, on_change=lambda e: _switch_language(e.value)).props(
             "dense unelevated no-caps color=primary text-color=white toggle-color=white "
             "toggle-text-color=primary"
         ).mark("language")
+        if email:
+            ui.label(email).classes("text-sm").mark("operator")
         ui.button(t("logout"), on_click=_logout).props("flat color=white dense").mark("logout")
 
     async def refresh_devices() -> None:

@@ -1,4 +1,9 @@
-"""Pages behind the token: a page without a logged-in session redirects to /login."""
+"""Pages behind a login: a page without a logged-in session redirects to /login.
+
+Embedded mode: the session holds the API token's fingerprint and pages call through the
+process's JobSystem. Supabase mode: it holds the id of an operator session kept in
+memory (nicegui_app.supabase_auth) and pages call as that operator.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,64 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
+from jobsys import errors
+from jobsys.system import JobSystem
 from nicegui_app import auth, services
 
 PageBuilder = Callable[[Request], Awaitable[None]]
 Page = Callable[[Request], Awaitable[RedirectResponse | None]]
 
 
+def page_jobs() -> JobSystem | None:
+    """The JobSystem this browser's user acts through, or None when not logged in."""
+    svc = services.get()
+    stored = app.storage.user.get(auth.SESSION_KEY)
+    if svc.supabase is not None:
+        session = svc.supabase.session(stored)
+        return session.jobs if session is not None else None
+    return svc.jobs if auth.session_matches(stored, svc.token) else None
+
+
+def operator_email() -> str | None:
+    """The signed-in operator's email (Supabase mode), for the header."""
+    svc = services.get()
+    if svc.supabase is None:
+        return None
+    session = svc.supabase.session(app.storage.user.get(auth.SESSION_KEY))
+    return session.email if session is not None else None
+
+
 def logged_in() -> bool:
-    return auth.session_matches(app.storage.user.get(auth.SESSION_KEY), services.get().token)
+    return page_jobs() is not None
+
+
+async def check_login() -> bool:
+    """Logged in, with a usable token. In Supabase mode the operator's JWT is refreshed
+    here when due, so a session Supabase has ended (refresh token revoked) leads to /login
+    rather than to a page whose every call fails."""
+    svc = services.get()
+    if svc.supabase is None:
+        return logged_in()
+    stored = app.storage.user.get(auth.SESSION_KEY)
+    session = svc.supabase.session(stored)
+    if session is None:
+        return False
+    try:
+        await session.tokens.token()
+    except errors.Forbidden:
+        app.storage.user.pop(auth.SESSION_KEY, None)
+        await svc.supabase.sign_out(stored)
+        return False
+    except errors.TransportError:
+        pass  # Supabase Auth briefly unreachable: the session stands; the page shows the error
+    return True
+
+
+async def log_out() -> None:
+    stored = app.storage.user.pop(auth.SESSION_KEY, None)
+    supabase = services.get().supabase
+    if supabase is not None:
+        await supabase.sign_out(stored)  # ends the server-side session and revokes its refresh token
 
 
 def safe_next(path: str | None) -> str:
@@ -31,7 +86,7 @@ def guarded_page(path: str, title: str = "jobsys") -> Callable[[PageBuilder], Pa
     def decorator(build: PageBuilder) -> Page:
         @functools.wraps(build)
         async def page(request: Request) -> RedirectResponse | None:
-            if not logged_in():
+            if not await check_login():
                 query = urllib.parse.urlencode({"to": request.url.path})
                 return RedirectResponse(f"/login?{query}", status_code=303)
             await build(request)

@@ -1,4 +1,6 @@
-"""Login page: takes the API token and keeps its fingerprint in the user's session."""
+"""Login page. Embedded mode: the API token, whose fingerprint the session keeps. Supabase
+mode: an operator's email and password, signed in with Supabase Auth; the session keeps
+only the id of the server-side operator session (nicegui_app.supabase_auth)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,70 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import app, ui
 
+from jobsys import errors
+from jobsys.auth import WrongRole
 from nicegui_app import auth, services
 from nicegui_app.i18n import Translator
 from nicegui_app.pages.frame import page_language
 from nicegui_app.pages.guard import logged_in, safe_next
+from nicegui_app.supabase_auth import SupabaseAuth
 
 FAILED_LOGIN_DELAY_S = 0.3  # slows guessing; a person does not notice
+
+
+def _token_form(t: Translator, target: str) -> None:
+    async def try_login() -> None:
+        presented = (token.value or "").strip()
+        if auth.token_matches(presented, services.get().token):
+            app.storage.user[auth.SESSION_KEY] = auth.fingerprint(presented)
+            ui.navigate.to(target)
+            return
+        await asyncio.sleep(FAILED_LOGIN_DELAY_S)
+        error.set_text(t("login_wrong"))
+
+    token = (
+        ui.input(t("token"), password=True, password_toggle_button=True)
+        .classes("w-full")
+        .mark("token")
+        .on("keydown.enter", try_login)
+    )
+    error = ui.label().classes("text-negative text-sm").mark("login-error")
+    ui.button(t("login"), on_click=try_login).classes("w-full").mark("login")
+
+
+def _supabase_form(t: Translator, target: str, supabase: SupabaseAuth) -> None:
+    async def try_login() -> None:
+        error.set_text("")  # the message shown is always this attempt's
+        address, secret = (email.value or "").strip(), password.value or ""
+        if not address or not secret:
+            error.set_text(t("login_missing"))
+            return
+        try:
+            session_id = await supabase.sign_in(address, secret)
+        except WrongRole:
+            error.set_text(t("login_not_operator"))
+            return
+        except errors.TransportError:
+            error.set_text(t("login_unavailable"))
+            return
+        except errors.Forbidden:
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
+            error.set_text(t("login_wrong_password"))
+            return
+        password.value = ""
+        app.storage.user[auth.SESSION_KEY] = session_id  # an id for a session in memory; no token
+        ui.navigate.to(target)
+
+    email = ui.input(t("email")).props("type=email autocomplete=username").classes("w-full").mark("email")
+    password = (
+        ui.input(t("password"), password=True, password_toggle_button=True)
+        .props("autocomplete=current-password")
+        .classes("w-full")
+        .mark("password")
+        .on("keydown.enter", try_login)
+    )
+    error = ui.label().classes("text-negative text-sm").mark("login-error")
+    ui.button(t("login"), on_click=try_login).classes("w-full").mark("login")
 
 
 def create() -> None:
@@ -23,24 +83,11 @@ def create() -> None:
         if logged_in():
             return RedirectResponse(target, status_code=303)
         t = Translator(page_language(request))
-
-        async def try_login() -> None:
-            presented = (token.value or "").strip()
-            if auth.token_matches(presented, services.get().token):
-                app.storage.user[auth.SESSION_KEY] = auth.fingerprint(presented)
-                ui.navigate.to(target)
-                return
-            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
-            error.set_text(t("login_wrong"))
-
+        supabase = services.get().supabase
         with ui.card().classes("absolute-center w-96 gap-3"):
             ui.label(t("login_title")).classes("text-xl font-semibold")
-            token = (
-                ui.input(t("token"), password=True, password_toggle_button=True)
-                .classes("w-full")
-                .mark("token")
-                .on("keydown.enter", try_login)
-            )
-            error = ui.label().classes("text-negative text-sm").mark("login-error")
-            ui.button(t("login"), on_click=try_login).classes("w-full").mark("login")
+            if supabase is None:
+                _token_form(t, target)
+            else:
+                _supabase_form(t, target, supabase)
         return None
