@@ -28,6 +28,7 @@ from bench.cpu import CpuMeter
 from bench.harness import Better, Goal, Measurement, Ticker, measure
 from bench.pg import BenchPostgres
 from bench.sql import query
+from jobsys.models import RunReport
 from jobsys.system import JobSystem
 
 NAME = "lifecycle"
@@ -80,7 +81,7 @@ class Run:
 
 
 def steps(quick: bool) -> int:
-    return len(client_counts(quick)) * (1 + 2 * runs(quick))
+    return len(client_counts(quick)) * (1 + len(SIDES) * runs(quick))
 
 
 @contextlib.asynccontextmanager
@@ -93,12 +94,20 @@ async def _jobsys_clients(url: str, n: int) -> AsyncIterator[list[JobSystem]]:
             await js.close()
 
 
-async def _jobsys_client(js: JobSystem, worker: fleet.Worker, rounds: int) -> int:
+async def _jobsys_client(js: JobSystem, worker: fleet.Worker, rounds: int, batched: bool) -> int:
+    """batched: what the worker does (claim and start in one call, one finish call for the
+    round's runs); otherwise one call per transition (claim, then start and complete each)."""
     done = 0
     for _ in range(rounds):
-        claimed = await js.claim_assignments(worker.id)
+        claimed = await js.claim_assignments(worker.id, start=batched)
         if not claimed:
             break
+        if batched:
+            finished = await js.finish_assignments(worker.id, [
+                RunReport(assignment_id=run.assignment_id, attempt=run.attempt, outcome="completed",
+                          result={"bench": True}) for run in claimed])
+            done += sum(not f.stale for f in finished)
+            continue
         for run in claimed:
             await js.start_assignment(run.assignment_id, run.attempt)
             await js.complete_assignment(run.assignment_id, run.attempt, {"bench": True})
@@ -118,12 +127,13 @@ async def _completed(url: str) -> tuple[int, int]:
 
 
 async def _jobsys_run(
-    pg: BenchPostgres, url: str, systems: list[JobSystem], workers: list[fleet.Worker], rounds: int
+    pg: BenchPostgres, url: str, systems: list[JobSystem], workers: list[fleet.Worker], rounds: int,
+    batched: bool,
 ) -> Run:
     before, _ = await _completed(url)
     meter = CpuMeter(pg.postmaster_pid)
     started = time.perf_counter()
-    counts = await asyncio.gather(*(_jobsys_client(js, w, rounds) for js, w in zip(systems, workers)))
+    counts = await asyncio.gather(*(_jobsys_client(js, w, rounds, batched) for js, w in zip(systems, workers)))
     elapsed = time.perf_counter() - started
     cycles = sum(counts)
     client_us, server_us = meter.per(max(cycles, 1))
@@ -155,15 +165,24 @@ async def _naive_run(pg: BenchPostgres, url: str, clients: int, cycles_each: int
     return Run(cycles / elapsed, client_us, server_us)
 
 
-def _rows(clients: int, ours: list[Run], theirs: list[Run]) -> list[Measurement]:
-    rows = [measure(NAME, f"cycles/s, {clients} clients", "cycles/s", Better.HIGHER,
-                    [r.cycles_per_s for r in ours], [r.cycles_per_s for r in theirs], BASELINE_NAME, GOAL),
-            measure(NAME, f"client CPU per cycle, {clients} clients", "µs", Better.LOWER,
-                    [r.client_us for r in ours], [r.client_us for r in theirs], BASELINE_NAME)]
-    if all(r.server_us is not None for r in ours + theirs):
-        rows.append(measure(NAME, f"Postgres CPU per cycle, {clients} clients", "µs", Better.LOWER,
-                            [r.server_us or 0.0 for r in ours], [r.server_us or 0.0 for r in theirs],
-                            BASELINE_NAME))
+SIDES = ("batched", "per-call", "baseline")
+SIDE_LABELS = {"batched": "worker path: claim+start, one finish per round",
+               "per-call": "one call per transition"}
+
+
+def _rows(clients: int, ours: dict[str, list[Run]], theirs: list[Run]) -> list[Measurement]:
+    rows: list[Measurement] = []
+    for side, label in SIDE_LABELS.items():
+        runs_ = ours[side]
+        goal = GOAL if side == "batched" else None
+        rows += [measure(NAME, f"cycles/s, {clients} clients ({label})", "cycles/s", Better.HIGHER,
+                         [r.cycles_per_s for r in runs_], [r.cycles_per_s for r in theirs], BASELINE_NAME, goal),
+                 measure(NAME, f"client CPU per cycle, {clients} clients ({label})", "µs", Better.LOWER,
+                         [r.client_us for r in runs_], [r.client_us for r in theirs], BASELINE_NAME)]
+        if all(r.server_us is not None for r in runs_ + theirs):
+            rows.append(measure(NAME, f"Postgres CPU per cycle, {clients} clients ({label})", "µs", Better.LOWER,
+                                [r.server_us or 0.0 for r in runs_], [r.server_us or 0.0 for r in theirs],
+                                BASELINE_NAME))
     return rows
 
 
@@ -172,27 +191,30 @@ async def _clients(pg: BenchPostgres, clients: int, quick: bool, ticker: Ticker)
     rounds = math.ceil(cycles_per_run(quick) / devices)  # claim rounds per client per run
     warmup_rounds = max(2, rounds // 5)
     n_runs = runs(quick)
-    jobs = warmup_rounds + n_runs * rounds  # each round takes one job's run on every device
+    # Each round takes one job's run on every device; both jobsys sides draw from one pool.
+    jobs = 2 * (warmup_rounds + n_runs * rounds)
     with pg.database() as url:
         async with await JobSystem.connect(url, push=False) as admin:
             ticker.say(f"lifecycle {clients} clients: creating {jobs * devices:,} assignments")
             workers = await fleet.register(admin, clients, DEVICES_PER_CLIENT)
             for _ in range(jobs):
                 await admin.create_job(target_url=TARGET_URL, duration_sec=30, target_type="all_devices")
-        await naive_queue.create(url, jobs, devices)
+        await naive_queue.create(url, jobs // 2, devices)
         await fleet.tidy(url)
-        ours: list[Run] = []
+        ours: dict[str, list[Run]] = {"batched": [], "per-call": []}
         theirs: list[Run] = []
         async with _jobsys_clients(url, clients) as systems:
-            await _jobsys_run(pg, url, systems, workers, warmup_rounds)
+            for batched in (True, False):
+                await _jobsys_run(pg, url, systems, workers, warmup_rounds, batched)
             await _naive_run(pg, url, clients, warmup_rounds * DEVICES_PER_CLIENT)
             ticker.tick(f"lifecycle {clients} clients: ready")
             for i in range(n_runs):
-                for side in ("jobsys", "baseline") if i % 2 == 0 else ("baseline", "jobsys"):
-                    if side == "jobsys":
-                        ours.append(await _jobsys_run(pg, url, systems, workers, rounds))
-                    else:
+                # Rotate the order so no side always runs first (or right after the same one).
+                for side in SIDES[i % 3:] + SIDES[:i % 3]:
+                    if side == "baseline":
                         theirs.append(await _naive_run(pg, url, clients, rounds * DEVICES_PER_CLIENT))
+                    else:
+                        ours[side].append(await _jobsys_run(pg, url, systems, workers, rounds, side == "batched"))
                     ticker.tick(f"lifecycle {clients} clients: {side} run {i + 1}/{n_runs}")
     return _rows(clients, ours, theirs)
 

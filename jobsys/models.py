@@ -278,6 +278,7 @@ class ClaimedAssignment(pydantic.BaseModel):
     target_url: str
     duration_sec: int
     lease_expires_at: dt.datetime
+    started: bool = False  # claimed with start=True: the run is already started
 
 
 class RunState(pydantic.BaseModel):
@@ -286,3 +287,37 @@ class RunState(pydantic.BaseModel):
     device_id: uuid.UUID
     status: AssignmentStatus
     attempt: int
+
+
+RunOutcome = Literal["completed", "failed", "retry", "release"]
+
+
+class RunReport(pydantic.BaseModel):
+    """How one run ended, for JobSystem.finish_assignments. `retry` re-queues the run while
+    attempts remain; `release` puts it back in the queue (the worker will not run it)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    assignment_id: int = pydantic.Field(ge=1)
+    attempt: int = pydantic.Field(ge=1)
+    outcome: RunOutcome
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _failure_says_why(self) -> "RunReport":
+        if self.outcome in ("failed", "retry") and not (self.error or "").strip():
+            raise ValueError("error must say why the run failed")
+        return self
+
+
+class FinishedRun(pydantic.BaseModel):
+    """One report's answer: the run's new state, or stale=True when the run had moved on
+    (lease expired and re-queued, job cancelled or deleted) and the report changed nothing."""
+
+    assignment_id: int
+    attempt: int
+    stale: bool
+    job_id: uuid.UUID | None = None
+    device_id: uuid.UUID | None = None
+    status: AssignmentStatus | None = None

@@ -40,7 +40,7 @@ HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="b
 STOP_WORKER = _fn("stop_worker", p_worker_id="uuid")
 WORKER_DEVICES = _fn("worker_devices", p_worker_id="uuid")
 CLAIM_ASSIGNMENTS = _fn("claim_assignments", returns_set=True, p_worker_id="uuid",
-                        p_device_ids="uuid[]", p_limit="integer")
+                        p_device_ids="uuid[]", p_limit="integer", p_start="boolean")
 START_ASSIGNMENT = _fn("start_assignment", p_assignment_id="bigint", p_attempt="integer")
 COMPLETE_ASSIGNMENT = _fn("complete_assignment", p_assignment_id="bigint", p_attempt="integer",
                           p_result="jsonb")
@@ -48,6 +48,7 @@ FAIL_ASSIGNMENT = _fn("fail_assignment", p_assignment_id="bigint", p_attempt="in
                       p_retry="boolean", p_result="jsonb")
 RELEASE_ASSIGNMENT = _fn("release_assignment", p_assignment_id="bigint", p_attempt="integer",
                          p_reason="text")
+FINISH_ASSIGNMENTS = _fn("finish_assignments", p_worker_id="uuid", p_reports="jsonb")
 
 RESCUE_EXPIRED_LEASES = _fn("rescue_expired_leases")
 MARK_STALE = _fn("mark_stale")

@@ -5,19 +5,20 @@ dashboard needs. It knows nothing of psycopg or PostgREST: a Transport does the 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pydantic
 
 from jobsys import errors, rpc
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
-    ClaimedAssignment, CreatedJob, DeviceList, DeviceReport, HeartbeatReply, Job, JobCreate,
-    JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunState, WorkerSession,
+    ClaimedAssignment, CreatedJob, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job, JobCreate,
+    JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunReport, RunState, WorkerSession,
 )
 from jobsys.transport.base import EventHandler, StateHandler, Subscription, Transport
 
 JobId = uuid.UUID | str
+MAX_REPORTS = 1000  # per finish_assignments call; the SQL function enforces the same bound
 
 
 def _uuid(value: JobId, what: str) -> uuid.UUID:
@@ -145,12 +146,15 @@ class JobSystem:
         await self.transport.call(rpc.STOP_WORKER, {"p_worker_id": _uuid(worker_id, "worker_id")})
 
     async def claim_assignments(
-        self, worker_id: JobId, device_ids: Iterable[uuid.UUID] | None = None, limit: int | None = None
+        self, worker_id: JobId, device_ids: Iterable[uuid.UUID] | None = None, limit: int | None = None,
+        *, start: bool = False,
     ) -> list[ClaimedAssignment]:
+        """The next run of each free device of the worker. start=True also starts them (one
+        call instead of a start_assignment per run), for a worker that begins at once."""
         rows = await self.transport.call_rows(rpc.CLAIM_ASSIGNMENTS, {
             "p_worker_id": _uuid(worker_id, "worker_id"),
             "p_device_ids": None if device_ids is None else list(device_ids),
-            "p_limit": limit})
+            "p_limit": limit, "p_start": start})
         return [ClaimedAssignment.model_validate(row) for row in rows]
 
     async def start_assignment(self, assignment_id: int, attempt: int) -> None:
@@ -173,6 +177,21 @@ class JobSystem:
     async def release_assignment(self, assignment_id: int, attempt: int, reason: str | None = None) -> RunState:
         return RunState.model_validate(await self.transport.call(rpc.RELEASE_ASSIGNMENT, {
             "p_assignment_id": assignment_id, "p_attempt": attempt, "p_reason": reason}))
+
+    async def finish_assignments(
+        self, worker_id: JobId, reports: Sequence[RunReport | dict[str, Any]]
+    ) -> list[FinishedRun]:
+        """Finish up to MAX_REPORTS runs of one worker in one transaction (one counter update
+        per job). A run that has moved on comes back with stale=True rather than raising, so
+        one late report never blocks the others; answers are in the order of `reports`."""
+        if not 1 <= len(reports) <= MAX_REPORTS:
+            raise errors.InvalidInput(f"between 1 and {MAX_REPORTS} reports per call",
+                                      {"field": "reports", "count": len(reports)})
+        checked = [r if isinstance(r, RunReport) else _validated(RunReport, r) for r in reports]
+        answer = await self.transport.call(rpc.FINISH_ASSIGNMENTS, {
+            "p_worker_id": _uuid(worker_id, "worker_id"),
+            "p_reports": [r.model_dump(exclude_none=True) for r in checked]})
+        return [FinishedRun.model_validate(item) for item in answer]
 
     # Upkeep (runs automatically from heartbeats; exposed for tests and admin) ----------
     async def rescue_expired_leases(self) -> int:

@@ -102,6 +102,7 @@ class Worker:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, REGISTER_RETRY_MAX_S)
         self.worker_id = session.worker_id
+        self.reporter.bind(session.worker_id)
         self.fleet.remember_ids(session.devices)
         self._reported_version = self.fleet.version
         self.registered.set()
@@ -170,7 +171,8 @@ class Worker:
         if not free:
             return
         try:
-            claimed = await self.jobs.claim_assignments(self.worker_id, free)
+            # start=True: a device begins as soon as it has its run, so claim and start are one call.
+            claimed = await self.jobs.claim_assignments(self.worker_id, free, start=True)
         except errors.TransportError as exc:
             log.warning("claim waits for the database: %s", exc.message)
             return

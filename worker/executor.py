@@ -87,7 +87,7 @@ async def execute(
 ) -> None:
     fields = f"run={run.assignment_id} attempt={run.attempt} job={run.job_id} device={run.serial}"
     try:
-        if not await _start(jobs, run):
+        if not run.started and not await _start(jobs, run):
             log.info("run_gone %s", fields)
             return
     except errors.TransportError:

@@ -8,7 +8,10 @@ import collections
 import random
 import uuid
 
+import pytest
+
 from jobsys import IllegalTransition, StaleRun
+from jobsys.models import RunReport
 from jobsys.system import JobSystem
 from tests.conftest import Db
 from tests.core.helpers import add_worker
@@ -19,7 +22,9 @@ JOBS = 20  # 20 jobs x 100 devices = 2,000 assignments
 CLAIMERS_PER_WORKER = 2  # two claimers contend for the same devices: the device mutex is tested
 
 
-async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["one-call-per-transition", "batched"])
+async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db, batched: bool) -> None:
+    """batched: claim with start and one finish_assignments per claim, as the worker does."""
     jobs = await JobSystem.connect(db_url)
     try:
         sessions = [await add_worker(jobs, f"w{i}", DEVICES_PER_WORKER) for i in range(WORKERS)]
@@ -36,7 +41,7 @@ async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db
             rng = random.Random()
             idle_rounds = 0
             while not done.is_set():
-                batch = await jobs.claim_assignments(worker_id)
+                batch = await jobs.claim_assignments(worker_id, start=batched)
                 if not batch:
                     idle_rounds += 1
                     if idle_rounds > 50 and db.value(
@@ -50,7 +55,19 @@ async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db
                     if run.device_id in running_on:
                         overlaps.append((run.device_id, running_on[run.device_id], run.assignment_id))
                     running_on[run.device_id] = run.assignment_id
+                if batched:
+                    reports = []
+                    for run in batch:
+                        running_on.pop(run.device_id, None)
+                        retry = run.attempt == 1 and rng.random() < 0.05
+                        reports.append(RunReport(assignment_id=run.assignment_id, attempt=run.attempt,
+                                                 outcome="retry" if retry else "completed",
+                                                 error="flaky" if retry else None))
+                    finished = await jobs.finish_assignments(worker_id, reports)
+                    assert not any(f.stale for f in finished)
+                    continue
                 for run in batch:
+                    assert not run.started
                     await jobs.start_assignment(run.assignment_id, run.attempt)
                     # Until this report commits the device is still busy in the database, so
                     # any claim of it by the other claimer before this line is a violation.

@@ -12,7 +12,7 @@ import pytest
 
 from jobsys import Forbidden, IllegalTransition, InvalidInput, JobsysError, NotFound, StaleRun, rpc
 from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, EventName, worker_topic
-from jobsys.models import DeviceReport, JobStatus, JobUpdate
+from jobsys.models import DeviceReport, JobStatus, JobUpdate, RunReport
 from jobsys.system import JobSystem
 from tests.conftest import wait_until
 from tests.transport.conftest import Sides
@@ -88,6 +88,30 @@ async def test_worker_calls_and_their_results(sides: Sides) -> None:
     await worker.stop_worker(session.worker_id)
     detail = await operator.get_job(job.id)
     assert (detail.completed_count, detail.failed_count) == (1, 1)
+
+
+async def test_batched_worker_calls_and_their_results(sides: Sides) -> None:
+    operator, worker = await as_(sides, OPERATOR), await as_(sides, WORKER_A)
+    session = await worker.register_worker("a", devices("a", 3))
+    job = (await operator.create_job(target_url="https://example.com", duration_sec=5)).job
+    runs = await worker.claim_assignments(session.worker_id, start=True)
+    assert len(runs) == 3 and all(r.started for r in runs)
+    answers = await worker.finish_assignments(session.worker_id, [
+        RunReport(assignment_id=runs[0].assignment_id, attempt=1, outcome="completed", result={"elapsed_sec": 5}),
+        RunReport(assignment_id=runs[1].assignment_id, attempt=1, outcome="failed", error="screen off"),
+        RunReport(assignment_id=runs[2].assignment_id, attempt=9, outcome="completed"),  # not current: stale
+    ])
+    assert [(a.status.value if a.status else None, a.stale) for a in answers] == [
+        ("completed", False), ("failed", False), (None, True)]
+    with pytest.raises(InvalidInput):
+        await worker.transport.call(rpc.FINISH_ASSIGNMENTS, {"p_worker_id": str(session.worker_id),
+                                                             "p_reports": [{"assignment_id": 1}]})
+    worker_b = await as_(sides, WORKER_B)
+    with pytest.raises(Forbidden):
+        await worker_b.finish_assignments(session.worker_id, [
+            RunReport(assignment_id=runs[2].assignment_id, attempt=1, outcome="completed")])
+    detail = await operator.get_job(job.id)
+    assert (detail.completed_count, detail.failed_count, detail.running_count) == (1, 1, 1)
 
 
 async def test_worker_heartbeat_runs_maintenance(sides: Sides) -> None:

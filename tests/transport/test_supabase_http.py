@@ -67,7 +67,7 @@ async def test_calls_are_postgrest_rpc_posts_in_the_jobsys_schema(doubles: Supab
     [claim] = rpc_calls(doubles, "claim_assignments")
     assert claim.headers["authorization"] == f"Bearer {WORKER.token}"
     assert claim.body == {"p_worker_id": str(session.worker_id), "p_device_ids": [str(session.devices[0].id)],
-                          "p_limit": None}  # UUIDs as text, arrays as JSON arrays, None as null
+                          "p_limit": None, "p_start": False}  # UUIDs as text, arrays as JSON arrays, None as null
     assert doubles.router["rpc"].calls.last.request.url.path == "/rest/v1/rpc/claim_assignments"
     await operator.close()
     await worker.close()

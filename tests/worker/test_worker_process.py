@@ -130,7 +130,7 @@ async def test_postgres_restart_mid_run_loses_nothing(
                      == 5, timeout_s=30, what="runs started")
     pg_stop(server)
     log = tmp_path / "pc4.log"
-    await wait_until(lambda: "report of run" in log.read_text(), timeout_s=30,
+    await wait_until(lambda: "run(s) waits for the database" in log.read_text(), timeout_s=30,
                      what="the worker buffering its reports while Postgres is down")
     pg_start(server)
 
