@@ -27,10 +27,10 @@ async def test_claim_with_start_starts_the_runs_in_the_same_call(jobs: JobSystem
     started = await jobs.claim_assignments(session.worker_id, limit=1, start=True)
     plain = await jobs.claim_assignments(session.worker_id, limit=1)
     assert [r.started for r in started] == [True] and [r.started for r in plain] == [False]
-    assert db.rows("select id, started_at is not null, lease_expires_at > now() + interval '10 minutes' "
-                   "from jobsys.job_assignments order by id") == [
-        (started[0].assignment_id, True, True),  # lease: duration + grace
-        (plain[0].assignment_id, False, False)]  # lease: the short claim lease until start
+    lease_sql = ("select started_at is not null, lease_expires_at > now() + interval '10 minutes' "
+                 "from jobsys.job_assignments where id = %s")
+    assert db.rows(lease_sql, (started[0].assignment_id,)) == [(True, True)]  # lease: duration + grace
+    assert db.rows(lease_sql, (plain[0].assignment_id,)) == [(False, False)]  # the short claim lease
     assert db.counters_match() == []
 
 
