@@ -28,6 +28,7 @@ create function jobsys.claim_assignments(
 declare
   v_jobs uuid[];
   v_claimed bigint[];
+  v_devices uuid[];
   v_row record;
   v_claim_lease double precision := (select s.value from jobsys.settings s where s.key = 'claim_lease_sec');
   v_grace double precision := (select s.value from jobsys.settings s where s.key = 'lease_grace_sec');
@@ -50,37 +51,38 @@ begin
   perform 1 from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
     order by j.id for no key update;
 
-  with free as (
-    select d.id from jobsys.devices d
-    where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
-      and (p_device_ids is null or d.id = any(p_device_ids))
-    for no key update skip locked
-  ), picked as (
-    select q.id, q.job_id, f.id as device_id
-    from free f
+  -- Pick and lock first, then update by primary key: with the picks in arrays every
+  -- statement below is an index lookup per run, however large the tables.
+  select array_agg(p.assignment_id), array_agg(p.device_id)
+    into v_claimed, v_devices
+  from (
+    select q.id as assignment_id, f.id as device_id
+    from (
+      select d.id from jobsys.devices d
+      where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
+        and (p_device_ids is null or d.id = any(p_device_ids))
+      for no key update skip locked
+    ) f
     cross join lateral (
-      select a.id, a.job_id from jobsys.job_assignments a
+      select a.id from jobsys.job_assignments a
       where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
       order by a.id limit 1
       for no key update skip locked) q
     limit coalesce(p_limit, 2147483647)
-  ), devices_taken as (
-    update jobsys.devices d set running_assignment_id = p.id
-    from picked p where d.id = p.device_id
-    returning d.id
-  ), claimed as (
-    update jobsys.job_assignments a set status = 'running', worker_id = p_worker_id,
-      claimed_at = now(), started_at = case when p_start then now() end,
-      lease_expires_at = now() + make_interval(
-        secs => case when p_start then j.duration_sec + v_grace else v_claim_lease end)
-    from picked p join jobsys.jobs j on j.id = p.job_id
-    where a.id = p.id
-    returning a.id
-  )
-  select array_agg(c.id) into v_claimed from claimed c, (select count(*) from devices_taken) as force_taken;
+  ) p;
   if v_claimed is null then
     return;
   end if;
+
+  update jobsys.devices d set running_assignment_id = x.assignment_id
+  from unnest(v_devices, v_claimed) as x(device_id, assignment_id)
+  where d.id = any(v_devices) and d.id = x.device_id;
+  update jobsys.job_assignments a set status = 'running', worker_id = p_worker_id,
+    claimed_at = now(), started_at = case when p_start then now() end,
+    lease_expires_at = now() + make_interval(
+      secs => case when p_start then j.duration_sec + v_grace else v_claim_lease end)
+  from jobsys.jobs j
+  where a.id = any(v_claimed) and j.id = a.job_id;
 
   for v_row in
     select a.job_id as id, count(*) as n from jobsys.job_assignments a
@@ -160,13 +162,16 @@ create function jobsys.finish_runs(p_worker_id uuid, p_reports jsonb) returns js
   set search_path = jobsys, pg_temp
   as $$
 declare
+  -- The ids first, so that every statement below finds its runs through the primary key
+  -- (given a set-returning JSON function, the planner guesses 100 rows and hashes the table).
+  v_ids bigint[] := (select array_agg((e.r ->> 'assignment_id')::bigint) from jsonb_array_elements(p_reports) e(r));
   v_finished jsonb;
+  v_devices uuid[];
   v_row record;
 begin
   -- Lock order: the runs' jobs first, in id order.
   perform 1 from jobsys.jobs j
-  where j.id in (select a.job_id from jobsys.job_assignments a
-                 where a.id in (select (e.r ->> 'assignment_id')::bigint from jsonb_array_elements(p_reports) e(r)))
+  where j.id in (select a.job_id from jobsys.job_assignments a where a.id = any(v_ids))
   order by j.id for no key update;
 
   with report as (
@@ -179,9 +184,10 @@ begin
         when 'failed' then 'failed'
         when 'retry' then jobsys.requeue_status(j.status, r.attempt, j.max_attempts)
         else jobsys.requeue_status(j.status, 0, 1) end as new_status
-    from report r
-    join jobsys.job_assignments a on a.id = r.assignment_id
+    from jobsys.job_assignments a
+    join report r on r.assignment_id = a.id
     join jobsys.jobs j on j.id = a.job_id
+    where a.id = any(v_ids)
   ), finished as (
     update jobsys.job_assignments a set
       status = t.new_status,
@@ -191,18 +197,19 @@ begin
       result = coalesce(t.result, a.result),
       error = t.error
     from target t
-    where a.id = t.assignment_id and a.attempt = t.attempt and a.status = 'running'
+    where a.id = any(v_ids) and a.id = t.assignment_id and a.attempt = t.attempt and a.status = 'running'
       and a.worker_id = p_worker_id
     returning a.id, a.job_id, a.device_id, a.status, a.attempt
-  ), freed as (
-    update jobsys.devices d set running_assignment_id = null
-    from finished f where d.id = f.device_id and d.running_assignment_id = f.id
-    returning 1
   )
   select coalesce(jsonb_agg(jsonb_build_object('assignment_id', f.id, 'job_id', f.job_id,
-           'device_id', f.device_id, 'status', f.status, 'attempt', f.attempt)), '[]')
-    into v_finished
-  from finished f, (select count(*) from freed) as force_freed;
+           'device_id', f.device_id, 'status', f.status, 'attempt', f.attempt)), '[]'),
+         array_agg(f.device_id)
+    into v_finished, v_devices
+  from finished f;
+
+  -- A device is free again when the run it holds is one of those finished.
+  update jobsys.devices d set running_assignment_id = null
+  where d.id = any(v_devices) and d.running_assignment_id = any(v_ids);
 
   for v_row in
     select f.job_id, count(*)::integer as n,
