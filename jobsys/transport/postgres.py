@@ -8,10 +8,12 @@ since LISTEN needs a session).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import json
 import logging
+import random
 from typing import Any, Mapping
 
 import psycopg
@@ -29,7 +31,12 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 KEEPALIVE_S = 10.0  # an idle LISTEN connection runs a query this often to notice a dead link
-RETRIES_ON_CONFLICT = 5  # deadlock / serialization failures are retried inside, never shown
+# Deadlock (40P01) and serialization failures (40001) are retried inside, never shown: every
+# call is one function in one autocommit transaction, which Postgres rolled back whole, so
+# running it again is safe. Nothing else is retried (a retry could repeat a side effect).
+RETRIES_ON_CONFLICT = 5
+CONFLICT_BACKOFF_S = 0.01  # first wait, doubled per attempt, with full jitter
+CONFLICT_BACKOFF_MAX_S = 0.25
 POOL_MAX_SIZE = 10
 POOL_TIMEOUT_S = 5.0  # a call waits this long for a connection, then fails as unavailable
 
@@ -50,6 +57,11 @@ def _statement(function: rpc.SqlFunction, args: Mapping[str, Any]) -> sql.Compos
 
 def _adapt(function: rpc.SqlFunction, args: Mapping[str, Any]) -> dict[str, Any]:
     return {k: Jsonb(v) if function.params.get(k) == "jsonb" and v is not None else v for k, v in args.items()}
+
+
+def conflict_backoff_s(attempt: int) -> float:
+    """Full jitter: contenders that lost the same deadlock do not come back in lockstep."""
+    return random.uniform(0, min(CONFLICT_BACKOFF_MAX_S, CONFLICT_BACKOFF_S * 2**attempt))
 
 
 def map_error(exc: psycopg.Error) -> errors.JobsysError:
@@ -73,6 +85,8 @@ class PostgresTransport:
             kwargs={"autocommit": True},
         )
         self._opened = False
+        # Conflicts absorbed by a retry, by SQLSTATE (the storm test reports them).
+        self.conflicts_retried: collections.Counter[str] = collections.Counter()
 
     async def open(self) -> PostgresTransport:
         if not self._opened:
@@ -100,10 +114,12 @@ class PostgresTransport:
                     cur = conn.cursor(row_factory=dict_row)
                     await cur.execute(statement, params)
                     return await cur.fetchall()
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == RETRIES_ON_CONFLICT:
-                    raise errors.TransportError(f"{function.name}: too much contention, try again")
-                await asyncio.sleep(0.01 * 2**attempt)
+                    raise errors.TransportError(f"{function.name}: too much contention, try again") from exc
+                self.conflicts_retried[exc.sqlstate or "?"] += 1
+                log.info("%s: %s (%s), retrying", function.name, exc.sqlstate, type(exc).__name__)
+                await asyncio.sleep(conflict_backoff_s(attempt))
             except psycopg_pool.PoolTimeout as exc:
                 raise errors.TransportError(f"database unavailable: {exc}") from exc
             except psycopg.Error as exc:

@@ -24,6 +24,7 @@ import datetime as dt
 import enum
 import json
 import logging
+import random
 import uuid
 from typing import Any, Mapping, TypedDict
 
@@ -180,7 +181,8 @@ class SupabaseTransport:
                     raise map_api_error(exc) from exc
                 if attempt == RETRIES_ON_CONFLICT:
                     raise errors.TransportError(f"{function.name}: too much contention, try again") from exc
-                await asyncio.sleep(0.01 * 2**attempt)
+                # Full jitter, as the Postgres transport: losers of one deadlock do not return in step.
+                await asyncio.sleep(random.uniform(0, min(0.25, 0.01 * 2**attempt)))
             except httpx.TransportError as exc:  # connect errors, timeouts, dropped connections
                 raise errors.TransportError(f"Supabase API unreachable: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
