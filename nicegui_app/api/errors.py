@@ -102,8 +102,8 @@ def _allowed_methods(request: Request) -> str:
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     headers = dict(exc.headers or {})
-    if exc.status == 405 and "Allow" not in headers:
-        headers["Allow"] = _allowed_methods(request)
+    if exc.status == 405 and "Allow" not in headers and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
     return error_response(exc.status, exc.code, exc.message, exc.details, headers or None)
 
 
@@ -126,10 +126,11 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     # FastAPI's only 400 is a body it cannot parse (not UTF-8, say): the same code as bad JSON.
-    code = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    codes = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "http_error")
     headers = dict(exc.headers or {})
-    if exc.status_code == 405:  # Starlette lists the first route's methods only, not the path's
-        headers["Allow"] = _allowed_methods(request)
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed  # Starlette's lists the first matching route's methods only
     return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
 
