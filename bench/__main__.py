@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.names == ["list"]:
         for bench in BENCHMARKS.values():
-            print(f"{bench.name:12} {bench.description}")
+            print(f"{bench.name:16} {bench.description}")
         return 0
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:

@@ -1,9 +1,9 @@
 """browser_latency: DB event → visible in the dashboard, and the Jobs page's first render
 with 1,000 jobs, measured in headless Chromium against the real `jobsys dashboard`.
 
-Standalone (`python -m bench.browser_latency [--quick]`); it needs Debian's chromium and
-chromium-driver. It follows the bench module shape (NAME, DESCRIPTION, NOTES, LIMITS,
-steps, run) and writes bench/results/browser_latency.json in the shape the runner writes.
+Run by `python -m bench browser_latency [--quick]` (and by `python -m bench`); it needs
+Debian's chromium and chromium-driver, and is skipped with a note where they are missing
+(`unavailable()`). `python -m bench.browser_latency [--quick]` still works and does the same.
 
 Setup: a bench worker registers N devices; 998 filler jobs and one job to rename are
 created and paused, then one more job goes to all N devices. The page therefore lists
@@ -12,7 +12,6 @@ created and paused, then one more job goes to all N devices. The page therefore 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -33,7 +32,6 @@ import urllib.request
 import uuid
 from typing import Any, Awaitable, Callable, Iterator
 
-from rich.console import Console
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -43,13 +41,11 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bench import machine, output
 from bench.harness import Better, Goal, Measurement, Ticker, measure
-from bench.pg import BenchPostgres, embedded_postgres
+from bench.pg import BenchPostgres
 from jobsys.models import DeviceReport
 from jobsys.system import JobSystem
 from nicegui_app.i18n import Translator
-from nicegui_app.pages.jobs import PAGE_SIZE
 
 NAME = "browser_latency"
 DESCRIPTION = "dashboard in Chromium: DB event → visible, Jobs page first render with 1,000 jobs (ms)"
@@ -82,7 +78,6 @@ CHROMIUM_FLAGS = (
 )
 LANGUAGE = "ko"
 JOBS_TOTAL = 1_000
-PAGE_ROWS = PAGE_SIZE  # rows a first render shows
 TARGET_URL = "https://example.com/bench/browser"
 DURATION_SEC = 3_600  # runs are finished by the benchmark, never by their lease
 LATENCY_GOAL = Goal(500.0)
@@ -108,7 +103,7 @@ new MutationObserver(check).observe(document.body, {subtree: true, childList: tr
 window.__arm = (el, want) => { Object.assign(window.__probe, {el, want, seen: null}); };
 """
 # Added to every new document: performance.now() (from navigation start) when the rows are in.
-FIRST_RENDER_PROBE_JS = """
+_FIRST_RENDER_PROBE_JS = """
 (() => {
   const rows = ROWS;
   const observer = new MutationObserver(() => {
@@ -120,23 +115,37 @@ FIRST_RENDER_PROBE_JS = """
   });
   observer.observe(document, {subtree: true, childList: true});
 })();
-""".replace("ROWS", str(PAGE_ROWS))
+"""
+
+
+def page_rows() -> int:
+    """Rows a first render of the Jobs page shows (its page size). Imported here, not at the
+    top: the dashboard pages pull in NiceGUI, which `python -m bench list` does not need."""
+    from nicegui_app.pages.jobs import PAGE_SIZE
+
+    return int(PAGE_SIZE)
+
+
+def unavailable() -> str | None:
+    """Why this benchmark cannot run here, or None."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    return f"{', '.join(missing)} missing: apt-get install chromium chromium-driver" if missing else None
 
 
 def devices_for(quick: bool) -> int:
-    return 30 if quick else 60  # one completion event per device
+    return 15 if quick else 60  # one completion event per device
 
 
 def renames_for(quick: bool) -> int:
-    return 30 if quick else 60
+    return 15 if quick else 60
 
 
 def loads_for(quick: bool) -> int:
-    return 5 if quick else 9
+    return 3 if quick else 9
 
 
 def steps(quick: bool) -> int:
-    return 3 + renames_for(quick) + devices_for(quick) + loads_for(quick)
+    return 2 + renames_for(quick) + devices_for(quick) + loads_for(quick)
 
 
 # The browser and the dashboard process -------------------------------------------------------
@@ -311,7 +320,7 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
                     ticker.tick(f"{NAME}: completion {done}")
 
                 driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                                       {"source": FIRST_RENDER_PROBE_JS})
+                                       {"source": _FIRST_RENDER_PROBE_JS.replace("ROWS", str(page_rows()))})
                 for i in range(loads_for(quick) + 1):
                     driver.get("about:blank")
                     driver.get(f"{base}/")
@@ -326,7 +335,7 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
     return [
         *_percentiles("rename_job → new title visible", renames),
         *_percentiles("complete_assignment → progress visible", completions),
-        measure(NAME, f"Jobs page first render, {JOBS_TOTAL:,} jobs ({PAGE_ROWS} rows shown)", "ms",
+        measure(NAME, f"Jobs page first render, {JOBS_TOTAL:,} jobs ({page_rows()} rows shown)", "ms",
                 Better.LOWER, loads, goal=FIRST_RENDER_GOAL),
         measure(NAME, "… of which the server, until the page's first byte", "ms", Better.LOWER, server_parts),
     ]
@@ -344,51 +353,11 @@ def _percentiles(what: str, samples: list[float]) -> list[Measurement]:
 
 
 # Standalone entry point ----------------------------------------------------------------------
-class _Say:
-    """A Ticker on stderr: one line per step would flood it, so only every tenth."""
-
-    def __init__(self, console: Console, total: int) -> None:
-        self._console = console
-        self._total = total
-        self._done = 0
-
-    def tick(self, what: str) -> None:
-        self._done += 1
-        if self._done % 10 == 0 or self._done == self._total:
-            self._console.print(f"[{self._done}/{self._total}] {what}")
-
-    def say(self, what: str) -> None:
-        self._console.print(what)
-
-
-async def _main(quick: bool, err: Console) -> tuple[list[Measurement], dict[str, Any]]:
-    with embedded_postgres() as pg:
-        info = machine.describe(pg.version())
-        rows = await run(pg, quick, _Say(err, steps(quick)))
-    return rows, info
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.browser_latency", description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="fewer events and loads")
-    args = parser.parse_args(argv)
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        parser.error(f"{', '.join(missing)} missing: apt-get install chromium chromium-driver")
-    err = Console(stderr=True)
-    rows, info = asyncio.run(_main(args.quick, err))
-    path = output.write(NAME, {
-        "benchmark": NAME,
-        "description": DESCRIPTION,
-        "command": "python -m bench.browser_latency" + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "machine": info,
-        "notes": NOTES,
-        "results": [r.to_json() for r in rows],
-    }, args.quick)
-    err.print(f"{NAME}: wrote {path}")
-    output.print_table(f"{NAME}: {DESCRIPTION}", rows, Console())
-    return 0
+    """The same as `python -m bench browser_latency [--quick]`."""
+    from bench.__main__ import main as bench_main
+
+    return bench_main([NAME, *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from psycopg import conninfo, sql
 from jobsys import migrations
 
 TEMPLATE_DB = "bench_template"
+BLANK_TEMPLATE = "template1"  # Postgres's own: no jobsys schema
 
 logging.getLogger("pgserver").setLevel(logging.WARNING)
 
@@ -47,12 +48,13 @@ class BenchPostgres:
         return str(row[0]) if row else "unknown"
 
     @contextlib.contextmanager
-    def database(self) -> Iterator[str]:
-        """A fresh copy of the migrated template; dropped afterwards."""
+    def database(self, template: str = TEMPLATE_DB) -> Iterator[str]:
+        """A fresh copy of the migrated template (or of `BLANK_TEMPLATE`: an empty database,
+        for a peer with its own schema); dropped afterwards."""
         name = f"bench_{next(self._names)}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(TEMPLATE_DB)))
+                sql.Identifier(name), sql.Identifier(template)))
         try:
             yield self.url_for(name)
         finally:

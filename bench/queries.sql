@@ -137,3 +137,37 @@ where a.job_id = %(job_id)s;
 -- Online devices of the live session(s) of a worker name.
 select count(*) from jobsys.devices d join jobsys.workers w on w.id = d.worker_id
 where w.name = %(name)s and w.status = 'online' and d.state = 'online';
+
+-- Procrastinate, the peer (bench/procrastinate_peer.py) ---------------------------------
+-- Reads of Procrastinate's own tables, in its own database; it makes every change itself.
+
+-- name: peer_listening
+-- Sessions of one Procrastinate worker process (its application_name) that have run LISTEN.
+select count(*) from pg_stat_activity
+where datname = current_database() and application_name = %(name)s and query ilike 'listen %%';
+
+-- name: peer_job_status
+-- One job's status.
+select status::text from procrastinate_jobs where id = %(id)s;
+
+-- name: peer_succeeded
+-- Jobs finished successfully so far.
+select count(*) from procrastinate_jobs where status = 'succeeded';
+
+-- name: peer_doing
+-- Of the given jobs: how many are running, the (lowest) worker running them, and how many workers.
+select count(*), min(worker_id), count(distinct worker_id)
+from procrastinate_jobs where id = any(%(ids)s) and status = 'doing';
+
+-- name: peer_recovery
+-- After a worker died: the jobs no longer running on it (queued again, running elsewhere or
+-- finished), and the jobs finished.
+select count(*) filter (where status <> 'doing' or worker_id is distinct from %(dead)s),
+       count(*) filter (where status = 'succeeded')
+from procrastinate_jobs where id = any(%(ids)s);
+
+-- name: pending_runs_per_worker
+-- Runs queued on each worker session's devices: what its client works off in a timed run.
+select d.worker_id, count(*) from jobsys.job_assignments a
+join jobsys.devices d on d.id = a.device_id
+where a.status = 'pending' group by d.worker_id;

@@ -31,7 +31,7 @@ def _runs(values: list[float], unit: str) -> str:
         return "–"
     if len(values) > MAX_LISTED_RUNS:  # samples rather than runs: summarise
         return f"{len(values)} samples, {output.fmt(min(values), '')}–{output.fmt(max(values), unit)}"
-    return ", ".join(output.fmt(v, "") for v in values) + f" {unit}"
+    return (", ".join(output.fmt(v, "") for v in values) + f" {unit}").rstrip()
 
 
 def _behind(m: Measurement) -> str | None:
@@ -89,7 +89,9 @@ def render(docs: list[dict[str, Any]]) -> str:
         "```",
         "",
         ("Each benchmark starts its own PostgreSQL (pgserver) in a temporary directory and applies the "
-        "migrations; nothing else needs to be installed or running."),
+        "migrations; nothing else needs to be running. The `bench` extra brings the peer (Procrastinate) "
+        "and Selenium; browser_latency also needs Debian's `chromium` and `chromium-driver` and is "
+        "skipped, with a note, where they are missing."),
         "",
     ]
     if not docs:

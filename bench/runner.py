@@ -47,6 +47,11 @@ def run(names: list[str], quick: bool) -> int:
     selected = [BENCHMARKS[n] for n in names] if names else list(BENCHMARKS.values())
     out = Console()
     err = Console(stderr=True)
+    for bench in list(selected):
+        reason = bench.unavailable()
+        if reason is not None:
+            err.print(f"{bench.name}: skipped ({reason})")
+            selected.remove(bench)
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="platformdirs")
     total = sum(1 + b.steps(quick) for b in selected)

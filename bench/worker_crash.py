@@ -19,11 +19,13 @@ Completed: every run completed (the job is done). Polled every 20 ms.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 from bench import fleet as bench_fleet
 from bench.harness import Better, Measurement, Ticker, measure
@@ -173,35 +175,58 @@ async def _restart_runs(
     return out
 
 
-async def _lease_runs(pg: BenchPostgres, log_dir: pathlib.Path, lease: LeaseSettings, quick: bool,
-                      ticker: Ticker) -> list[Recovery]:
-    """(b): kill -9, no restart; a second worker takes the runs once their leases expire."""
-    out: list[Recovery] = []
+@dataclasses.dataclass
+class LeaseScenario:
+    """(b) on one database: lease settings applied, a second worker (the rescuer) waiting."""
+
+    url: str
+    js: JobSystem
+    db: Db
+    rescuer: ChildFleet
+    log_dir: pathlib.Path
+
+    async def kill_and_recover(self, name: str) -> Recovery:
+        """A victim CLI worker `name` starts, runs all of a new job, gets kill -9; the
+        rescuer takes over once the leases expire."""
+        victim = await spawn_cli_worker(self.url, name, DEVICES, SIM_SPEED, self.log_dir,
+                                        "--heartbeat-interval", f"{HEARTBEAT_S:g}")
+        try:
+            await _online(self.db, name)
+            job_id, dead = await _running_job(self.js, self.db)
+            await self.rescuer.start(push=True, speed=SIM_SPEED)  # after the job: it takes none of it
+            await _still_running(self.db, job_id)
+            killed_at = time.time()
+            kill(victim)
+            result = await _recover(self.db, job_id, dead, killed_at)
+            await self.rescuer.stop()
+        finally:
+            await stop_process(victim)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def lease_scenario(pg: BenchPostgres, log_dir: pathlib.Path, lease: LeaseSettings,
+                         prefix: str = "rescuer") -> AsyncIterator[LeaseScenario]:
     with pg.database() as url:
         for key, value in lease.items():
             await bench_fleet.set_setting(url, key, value)
         async with (await JobSystem.connect(url, push=False) as js, Db.connect(url) as db,
                     ChildFleet.spawn(url, 1, DEVICES, log_dir, "--heartbeat-interval", f"{HEARTBEAT_S:g}",
-                                     prefix="rescuer") as rescuer):
-            ticker.tick(f"worker_crash: lease scenario ({lease.describe()}) ready")
-            for i in range(lease_runs(quick)):
-                name = f"crash-b-{lease.lease_grace_sec:g}-{i}"
-                victim = await spawn_cli_worker(url, name, DEVICES, SIM_SPEED, log_dir,
-                                                "--heartbeat-interval", f"{HEARTBEAT_S:g}")
-                try:
-                    await _online(db, name)
-                    job_id, dead = await _running_job(js, db)
-                    await rescuer.start(push=True, speed=SIM_SPEED)  # after the job: it takes none of it
-                    await _still_running(db, job_id)
-                    killed_at = time.time()
-                    kill(victim)
-                    result = await _recover(db, job_id, dead, killed_at)
-                    out.append(result)
-                    await rescuer.stop()
-                finally:
-                    await stop_process(victim)
-                ticker.tick(f"worker_crash: lease run {i + 1}/{lease_runs(quick)}: "
-                            f"re-queued {result.requeued_s:.2f} s, completed {result.completed_s:.2f} s")
+                                     prefix=prefix) as rescuer):
+            yield LeaseScenario(url, js, db, rescuer, log_dir)
+
+
+async def _lease_runs(pg: BenchPostgres, log_dir: pathlib.Path, lease: LeaseSettings, quick: bool,
+                      ticker: Ticker) -> list[Recovery]:
+    """(b): kill -9, no restart; a second worker takes the runs once their leases expire."""
+    out: list[Recovery] = []
+    async with lease_scenario(pg, log_dir, lease) as scenario:
+        ticker.tick(f"worker_crash: lease scenario ({lease.describe()}) ready")
+        for i in range(lease_runs(quick)):
+            result = await scenario.kill_and_recover(f"crash-b-{lease.lease_grace_sec:g}-{i}")
+            out.append(result)
+            ticker.tick(f"worker_crash: lease run {i + 1}/{lease_runs(quick)}: "
+                        f"re-queued {result.requeued_s:.2f} s, completed {result.completed_s:.2f} s")
     return out
 
 

@@ -1,0 +1,77 @@
+"""The new benchmark modules run end to end at a tiny size. Timings are never asserted:
+only that every row has a positive value, and the peer's rows a baseline to compare with."""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from bench import procrastinate_peer, scale
+from bench.harness import Measurement
+from bench.pg import BenchPostgres, embedded_postgres
+
+
+class _Quiet:
+    """A Ticker that draws nothing."""
+
+    def tick(self, what: str) -> None:
+        pass
+
+    def say(self, what: str) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def bench_pg() -> Iterator[BenchPostgres]:
+    with embedded_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture
+def log_dir() -> Iterator[pathlib.Path]:
+    with tempfile.TemporaryDirectory(prefix="jobsys-bench-smoke-") as tmp:
+        yield pathlib.Path(tmp)
+
+
+def _all_measured(rows: list[Measurement], with_baseline: bool) -> None:
+    assert rows
+    for row in rows:
+        assert row.runs, row.metric
+        if with_baseline:
+            assert row.baseline is not None and row.baseline > 0, row.metric
+            assert row.ratio is not None, row.metric
+
+
+async def test_procrastinate_peer_latency_and_throughput(
+    bench_pg: BenchPostgres, log_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(procrastinate_peer, "latency_runs", lambda quick: 1)
+    monkeypatch.setattr(procrastinate_peer, "latency_samples", lambda quick: 2)
+    monkeypatch.setattr(procrastinate_peer, "throughput_runs", lambda quick: 1)
+    monkeypatch.setattr(procrastinate_peer, "throughput_jobs", lambda quick: 80)
+    rows = await procrastinate_peer._latency(bench_pg, log_dir, True, _Quiet())
+    rows += await procrastinate_peer._throughput(bench_pg, True, _Quiet())
+    _all_measured(rows, with_baseline=True)
+    assert all(r.value > 0 for r in rows)
+
+
+async def test_procrastinate_stalled_job_retry_recovers_a_killed_worker(
+    bench_pg: BenchPostgres, log_dir: pathlib.Path
+) -> None:
+    async with procrastinate_peer._peer_database(bench_pg) as (url, app, db):
+        recovery = await procrastinate_peer._peer_crash(url, app, db, log_dir, 0)
+    assert 0 < recovery.requeued_s <= recovery.completed_s
+
+
+async def test_scale_runs_small(bench_pg: BenchPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "fanout_sizes", lambda quick: [100, 200])
+    monkeypatch.setattr(scale, "fanout_runs", lambda size, quick: 1)
+    monkeypatch.setattr(scale, "claim_runs", lambda quick: 1)
+    monkeypatch.setattr(scale, "RUNS_PER_ROUND", 100)
+    monkeypatch.setattr(scale, "JOB_COUNTS", [10, 20])
+    rows = await scale.run(bench_pg, True, _Quiet())
+    _all_measured(rows, with_baseline=False)
+    assert any("exponent" in r.metric for r in rows)
