@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import psycopg
 
 from bench.sql import query
-from jobsys.models import DeviceReport
+from jobsys.models import DeviceReport, RunReport
 from jobsys.system import JobSystem
 
 
@@ -87,7 +87,8 @@ async def pending_runs(url: str) -> dict[uuid.UUID, int]:
 
 
 async def work_off(js: JobSystem, worker: Worker, runs: int) -> tuple[int, float]:
-    """Claim → start → complete, as a worker does, until `runs` runs are done; (runs done,
+    """Claim and start (one call), then report the claimed runs completed (one
+    finish_assignments call), as the worker does, until `runs` runs are done; (runs done,
     seconds spent inside claim_assignments). An empty claim is tried again: a heartbeat that
     holds a device row makes the claim skip that device for the moment (SKIP LOCKED), and a
     real worker would claim again on its next wake-up."""
@@ -96,16 +97,16 @@ async def work_off(js: JobSystem, worker: Worker, runs: int) -> tuple[int, float
     last_progress = time.monotonic()
     while done < runs:
         started = time.perf_counter()
-        claimed = await js.claim_assignments(worker.id)
+        claimed = await js.claim_assignments(worker.id, start=True)
         in_claims += time.perf_counter() - started
         if not claimed:
             if time.monotonic() - last_progress > STUCK_AFTER_S:
                 raise AssertionError(f"worker {worker.id}: {done} of {runs} runs done, nothing left to claim")
             await asyncio.sleep(EMPTY_CLAIM_RETRY_S)  # retry pacing, not synchronisation
             continue
-        for run in claimed:
-            await js.start_assignment(run.assignment_id, run.attempt)
-            await js.complete_assignment(run.assignment_id, run.attempt, {"bench": True})
-            done += 1
+        finished = await js.finish_assignments(worker.id, [
+            RunReport(assignment_id=run.assignment_id, attempt=run.attempt, outcome="completed",
+                      result={"bench": True}) for run in claimed])
+        done += sum(not f.stale for f in finished)
         last_progress = time.monotonic()
     return done, in_claims

@@ -12,7 +12,8 @@ applied by its SchemaManager), both with LISTEN/NOTIFY, the sides alternating ru
    claim_assignments returned it, Procrastinate's task function began. Untimed after each:
    the jobsys run is cancelled and dropped, the Procrastinate job is seen finished.
 2. No-op throughput at concurrency 8, in the benchmark process: jobsys 8 clients with one
-   device each (claim → start → complete, so 8 runs in flight at most); Procrastinate
+   device each (claim and start in one call, then finish_assignments, as the worker does; 8
+   runs in flight at most); Procrastinate
    `run_worker_async(concurrency=8, wait=False)` burning down jobs deferred beforehand
    (fetch → run → finish). The work is created untimed before each run.
 3. Crash recovery: a worker process holding 100 running jobs gets kill -9; the clock runs
@@ -79,8 +80,9 @@ NOTES = (
     "procrastinate_child.py); from just before `defer_async()` of a no-op task to the moment the task "
     "function began. Both ends read the same wall clock; p50/p99 are per run. "
     f"**No-op throughput**: concurrency {CONCURRENCY} on both sides, in the benchmark process. jobsys: "
-    f"{CONCURRENCY} clients (one JobSystem each), each a worker session with 1 device: claim → start → "
-    f"complete, one run at a time, so at most {CONCURRENCY} in flight; the runs are jobs created with "
+    f"{CONCURRENCY} clients (one JobSystem each), each a worker session with 1 device: claim_assignments "
+    f"(start=true), then finish_assignments, as the worker does, one run at a time, so at most "
+    f"{CONCURRENCY} in flight; the runs are jobs created with "
     f"all_devices on those {CONCURRENCY} devices. Procrastinate: `run_worker_async(concurrency="
     f"{CONCURRENCY}, wait=False, listen_notify=True)` burning down jobs deferred (batch) just before; "
     "its fetch → run → finish. Client and Postgres CPU are per job. "
@@ -101,15 +103,13 @@ NOTES = (
     "defaults both take over 30 s."
 )
 LIMITS = (
-    "Throughput: a jobsys run is a device assignment with three transitions (claim, start, complete), "
-    "each a plpgsql function with authorization, the per-device mutex, a lease, exact per-job counters "
-    "and events; a Procrastinate job is two (fetch, finish) on one table with no counters. jobsys's "
-    "client spends less CPU per job than Procrastinate's worker, but Postgres spends several times more "
-    "(the Postgres CPU row), and with clients and server on two shared cores that is what runs out. The "
-    "costs are those lifecycle's LIMITS name: jobsys.caller_role() planned again in every transaction, "
-    "the CHECK constraints on jobs prepared again for every job update, and every claim and completion "
-    "queuing on the job's counter row. Here each client has one device, so it claims one run at a time; "
-    "with several devices per session one claim takes many (see lifecycle). Enqueue: create_job "
+    "Throughput: a jobsys run is a device assignment taken by two calls, as the worker does (claim "
+    "and start in one, then finish_assignments), each a plpgsql function with authorization, the "
+    "per-device mutex, a lease, exact per-job counters and events; a Procrastinate job is also two "
+    "statements (fetch, finish) but on one table with no counters. Here each client has one device, so "
+    "every call carries one run and nothing is batched; with several devices per session one claim and "
+    "one finish carry many (see lifecycle). Every claim and finish also locks the job's counter row "
+    "until commit, and all clients work on the same job. Enqueue: create_job "
     "resolves the target against the devices' health and load and distributes, with its counters and "
     "push, in one call; defer is one INSERT whose trigger sends the NOTIFY; the claim that follows is "
     "likewise heavier than Procrastinate's fetch. kill -9: a jobsys run comes back only when its lease "
