@@ -66,6 +66,8 @@ SQLSTATE_ERRORS: dict[str, type[JobsysError]] = {
     "JS410": StaleRun,
     "22P02": InvalidInput,  # invalid text representation, e.g. a malformed uuid
     "22003": InvalidInput,  # numeric value out of range
+    "22P05": InvalidInput,  # untranslatable character: jsonb refuses \u0000
+    "22021": InvalidInput,  # character not in repertoire: a NUL byte in text
     "22001": InvalidInput,  # string too long
     "23514": InvalidInput,  # check constraint
     "42501": Forbidden,  # insufficient privilege

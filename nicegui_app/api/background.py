@@ -41,7 +41,8 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=BatchJob, responses={422: ERROR_RESPONSES[422]})
+@router.post("", status_code=201, response_model=BatchJob,
+             responses={400: ERROR_RESPONSES[400], 422: ERROR_RESPONSES[422]})
 async def create_background_job(spec: BatchCreate, batch: Batch, response: Response) -> BatchJob:
     """Store an `ai_batch` job (prompt template with `{field}` placeholders, one item per call);
     a batch runner picks it up. Outputs are drafts for a person to review."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import Match
 
@@ -65,7 +65,8 @@ async def require_token(
         raise _unauthorized("invalid or expired Supabase access token") from None
 
 
-def parse_job_id(job_id: str) -> uuid.UUID:
+def parse_job_id(job_id: Annotated[str, Path(json_schema_extra={"format": "uuid"})]) -> uuid.UUID:
+    """Documented as a UUID; anything else is our 400 (invalid_id), not FastAPI's 422."""
     try:
         return uuid.UUID(job_id)
     except ValueError:
@@ -87,7 +88,7 @@ router = APIRouter(
     status_code=201,
     response_model=CreatedJob,
     tags=["device jobs"],
-    responses={409: ERROR_RESPONSES[409], 422: ERROR_RESPONSES[422]},
+    responses={400: ERROR_RESPONSES[400], 409: ERROR_RESPONSES[409], 422: ERROR_RESPONSES[422]},
 )
 async def create_job(spec: JobCreate, jobs: Jobs, response: Response) -> CreatedJob:
     """Store a device job and distribute it now; `assigned` is how many devices got it at once."""

@@ -1,4 +1,5 @@
--- jobsys: batched worker transitions.
+-- jobsys: batched worker transitions, fewer CHECK constraints on jobs, and a fix to
+-- re-registration (sync_devices).
 --
 -- A worker with N free devices used to spend 2N + 1 transactions per round: one claim,
 -- then a start and a finish per run, each finish taking the job's counter row lock. Here
@@ -305,3 +306,89 @@ alter table jobsys.jobs
     assigned_count >= 0 and running_count >= 0 and completed_count >= 0 and failed_count >= 0
     and cancelled_count >= 0
     and running_count + completed_count + failed_count + cancelled_count <= assigned_count);
+
+-- Re-registration race (found by the storm test with worker restarts): sync_devices used to
+-- clear the device mutex of every device it handed to a new session, including one the old
+-- session had claimed a run on between the release of its runs and the hand-over. That run
+-- stayed running without its mutex and the device could be given a second run. Also, a
+-- job deleted while a worker re-registered made the registration fail with JS404.
+create or replace function jobsys.sync_devices(p_worker_id uuid, p_devices jsonb) returns integer
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job_id uuid;
+  v_n integer;
+  v_changed integer;
+  v_released bigint[] := '{}';
+begin
+  if jsonb_typeof(p_devices) is distinct from 'array' then
+    perform jobsys.raise_error('JS400', 'devices must be a JSON array', '{"field": "devices"}');
+  end if;
+  if exists (select 1 from jsonb_array_elements(p_devices) e
+             where jsonb_typeof(e) <> 'object' or jsonb_typeof(e -> 'serial') is distinct from 'string'
+                or length(e ->> 'serial') not between 1 and 200
+                or coalesce(e ->> 'state', 'online') not in ('online', 'offline', 'error', 'disabled')) then
+    perform jobsys.raise_error('JS400',
+      'each device needs a serial (1-200 characters) and a state of online, offline, error or disabled',
+      '{"field": "devices"}');
+  end if;
+
+  -- Runs held by an earlier session on these devices go back to the queue now.
+  for v_job_id in
+    select distinct a.job_id
+    from jobsys.devices d join jobsys.job_assignments a on a.id = d.running_assignment_id
+    where d.serial in (select e ->> 'serial' from jsonb_array_elements(p_devices) e)
+      and d.worker_id is distinct from p_worker_id
+    order by a.job_id
+  loop
+    -- A job deleted meanwhile took its runs with it: nothing to move (and no error).
+    perform 1 from jobsys.jobs where id = v_job_id for no key update;
+    continue when not found;
+    with moved as (
+      update jobsys.job_assignments a set
+        status = jobsys.requeue_status(j.status, 0, 1), attempt = a.attempt + 1,
+        lease_expires_at = null, error = 'device re-registered by a new worker session'
+      from jobsys.devices d, jobsys.jobs j
+      where a.job_id = v_job_id and j.id = v_job_id and a.status = 'running'
+        and d.running_assignment_id = a.id and d.worker_id is distinct from p_worker_id
+        and d.serial in (select e ->> 'serial' from jsonb_array_elements(p_devices) e)
+      returning a.id, a.status)
+    select count(*), v_released || coalesce(array_agg(moved.id), '{}') into v_n, v_released from moved;
+    perform jobsys.apply_counts(v_job_id, 0, -v_n, 0, 0, 0);
+  end loop;
+
+  with reported as (
+    select e ->> 'serial' as serial, coalesce(e ->> 'state', 'online') as state,
+           left(coalesce(e ->> 'model', ''), 200) as model,
+           coalesce((e ->> 'simulated')::boolean, false) as simulated,
+           coalesce(e -> 'labels', '{}') as labels
+    from jsonb_array_elements(p_devices) e
+  ), upserted as (
+    insert into jobsys.devices as d (serial, worker_id, model, simulated, labels, state,
+                                     last_heartbeat_at, running_assignment_id)
+    select r.serial, p_worker_id, r.model, r.simulated, r.labels, r.state, now(), null from reported r
+    on conflict (serial) do update set
+      worker_id = excluded.worker_id, model = excluded.model, simulated = excluded.simulated,
+      labels = excluded.labels, last_heartbeat_at = now(),
+      state = case when d.state = 'disabled' then 'disabled' else excluded.state end,
+      -- Only the runs released above free their device. A run the old session claimed
+      -- after that (its claim committed while this call waited for a job lock) keeps its
+      -- device until it ends or its lease expires, so no device ever runs two.
+      running_assignment_id = case when d.running_assignment_id = any(v_released)
+                                   then null else d.running_assignment_id end
+    returning 1
+  ), gone as (
+    update jobsys.devices d set state = 'offline'
+    where d.worker_id = p_worker_id and d.state = 'online'
+      and d.serial not in (select serial from reported)
+    returning 1
+  )
+  select (select count(*) from upserted) + (select count(*) from gone) into v_changed;
+  perform jobsys.emit('jobsys:dashboard', 'device_status',
+    jsonb_build_object('worker_id', p_worker_id, 'devices', jsonb_array_length(p_devices)));
+  perform jobsys.release_unhealthy_queues();
+  perform jobsys.top_up();
+  return v_changed;
+end
+$$;

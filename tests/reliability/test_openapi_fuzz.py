@@ -7,9 +7,8 @@ token refused; 405s list the allowed methods; every refusal in the API's one err
 The app runs in-process over ASGI on a real Postgres (a fresh database per operation) with
 a worker, device jobs in every state and batch jobs (one finished with a failure) seeded, and
 part of the generated ids and bodies steered to those rows, so the paths over real rows are
-fuzzed as well as the refusals. Where the served document is known to say less than the API
-does, the fuzzing uses the document as it should be and an xfail test names the gap; a known
-5xx is kept out of the generated data and held by an xfail test of its own.
+fuzzed as well as the refusals. A separate test keeps the document saying what the API does
+(job ids are UUIDs; an unparsable body is a documented 400).
 
 CI runs a bounded number of examples per operation; JOBSYS_SOAK=1 runs more and writes the
 counts to bench/results/reliability/openapi_fuzz.json (docs/reliability.md quotes them)."""
@@ -17,7 +16,6 @@ counts to bench/results/reliability/openapi_fuzz.json (docs/reliability.md quote
 from __future__ import annotations
 
 import collections
-import copy
 import json
 import os
 import urllib.parse
@@ -121,12 +119,6 @@ CONFIG = SchemathesisConfig.from_dict({
         # schema does not forbid them, so they are not "invalid data" to be refused.
         "allow-extra-parameters": False,
     },
-    # A NUL character in a batch job's template or items is a known 500 (Postgres jsonb refuses
-    # \u0000: SQLSTATE 22P05, not mapped to a 4xx). Kept out of the generated data here so the
-    # rest of the operation is still fuzzed; test_nul_in_a_batch_job_is_refused_cleanly holds
-    # the case, as xfail, until it is fixed.
-    "operations": [{"include-path": "/api/background-jobs", "include-method": "POST",
-                    "generation": {"allow-x00": False}}],
 })
 
 
@@ -138,7 +130,7 @@ def _declared_job_id(operation: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _schema_gaps(document: dict[str, Any]) -> dict[str, list[str]]:
-    """Where the served OpenAPI says less than the API does (reported to the API's owner):
+    """Where the served OpenAPI would say less than the API does:
     - `job_id` is documented as any string, while a non-UUID is refused with 400;
     - a body that cannot be parsed (malformed JSON, not UTF-8) gets 400, undocumented on
       the operations that take a body and do not list 400."""
@@ -154,23 +146,8 @@ def _schema_gaps(document: dict[str, Any]) -> dict[str, list[str]]:
     return gaps
 
 
-def _as_it_should_be(document: dict[str, Any]) -> dict[str, Any]:
-    """The served document with the known gaps filled, so every check keeps running on every
-    operation (test_openapi_has_no_known_gaps fails, as xfail, while a gap remains)."""
-    document = copy.deepcopy(document)
-    for methods in document["paths"].values():
-        for operation in methods.values():
-            job_id = _declared_job_id(operation)
-            if job_id is not None:
-                job_id.clear()
-                job_id.update({"type": "string", "format": "uuid", "title": "Job Id"})
-            if "requestBody" in operation:
-                operation.setdefault("responses", {}).setdefault("400", {"description": "Malformed body"})
-    return document
-
-
 SERVED = API.app.openapi()  # what GET /openapi.json returns; building it needs no database
-schema = schemathesis.openapi.from_dict(_as_it_should_be(SERVED), config=CONFIG)
+schema = schemathesis.openapi.from_dict(SERVED, config=CONFIG)
 schema.app = API  # as schemathesis.openapi.from_asgi does: requests go to the app in-process
 schema.location = "/openapi.json"
 
@@ -266,15 +243,10 @@ def test_api_conforms_to_its_openapi(case: Any, api_under_test: ApiUnderTest) ->
     _responses[(label, response.status_code)] += 1
 
 
-SCHEMA_GAPS = ("the served OpenAPI documents job_id as any string (a non-UUID gets 400) and leaves the 400 "
-               "for an unparsable body undocumented on POST routes; nicegui_app/api/routes.py and "
-               "background.py own the declarations (reported)")
-
-
 def test_openapi_has_no_known_gaps() -> None:
-    """xfail while a gap remains (the fuzzing above runs on the document with them filled)."""
-    if any(_schema_gaps(SERVED).values()):
-        pytest.xfail(f"{SCHEMA_GAPS}: {_schema_gaps(SERVED)}")
+    """Gaps schemathesis found (job ids documented as any string, the 400 for an unparsable
+    body undocumented), fixed in nicegui_app/api; kept closed."""
+    assert _schema_gaps(SERVED) == {"job_id_not_uuid": [], "malformed_body_400_undocumented": []}
 
 
 def _operations() -> list[Any]:
@@ -321,18 +293,13 @@ def report_responses() -> Iterator[None]:
             "statuses_by_operation": by_operation}, indent=2))
 
 
-NUL_BUG = ("a NUL character in a batch job's template or items reaches Postgres, whose jsonb refuses it "
-           "(SQLSTATE 22P05); jobsys.errors does not map 22P05, so the API answers 500 instead of 422. "
-           "Fix: refuse NUL in BatchCreate (jobsys/batch/models.py) or map 22P05 to InvalidInput (reported)")
-
-
 @pytest.mark.parametrize("body", [
     {"template": "Summarise\u0000: {text}", "items": [{"text": "a"}]},
     {"template": "Summarise: {text}", "items": [{"text": "a\u0000b"}]},
 ], ids=["in the template", "in an item"])
 async def test_nul_in_a_batch_job_is_refused_cleanly(db_url: str, db: Db, body: dict[str, Any]) -> None:
-    """Found by schemathesis (ST101 on POST /api/background-jobs); xfail while it answers
-    that 500, and only then."""
+    """Found by schemathesis (ST101 on POST /api/background-jobs): Postgres jsonb refuses
+    \u0000 (SQLSTATE 22P05), which was answered 500; now a 422 like any bad input."""
     async with await JobSystem.connect(db_url, push=False) as jobs:
         before = db.value("select count(*) from jobsys.background_jobs")
         transport = httpx.ASGITransport(create_api_app(jobs, TOKEN))
@@ -341,8 +308,6 @@ async def test_nul_in_a_batch_job_is_refused_cleanly(db_url: str, db: Db, body: 
             response = await api.post("/api/background-jobs", content=json.dumps(body),
                                       headers={"Content-Type": "application/json"})
     assert db.value("select count(*) from jobsys.background_jobs") == before
-    if response.status_code == 500 and "22P05" in response.text:
-        pytest.xfail(NUL_BUG)
     assert response.status_code == 422, response.text
 
 
