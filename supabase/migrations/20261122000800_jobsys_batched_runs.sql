@@ -392,3 +392,51 @@ begin
   return v_changed;
 end
 $$;
+
+-- Fan-out without a row lock per device. The insert trigger used to lock every referenced
+-- device FOR KEY SHARE, as a foreign key does, so that no device could be deleted under a
+-- new assignment: for a 10,000-device job that is 10,000 row locks, each a write to the
+-- device's row. jobsys itself never deletes devices (an administrator may), so the delete
+-- side now waits instead: deleting devices takes a lock on job_assignments that conflicts
+-- with any transaction inserting assignments (SHARE ROW EXCLUSIVE vs ROW EXCLUSIVE), then
+-- cascades with a fresh snapshot, so it sees, and deletes, assignments committed meanwhile;
+-- an insert that starts after the delete commits finds the device missing and fails as a
+-- foreign key would (23503). Jobs keep their FOR KEY SHARE lock (one row per statement).
+create or replace function jobsys.assignments_check_parents() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_jobs uuid[];
+  v_locked bigint;
+  v_missing text;
+begin
+  select array_agg(g.job_id) into v_jobs from (select n.job_id from new_rows n group by n.job_id) g;
+  perform 1 from jobsys.jobs j where j.id = any(v_jobs) for key share;
+  get diagnostics v_locked = row_count;
+  if v_locked < coalesce(cardinality(v_jobs), 0) then
+    select n.job_id::text into v_missing from new_rows n
+    where not exists (select 1 from jobsys.jobs j where j.id = n.job_id) limit 1;
+    perform jobsys.raise_missing_reference('job_assignments', 'job_assignments_job_id_fkey', 'job_id',
+      v_missing, 'jobs');
+  end if;
+  select n.device_id::text into v_missing from new_rows n
+  where not exists (select 1 from jobsys.devices d where d.id = n.device_id) limit 1;
+  if found then
+    perform jobsys.raise_missing_reference('job_assignments', 'job_assignments_device_id_fkey', 'device_id',
+      v_missing, 'devices');
+  end if;
+  return null;
+end
+$$;
+
+create or replace function jobsys.devices_cascade_delete() returns trigger
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  lock table jobsys.job_assignments in share row exclusive mode;
+  delete from jobsys.job_assignments a using old_rows o where a.device_id = o.id;
+  return null;
+end
+$$;

@@ -1,0 +1,52 @@
+"""Referential integrity that triggers keep instead of declared foreign keys (migrations
+100 and 800): missing parents are refused, deletes cascade, and deleting a device while a
+fan-out is in flight leaves no assignment without its device."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+
+from jobsys.system import JobSystem
+from tests.conftest import Db, wait_until
+from tests.core.helpers import add_worker
+
+ORPHANS = ("select count(*) from jobsys.job_assignments a "
+           "where not exists (select 1 from jobsys.devices d where d.id = a.device_id)")
+
+
+async def test_an_assignment_needs_its_job_and_device(jobs: JobSystem, db: Db) -> None:
+    session = await add_worker(jobs, "w1", 1)
+    job = (await jobs.create_job(target_url="https://example.com", duration_sec=5)).job
+    device = session.devices[0].id
+    for job_id, device_id, missing in [(uuid.uuid4(), device, "job_id"), (job.id, uuid.uuid4(), "device_id")]:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match=missing):
+            db.run("insert into jobsys.job_assignments (job_id, device_id) values (%s, %s)", (job_id, device_id))
+
+
+async def test_deleting_a_device_deletes_its_assignments(jobs: JobSystem, db: Db) -> None:
+    session = await add_worker(jobs, "w1", 2)
+    await jobs.create_job(target_url="https://example.com", duration_sec=5)
+    db.run("delete from jobsys.devices where id = %s", (session.devices[0].id,))
+    assert db.value("select count(*) from jobsys.job_assignments") == 1
+    assert db.value(ORPHANS) == 0
+
+
+async def test_a_device_deleted_during_a_fan_out_leaves_no_orphan(jobs: JobSystem, db: Db) -> None:
+    session = await add_worker(jobs, "w1", 3)
+    victim = session.devices[0].id
+    async with await psycopg.AsyncConnection.connect(db.url) as fan_out:  # one open transaction
+        await fan_out.execute("select jobsys.create_job('https://example.com', 5, 'all_devices')")
+        async with await psycopg.AsyncConnection.connect(db.url, autocommit=True) as admin:
+            delete = asyncio.create_task(admin.execute("delete from jobsys.devices where id = %s", (victim,)))
+            await wait_until(lambda: db.value(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                " and query ilike 'delete from jobsys.devices%%'") == 1,
+                what="the delete waiting for the fan-out to commit")
+            await fan_out.commit()
+            await asyncio.wait_for(delete, timeout=30)
+    assert db.value(ORPHANS) == 0
+    assert db.value("select count(*) from jobsys.job_assignments") == 2
