@@ -82,8 +82,8 @@ SMALL_SCALE = 0.01  # (b) and (c) again at this scale in the full run
 # 6 = RPM x mean latency / 60 (Little's law), 15 half a window, 30 a full window at once.
 FULL = Plan(scale=0.05, seeds=(1, 2, 3, 4, 5), rpm_sweep=(6, 15, 30), small_scale=SMALL_SCALE,
             overhead_items=10_000, overhead_concurrency=(5, 64), overhead_runs=3)
-QUICK = Plan(scale=0.01, seeds=(1, 2), rpm_sweep=(30,), small_scale=None,
-             overhead_items=2_000, overhead_concurrency=(64,), overhead_runs=1)
+QUICK = Plan(scale=0.01, seeds=(1,), rpm_sweep=(30,), small_scale=None,
+             overhead_items=200, overhead_concurrency=(64,), overhead_runs=1)
 
 NOTES = (
     f"{ITEMS} items; each call's latency is drawn uniformly from 8-16 model seconds with a fixed seed, and "

@@ -57,7 +57,7 @@ def sizes(quick: bool) -> list[int]:
 
 def runs_for(size: int, quick: bool) -> int:
     if quick:
-        return 3
+        return 2
     return 5 if size >= 100_000 else 7
 
 

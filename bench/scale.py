@@ -61,7 +61,7 @@ def fanout_sizes(quick: bool) -> list[int]:
 
 def fanout_runs(size: int, quick: bool) -> int:
     if quick:
-        return 2
+        return 1
     return 3 if size >= 100_000 else 5
 
 
@@ -69,9 +69,13 @@ def claim_runs(quick: bool) -> int:
     return 1 if quick else 3
 
 
+def job_counts(quick: bool) -> list[int]:
+    return JOB_COUNTS[:2] if quick else JOB_COUNTS
+
+
 def steps(quick: bool) -> int:
     return (sum(1 + fanout_runs(s, quick) for s in fanout_sizes(quick))
-            + 1 + claim_runs(quick) * len(JOB_COUNTS))
+            + 1 + claim_runs(quick) * len(job_counts(quick)))
 
 
 def exponent(small: float, large: float, n_small: int, n_large: int) -> float:
@@ -139,19 +143,20 @@ async def _claim_run(url: str, admin: JobSystem, clients: list[JobSystem], worke
 
 
 async def _claims(pg: BenchPostgres, quick: bool, ticker: Ticker) -> dict[int, list[ClaimRun]]:
-    out: dict[int, list[ClaimRun]] = {j: [] for j in JOB_COUNTS}
+    counts = job_counts(quick)
+    out: dict[int, list[ClaimRun]] = {j: [] for j in counts}
     with pg.database() as url:
         async with await JobSystem.connect(url, push=False) as admin:
             workers = await bench_fleet.register(admin, CLIENTS, DEVICES_PER_CLIENT, prefix="scale")
             clients = [await JobSystem.connect(url, push=False) for _ in workers]
             try:
                 async with bench_fleet.kept_alive(admin, workers):
-                    await _claim_run(url, admin, clients, workers, JOB_COUNTS[0])  # warm-up
+                    await _claim_run(url, admin, clients, workers, counts[0])  # warm-up
                     ticker.tick(f"{NAME}: claims: ready")
                     n = claim_runs(quick)
                     for i in range(n):
                         # Alternate the order, so drift (table growth, other load) hits every size alike.
-                        for jobs in JOB_COUNTS if i % 2 == 0 else JOB_COUNTS[::-1]:
+                        for jobs in counts if i % 2 == 0 else counts[::-1]:
                             ticker.say(f"{NAME}: claims with {jobs:,} active jobs, run {i + 1}/{n}")
                             out[jobs].append(await _claim_run(url, admin, clients, workers, jobs))
                             ticker.tick(f"{NAME}: claims with {jobs:,} active jobs, run {i + 1}/{n} "
@@ -164,12 +169,13 @@ async def _claims(pg: BenchPostgres, quick: bool, ticker: Ticker) -> dict[int, l
 
 def _claim_rows(runs: dict[int, list[ClaimRun]]) -> list[Measurement]:
     rows: list[Measurement] = []
-    for jobs in JOB_COUNTS:
+    counts = sorted(runs)
+    for jobs in counts:
         rows.append(measure(NAME, f"runs claimed and finished, {jobs:,} active jobs", "runs/s", Better.HIGHER,
                             [r.runs_per_s for r in runs[jobs]]))
         rows.append(measure(NAME, f"claim call per run claimed, {jobs:,} active jobs", "µs", Better.LOWER,
                             [r.claim_us_per_run for r in runs[jobs]]))
-    first, last = JOB_COUNTS[0], JOB_COUNTS[-1]
+    first, last = counts[0], counts[-1]
     pairs = list(zip(runs[first], runs[last]))
     rows.append(measure(NAME, f"throughput growth exponent, {first:,} → {last:,} active jobs", "",
                         Better.HIGHER,

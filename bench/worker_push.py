@@ -99,12 +99,12 @@ def runs(quick: bool) -> int:
 
 def jobs_per_run(quick: bool, push: bool) -> int:
     if push:
-        return 3 if quick else 10
-    return 2 if quick else 6
+        return 2 if quick else 10
+    return 1 if quick else 6
 
 
 def pauses_per_run(quick: bool) -> int:
-    return 12 if quick else 30
+    return 4 if quick else 30
 
 
 def steps(quick: bool) -> int:
