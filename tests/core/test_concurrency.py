@@ -47,7 +47,6 @@ async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db
                     if idle_rounds > 50 and db.value(
                             "select count(*) from jobsys.job_assignments where status <> 'completed'") == 0:
                         done.set()
-                    await asyncio.sleep(0)
                     continue
                 idle_rounds = 0
                 for run in batch:
@@ -83,7 +82,6 @@ async def test_twenty_claimers_over_two_thousand_assignments(db_url: str, db: Db
                 job_id = rng.choice(job_ids)
                 try:
                     await jobs.pause_job(job_id)
-                    await asyncio.sleep(0)
                     await jobs.resume_job(job_id)
                 except (IllegalTransition, StaleRun):
                     pass  # completed meanwhile

@@ -34,7 +34,7 @@ from typing import Any, Awaitable
 import psycopg
 import pytest
 
-from jobsys import IllegalTransition, NotFound, StaleRun
+from jobsys import IllegalTransition, NotFound, StaleRun, aio
 from jobsys.models import DeviceReport, TargetType
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
@@ -146,7 +146,8 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
     violations: collections.Counter[str] = collections.Counter()
     paused_before: dict[uuid.UUID, tuple[Any, set[str]]] = {}
     checks = 0
-    deadline = time.monotonic() + STORM_S
+    over = asyncio.Event()  # set when the storm's time is up; pauses below wait on it
+    asyncio.get_running_loop().call_later(STORM_S, over.set)
 
     def forget(job_id: uuid.UUID) -> None:
         if job_id in live_jobs:
@@ -154,7 +155,7 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
 
     async def operator(js: JobSystem, seed: int) -> None:
         rng = random.Random(seed)
-        while time.monotonic() < deadline:
+        while not over.is_set():
             move = rng.choices(["create", "pause", "resume", "cancel", "delete", "rename", "read"],
                                weights=[10, 25, 25, 6, 4, 5, 10])[0]
             if move == "create" and len(live_jobs) >= MAX_LIVE_JOBS:
@@ -188,11 +189,11 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
 
     async def claimer(js: JobSystem, worker: int, seed: int) -> None:
         rng = random.Random(seed)
-        while time.monotonic() < deadline:
+        while not over.is_set():
             limit = rng.randint(1, 3)
             batch = await tally.run("claim", js.claim_assignments(sessions[worker], limit=limit))
             if not batch:
-                await asyncio.sleep(rng.uniform(0, 0.02))  # a worker's poll interval, not synchronisation
+                await aio.wait_event(over, rng.uniform(0, 0.02))  # a worker's poll interval
                 continue
             for run in batch:
                 claims[(run.assignment_id, run.attempt)] += 1
@@ -212,7 +213,7 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
 
     async def keeper(js: JobSystem, worker: int, seed: int) -> None:
         rng = random.Random(seed)
-        while time.monotonic() < deadline:
+        while not over.is_set():
             move = rng.choices(["heartbeat", "device offline", "maintain", "restart"],
                                weights=[60, 20, 15, 5 if restarts else 0])[0]
             if move == "heartbeat":
@@ -228,7 +229,7 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
                     f"storm-{worker}", reports(worker), hostname="storm"))
                 if session is not None:
                     sessions[worker] = session.worker_id
-            await asyncio.sleep(rng.uniform(0.02, 0.1))  # a heartbeat interval, not synchronisation
+            await aio.wait_event(over, rng.uniform(0.02, 0.1))  # a heartbeat interval
 
     async def check() -> None:
         nonlocal checks
@@ -246,9 +247,9 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
         checks += 1
 
     async def observe() -> None:
-        while time.monotonic() < deadline:
+        while not over.is_set():
             await check()
-            await asyncio.sleep(0.05)  # sampling interval, not synchronisation
+            await aio.wait_event(over, 0.05)  # sampling interval
 
     roles: list[Awaitable[None]] = []
     it = iter(clients)
