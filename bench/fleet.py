@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import psycopg
 
 from bench.sql import query
-from jobsys.models import DeviceReport, RunReport
+from jobsys.models import ClaimedAssignment, DeviceReport, RunReport
 from jobsys.system import JobSystem
 
 
@@ -86,6 +86,12 @@ async def pending_runs(url: str) -> dict[uuid.UUID, int]:
         return {worker_id: int(n) for worker_id, n in await cur.fetchall()}
 
 
+def completed(runs: list[ClaimedAssignment]) -> list[RunReport]:
+    """Reports of these runs as completed, as a worker sends them after its devices finish."""
+    return [RunReport(assignment_id=run.assignment_id, attempt=run.attempt, outcome="completed",
+                      result={"bench": True}) for run in runs]
+
+
 async def work_off(js: JobSystem, worker: Worker, runs: int) -> tuple[int, float]:
     """Claim and start (one call), then report the claimed runs completed (one
     finish_assignments call), as the worker does, until `runs` runs are done; (runs done,
@@ -104,9 +110,7 @@ async def work_off(js: JobSystem, worker: Worker, runs: int) -> tuple[int, float
                 raise AssertionError(f"worker {worker.id}: {done} of {runs} runs done, nothing left to claim")
             await asyncio.sleep(EMPTY_CLAIM_RETRY_S)  # retry pacing, not synchronisation
             continue
-        finished = await js.finish_assignments(worker.id, [
-            RunReport(assignment_id=run.assignment_id, attempt=run.attempt, outcome="completed",
-                      result={"bench": True}) for run in claimed])
+        finished = await js.finish_assignments(worker.id, completed(claimed))
         done += sum(not f.stale for f in finished)
         last_progress = time.monotonic()
     return done, in_claims

@@ -28,7 +28,6 @@ from bench.cpu import CpuMeter
 from bench.harness import Better, Goal, Measurement, Ticker, measure
 from bench.pg import BenchPostgres
 from bench.sql import query
-from jobsys.models import RunReport
 from jobsys.system import JobSystem
 
 NAME = "lifecycle"
@@ -105,9 +104,7 @@ async def _jobsys_client(js: JobSystem, worker: fleet.Worker, rounds: int, batch
         if not claimed:
             break
         if batched:
-            finished = await js.finish_assignments(worker.id, [
-                RunReport(assignment_id=run.assignment_id, attempt=run.attempt, outcome="completed",
-                          result={"bench": True}) for run in claimed])
+            finished = await js.finish_assignments(worker.id, fleet.completed(claimed))
             done += sum(not f.stale for f in finished)
             continue
         for run in claimed:

@@ -121,7 +121,9 @@ begin
     perform jobsys.raise_error('JS400', 'between 1 and 1000 reports per call',
       jsonb_build_object('field', 'reports', 'count', jsonb_array_length(p_reports)));
   end if;
-  select e.i, case
+  select e.i, m.message into v_bad
+  from jsonb_array_elements(p_reports) with ordinality as e(r, i)
+  cross join lateral (select case
       when jsonb_typeof(e.r) <> 'object' then 'each report must be a JSON object'
       when coalesce(e.r ->> 'assignment_id', '') !~ '^[1-9][0-9]{0,17}$' then 'assignment_id must be a positive integer'
       when coalesce(e.r ->> 'attempt', '') !~ '^[1-9][0-9]{0,8}$' then 'attempt must be a positive integer'
@@ -131,16 +133,8 @@ begin
       when jsonb_typeof(coalesce(e.r -> 'error', 'null')) not in ('string', 'null') then 'error must be a string'
       when e.r ->> 'outcome' in ('failed', 'retry') and coalesce(btrim(e.r ->> 'error'), '') = ''
         then 'error must say why the run failed'
-    end as message
-  into v_bad
-  from jsonb_array_elements(p_reports) with ordinality as e(r, i)
-  where jsonb_typeof(e.r) <> 'object'
-     or coalesce(e.r ->> 'assignment_id', '') !~ '^[1-9][0-9]{0,17}$'
-     or coalesce(e.r ->> 'attempt', '') !~ '^[1-9][0-9]{0,8}$'
-     or coalesce(e.r ->> 'outcome', '') not in ('completed', 'failed', 'retry', 'release')
-     or jsonb_typeof(coalesce(e.r -> 'result', 'null')) not in ('object', 'null')
-     or jsonb_typeof(coalesce(e.r -> 'error', 'null')) not in ('string', 'null')
-     or (e.r ->> 'outcome' in ('failed', 'retry') and coalesce(btrim(e.r ->> 'error'), '') = '')
+    end as message) m
+  where m.message is not null
   order by e.i
   limit 1;
   if found then
