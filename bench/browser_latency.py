@@ -86,6 +86,7 @@ EVENT_GAP_S = (0.25, 0.45)  # pacing between events: past the 200 ms coalescing 
 STARTUP_TIMEOUT_S = 60.0
 UI_TIMEOUT_S = 30.0
 EVENT_TIMEOUT_S = 10.0
+POPULATE_CONCURRENCY = 8  # filler jobs are created over this many pool connections at once
 POLL_S = 0.005  # how often Python asks the page; the page timestamps by itself
 
 t = Translator(LANGUAGE)
@@ -251,23 +252,24 @@ async def _populate(js: JobSystem, devices: int) -> tuple[str, uuid.UUID, str, u
     oldest pending run, and the runs to finish must be the progress job's."""
     worker = await js.register_worker("bench-browser", [
         DeviceReport(serial=f"bench-browser-{i:03d}", model="bench", simulated=True) for i in range(devices)])
-    others: list[uuid.UUID] = []
-    for i in range(JOBS_TOTAL - 2):
-        created = await js.create_job(target_url=f"{TARGET_URL}/filler/{i}", duration_sec=DURATION_SEC,
-                                      target_type="device_count", target_value=1)
-        others.append(created.job.id)
-    rename_url = f"{TARGET_URL}/rename"
-    renamed = await js.create_job(target_url=rename_url, duration_sec=DURATION_SEC,
-                                  target_type="device_count", target_value=1)
-    others.append(renamed.job.id)
-    for job_id in others:
-        await js.pause_job(job_id)
+    slots = asyncio.Semaphore(POPULATE_CONCURRENCY)
+
+    async def paused_job(url: str) -> uuid.UUID:
+        async with slots:
+            created = await js.create_job(target_url=url, duration_sec=DURATION_SEC,
+                                          target_type="device_count", target_value=1)
+            await js.pause_job(created.job.id)
+            return created.job.id
+
+    await asyncio.gather(*(paused_job(f"{TARGET_URL}/filler/{i}") for i in range(JOBS_TOTAL - 2)))
+    rename_url = f"{TARGET_URL}/rename"  # created after the fillers: newest but one, on the first page
+    rename_id = await paused_job(rename_url)
     progress_url = f"{TARGET_URL}/progress"
     progress = await js.create_job(target_url=progress_url, duration_sec=DURATION_SEC,
                                    target_type="all_devices")
     if progress.assigned != devices:
         raise AssertionError(f"progress job assigned {progress.assigned} of {devices} devices")
-    return rename_url, renamed.job.id, progress_url, progress.job.id, worker.worker_id
+    return rename_url, rename_id, progress_url, progress.job.id, worker.worker_id
 
 
 async def _event(driver: WebDriver, element: WebElement, want: str,
@@ -306,12 +308,13 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
                     renames.append(await _event(driver, title, new_title, rename))
                     ticker.tick(f"{NAME}: rename {i + 1}")
 
-                # Claim and start every run first (untimed), then finish them one by one.
-                claimed = await js.claim_assignments(worker_id)
+                # Claim and start every run first (untimed, one call), then finish them one by one.
+                claimed = await js.claim_assignments(worker_id, start=True)
                 if {c.job_id for c in claimed} != {progress_id} or len(claimed) != devices:
                     raise AssertionError(f"claimed {len(claimed)} runs, not the progress job's {devices}")
-                for c in claimed:
-                    await js.start_assignment(c.assignment_id, c.attempt)
+                # Pacing: the first completion must not fall inside the start's progress-event
+                # throttle window, whose trailing event only a periodic maintain() would send.
+                await asyncio.sleep(random.uniform(*EVENT_GAP_S))
                 label = _card_label(driver, progress_url, "[role=progressbar] + div .font-medium")
                 for done, c in enumerate(claimed, start=1):
                     want = t("progress", done=done, target=devices, pct=done * 100 // devices)

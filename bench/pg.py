@@ -42,6 +42,10 @@ class BenchPostgres:
     def url_for(self, dbname: str) -> str:
         return conninfo.make_conninfo(self.admin_url, dbname=dbname)
 
+    def checkpoint(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute("checkpoint")
+
     def version(self) -> str:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             row = conn.execute("show server_version").fetchone()

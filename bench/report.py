@@ -88,8 +88,9 @@ def render(docs: list[dict[str, Any]]) -> str:
         "python -m bench report     # regenerate this page from bench/results/*.json",
         "```",
         "",
-        ("Each benchmark starts its own PostgreSQL (pgserver) in a temporary directory and applies the "
-        "migrations; nothing else needs to be running. The `bench` extra brings the peer (Procrastinate) "
+        ("One run starts one PostgreSQL (pgserver) in a temporary directory and applies the migrations "
+        "to a template database; every scenario works in a fresh copy of it, and each benchmark starts "
+        "after a checkpoint. Nothing else needs to be running. The `bench` extra brings the peer (Procrastinate) "
         "and Selenium; browser_latency also needs Debian's `chromium` and `chromium-driver` and is "
         "skipped, with a note, where they are missing."),
         "",

@@ -75,3 +75,34 @@ async def test_scale_runs_small(bench_pg: BenchPostgres, monkeypatch: pytest.Mon
     rows = await scale.run(bench_pg, True, _Quiet())
     _all_measured(rows, with_baseline=False)
     assert any("exponent" in r.metric for r in rows)
+
+
+def test_one_run_shares_one_postgres_and_writes_each_result(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m bench A B` starts Postgres once; each benchmark gets fresh databases on it."""
+    from bench import output, registry, runner
+    from bench.harness import Better, measure
+
+    servers: list[str] = []
+
+    def fake(name: str) -> registry.Benchmark:
+        async def run(pg: BenchPostgres, quick: bool, ticker: object) -> list[Measurement]:
+            servers.append(pg.admin_url)
+            with pg.database() as url:  # a migrated copy: the jobsys schema is there
+                import psycopg
+
+                async with await psycopg.AsyncConnection.connect(url) as conn:
+                    cur = await conn.execute("select count(*) from jobsys.jobs")
+                    row = await cur.fetchone()
+            assert row == (0,)
+            return [measure(name, "rows", "n", Better.HIGHER, [1.0])]
+
+        return registry.Benchmark(name, name, "", "", lambda quick: 1, run)
+
+    monkeypatch.setattr(registry, "BENCHMARKS", {"a": fake("a"), "b": fake("b")})
+    monkeypatch.setattr(runner, "BENCHMARKS", registry.BENCHMARKS)
+    monkeypatch.setattr(output, "RESULTS_DIR", tmp_path)
+    assert runner.run([], quick=True) == 0
+    assert len(servers) == 2 and servers[0] == servers[1]
+    assert sorted(p.name for p in (tmp_path / "quick").iterdir()) == ["a.json", "b.json"]
