@@ -1,5 +1,5 @@
 """Referential integrity that triggers keep instead of declared foreign keys (migrations
-100 and 800): missing parents are refused, deletes cascade, and deleting a device while a
+100 and 800): missing parents are refused, in small and in big statements, deletes cascade, and deleting a device while a
 fan-out is in flight leaves no assignment without its device."""
 
 from __future__ import annotations
@@ -25,6 +25,23 @@ async def test_an_assignment_needs_its_job_and_device(jobs: JobSystem, db: Db) -
     for job_id, device_id, missing in [(uuid.uuid4(), device, "job_id"), (job.id, uuid.uuid4(), "device_id")]:
         with pytest.raises(psycopg.errors.ForeignKeyViolation, match=missing):
             db.run("insert into jobsys.job_assignments (job_id, device_id) values (%s, %s)", (job_id, device_id))
+
+
+async def test_a_big_insert_is_checked_whole(jobs: JobSystem, db: Db) -> None:
+    """One bad row among 200 fails the whole statement, whichever plan the check runs."""
+    await add_worker(jobs, "w1", 200)
+    job = (await jobs.create_job(target_url="https://example.com", duration_sec=5, target_type="device_count",
+                                 target_value=1)).job
+    before = db.value("select count(*) from jobsys.job_assignments")
+    others = "select id from jobsys.devices d where not exists (select 1 from jobsys.job_assignments a where a.device_id = d.id)"
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="device_id"):
+        db.run(f"insert into jobsys.job_assignments (job_id, device_id) select %s, id from ({others}) o "
+               "union all select %s, gen_random_uuid()", (job.id, job.id))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="job_id"):
+        db.run(f"insert into jobsys.job_assignments (job_id, device_id) select %s, id from ({others}) o "
+               "union all (select gen_random_uuid(), id from jobsys.devices limit 1)", (job.id,))
+    db.run(f"insert into jobsys.job_assignments (job_id, device_id) select %s, id from ({others}) o", (job.id,))
+    assert db.value("select count(*) from jobsys.job_assignments") == before + 199
 
 
 async def test_deleting_a_device_deletes_its_assignments(jobs: JobSystem, db: Db) -> None:
