@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobsys")
 
-UPKEEP_INTERVAL_S = 1.0  # `jobsys up` runs lease rescue / stale marking / top-up this often
+UPKEEP_INTERVAL_S = 1.0  # `jobsys up` and `jobsys dashboard` run rescue / stale marking / top-up this often
 
 
 def _add_database_options(parser: argparse.ArgumentParser) -> None:
@@ -165,7 +165,10 @@ async def _dashboard_main(args: argparse.Namespace, url: str) -> None:
 
     stop = _stop_event()
     async with await JobSystem.connect(url) as jobs:
-        await _until_stopped(stop, [asyncio.create_task(_serve_dashboard(jobs, args), name="dashboard")])
+        # Upkeep here too: with no worker running, expired leases are still rescued and a
+        # throttled progress event still gets its trailing update.
+        await _until_stopped(stop, [asyncio.create_task(_upkeep(jobs), name="upkeep"),
+                                    asyncio.create_task(_serve_dashboard(jobs, args), name="dashboard")])
 
 
 async def _supabase_dashboard_main(args: argparse.Namespace) -> None:

@@ -43,3 +43,37 @@ def test_migrate_then_up_on_the_embedded_default_stops_cleanly(tmp_path: pathlib
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_dashboard_alone_runs_upkeep(db_url: str, tmp_path: pathlib.Path) -> None:
+    """With no worker connected, `jobsys dashboard` still runs maintenance (lease rescue,
+    top-up, trailing progress events): its last run moves forward."""
+    import socket
+
+    import psycopg
+
+    from tests.conftest import wait_until
+
+    def last_run() -> str:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute("select last_run_at::text from jobsys.maintenance_state").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    before = last_run()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "JOBSYS_API_TOKEN": "test-token-for-upkeep"}
+    proc = subprocess.Popen(JOBSYS + ["dashboard", "--database-url", db_url, "--data-dir", str(tmp_path),
+                                      "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        await wait_until(lambda: proc.poll() is not None or last_run() != before, timeout_s=60,
+                         what="a maintenance run by the dashboard")
+        assert proc.poll() is None, "the dashboard exited"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
