@@ -82,6 +82,21 @@ async def test_list_filters_by_status_and_searches(api: httpx.AsyncClient, jobs:
     assert [j["title"] for j in page["jobs"]] == ["Alpha check"]
 
 
+async def test_search_takes_the_text_literally(api: httpx.AsyncClient, jobs: JobSystem) -> None:
+    """% and _ are characters to find, not wildcards; case does not matter."""
+    await add_worker(jobs, "w1", 2)
+    for title in ("Sale 50% off", "Sale 50 items", "a_b check", "axb check"):
+        assert (await api.post("/api/jobs", json={**JOB, "title": title})).status_code == 201
+
+    async def titles(q: str) -> list[str]:
+        return [j["title"] for j in (await api.get("/api/jobs", params={"q": q})).json()["jobs"]]
+
+    assert await titles("50%") == ["Sale 50% off"]
+    assert await titles("a_b") == ["a_b check"]
+    assert await titles("A_B CHECK") == ["a_b check"]
+    assert await titles("%") == ["Sale 50% off"]
+
+
 async def test_get_includes_per_device_assignments(api: httpx.AsyncClient, jobs: JobSystem) -> None:
     await add_worker(jobs, "w1", 3)
     job = (await api.post("/api/jobs", json=JOB)).json()["job"]
