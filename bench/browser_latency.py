@@ -41,6 +41,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench import fleet
 from bench.harness import Better, Goal, Measurement, Ticker, measure
 from bench.pg import BenchPostgres
 from jobsys.models import DeviceReport
@@ -296,45 +297,48 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
             ticker.say(f"{NAME}: creating {JOBS_TOTAL:,} jobs")
             rename_url, rename_id, progress_url, progress_id, worker_id = await _populate(js, devices)
             ticker.tick(f"{NAME}: {JOBS_TOTAL:,} jobs stored")
-            with _dashboard(url, token) as base, _chromium() as driver:
-                _log_in(driver, base, token)
-                ticker.tick(f"{NAME}: logged in")
-                driver.execute_script(LATENCY_PROBE_JS)
+            # The dashboard runs maintain(): without heartbeats the devices would go stale
+            # (and their queued runs be released) during a full run.
+            async with fleet.kept_alive(js, [fleet.Worker(worker_id, [])]):
+                with _dashboard(url, token) as base, _chromium() as driver:
+                    _log_in(driver, base, token)
+                    ticker.tick(f"{NAME}: logged in")
+                    driver.execute_script(LATENCY_PROBE_JS)
 
-                title = _card_label(driver, rename_url, ".text-lg")
-                for i in range(renames_for(quick)):
-                    new_title = f"bench rename {i:03d}"
-                    rename = functools.partial(js.rename_job, rename_id, new_title)
-                    renames.append(await _event(driver, title, new_title, rename))
-                    ticker.tick(f"{NAME}: rename {i + 1}")
+                    title = _card_label(driver, rename_url, ".text-lg")
+                    for i in range(renames_for(quick)):
+                        new_title = f"bench rename {i:03d}"
+                        rename = functools.partial(js.rename_job, rename_id, new_title)
+                        renames.append(await _event(driver, title, new_title, rename))
+                        ticker.tick(f"{NAME}: rename {i + 1}")
 
-                # Claim and start every run first (untimed, one call), then finish them one by one.
-                claimed = await js.claim_assignments(worker_id, start=True)
-                if {c.job_id for c in claimed} != {progress_id} or len(claimed) != devices:
-                    raise AssertionError(f"claimed {len(claimed)} runs, not the progress job's {devices}")
-                # Pacing: the first completion must not fall inside the start's progress-event
-                # throttle window, whose trailing event only a periodic maintain() would send.
-                await asyncio.sleep(random.uniform(*EVENT_GAP_S))
-                label = _card_label(driver, progress_url, "[role=progressbar] + div .font-medium")
-                for done, c in enumerate(claimed, start=1):
-                    want = t("progress", done=done, target=devices, pct=done * 100 // devices)
-                    finish = functools.partial(js.complete_assignment, c.assignment_id, c.attempt)
-                    completions.append(await _event(driver, label, want, finish))
-                    ticker.tick(f"{NAME}: completion {done}")
+                    # Claim and start every run first (untimed, one call), then finish them one by one.
+                    claimed = await js.claim_assignments(worker_id, start=True)
+                    if {c.job_id for c in claimed} != {progress_id} or len(claimed) != devices:
+                        raise AssertionError(f"claimed {len(claimed)} runs, not the progress job's {devices}")
+                    # Pacing: the first completion must not fall inside the start's progress-event
+                    # throttle window, whose trailing event only a periodic maintain() would send.
+                    await asyncio.sleep(random.uniform(*EVENT_GAP_S))
+                    label = _card_label(driver, progress_url, "[role=progressbar] + div .font-medium")
+                    for done, c in enumerate(claimed, start=1):
+                        want = t("progress", done=done, target=devices, pct=done * 100 // devices)
+                        finish = functools.partial(js.complete_assignment, c.assignment_id, c.attempt)
+                        completions.append(await _event(driver, label, want, finish))
+                        ticker.tick(f"{NAME}: completion {done}")
 
-                driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                                       {"source": _FIRST_RENDER_PROBE_JS.replace("ROWS", str(page_rows()))})
-                for i in range(loads_for(quick) + 1):
-                    driver.get("about:blank")
-                    driver.get(f"{base}/")
-                    render = WebDriverWait(driver, UI_TIMEOUT_S, poll_frequency=POLL_S).until(
-                        lambda d: d.execute_script(
-                            "const r = window.__firstRender; return r && r.frame !== null ? r : null;"))
-                    if i > 0:  # the first load fetches the static files: untimed warm-up
-                        loads.append(float(render["frame"]))
-                        server_parts.append(float(driver.execute_script(
-                            "return performance.getEntriesByType('navigation')[0].responseStart;")))
-                        ticker.tick(f"{NAME}: load {i}")
+                    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                                           {"source": _FIRST_RENDER_PROBE_JS.replace("ROWS", str(page_rows()))})
+                    for i in range(loads_for(quick) + 1):
+                        driver.get("about:blank")
+                        driver.get(f"{base}/")
+                        render = WebDriverWait(driver, UI_TIMEOUT_S, poll_frequency=POLL_S).until(
+                            lambda d: d.execute_script(
+                                "const r = window.__firstRender; return r && r.frame !== null ? r : null;"))
+                        if i > 0:  # the first load fetches the static files: untimed warm-up
+                            loads.append(float(render["frame"]))
+                            server_parts.append(float(driver.execute_script(
+                                "return performance.getEntriesByType('navigation')[0].responseStart;")))
+                            ticker.tick(f"{NAME}: load {i}")
     return [
         *_percentiles("rename_job → new title visible", renames),
         *_percentiles("complete_assignment → progress visible", completions),
