@@ -135,11 +135,11 @@ def unavailable() -> str | None:
 
 
 def devices_for(quick: bool) -> int:
-    return 15 if quick else 60  # one completion event per device
+    return 10 if quick else 60  # one completion event per device
 
 
 def renames_for(quick: bool) -> int:
-    return 15 if quick else 60
+    return 10 if quick else 60
 
 
 def loads_for(quick: bool) -> int:
