@@ -100,3 +100,41 @@ async def test_errors_carry_code_message_details(jobs: JobSystem) -> None:
     assert body["code"] == "conflict"
     assert "cancelled" in body["message"]
     assert body["details"]["status"] == "cancelled"
+
+
+DIRECT_JOB_WRITES = [
+    ("bad url", "target_url = 'ftp://example.com'"),
+    ("empty title", "title = ''"),
+    ("title too long", "title = repeat('x', 201)"),
+    ("duration zero", "duration_sec = 0"),
+    ("percentage 101", "target_type = 'percentage', target_value = 101"),
+    ("all_devices with a value", "target_value = 5"),
+    ("max_attempts zero", "max_attempts = 0"),
+    ("unknown action", "action = 'tap'"),
+]
+
+
+COLUMNS = "title, action, target_url, duration_sec, target_type, target_value, target_count, max_attempts"
+
+
+@pytest.mark.parametrize("name,assignment", DIRECT_JOB_WRITES, ids=[n for n, _ in DIRECT_JOB_WRITES])
+async def test_job_rows_keep_their_bounds_even_written_directly(
+    jobs: JobSystem, db: Db, name: str, assignment: str
+) -> None:
+    """Writes that bypass the functions (the service role, a migration) meet the same
+    bounds in the table: an update or an insert breaking one fails with 23514."""
+    await add_worker(jobs, "w1", 1)
+    job = (await jobs.create_job(**GOOD)).job
+    before = db.dump()
+    with pytest.raises(psycopg.errors.CheckViolation, match="jobs_input_check"):
+        db.run(f"update jobsys.jobs set {assignment} where id = %s", (job.id,))
+    with pytest.raises(psycopg.errors.CheckViolation, match="jobs_input_check"):
+        # A copy of the good row with the bad value, inserted: one transaction, so the
+        # scratch table goes with the failed insert.
+        db.run(f"""do $$ begin
+            create temp table bad_copy on commit drop as
+              select {COLUMNS} from jobsys.jobs where id = '{job.id}';
+            update bad_copy set {assignment};
+            insert into jobsys.jobs ({COLUMNS}) select {COLUMNS} from bad_copy;
+          end $$""")
+    assert db.dump() == before
