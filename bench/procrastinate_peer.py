@@ -117,7 +117,17 @@ LIMITS = (
     "its device is stale, so the job's own duration counts; Procrastinate retries as soon as the "
     "worker's heartbeat is old enough. From re-queued to finished both take about the re-run. A worker "
     "restarted under the same name (worker_crash (a)) gets its runs back at once in jobsys; "
-    "Procrastinate has no such path, its restarted worker waits for the same heartbeat rule."
+    "Procrastinate has no such path, its restarted worker waits for the same heartbeat rule. Where the "
+    "Postgres CPU goes (perf, 2026-11-23, this burn with 8 clients): over a third is the claim walking "
+    "each device's queue index past the entries of runs already finished in this burn. Every status "
+    "change leaves a dead entry at the head of the device's (device_id, id) range, the concurrent updates "
+    "of that leaf page keep the scan from marking them dead, and no autovacuum runs within a few seconds "
+    "(its naptime is 60 s), so each claim visits the heap for all of them, and it does so twice (once to "
+    "find the jobs to lock, once to pick). With one run per call, re-planning of statements whose "
+    "parameters are one-element arrays and the CHECK expressions rebuilt for each UPDATE of the job row "
+    "also show (about 20 % and 15 % on one connection); a generic plan and a trigger in place of the "
+    "largest CHECK removed both from the profile but did not move this benchmark measurably, so they "
+    "were not kept. Next: a per-device queue cursor, so that a claim starts past the finished runs."
 )
 
 
