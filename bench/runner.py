@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 import time
 import warnings
 from typing import Any
@@ -45,6 +46,18 @@ async def _run_one(
     return await bench.run(pg, quick, bar), info
 
 
+def _write(bench: Benchmark, rows: list[Measurement], info: dict[str, Any], quick: bool) -> pathlib.Path:
+    return output.write(bench.name, {
+        "benchmark": bench.name,
+        "description": bench.description,
+        "command": command([bench.name], quick),
+        "quick": quick,
+        "machine": info,
+        "notes": bench.notes,
+        "results": [r.to_json() for r in rows],
+    }, quick)
+
+
 def run(names: list[str], quick: bool) -> int:
     selected = [BENCHMARKS[n] for n in names] if names else list(BENCHMARKS.values())
     out = Console()
@@ -66,15 +79,7 @@ def run(names: list[str], quick: bool) -> int:
             for bench in selected:
                 started = time.monotonic()
                 rows, info = asyncio.run(_run_one(bench, pg, quick, bar))
-                path = output.write(bench.name, {
-                    "benchmark": bench.name,
-                    "description": bench.description,
-                    "command": command([bench.name], quick),
-                    "quick": quick,
-                    "machine": info,
-                    "notes": bench.notes,
-                    "results": [r.to_json() for r in rows],
-                }, quick)
+                path = _write(bench, rows, info, quick)
                 progress.console.print(f"{bench.name}: wrote {path} ({time.monotonic() - started:.0f} s)")
                 output.print_table(f"{bench.name}: {bench.description}", rows, out)
     return 0
