@@ -34,7 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import procrastinate
 from psycopg import conninfo
@@ -160,9 +161,27 @@ def steps(quick: bool) -> int:
     return (1 + 2 * latency_runs(quick)) + (1 + 2 * throughput_runs(quick)) + crash_steps
 
 
-def _order(i: int) -> tuple[str, str]:
-    """Alternate who goes first, so drift (checkpoints, other load) hits both alike."""
-    return ("jobsys", "peer") if i % 2 == 0 else ("peer", "jobsys")
+Result = TypeVar("Result")
+
+
+async def _alternate(
+    n: int, ours: Callable[[int], Awaitable[Result]], peer: Callable[[int], Awaitable[Result]],
+    done: Callable[[str, int, Result], str], starting: Callable[[str, int], str] | None = None,
+    ticker: Ticker | None = None,
+) -> tuple[list[Result], list[Result]]:
+    """n runs of each side (jobsys, peer), alternating who goes first so that drift
+    (checkpoints, other load) hits both alike; the ticker says `starting` before a run and
+    ticks with `done` after it."""
+    results: dict[str, list[Result]] = {"jobsys": [], "peer": []}
+    for i in range(n):
+        for side in ("jobsys", "peer") if i % 2 == 0 else ("peer", "jobsys"):
+            if ticker is not None and starting is not None:
+                ticker.say(starting(side, i))
+            got = await (ours(i) if side == "jobsys" else peer(i))
+            results[side].append(got)
+            if ticker is not None:
+                ticker.tick(done(side, i, got))
+    return results["jobsys"], results["peer"]
 
 
 # Procrastinate worker processes ---------------------------------------------------------
@@ -280,8 +299,6 @@ async def _latency(
     pg: BenchPostgres, log_dir: pathlib.Path, quick: bool, ticker: Ticker
 ) -> list[Measurement]:
     n, samples = latency_runs(quick), latency_samples(quick)
-    ours: list[LatencyRun] = []
-    theirs: list[LatencyRun] = []
     ticker.say(f"{NAME}: latency: starting a worker on each side")
     with pg.database() as url:
         async with (_peer_database(pg) as (peer_url, app, db), await JobSystem.connect(url, push=False) as js,
@@ -293,16 +310,12 @@ async def _latency(
                 await _jobsys_latency(js, ours_worker, 3)  # warm-up: plans cached, pools connected
                 await _peer_latency(app, db, theirs_worker, 3)
                 ticker.tick(f"{NAME}: latency: both workers up and warm")
-                for i in range(n):
-                    for side in _order(i):
-                        if side == "jobsys":
-                            ours.append(await _jobsys_latency(js, ours_worker, samples))
-                            got = ours[-1]
-                        else:
-                            theirs.append(await _peer_latency(app, db, theirs_worker, samples))
-                            got = theirs[-1]
-                        ticker.tick(f"{NAME}: latency {side} run {i + 1}/{n} "
-                                    f"(p50 {percentile(got.has_job, 50):.1f} ms)")
+                ours, theirs = await _alternate(
+                    n, lambda i: _jobsys_latency(js, ours_worker, samples),
+                    lambda i: _peer_latency(app, db, theirs_worker, samples),
+                    lambda side, i, got: (f"{NAME}: latency {side} run {i + 1}/{n} "
+                                          f"(p50 {percentile(got.has_job, 50):.1f} ms)"),
+                    ticker=ticker)
             finally:
                 await theirs_worker.stop()
 
@@ -364,8 +377,6 @@ async def _peer_burn(pg: BenchPostgres, url: str, app: procrastinate.App, db: Db
 
 async def _throughput(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measurement]:
     n, jobs = throughput_runs(quick), throughput_jobs(quick)
-    ours: list[Burn] = []
-    theirs: list[Burn] = []
     ticker.say(f"{NAME}: throughput: setting up")
     with pg.database() as url:
         async with (_peer_database(pg) as (peer_url, app, db),
@@ -377,17 +388,13 @@ async def _throughput(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Me
                     await _jobsys_burn(pg, url, admin, clients, workers, jobs // 10)  # warm-up
                     await _peer_burn(pg, peer_url, app, db, jobs // 10)
                     ticker.tick(f"{NAME}: throughput: warm")
-                    for i in range(n):
-                        for side in _order(i):
-                            ticker.say(f"{NAME}: throughput {side} run {i + 1}/{n}: {jobs:,} no-op jobs")
-                            if side == "jobsys":
-                                ours.append(await _jobsys_burn(pg, url, admin, clients, workers, jobs))
-                                got = ours[-1]
-                            else:
-                                theirs.append(await _peer_burn(pg, peer_url, app, db, jobs))
-                                got = theirs[-1]
-                            ticker.tick(f"{NAME}: throughput {side} run {i + 1}/{n} "
-                                        f"({got.jobs_per_s:,.0f} jobs/s)")
+                    ours, theirs = await _alternate(
+                        n, lambda i: _jobsys_burn(pg, url, admin, clients, workers, jobs),
+                        lambda i: _peer_burn(pg, peer_url, app, db, jobs),
+                        lambda side, i, got: (f"{NAME}: throughput {side} run {i + 1}/{n} "
+                                              f"({got.jobs_per_s:,.0f} jobs/s)"),
+                        lambda side, i: f"{NAME}: throughput {side} run {i + 1}/{n}: {jobs:,} no-op jobs",
+                        ticker)
             finally:
                 for c in clients:
                     await c.close()
@@ -451,24 +458,18 @@ async def _peer_crash(url: str, app: procrastinate.App, db: Db, log_dir: pathlib
 
 async def _crash(pg: BenchPostgres, log_dir: pathlib.Path, quick: bool, ticker: Ticker) -> list[Measurement]:
     n = crash_runs(quick)
-    ours: list[worker_crash.Recovery] = []
-    theirs: list[worker_crash.Recovery] = []
     ticker.say(f"{NAME}: kill -9: setting up")
     async with (worker_crash.lease_scenario(pg, log_dir, worker_crash.FAST,
                                             prefix="crash-rescuer") as scenario,
                 _peer_database(pg) as (peer_url, app, db)):
         ticker.tick(f"{NAME}: kill -9: ready")
-        for i in range(n):
-            for side in _order(i):
-                ticker.say(f"{NAME}: kill -9 {side} run {i + 1}/{n}")
-                if side == "jobsys":
-                    ours.append(await scenario.kill_and_recover(f"crash-victim-{i}"))
-                    got = ours[-1]
-                else:
-                    theirs.append(await _peer_crash(peer_url, app, db, log_dir, i))
-                    got = theirs[-1]
-                ticker.tick(f"{NAME}: kill -9 {side} run {i + 1}/{n}: completed again after "
-                            f"{got.completed_s:.2f} s")
+        ours, theirs = await _alternate(
+            n, lambda i: scenario.kill_and_recover(f"crash-victim-{i}"),
+            lambda i: _peer_crash(peer_url, app, db, log_dir, i),
+            lambda side, i, got: (f"{NAME}: kill -9 {side} run {i + 1}/{n}: completed again after "
+                                  f"{got.completed_s:.2f} s"),
+            lambda side, i: f"{NAME}: kill -9 {side} run {i + 1}/{n}",
+            ticker)
     return [
         measure(NAME, f"kill -9 of a worker holding {CRASH_JOBS} jobs → all re-queued", "s", Better.LOWER,
                 [r.requeued_s for r in ours], [r.requeued_s for r in theirs], BASELINE_NAME),
