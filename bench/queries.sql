@@ -66,6 +66,17 @@ where id = %(job_id)s;
 -- One push per assignment (Socket.io `job:assign` in the plan; pg_notify here).
 select pg_notify(%(topic)s, %(message)s);
 
+-- Floor: what storing one job's rows costs alone ------------------------------------------
+-- name: floor_without_triggers
+-- Reference checks and every other trigger off, for this transaction only (superuser).
+set local session_replication_role = replica;
+
+-- name: floor_insert_assignments
+-- The rows a fan-out to every device stores, in one INSERT ... SELECT: no health check, no
+-- counters, no pushes, no reference check. The table and its indexes, nothing else.
+insert into jobsys.job_assignments (job_id, device_id)
+select %(job_id)s, d.id from jobsys.devices d order by d.id;
+
 -- Baseline: the naive queue of CALIBRATION.md -----------------------------------------
 -- A minimal SKIP LOCKED claim and a completion that bumps one counter row per job. No
 -- start step, no device mutex, no leases, no events.
