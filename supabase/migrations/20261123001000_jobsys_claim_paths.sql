@@ -14,9 +14,9 @@
 -- so such a run waits at most until the device has drained the newer ones.
 --
 -- Lookups by key. With the picks in arrays, every statement of a claim or a finish should
--- be an index lookup per run. The plans plpgsql keeps for them (generic plans, which guess
--- ten elements per array) instead read all of jobs and devices into a hash table whenever
--- those tables are small enough, on every call. A correlated subquery, a LATERAL with
+-- be an index lookup per run. Their plans (in perf, and in EXPLAIN of the generic plans,
+-- which guess ten elements per array) instead read all of jobs and devices into a hash
+-- table whenever those tables are small enough, on every call. A correlated subquery, a LATERAL with
 -- OFFSET 0, and = any(array(...)) leave the planner nothing to hash. In an A/B in one
 -- process this took Postgres CPU per run of the Procrastinate-shaped burn from 3.5 to 2.9 ms
 -- and per cycle of lifecycle at 32 clients from 602 to 541 µs.
@@ -241,16 +241,3 @@ begin
       on (f.run ->> 'assignment_id')::bigint = (e.r ->> 'assignment_id')::bigint);
 end
 $$;
-
--- One plan per statement. For a call that carries one run, plpgsql's custom plans (planned
--- for the actual one-element arrays) always look cheaper than the generic ones, so every
--- statement of the worker's two calls was planned again on every call: 15 % of Postgres's
--- CPU in the Procrastinate-shaped burn. With the lookups above, the generic plans are the
--- index lookups wanted. A/B in one process: that burn 371 -> 413 jobs/s, Postgres CPU per
--- run 3.3 -> 2.6 ms; lifecycle (8 runs per call) unchanged; the single-run finishes (one
--- call per transition, 8 clients) 536 -> 589 cycles/s.
-alter function jobsys.claim_assignments(uuid, uuid[], integer, boolean) set plan_cache_mode = force_generic_plan;
-alter function jobsys.finish_assignments(uuid, jsonb) set plan_cache_mode = force_generic_plan;
-alter function jobsys.complete_assignment(bigint, integer, jsonb) set plan_cache_mode = force_generic_plan;
-alter function jobsys.fail_assignment(bigint, integer, text, boolean, jsonb) set plan_cache_mode = force_generic_plan;
-alter function jobsys.release_assignment(bigint, integer, text) set plan_cache_mode = force_generic_plan;
