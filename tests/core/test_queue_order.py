@@ -3,6 +3,8 @@ floor (the run it claimed last) instead of walking its finished runs."""
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 
 from jobsys.system import JobSystem
@@ -12,9 +14,9 @@ from tests.core.helpers import add_worker
 URL = "https://example.com/queue"
 
 
-async def _run_one(jobs: JobSystem, worker_id: object) -> object:
+async def _run_one(jobs: JobSystem, worker_id: uuid.UUID) -> uuid.UUID:
     """Claim the device's next run, complete it, and return its job id."""
-    [run] = await jobs.claim_assignments(worker_id, start=True)  # type: ignore[arg-type]
+    [run] = await jobs.claim_assignments(worker_id, start=True)
     await jobs.complete_assignment(run.assignment_id, run.attempt, {})
     return run.job_id
 
