@@ -1,0 +1,235 @@
+-- jobsys declarative schema: every table, its constraints and indexes, and the seed rows.
+--
+-- job_assignments.job_id / .device_id and devices.running_assignment_id are references
+-- kept by triggers instead of declared foreign keys: 15_referential_integrity.sql.
+-- Row level security, policies and grants: 50_access.sql.
+
+-- Tunables. Tests shorten them; operators rarely need to. ----------------------------
+create table jobsys.settings (
+  key text primary key,
+  value numeric not null,
+  description text not null
+);
+comment on table jobsys.settings is
+  'Tunables read by the functions (units in the key names). Tests shorten them; operators rarely need to.';
+
+insert into jobsys.settings (key, value, description) values
+  ('stale_after_sec', 30, 'a device or worker without a heartbeat for this long is offline'),
+  ('claim_lease_sec', 30, 'lease of a claimed assignment until the worker starts it'),
+  ('lease_grace_sec', 30, 'added to duration_sec for the lease of a started assignment'),
+  ('heartbeat_lease_sec', 30, 'each heartbeat extends running leases to at least now + this'),
+  ('max_attempts', 3, 'runs of one assignment before it fails (lease expiries count)'),
+  ('maintenance_interval_ms', 1000, 'rescue / stale marking / top-up run at most this often'),
+  ('progress_event_interval_ms', 100, 'job_progress events per job are at most this frequent (the last one is always sent)'),
+  ('batch_lease_sec', 30,
+   'a batch runner holds a claimed job this long past its last heartbeat; then another runner may take it over');
+
+-- Maintenance bookkeeping: one row, so periodic work runs once however many workers call it.
+create table jobsys.maintenance_state (
+  id boolean primary key default true check (id),
+  last_run_at timestamptz not null default '-infinity'
+);
+comment on table jobsys.maintenance_state is
+  'One row: when jobsys.maintain() last ran, so periodic work runs once per interval however many workers call it.';
+insert into jobsys.maintenance_state default values;
+
+-- Device jobs ==========================================================================
+
+-- Workers: one row per worker process session -----------------------------------------
+create table jobsys.workers (
+  id uuid primary key default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 200),
+  hostname text not null default '' check (length(hostname) <= 255),
+  user_id uuid,  -- the Supabase Auth user this worker signed in as (null on plain Postgres)
+  status text not null default 'online' check (status in ('online', 'offline', 'stopped')),
+  started_at timestamptz not null default now(),
+  last_heartbeat_at timestamptz not null default now(),
+  meta jsonb not null default '{}'
+);
+comment on table jobsys.workers is
+  'One row per worker process session: every registration starts a new session, and a worker acts only as a session it registered.';
+create index workers_user_id_idx on jobsys.workers (user_id);
+
+-- Devices: stable by serial, re-bound to whichever worker session registers them -------
+create table jobsys.devices (
+  id uuid primary key default gen_random_uuid(),
+  serial text not null unique check (length(serial) between 1 and 200),
+  worker_id uuid references jobsys.workers (id) on delete set null,
+  model text not null default '' check (length(model) <= 200),
+  labels jsonb not null default '{}',
+  simulated boolean not null default false,
+  state text not null default 'online' check (state in ('online', 'offline', 'error', 'disabled')),
+  -- The device row is the per-device mutex: claim sets this under the row lock, so a
+  -- device never runs two assignments at once. References one of this device's own
+  -- assignments (on delete set null); kept by the triggers in 15_referential_integrity.sql.
+  running_assignment_id bigint,
+  last_heartbeat_at timestamptz not null default now(),
+  registered_at timestamptz not null default now(),
+  -- The id of the run the device claimed last: its queue starts here (claim_assignments
+  -- looks below it only when nothing is pending above). See 35_device_runs.sql.
+  queue_floor bigint not null default 0
+) with (fillfactor = 70);  -- heartbeats, claims and completions update rows in place (HOT)
+comment on table jobsys.devices is
+  'Android devices, stable by serial, re-bound to whichever worker session registers them. The row is the per-device mutex: a claim sets running_assignment_id under its lock.';
+create index devices_worker_id_idx on jobsys.devices (worker_id);
+
+-- Jobs --------------------------------------------------------------------------------
+create table jobsys.jobs (
+  id uuid primary key default gen_random_uuid(),
+  title text not null,
+  action text not null default 'open_url',
+  target_url text not null,
+  duration_sec integer not null,
+  target_type text not null,
+  target_value integer,
+  target_count integer not null,
+  status text not null default 'active' check (status in ('active', 'paused', 'completed', 'cancelled')),
+  max_attempts integer not null,
+  -- Exact counters, kept in the transaction of every transition. assigned = rows of any
+  -- status; pending + paused = assigned - running - completed - failed - cancelled.
+  assigned_count integer not null default 0,
+  running_count integer not null default 0,
+  completed_count integer not null default 0,
+  failed_count integer not null default 0,
+  cancelled_count integer not null default 0,
+  created_by uuid,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  paused_at timestamptz,
+  finished_at timestamptz,
+  progress_notified_at timestamptz not null default '-infinity',
+  -- Few, wide CHECK constraints on the rows every claim and finish updates. Postgres
+  -- reads each constraint's stored expression again for every UPDATE statement, so one
+  -- constraint per column cost more than the counter update it guarded. Grouped: what an
+  -- operator gives (input), the status (above), and the counters.
+  constraint jobs_input_check check (
+    length(title) between 1 and 200
+    and action = 'open_url'
+    and length(target_url) <= 2048 and target_url ~* '^https?://[^[:space:]/?#]+'
+    and duration_sec between 1 and 86400
+    and ((target_type = 'all_devices' and target_value is null)
+         or (target_type = 'percentage' and target_value between 1 and 100)
+         or (target_type = 'device_count' and target_value between 1 and 100000))
+    and target_count >= 0
+    and max_attempts between 1 and 100),
+  constraint jobs_counters_check check (
+    assigned_count >= 0 and running_count >= 0 and completed_count >= 0 and failed_count >= 0
+    and cancelled_count >= 0
+    and running_count + completed_count + failed_count + cancelled_count <= assigned_count)
+);
+comment on table jobsys.jobs is
+  'Device jobs: open a URL on all, a percentage or a number of the healthy devices for duration_sec. The counters are exact, changed only by jobsys.apply_counts in the transaction of each transition.';
+create index jobs_status_created_idx on jobsys.jobs (status, created_at desc);
+create index jobs_created_idx on jobsys.jobs (created_at desc);
+
+-- Assignments: one run of one job on one device ---------------------------------------
+create table jobsys.job_assignments (
+  id bigint generated always as identity primary key,
+  -- References jobs (on delete cascade) and devices (on delete cascade), kept by the
+  -- triggers in 15_referential_integrity.sql.
+  job_id uuid not null,
+  device_id uuid not null,
+  worker_id uuid,  -- the worker session that last claimed it
+  status text not null default 'pending'
+    check (status in ('pending', 'paused', 'running', 'completed', 'failed', 'cancelled')),
+  attempt integer not null default 1 check (attempt >= 1),
+  lease_expires_at timestamptz,
+  created_at timestamptz not null default now(),
+  claimed_at timestamptz,
+  started_at timestamptz,
+  finished_at timestamptz,
+  result jsonb,
+  error text,
+  unique (job_id, device_id)
+) with (fillfactor = 90);  -- room for start and lease extensions to update in place (HOT)
+comment on table jobsys.job_assignments is
+  'One run of one job on one device, leased to the worker that claimed it. job_id and device_id are references kept by statement-level triggers, not declared foreign keys.';
+-- Claims (oldest pending of a device), load per device, releasing a device's queue.
+create index job_assignments_device_live_idx on jobsys.job_assignments (device_id, id)
+  where status in ('pending', 'paused', 'running');
+-- Lease rescue scans the running runs (at most one per device). Keyed on job_id, not on
+-- lease_expires_at: start and every heartbeat move the lease, and an indexed lease would
+-- turn each of those into a new row version plus an entry in every index.
+create index job_assignments_running_idx on jobsys.job_assignments (job_id)
+  where status = 'running';
+
+-- Background AI batch jobs =============================================================
+
+create table jobsys.background_jobs (
+  id uuid primary key default gen_random_uuid(),
+  type text not null default 'ai_batch' check (type in ('ai_batch')),
+  title text not null check (length(title) between 1 and 200),
+  status text not null default 'pending'
+    check (status in ('pending', 'running', 'completed', 'failed', 'cancelled')),
+  -- ai_batch: template, model, system_instruction, temperature, max_output_tokens, provider,
+  -- placeholders. The items live in background_job_items.
+  payload jsonb not null,
+  result jsonb not null default '{}',  -- {"providers": [...]}: which providers produced outputs
+  concurrency integer not null default 5 check (concurrency between 1 and 64),
+  total_items integer not null check (total_items between 1 and 10000),
+  running_items integer not null default 0 check (running_items >= 0),
+  completed_items integer not null default 0 check (completed_items >= 0),
+  failed_items integer not null default 0 check (failed_items >= 0),
+  cancelled_items integer not null default 0 check (cancelled_items >= 0),
+  progress_percent smallint generated always as
+    (((completed_items + failed_items) * 100 / total_items)::smallint) stored,
+  retry_count integer not null default 0 check (retry_count >= 0),  -- operator retries of failed items
+  max_retries integer not null default 3 check (max_retries between 0 and 10),  -- per item, per run
+  error_message text,
+  created_by uuid,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  started_at timestamptz,
+  completed_at timestamptz,
+  lease_owner text,  -- the runner that holds (or last held) the job
+  lease_token uuid,  -- new on every claim; items claimed under it carry it
+  lease_expires_at timestamptz,
+  progress_notified_at timestamptz not null default '-infinity',
+  check (running_items + completed_items + failed_items + cancelled_items <= total_items)
+);
+comment on table jobsys.background_jobs is
+  'AI batch jobs: one prompt template over up to 10,000 items, held by one runner at a time under a lease. The counters change only in jobsys.apply_background_counts.';
+-- The dashboard: all / per status, newest first.
+create index background_jobs_created_idx on jobsys.background_jobs (created_at desc);
+create index background_jobs_status_created_idx on jobsys.background_jobs (status, created_at desc);
+-- Claims: the oldest pending job; running jobs whose lease expired.
+create index background_jobs_pending_idx on jobsys.background_jobs (created_at) where status = 'pending';
+create index background_jobs_lease_idx on jobsys.background_jobs (lease_expires_at) where status = 'running';
+create unique index background_jobs_lease_token_idx on jobsys.background_jobs (lease_token)
+  where lease_token is not null;
+
+create table jobsys.background_job_items (
+  job_id uuid not null references jobsys.background_jobs (id) on delete cascade,
+  idx integer not null check (idx >= 0),
+  input jsonb not null,
+  status text not null default 'pending'
+    check (status in ('pending', 'running', 'completed', 'failed', 'cancelled')),
+  output text,
+  error text,
+  attempts integer not null default 0 check (attempts >= 0),  -- provider calls made, over all runs
+  tokens_in integer,
+  tokens_out integer,
+  latency_ms integer,
+  provider text,  -- 'gemini' or 'offline' (offline outputs are placeholders, never model text)
+  runner_id text,
+  lease_token uuid,
+  started_at timestamptz,
+  finished_at timestamptz,
+  primary key (job_id, idx)
+);
+comment on table jobsys.background_job_items is
+  'The items of a background job, claimed in batches under the job lease token; a result counts only while the item is running under that token.';
+-- Claims (pending in index order) and the items page's status filter.
+create index background_job_items_status_idx on jobsys.background_job_items (job_id, status, idx);
+
+create table jobsys.background_job_logs (
+  id bigint generated always as identity primary key,
+  job_id uuid not null references jobsys.background_jobs (id) on delete cascade,
+  level text not null check (level in ('info', 'warning', 'error')),
+  message text not null check (length(message) between 1 and 4000),
+  metadata jsonb not null default '{}',
+  created_at timestamptz not null default now()
+);
+comment on table jobsys.background_job_logs is
+  'Insert-only log of a background job (created, claimed, taken over, failed items, finished), read newest first.';
+create index background_job_logs_job_idx on jobsys.background_job_logs (job_id, id desc);

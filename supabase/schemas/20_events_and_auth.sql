@@ -1,0 +1,137 @@
+-- jobsys declarative schema: the settings reader, the one event helper, error helpers, and
+-- caller authorization.
+
+-- Tunables (jobsys.settings) -----------------------------------------------------------
+create or replace function jobsys.setting(p_key text) returns numeric
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$ select value from jobsys.settings where key = p_key $$;
+comment on function jobsys.setting(text) is
+  'The value of one tunable in jobsys.settings.';
+
+-- Events --------------------------------------------------------------------------------
+-- Topics: 'jobsys:dashboard' and 'jobsys:worker:<worker uuid>'. The Postgres channel is
+-- the topic itself; the payload is {"event": ..., "payload": {...}}. On Supabase the same
+-- message also goes out through Realtime Broadcast (realtime.send), private channel.
+create or replace function jobsys.emit(p_topic text, p_event text, p_payload jsonb) returns void
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform pg_notify(p_topic, jsonb_build_object('event', p_event, 'payload', p_payload)::text);
+  if to_regprocedure('realtime.send(jsonb,text,text,boolean)') is not null then
+    execute 'select realtime.send($1, $2, $3, true)' using p_payload, p_event, p_topic;
+  end if;
+end
+$$;
+comment on function jobsys.emit(text, text, jsonb) is
+  'The one way events leave the database: pg_notify on the topic (the channel is the topic itself) and, on Supabase, the same message through Realtime Broadcast on a private channel.';
+
+create or replace function jobsys.worker_topic(p_worker_id uuid) returns text
+  language sql immutable
+  as $$ select 'jobsys:worker:' || p_worker_id::text $$;
+comment on function jobsys.worker_topic(uuid) is
+  'The push topic of one worker session: jobsys:worker:<worker uuid>.';
+
+-- Errors -------------------------------------------------------------------------------
+-- Stable SQLSTATEs the library maps to typed exceptions (jobsys/errors.py):
+--   JS400 invalid input, JS403 forbidden, JS404 not found, JS409 illegal transition,
+--   JS410 stale (the assignment moved on: lease lost, job cancelled or deleted).
+create or replace function jobsys.raise_error(p_sqlstate text, p_message text, p_details jsonb default '{}')
+  returns void
+  language plpgsql
+  as $$
+begin
+  raise exception using errcode = p_sqlstate, message = p_message, detail = p_details::text;
+end
+$$;
+comment on function jobsys.raise_error(text, text, jsonb) is
+  'Raises one of the stable SQLSTATEs the library maps to typed exceptions (jobsys/errors.py): JS400 invalid input, JS403 forbidden, JS404 not found, JS409 illegal transition, JS410 stale.';
+
+-- Authorization ------------------------------------------------------------------------
+-- Who is calling: 'service' for a trusted direct connection or the service role,
+-- 'operator' / 'worker' from the Supabase JWT's app_metadata.jobsys_role, else 'anon'.
+-- Functions are security definer, so the caller's role is read from the `role` setting
+-- that PostgREST sets (SET LOCAL ROLE authenticated) rather than current_user.
+create or replace function jobsys.caller_role() returns text
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  -- plpgsql, not sql: a SQL-language function here is re-planned on every call, and this
+  -- runs at least once per transition (measured 120-160 us as SQL, under 10 us as plpgsql).
+  v_role text := coalesce(nullif(current_setting('role', true), 'none'), '');
+  v_claims jsonb;
+begin
+  if v_role not in ('anon', 'authenticated') then
+    return 'service';
+  end if;
+  v_claims := auth.jwt();
+  if v_claims ->> 'role' = 'service_role' then
+    return 'service';
+  end if;
+  if v_role = 'authenticated' and v_claims -> 'app_metadata' ->> 'jobsys_role' in ('operator', 'worker') then
+    return v_claims -> 'app_metadata' ->> 'jobsys_role';
+  end if;
+  return 'anon';
+end
+$$;
+comment on function jobsys.caller_role() is
+  'Who is calling: service (a trusted direct connection or the service role), operator or worker (app_metadata.jobsys_role of the Supabase JWT), else anon. Read from the role setting PostgREST sets, because the functions run as security definer.';
+
+create or replace function jobsys.require_operator() returns void
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if jobsys.caller_role() not in ('service', 'operator') then
+    perform jobsys.raise_error('JS403', 'operator role required');
+  end if;
+end
+$$;
+comment on function jobsys.require_operator() is
+  'Raises JS403 unless the caller is an operator or the service.';
+
+-- Upkeep (lease rescue, stale marking, top-up) is harmless for anyone signed in: workers
+-- run it from their heartbeats.
+create or replace function jobsys.require_signed_in() returns void
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if jobsys.caller_role() = 'anon' then
+    perform jobsys.raise_error('JS403', 'signed-in operator or worker required');
+  end if;
+end
+$$;
+comment on function jobsys.require_signed_in() is
+  'Raises JS403 for anon: upkeep (lease rescue, stale marking, top-up) is harmless for anyone signed in, and workers run it from their heartbeats.';
+
+-- A worker may act only as a worker session it registered itself.
+create or replace function jobsys.require_worker(p_worker_id uuid) returns void
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_role text := jobsys.caller_role();
+begin
+  if v_role = 'service' then
+    return;
+  end if;
+  if v_role <> 'worker'
+     or not exists (select 1 from jobsys.workers w where w.id = p_worker_id and w.user_id = auth.uid()) then
+    perform jobsys.raise_error('JS403', 'not allowed to act as this worker',
+      jsonb_build_object('worker_id', p_worker_id));
+  end if;
+end
+$$;
+comment on function jobsys.require_worker(uuid) is
+  'Raises JS403 unless the caller is the service or the worker user that registered this worker session: a worker acts only as itself.';
+
+-- Healthy and connected: fresh heartbeat and state online.
+create or replace function jobsys.healthy_cutoff() returns timestamptz
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$ select now() - make_interval(secs => jobsys.setting('stale_after_sec')::double precision) $$;
+comment on function jobsys.healthy_cutoff() is
+  'Healthy and connected means a heartbeat after this instant (now - stale_after_sec) and state online.';

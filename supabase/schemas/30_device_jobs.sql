@@ -1,0 +1,615 @@
+-- jobsys declarative schema: device jobs, the operator side. One function per transition;
+-- the worker side (claim, finish, rescue, worker sessions) is in 35_device_runs.sql.
+--
+-- Lock order, followed by every function so none can deadlock another:
+--   jobs (in id order) -> job_assignments -> devices.
+-- Functions that run in the background (heartbeat, maintenance) take their locks with
+-- SKIP LOCKED, so they never wait on a transition in flight; the row is simply handled
+-- on the next round.
+
+-- JSON shapes ---------------------------------------------------------------------------
+create or replace function jobsys.job_json(j jobsys.jobs) returns jsonb
+  language sql immutable
+  as $$
+  select jsonb_build_object(
+    'id', j.id, 'title', j.title, 'action', j.action, 'target_url', j.target_url,
+    'duration_sec', j.duration_sec, 'target_type', j.target_type, 'target_value', j.target_value,
+    'target_count', j.target_count, 'status', j.status, 'max_attempts', j.max_attempts,
+    'assigned_count', j.assigned_count, 'running_count', j.running_count,
+    'completed_count', j.completed_count, 'failed_count', j.failed_count,
+    'cancelled_count', j.cancelled_count, 'created_by', j.created_by,
+    'created_at', j.created_at, 'updated_at', j.updated_at, 'paused_at', j.paused_at,
+    'finished_at', j.finished_at)
+$$;
+comment on function jobsys.job_json(jobsys.jobs) is
+  'The JSON shape of a job in the API.';
+
+create or replace function jobsys.progress_json(j jobsys.jobs) returns jsonb
+  language sql immutable
+  as $$
+  select jsonb_build_object(
+    'job_id', j.id, 'status', j.status, 'target_count', j.target_count,
+    'assigned_count', j.assigned_count, 'running_count', j.running_count,
+    'completed_count', j.completed_count, 'failed_count', j.failed_count,
+    'cancelled_count', j.cancelled_count)
+$$;
+comment on function jobsys.progress_json(jobsys.jobs) is
+  'The payload of the job_progress event: the job status and its counters.';
+
+-- Workers that hold any assignment of a job (to tell them about pause/cancel/delete).
+create or replace function jobsys.job_workers(p_job_id uuid) returns setof uuid
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$
+  select distinct d.worker_id
+  from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
+  where a.job_id = p_job_id and d.worker_id is not null
+$$;
+comment on function jobsys.job_workers(uuid) is
+  'The workers that hold any assignment of a job, to tell them about pause, resume, cancel and delete.';
+
+create or replace function jobsys.emit_to_job_workers(p_job_id uuid, p_event text, p_payload jsonb) returns void
+  language sql
+  set search_path = jobsys, pg_temp
+  as $$
+  select jobsys.emit(jobsys.worker_topic(w), p_event, p_payload) from jobsys.job_workers(p_job_id) w
+$$;
+comment on function jobsys.emit_to_job_workers(uuid, text, jsonb) is
+  'Sends one event to every worker that holds an assignment of the job.';
+
+-- Counters ------------------------------------------------------------------------------
+-- The one place job counters change. The caller holds the job row lock. Completes the
+-- job when completed reaches target (cancelling what is still queued), and emits
+-- job_progress, throttled per job; maintain() sends the trailing event.
+create or replace function jobsys.apply_counts(
+  p_job_id uuid, p_assigned integer, p_running integer, p_completed integer,
+  p_failed integer, p_cancelled integer, p_force_event boolean default false)
+  returns jobsys.jobs
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_now timestamptz := clock_timestamp();
+  v_job jobsys.jobs;
+  v_completes boolean;
+  v_leftover integer;
+begin
+  update jobsys.jobs j set
+    assigned_count = j.assigned_count + p_assigned,
+    running_count = j.running_count + p_running,
+    completed_count = j.completed_count + p_completed,
+    failed_count = j.failed_count + p_failed,
+    cancelled_count = j.cancelled_count + p_cancelled,
+    updated_at = v_now
+  where j.id = p_job_id
+  returning j.* into v_job;
+
+  v_completes := v_job.status in ('active', 'paused') and v_job.target_count > 0
+    and v_job.completed_count >= v_job.target_count;
+  if v_completes then
+    with leftover as (
+      update jobsys.job_assignments a set status = 'cancelled', finished_at = now(),
+        error = 'job completed before this run was needed'
+      where a.job_id = p_job_id and a.status in ('pending', 'paused')
+      returning 1)
+    select count(*) into v_leftover from leftover;
+    update jobsys.jobs j set status = 'completed', finished_at = now(),
+      cancelled_count = j.cancelled_count + v_leftover
+    where j.id = p_job_id
+    returning j.* into v_job;
+  end if;
+
+  -- Settings are read inline (not through jobsys.setting()): a plan cached with the
+  -- function is far cheaper per call than a SQL function re-planned in every transaction.
+  if p_force_event or v_completes or v_now - v_job.progress_notified_at >= make_interval(
+       secs => (select s.value from jobsys.settings s where s.key = 'progress_event_interval_ms') / 1000.0) then
+    update jobsys.jobs j set progress_notified_at = v_now where j.id = p_job_id;
+    perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
+  end if;
+  return v_job;
+end
+$$;
+comment on function jobsys.apply_counts(uuid, integer, integer, integer, integer, integer, boolean) is
+  'The one place job counters change (the caller holds the job row lock). Completes the job when completed reaches target, cancelling what is still queued, and emits job_progress, throttled per job.';
+
+-- Distribution --------------------------------------------------------------------------
+-- Assign up to p_limit eligible devices (healthy, never tried for this job), preferring
+-- idle devices, then the least loaded. Set-based; one push per worker, not per
+-- assignment. The caller holds the job row lock and applies the counters; that lock is
+-- also why no insert here can meet an existing (job, device) row: the eligibility check
+-- and the insert are one statement, run by the only transaction assigning this job.
+-- p_eligible: how many devices are eligible, when the caller has just counted them.
+create or replace function jobsys.assign_devices(p_job_id uuid, p_limit integer, p_eligible integer default null)
+  returns integer
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();  -- once, not once per device row
+  v_eligible integer := p_eligible;
+  v_assigned integer;
+begin
+  if p_limit <= 0 then
+    return 0;
+  end if;
+  if v_eligible is null then
+    select count(*) into v_eligible
+    from jobsys.devices d
+    where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+      and not exists (select 1 from jobsys.job_assignments a where a.job_id = p_job_id and a.device_id = d.id);
+  end if;
+
+  if v_eligible <= p_limit then
+    -- Every eligible device is chosen, so there is nothing to rank. Rows go in in device
+    -- order, which keeps the index inserts close together.
+    with chosen as (
+      select d.id, d.worker_id
+      from jobsys.devices d
+      where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+        and not exists (select 1 from jobsys.job_assignments a
+                        where a.job_id = p_job_id and a.device_id = d.id)
+      order by d.id
+      limit p_limit
+    ), inserted as (
+      insert into jobsys.job_assignments (job_id, device_id)
+      select p_job_id, c.id from chosen c
+    ), per_worker as (
+      select c.worker_id, count(*) as n from chosen c group by c.worker_id
+    ), pushed as (
+      select jobsys.emit(jobsys.worker_topic(p.worker_id), 'assignment',
+                         jsonb_build_object('job_id', p_job_id, 'count', p.n))
+      from per_worker p
+    )
+    select coalesce(sum(p.n), 0)::integer into v_assigned
+    from per_worker p, (select count(*) from pushed) as force_push;
+    return v_assigned;
+  end if;
+
+  with eligible as (
+    select d.id, d.worker_id, d.running_assignment_id is not null as busy
+    from jobsys.devices d
+    where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+      and not exists (select 1 from jobsys.job_assignments a
+                      where a.job_id = p_job_id and a.device_id = d.id)
+  ), load as (
+    select a.device_id, count(*) as queued
+    from jobsys.job_assignments a
+    where a.status in ('pending', 'paused', 'running')
+      and a.device_id in (select e.id from eligible e)
+    group by a.device_id
+  ), ranked as (
+    select e.id, e.worker_id
+    from eligible e left join load l on l.device_id = e.id
+    order by e.busy, coalesce(l.queued, 0), random()
+    limit p_limit
+  ), chosen as (
+    select r.id, r.worker_id from ranked r order by r.id
+  ), inserted as (
+    insert into jobsys.job_assignments (job_id, device_id)
+    select p_job_id, c.id from chosen c
+  ), per_worker as (
+    select c.worker_id, count(*) as n from chosen c group by c.worker_id
+  ), pushed as (
+    select jobsys.emit(jobsys.worker_topic(p.worker_id), 'assignment',
+                       jsonb_build_object('job_id', p_job_id, 'count', p.n))
+    from per_worker p
+  )
+  select coalesce(sum(p.n), 0)::integer into v_assigned
+  from per_worker p, (select count(*) from pushed) as force_push;
+  return v_assigned;
+end
+$$;
+comment on function jobsys.assign_devices(uuid, integer, integer) is
+  'Fans a job out to up to p_limit eligible devices (healthy, never tried for this job), idle first, then the least loaded, with one push per worker. The caller holds the job row lock and applies the counters.';
+
+-- Top-up: while an active job has fewer live-or-completed assignments than its target,
+-- assign newly eligible devices. p_job_id null = every short active job.
+create or replace function jobsys.top_up(p_job_id uuid default null) returns integer
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_added integer;
+  v_total integer := 0;
+begin
+  for v_job in
+    select * from jobsys.jobs j
+    where j.status = 'active' and (p_job_id is null or j.id = p_job_id)
+      and j.assigned_count - j.failed_count - j.cancelled_count < j.target_count
+    order by j.id
+  loop
+    -- Re-read under the lock: another top-up may have filled it meanwhile.
+    select * into v_job from jobsys.jobs j where j.id = v_job.id and j.status = 'active'
+      for no key update skip locked;
+    continue when not found;
+    v_added := jobsys.assign_devices(v_job.id,
+      v_job.target_count - (v_job.assigned_count - v_job.failed_count - v_job.cancelled_count));
+    if v_added > 0 then
+      perform jobsys.apply_counts(v_job.id, v_added, 0, 0, 0, 0);
+      v_total := v_total + v_added;
+    end if;
+  end loop;
+  return v_total;
+end
+$$;
+comment on function jobsys.top_up(uuid) is
+  'While an active job has fewer live or completed assignments than its target, assigns newly eligible devices; a null p_job_id means every short active job.';
+
+-- Input checks shared by create and edit ------------------------------------------------
+create or replace function jobsys.check_title(p_title text) returns text
+  language plpgsql immutable
+  as $$
+begin
+  if p_title is null or btrim(p_title) = '' then
+    perform jobsys.raise_error('JS400', 'title must not be empty', '{"field": "title"}');
+  end if;
+  if length(btrim(p_title)) > 200 then
+    perform jobsys.raise_error('JS400', 'title must be at most 200 characters', '{"field": "title"}');
+  end if;
+  if p_title ~ '[[:cntrl:]]' then
+    perform jobsys.raise_error('JS400', 'title must not contain control characters', '{"field": "title"}');
+  end if;
+  return btrim(p_title);
+end
+$$;
+comment on function jobsys.check_title(text) is
+  'Checks and trims a title (1-200 characters, no control characters) or raises JS400; shared by create and edit.';
+
+-- Default title: host and path of the URL, at most 200 characters.
+create or replace function jobsys.title_from_url(p_url text) returns text
+  language sql immutable
+  as $$
+  select left(rtrim(coalesce(substring(p_url from '^[A-Za-z]+://([^?#]*)'), p_url), '/'), 200)
+$$;
+comment on function jobsys.title_from_url(text) is
+  'Default job title: host and path of the URL, at most 200 characters.';
+
+-- Create + distribute -------------------------------------------------------------------
+create or replace function jobsys.create_job(
+  p_target_url text, p_duration_sec integer, p_target_type text,
+  p_target_value integer default null, p_title text default null,
+  p_action text default 'open_url', p_max_attempts integer default null)
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_cutoff timestamptz;
+  v_healthy integer;
+  v_target integer;
+  v_job jobsys.jobs;
+  v_assigned integer;
+  v_title text;
+begin
+  perform jobsys.require_operator();
+  if p_target_url is null or length(p_target_url) > 2048
+     or p_target_url !~* '^https?://[^[:space:]/?#@]+' or p_target_url ~ '[[:space:][:cntrl:]]' then
+    perform jobsys.raise_error('JS400', 'target_url must be an http or https URL of at most 2048 characters',
+      '{"field": "target_url"}');
+  end if;
+  if p_duration_sec is null or p_duration_sec not between 1 and 86400 then
+    perform jobsys.raise_error('JS400', 'duration_sec must be between 1 and 86400', '{"field": "duration_sec"}');
+  end if;
+  if p_action is distinct from 'open_url' then
+    perform jobsys.raise_error('JS400', 'action must be open_url', '{"field": "action"}');
+  end if;
+  if p_target_type is null or p_target_type not in ('all_devices', 'percentage', 'device_count') then
+    perform jobsys.raise_error('JS400', 'target_type must be all_devices, percentage or device_count',
+      '{"field": "target_type"}');
+  end if;
+  if p_target_type = 'all_devices' and p_target_value is not null then
+    perform jobsys.raise_error('JS400', 'target_value must be empty for all_devices', '{"field": "target_value"}');
+  elsif p_target_type = 'percentage' and (p_target_value is null or p_target_value not between 1 and 100) then
+    perform jobsys.raise_error('JS400', 'percentage must be between 1 and 100', '{"field": "target_value"}');
+  elsif p_target_type = 'device_count' and (p_target_value is null or p_target_value not between 1 and 100000) then
+    perform jobsys.raise_error('JS400', 'device_count must be between 1 and 100000', '{"field": "target_value"}');
+  end if;
+  if p_max_attempts is not null and p_max_attempts not between 1 and 100 then
+    perform jobsys.raise_error('JS400', 'max_attempts must be between 1 and 100', '{"field": "max_attempts"}');
+  end if;
+  v_title := jobsys.check_title(coalesce(nullif(btrim(p_title), ''), jobsys.title_from_url(p_target_url)));
+
+  v_cutoff := jobsys.healthy_cutoff();  -- once, not once per device row
+  select count(*) into v_healthy from jobsys.devices d
+  where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null;
+  v_target := case p_target_type
+    when 'all_devices' then v_healthy
+    when 'percentage' then ceil(v_healthy * p_target_value / 100.0)::integer
+    else p_target_value end;
+  if v_target = 0 then
+    perform jobsys.raise_error('JS409', 'no healthy device is connected to run this job on',
+      jsonb_build_object('healthy_devices', 0, 'reason', 'no_devices'));
+  end if;
+
+  insert into jobsys.jobs (title, action, target_url, duration_sec, target_type, target_value,
+                           target_count, max_attempts, created_by)
+  values (v_title, p_action, p_target_url, p_duration_sec, p_target_type, p_target_value, v_target,
+          coalesce(p_max_attempts, jobsys.setting('max_attempts')::integer), auth.uid())
+  returning * into v_job;
+
+  -- A new job has no assignments yet, so every healthy device is eligible.
+  v_assigned := jobsys.assign_devices(v_job.id, v_target, v_healthy);
+  v_job := jobsys.apply_counts(v_job.id, v_assigned, 0, 0, 0, 0, true);
+  return jsonb_build_object('job', jobsys.job_json(v_job), 'assigned', v_assigned);
+end
+$$;
+comment on function jobsys.create_job(text, integer, text, integer, text, text, integer) is
+  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected.';
+
+-- Job-level transitions -----------------------------------------------------------------
+create or replace function jobsys.lock_job(p_job_id uuid) returns jobsys.jobs
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+begin
+  select * into v_job from jobsys.jobs where id = p_job_id for no key update;
+  if not found then
+    perform jobsys.raise_error('JS404', 'job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  return v_job;
+end
+$$;
+comment on function jobsys.lock_job(uuid) is
+  'Locks a job row for a transition (FOR NO KEY UPDATE) or raises JS404.';
+
+create or replace function jobsys.illegal_move(p_job jobsys.jobs, p_move text) returns void
+  language plpgsql
+  as $$
+begin
+  perform jobsys.raise_error('JS409', format('cannot %s a job that is %s', p_move, p_job.status),
+    jsonb_build_object('job_id', p_job.id, 'status', p_job.status, 'transition', p_move));
+end
+$$;
+comment on function jobsys.illegal_move(jobsys.jobs, text) is
+  'Raises JS409 for a transition the job status does not allow.';
+
+-- Pause: queued runs wait; running ones finish.
+create or replace function jobsys.pause_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_job(p_job_id);
+  if v_job.status <> 'active' then
+    perform jobsys.illegal_move(v_job, 'pause');
+  end if;
+  update jobsys.job_assignments set status = 'paused' where job_id = p_job_id and status = 'pending';
+  update jobsys.jobs set status = 'paused', paused_at = now() where id = p_job_id;
+  v_job := jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true);
+  perform jobsys.emit_to_job_workers(p_job_id, 'job_paused', jsonb_build_object('job_id', p_job_id));
+  return jobsys.job_json(v_job);
+end
+$$;
+comment on function jobsys.pause_job(uuid) is
+  'Operators: pause a job. Queued runs wait; running ones finish.';
+
+-- Resume: paused runs are pending again. They may lie below their devices' queue floors
+-- (35_device_runs.sql), so those floors come down to them.
+create or replace function jobsys.resume_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_added integer;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_job(p_job_id);
+  if v_job.status <> 'paused' then
+    perform jobsys.illegal_move(v_job, 'resume');
+  end if;
+  -- The resumed runs may lie below their devices' queue floors: lower those floors, taking
+  -- the device rows in id order as a finish does.
+  with resumed as (
+    update jobsys.job_assignments set status = 'pending' where job_id = p_job_id and status = 'paused'
+    returning id, device_id
+  ), lowered as (
+    select d.id, r.id as floor from jobsys.devices d join resumed r on r.device_id = d.id
+    where d.queue_floor > r.id order by d.id for no key update of d
+  )
+  update jobsys.devices d set queue_floor = l.floor from lowered l where d.id = l.id;
+  update jobsys.jobs set status = 'active', paused_at = null where id = p_job_id
+    returning * into v_job;
+  perform jobsys.emit_to_job_workers(p_job_id, 'job_resumed', jsonb_build_object('job_id', p_job_id));
+  -- Devices may have come or gone while paused.
+  v_added := jobsys.assign_devices(p_job_id,
+    v_job.target_count - (v_job.assigned_count - v_job.failed_count - v_job.cancelled_count));
+  v_job := jobsys.apply_counts(p_job_id, v_added, 0, 0, 0, 0, true);
+  return jobsys.job_json(v_job);
+end
+$$;
+comment on function jobsys.resume_job(uuid) is
+  'Operators: resume a paused job. Its runs are pending again (their devices queue floors come down to them) and devices that came while it was paused are assigned.';
+
+-- Cancel: everything not finished is cancelled now; workers stop what is running.
+create or replace function jobsys.cancel_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_cancelled integer;
+  v_running integer;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_job(p_job_id);
+  if v_job.status not in ('active', 'paused') then
+    perform jobsys.illegal_move(v_job, 'cancel');
+  end if;
+  with stopped as (
+    update jobsys.job_assignments a set status = 'cancelled', finished_at = now(),
+      lease_expires_at = null, error = 'job cancelled'
+    from (select id, status as old_status from jobsys.job_assignments
+          where job_id = p_job_id and status in ('pending', 'paused', 'running')) old
+    where a.id = old.id
+    returning a.id, a.device_id, old.old_status
+  ), freed as (
+    update jobsys.devices d set running_assignment_id = null
+    from stopped s where d.id = s.device_id and d.running_assignment_id = s.id
+    returning 1
+  )
+  select count(*), count(*) filter (where old_status = 'running')
+    into v_cancelled, v_running
+  from stopped, (select count(*) from freed) as force_freed;
+  update jobsys.jobs set status = 'cancelled', finished_at = now() where id = p_job_id;
+  v_job := jobsys.apply_counts(p_job_id, 0, -v_running, 0, 0, v_cancelled, true);
+  perform jobsys.emit_to_job_workers(p_job_id, 'job_cancelled',
+    jsonb_build_object('job_id', p_job_id, 'reason', 'cancelled'));
+  return jobsys.job_json(v_job);
+end
+$$;
+comment on function jobsys.cancel_job(uuid) is
+  'Operators: cancel a job. Everything not finished is cancelled now and the workers stop what is running.';
+
+create or replace function jobsys.delete_job(p_job_id uuid) returns void
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform jobsys.require_operator();
+  perform jobsys.lock_job(p_job_id);
+  -- Tell workers before the rows that name them are gone; delivered at commit.
+  perform jobsys.emit_to_job_workers(p_job_id, 'job_cancelled',
+    jsonb_build_object('job_id', p_job_id, 'reason', 'deleted'));
+  delete from jobsys.jobs where id = p_job_id;  -- assignments cascade; devices are freed
+  perform jobsys.emit('jobsys:dashboard', 'job_deleted', jsonb_build_object('job_id', p_job_id));
+end
+$$;
+comment on function jobsys.delete_job(uuid) is
+  'Operators: delete a job and its assignments; workers are told before the rows that name them are gone.';
+
+create or replace function jobsys.update_job_title(p_job_id uuid, p_title text) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_title text := jobsys.check_title(p_title);
+begin
+  perform jobsys.require_operator();
+  perform jobsys.lock_job(p_job_id);
+  update jobsys.jobs set title = v_title where id = p_job_id;
+  return jobsys.job_json(jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true));
+end
+$$;
+comment on function jobsys.update_job_title(uuid, text) is
+  'Operators: rename a job (title checked as on create).';
+
+-- Reads for the dashboard and API -------------------------------------------------------
+-- p_cutoff: jobsys.healthy_cutoff(), computed once by the caller rather than once per device.
+create or replace function jobsys.device_status(d jobsys.devices, p_cutoff timestamptz) returns text
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$
+  select case
+    when d.state = 'disabled' then 'disabled'
+    when d.state = 'error' then 'error'
+    when d.state = 'offline' or d.worker_id is null or d.last_heartbeat_at <= p_cutoff then 'offline'
+    when d.running_assignment_id is not null then 'busy'
+    else 'idle' end
+$$;
+comment on function jobsys.device_status(jobsys.devices, timestamp with time zone) is
+  'The status the dashboard shows for a device: disabled, error, offline, busy or idle. p_cutoff is jobsys.healthy_cutoff(), computed once by the caller.';
+
+-- p_q is searched for as typed: strpos on lower-cased text is a plain case-insensitive
+-- substring test, so % and _ are not wildcards and nothing needs escaping.
+create or replace function jobsys.list_jobs(p_status text default null, p_q text default null,
+  p_limit integer default 100, p_offset integer default 0)
+  returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform jobsys.require_operator();
+  if p_status is not null and p_status not in ('active', 'paused', 'completed', 'cancelled') then
+    perform jobsys.raise_error('JS400', 'status must be active, paused, completed or cancelled', '{"field": "status"}');
+  end if;
+  if p_limit is null or p_limit not between 1 and 1000 or p_offset is null or p_offset < 0 then
+    perform jobsys.raise_error('JS400', 'limit must be 1-1000 and offset at least 0', '{"field": "limit"}');
+  end if;
+  return (
+    select jsonb_build_object(
+      'jobs', coalesce((select jsonb_agg(jobsys.job_json(j) order by j.created_at desc, j.id)
+                        from (select * from jobsys.jobs j
+                              where (p_status is null or j.status = p_status)
+                                and (p_q is null or strpos(lower(j.title), lower(p_q)) > 0
+                                     or strpos(lower(j.target_url), lower(p_q)) > 0)
+                              order by j.created_at desc, j.id
+                              limit p_limit offset p_offset) j), '[]'),
+      'summary', (select jsonb_build_object(
+                    'total', count(*),
+                    'active', count(*) filter (where status = 'active'),
+                    'paused', count(*) filter (where status = 'paused'),
+                    'completed', count(*) filter (where status = 'completed'),
+                    'cancelled', count(*) filter (where status = 'cancelled'))
+                  from jobsys.jobs)));
+end
+$$;
+comment on function jobsys.list_jobs(text, text, integer, integer) is
+  'Operators: a page of jobs, newest first, with counts per status. p_q searches title and URL for the text as typed (case-insensitive; % and _ are not wildcards).';
+
+create or replace function jobsys.get_job(p_job_id uuid) returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+begin
+  perform jobsys.require_operator();
+  select * into v_job from jobsys.jobs where id = p_job_id;
+  if not found then
+    perform jobsys.raise_error('JS404', 'job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  return jobsys.job_json(v_job) || jsonb_build_object('assignments', coalesce((
+    select jsonb_agg(jsonb_build_object(
+      'id', a.id, 'device_id', a.device_id, 'serial', d.serial, 'worker_id', d.worker_id,
+      'status', a.status, 'attempt', a.attempt, 'lease_expires_at', a.lease_expires_at,
+      'created_at', a.created_at, 'started_at', a.started_at, 'finished_at', a.finished_at,
+      'result', a.result, 'error', a.error) order by d.serial)
+    from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
+    where a.job_id = p_job_id), '[]'));
+end
+$$;
+comment on function jobsys.get_job(uuid) is
+  'Operators: one job with its assignments.';
+
+create or replace function jobsys.list_devices() returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();
+begin
+  perform jobsys.require_operator();
+  return (
+    with rows as (
+      select d.*, jobsys.device_status(d, v_cutoff) as status, w.name as worker_name, a.job_id as current_job_id
+      from jobsys.devices d
+      left join jobsys.workers w on w.id = d.worker_id
+      left join jobsys.job_assignments a on a.id = d.running_assignment_id
+    )
+    select jsonb_build_object(
+      'devices', coalesce(jsonb_agg(jsonb_build_object(
+        'id', r.id, 'serial', r.serial, 'model', r.model, 'simulated', r.simulated,
+        'labels', r.labels, 'state', r.state, 'status', r.status,
+        'worker_id', r.worker_id, 'worker_name', r.worker_name,
+        'current_job_id', r.current_job_id, 'last_heartbeat_at', r.last_heartbeat_at)
+        order by r.worker_name, r.serial), '[]'),
+      'summary', jsonb_build_object(
+        'total', count(r.id),
+        'connected', count(r.id) filter (where r.status in ('idle', 'busy')),
+        'idle', count(r.id) filter (where r.status = 'idle'),
+        'busy', count(r.id) filter (where r.status = 'busy'),
+        'offline', count(r.id) filter (where r.status = 'offline'),
+        'error', count(r.id) filter (where r.status = 'error'),
+        'disabled', count(r.id) filter (where r.status = 'disabled')))
+    from rows r);
+end
+$$;
+comment on function jobsys.list_devices() is
+  'Operators: every device with its status, worker and current job, with counts per status.';

@@ -1,0 +1,846 @@
+-- jobsys declarative schema: background AI batch jobs. One function per transition, as for device jobs.
+--
+--   pending --claim_background_job--> running --(last item reported)--> completed | failed
+--   running --lease expired, claim_background_job by another runner--> running (taken over)
+--   running --release_background_job (runner shutdown)--> pending
+--   running --finish_background_job(error)--> failed      (job-level error: bad key, unknown model)
+--   pending | running --cancel_background_job--> cancelled
+--   completed | failed (with failed items) --retry_background_job--> pending (failed items only)
+--
+-- Items: pending -> running (claimed in batches, tagged with the job's lease token) ->
+-- completed | failed; pending | running -> cancelled on cancel; running -> pending on takeover
+-- or release; failed -> pending on retry. A result is recorded only while the item is still
+-- running under the reporting runner's lease token (compare-and-set), so a runner whose job
+-- was taken over or cancelled never counts anything.
+--
+-- Lock order: background_jobs -> background_job_items (and logs, which are insert-only).
+-- Counters (running / completed / failed / cancelled) change only in
+-- jobsys.apply_background_counts, in the transaction that moves the items;
+-- pending = total - running - completed - failed - cancelled.
+-- Tables: 10_tables.sql; access: 50_access.sql.
+
+-- Helpers -------------------------------------------------------------------------------
+create or replace function jobsys.require_runner() returns void
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if jobsys.caller_role() not in ('service', 'worker') then
+    perform jobsys.raise_error('JS403', 'batch runner (worker or service role) required');
+  end if;
+end
+$$;
+comment on function jobsys.require_runner() is
+  'Raises JS403 unless the caller is a batch runner (worker role or the service).';
+
+create or replace function jobsys.background_job_json(j jobsys.background_jobs) returns jsonb
+  language sql immutable
+  as $$
+  select jsonb_build_object(
+    'id', j.id, 'type', j.type, 'title', j.title, 'status', j.status, 'payload', j.payload,
+    'result', j.result, 'offline', coalesce(j.result -> 'providers' ? 'offline', false),
+    'concurrency', j.concurrency, 'total_items', j.total_items, 'running_items', j.running_items,
+    'completed_items', j.completed_items, 'failed_items', j.failed_items,
+    'cancelled_items', j.cancelled_items, 'progress_percent', j.progress_percent,
+    'retry_count', j.retry_count, 'max_retries', j.max_retries, 'error_message', j.error_message,
+    'created_by', j.created_by, 'created_at', j.created_at, 'updated_at', j.updated_at,
+    'started_at', j.started_at, 'completed_at', j.completed_at, 'lease_owner', j.lease_owner,
+    'lease_expires_at', j.lease_expires_at)
+$$;
+comment on function jobsys.background_job_json(jobsys.background_jobs) is
+  'The JSON shape of a background job in the API.';
+
+-- What background_job_progress carries: enough for a progress monitor without a read.
+create or replace function jobsys.background_progress_json(j jobsys.background_jobs) returns jsonb
+  language sql immutable
+  as $$
+  select jsonb_build_object(
+    'job_id', j.id, 'status', j.status, 'total_items', j.total_items,
+    'running_items', j.running_items, 'completed_items', j.completed_items,
+    'failed_items', j.failed_items, 'cancelled_items', j.cancelled_items,
+    'progress_percent', j.progress_percent, 'error_message', j.error_message,
+    'offline', coalesce(j.result -> 'providers' ? 'offline', false),
+    'started_at', j.started_at, 'completed_at', j.completed_at, 'updated_at', j.updated_at)
+$$;
+comment on function jobsys.background_progress_json(jobsys.background_jobs) is
+  'The payload of background_job_progress: enough for a progress monitor without a read.';
+
+create or replace function jobsys.background_log(p_job_id uuid, p_level text, p_message text,
+  p_metadata jsonb default '{}')
+  returns void
+  language sql
+  set search_path = jobsys, pg_temp
+  as $$
+  insert into jobsys.background_job_logs (job_id, level, message, metadata)
+  values (p_job_id, p_level, left(p_message, 4000), coalesce(p_metadata, '{}'))
+$$;
+comment on function jobsys.background_log(uuid, text, text, jsonb) is
+  'Appends one line to the log of a background job (message cut at 4000 characters).';
+
+create or replace function jobsys.batch_lease_interval() returns interval
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$ select make_interval(secs => jobsys.setting('batch_lease_sec')::double precision) $$;
+comment on function jobsys.batch_lease_interval() is
+  'How long a runner holds a claimed background job past its last heartbeat (batch_lease_sec).';
+
+create or replace function jobsys.lock_background_job(p_job_id uuid) returns jobsys.background_jobs
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+begin
+  select * into v_job from jobsys.background_jobs where id = p_job_id for no key update;
+  if not found then
+    perform jobsys.raise_error('JS404', 'background job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  return v_job;
+end
+$$;
+comment on function jobsys.lock_background_job(uuid) is
+  'Locks a background job row for a transition or raises JS404.';
+
+-- The job, locked, if the caller's lease is current; else JS410 (cancelled, taken over,
+-- finished), which tells the runner to drop the job and count nothing more.
+create or replace function jobsys.held_background_job(p_job_id uuid, p_lease_token uuid) returns jobsys.background_jobs
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs := jobsys.lock_background_job(p_job_id);
+begin
+  if v_job.status <> 'running' or v_job.lease_token is distinct from p_lease_token then
+    perform jobsys.raise_error('JS410', 'this runner no longer holds the job',
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status,
+                         'reason', case when v_job.status = 'running' then 'taken_over' else v_job.status end));
+  end if;
+  return v_job;
+end
+$$;
+comment on function jobsys.held_background_job(uuid, uuid) is
+  'The job, locked, if the lease of the caller is current; else JS410 (cancelled, taken over, finished), which tells the runner to drop the job and count nothing more.';
+
+-- Counters: the one place they change. The caller holds the job row lock. A running job
+-- whose items are all final finishes here, in the same transaction: completed, or failed
+-- when no item succeeded. background_job_progress is throttled per job like job_progress;
+-- renew_background_leases sends the trailing event.
+create or replace function jobsys.apply_background_counts(
+  p_job_id uuid, p_running integer, p_completed integer, p_failed integer, p_cancelled integer,
+  p_force_event boolean default false)
+  returns jobsys.background_jobs
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_now timestamptz := clock_timestamp();
+  v_interval interval := make_interval(secs => jobsys.setting('progress_event_interval_ms') / 1000.0);
+  v_job jobsys.background_jobs;
+  v_finishes boolean;
+begin
+  update jobsys.background_jobs j set
+    running_items = j.running_items + p_running,
+    completed_items = j.completed_items + p_completed,
+    failed_items = j.failed_items + p_failed,
+    cancelled_items = j.cancelled_items + p_cancelled,
+    updated_at = v_now
+  where j.id = p_job_id
+  returning j.* into v_job;
+
+  v_finishes := v_job.status = 'running' and v_job.running_items = 0
+    and v_job.completed_items + v_job.failed_items + v_job.cancelled_items >= v_job.total_items;
+  if v_finishes then
+    update jobsys.background_jobs j set
+      status = case when j.completed_items = 0 and j.failed_items > 0 then 'failed' else 'completed' end,
+      completed_at = v_now, lease_expires_at = null,
+      error_message = case when j.failed_items > 0
+                           then format('%s of %s items failed', j.failed_items, j.total_items) end
+    where j.id = p_job_id
+    returning j.* into v_job;
+    perform jobsys.background_log(p_job_id,
+      case when v_job.status = 'failed' then 'error' when v_job.failed_items > 0 then 'warning' else 'info' end,
+      format('%s: %s of %s items succeeded, %s failed', v_job.status, v_job.completed_items,
+             v_job.total_items, v_job.failed_items),
+      jsonb_build_object('status', v_job.status, 'completed_items', v_job.completed_items,
+                         'failed_items', v_job.failed_items));
+  end if;
+
+  if p_force_event or v_finishes or v_now - v_job.progress_notified_at >= v_interval then
+    update jobsys.background_jobs j set progress_notified_at = v_now where j.id = p_job_id;
+    perform jobsys.emit('jobsys:dashboard', 'background_job_progress', jobsys.background_progress_json(v_job));
+  end if;
+  return v_job;
+end
+$$;
+comment on function jobsys.apply_background_counts(uuid, integer, integer, integer, integer, boolean) is
+  'The one place background job counters change (the caller holds the job row lock). A running job whose items are all final finishes here; background_job_progress is throttled per job.';
+
+-- Placeholders of a template: plain {name} fields; {{ and }} are literal braces. Anything
+-- else ({0}, {a.b}, {x!r}, {x:>9}, a lone brace) is refused. Mirrors jobsys/batch/template.py.
+create or replace function jobsys.template_placeholders(p_template text) returns text[]
+  language plpgsql immutable
+  as $$
+declare
+  v_rest text := replace(replace(p_template, '{{', ''), '}}', '');
+  v_names text[];
+begin
+  if regexp_replace(v_rest, '\{[A-Za-z_][A-Za-z0-9_]*\}', '', 'g') ~ '[{}]' then
+    perform jobsys.raise_error('JS400',
+      'template placeholders must be plain {name} fields (letters, digits, underscore); write {{ and }} for literal braces',
+      '{"field": "template"}');
+  end if;
+  select coalesce(array_agg(distinct m[1] order by m[1]), '{}') into v_names
+  from regexp_matches(v_rest, '\{([A-Za-z_][A-Za-z0-9_]*)\}', 'g') as m;
+  return v_names;
+end
+$$;
+comment on function jobsys.template_placeholders(text) is
+  'The placeholders of a template: plain {name} fields, {{ and }} for literal braces, anything else refused with JS400. Mirrors jobsys/batch/template.py.';
+
+-- Payload checks for ai_batch: returns the normalised payload or raises JS400 (nothing stored).
+create or replace function jobsys.check_ai_batch(p_payload jsonb, p_items jsonb) returns jsonb
+  language plpgsql immutable
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_template text;
+  v_placeholders text[];
+  v_bad record;
+  v_n integer;
+begin
+  if jsonb_typeof(p_payload) is distinct from 'object' then
+    perform jobsys.raise_error('JS400', 'payload must be a JSON object', '{"field": "payload"}');
+  end if;
+  if exists (select 1 from jsonb_object_keys(p_payload) k
+             where k not in ('template', 'model', 'system_instruction', 'temperature', 'max_output_tokens', 'provider')) then
+    perform jobsys.raise_error('JS400',
+      'payload accepts template, model, system_instruction, temperature, max_output_tokens and provider only',
+      '{"field": "payload"}');
+  end if;
+  if jsonb_typeof(p_payload -> 'template') is distinct from 'string'
+     or (p_payload ->> 'template') ~ '^[[:space:]]*$' or length(p_payload ->> 'template') > 20000 then
+    perform jobsys.raise_error('JS400', 'template must be 1-20000 characters', '{"field": "template"}');
+  end if;
+  v_template := p_payload ->> 'template';
+  v_placeholders := jobsys.template_placeholders(v_template);
+  if cardinality(v_placeholders) = 0 then
+    perform jobsys.raise_error('JS400', 'template has no {placeholder}: name the item fields it uses, e.g. {text}',
+      '{"field": "template"}');
+  end if;
+  if jsonb_typeof(p_payload -> 'model') is distinct from 'string'
+     or (p_payload ->> 'model') !~ '^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$' then
+    perform jobsys.raise_error('JS400', 'model must be a model name such as gemini-2.5-flash', '{"field": "model"}');
+  end if;
+  if p_payload ? 'system_instruction' and jsonb_typeof(p_payload -> 'system_instruction') <> 'null'
+     and (jsonb_typeof(p_payload -> 'system_instruction') <> 'string'
+          or length(p_payload ->> 'system_instruction') > 20000) then
+    perform jobsys.raise_error('JS400', 'system_instruction must be text of at most 20000 characters',
+      '{"field": "system_instruction"}');
+  end if;
+  if p_payload ? 'temperature' and jsonb_typeof(p_payload -> 'temperature') <> 'null'
+     and (jsonb_typeof(p_payload -> 'temperature') <> 'number'
+          or (p_payload ->> 'temperature')::numeric not between 0 and 2) then
+    perform jobsys.raise_error('JS400', 'temperature must be between 0 and 2', '{"field": "temperature"}');
+  end if;
+  if p_payload ? 'max_output_tokens' and jsonb_typeof(p_payload -> 'max_output_tokens') <> 'null'
+     and (jsonb_typeof(p_payload -> 'max_output_tokens') <> 'number'
+          or (p_payload ->> 'max_output_tokens')::numeric not between 1 and 65536
+          or (p_payload ->> 'max_output_tokens')::numeric % 1 <> 0) then
+    perform jobsys.raise_error('JS400', 'max_output_tokens must be a whole number between 1 and 65536',
+      '{"field": "max_output_tokens"}');
+  end if;
+  if coalesce(p_payload ->> 'provider', 'auto') not in ('auto', 'gemini', 'offline') then
+    perform jobsys.raise_error('JS400', 'provider must be auto, gemini or offline', '{"field": "provider"}');
+  end if;
+
+  if jsonb_typeof(p_items) is distinct from 'array' then
+    perform jobsys.raise_error('JS400', 'items must be a JSON array of objects', '{"field": "items"}');
+  end if;
+  v_n := jsonb_array_length(p_items);
+  if v_n not between 1 and 10000 then
+    perform jobsys.raise_error('JS400', 'a batch needs 1 to 10000 items',
+      jsonb_build_object('field', 'items', 'count', v_n));
+  end if;
+  if octet_length(p_items::text) > 16000000 then
+    perform jobsys.raise_error('JS400', 'items must total at most 16 MB', '{"field": "items"}');
+  end if;
+  select e.ord - 1 as idx, case
+      when jsonb_typeof(e.value) <> 'object' then 'must be a JSON object'
+      when length(e.value::text) > 20000 then 'is larger than 20000 characters'
+      when exists (select 1 from jsonb_each(e.value) f where jsonb_typeof(f.value) in ('object', 'array'))
+        then 'has a nested object or list; field values must be text, numbers, true/false or null'
+      else (select format('has no field %s, which the template uses', p)
+            from unnest(v_placeholders) p where not e.value ? p limit 1)
+    end as problem
+    into v_bad
+  from jsonb_array_elements(p_items) with ordinality as e(value, ord)
+  where jsonb_typeof(e.value) <> 'object' or length(e.value::text) > 20000
+     or exists (select 1 from jsonb_each(e.value) f where jsonb_typeof(f.value) in ('object', 'array'))
+     or exists (select 1 from unnest(v_placeholders) p where not e.value ? p)
+  order by e.ord limit 1;
+  if found then
+    perform jobsys.raise_error('JS400', format('item %s %s', v_bad.idx, v_bad.problem),
+      jsonb_build_object('field', 'items', 'item', v_bad.idx));
+  end if;
+
+  return jsonb_build_object(
+    'template', v_template, 'model', p_payload ->> 'model',
+    'system_instruction', nullif(p_payload ->> 'system_instruction', ''),
+    'temperature', p_payload -> 'temperature', 'max_output_tokens', p_payload -> 'max_output_tokens',
+    'provider', coalesce(p_payload ->> 'provider', 'auto'), 'placeholders', to_jsonb(v_placeholders))
+    - case when jsonb_typeof(p_payload -> 'temperature') is distinct from 'number' then 'temperature' else '' end
+    - case when jsonb_typeof(p_payload -> 'max_output_tokens') is distinct from 'number' then 'max_output_tokens' else '' end;
+end
+$$;
+comment on function jobsys.check_ai_batch(jsonb, jsonb) is
+  'Checks an ai_batch payload and its items; returns the normalised payload or raises JS400, so nothing is stored.';
+
+-- Operators ------------------------------------------------------------------------------
+create or replace function jobsys.create_background_job(
+  p_payload jsonb, p_items jsonb, p_title text default null, p_concurrency integer default 5,
+  p_max_retries integer default 3, p_type text default 'ai_batch')
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_payload jsonb;
+  v_title text;
+  v_job jobsys.background_jobs;
+begin
+  perform jobsys.require_operator();
+  if p_type is distinct from 'ai_batch' then
+    perform jobsys.raise_error('JS400', 'type must be ai_batch', '{"field": "type"}');
+  end if;
+  if p_concurrency is null or p_concurrency not between 1 and 64 then
+    perform jobsys.raise_error('JS400', 'concurrency must be between 1 and 64', '{"field": "concurrency"}');
+  end if;
+  if p_max_retries is null or p_max_retries not between 0 and 10 then
+    perform jobsys.raise_error('JS400', 'max_retries must be between 0 and 10', '{"field": "max_retries"}');
+  end if;
+  v_payload := jobsys.check_ai_batch(p_payload, p_items);
+  v_title := jobsys.check_title(coalesce(nullif(btrim(p_title), ''),
+    left(btrim(regexp_replace(v_payload ->> 'template', '[[:space:][:cntrl:]]+', ' ', 'g')), 80)));
+
+  insert into jobsys.background_jobs (type, title, payload, concurrency, total_items, max_retries, created_by)
+  values (p_type, v_title, v_payload, p_concurrency, jsonb_array_length(p_items), p_max_retries, auth.uid())
+  returning * into v_job;
+  insert into jobsys.background_job_items (job_id, idx, input)
+  select v_job.id, (e.ord - 1)::integer, e.value
+  from jsonb_array_elements(p_items) with ordinality as e(value, ord);
+
+  perform jobsys.background_log(v_job.id, 'info',
+    format('created: %s items, model %s, provider %s, concurrency %s', v_job.total_items,
+           v_payload ->> 'model', v_payload ->> 'provider', v_job.concurrency));
+  perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', v_job.id));
+  v_job := jobsys.apply_background_counts(v_job.id, 0, 0, 0, 0, true);
+  return jobsys.background_job_json(v_job);
+end
+$$;
+comment on function jobsys.create_background_job(jsonb, jsonb, text, integer, integer, text) is
+  'Operators: create an AI batch job and its items; runners are told by push.';
+
+-- Cancel: nothing more is scheduled; every unfinished item is cancelled now; the runner is
+-- told (push, and its next heartbeat) and cancels its in-flight calls, whose late results
+-- no longer count.
+create or replace function jobsys.cancel_background_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_cancelled integer;
+  v_running integer;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_background_job(p_job_id);
+  if v_job.status not in ('pending', 'running') then
+    perform jobsys.raise_error('JS409', format('cannot cancel a background job that is %s', v_job.status),
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'cancel'));
+  end if;
+  with stopped as (
+    update jobsys.background_job_items i set status = 'cancelled', finished_at = now(),
+      lease_token = null, error = 'job cancelled'
+    from (select idx, status as old_status from jobsys.background_job_items
+          where job_id = p_job_id and status in ('pending', 'running')) old
+    where i.job_id = p_job_id and i.idx = old.idx
+    returning old.old_status)
+  select count(*), count(*) filter (where old_status = 'running') into v_cancelled, v_running from stopped;
+  update jobsys.background_jobs set status = 'cancelled', completed_at = now(), lease_expires_at = null
+  where id = p_job_id;
+  perform jobsys.background_log(p_job_id, 'info',
+    format('cancelled: %s unfinished item(s) cancelled (%s in flight)', v_cancelled, v_running),
+    jsonb_build_object('cancelled_items', v_cancelled, 'in_flight', v_running));
+  perform jobsys.emit('jobsys:runners', 'background_job_cancelled', jsonb_build_object('job_id', p_job_id));
+  v_job := jobsys.apply_background_counts(p_job_id, -v_running, 0, 0, v_cancelled, true);
+  return jobsys.background_job_json(v_job);
+end
+$$;
+comment on function jobsys.cancel_background_job(uuid) is
+  'Operators: cancel a background job. Every unfinished item is cancelled now and the runner is told, so late results of its in-flight calls no longer count.';
+
+-- Retry: only the failed items go back to the queue; completed outputs stay.
+create or replace function jobsys.retry_background_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_n integer;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_background_job(p_job_id);
+  if v_job.status not in ('completed', 'failed') or v_job.failed_items = 0 then
+    perform jobsys.raise_error('JS409',
+      case when v_job.status in ('completed', 'failed') then 'no failed items to retry'
+           else format('cannot retry a background job that is %s', v_job.status) end,
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry',
+                         'failed_items', v_job.failed_items));
+  end if;
+  with requeued as (
+    update jobsys.background_job_items set status = 'pending', error = null, output = null,
+      started_at = null, finished_at = null, lease_token = null
+    where job_id = p_job_id and status = 'failed'
+    returning 1)
+  select count(*) into v_n from requeued;
+  update jobsys.background_jobs set status = 'pending', retry_count = retry_count + 1,
+    error_message = null, started_at = null, completed_at = null, lease_expires_at = null
+  where id = p_job_id
+  returning * into v_job;
+  perform jobsys.background_log(p_job_id, 'info',
+    format('retry %s: %s failed item(s) re-queued', v_job.retry_count, v_n),
+    jsonb_build_object('retry_count', v_job.retry_count, 'requeued', v_n));
+  perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', p_job_id));
+  v_job := jobsys.apply_background_counts(p_job_id, 0, 0, -v_n, 0, true);
+  return jobsys.background_job_json(v_job);
+end
+$$;
+comment on function jobsys.retry_background_job(uuid) is
+  'Operators: retry a finished job. Only the failed items go back to the queue; completed outputs stay.';
+
+-- Runners --------------------------------------------------------------------------------
+-- Claim one job with a lease: a running job whose lease expired (its runner is gone: taken
+-- over, its unfinished items back to pending, completed ones untouched) before the oldest
+-- pending one. SKIP LOCKED: two runners never wait on each other. Null when there is none.
+create or replace function jobsys.claim_background_job(p_runner_id text) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_requeued integer := 0;
+  v_previous text;
+begin
+  perform jobsys.require_runner();
+  if p_runner_id is null or length(btrim(p_runner_id)) not between 1 and 200 or p_runner_id ~ '[[:cntrl:]]' then
+    perform jobsys.raise_error('JS400', 'runner id must be 1-200 printable characters', '{"field": "runner_id"}');
+  end if;
+
+  select * into v_job from jobsys.background_jobs
+  where status = 'running' and lease_expires_at < now()
+  order by lease_expires_at limit 1
+  for no key update skip locked;
+  if found then
+    v_previous := v_job.lease_owner;
+    with back as (
+      update jobsys.background_job_items set status = 'pending', lease_token = null, started_at = null
+      where job_id = v_job.id and status = 'running'
+      returning 1)
+    select count(*) into v_requeued from back;
+    perform jobsys.background_log(v_job.id, 'warning',
+      format('taken over by runner %s: the lease of runner %s expired; %s unfinished item(s) re-queued, '
+             || '%s completed item(s) kept', p_runner_id, coalesce(v_previous, '?'), v_requeued,
+             v_job.completed_items),
+      jsonb_build_object('runner', p_runner_id, 'previous_runner', v_previous, 'requeued', v_requeued));
+  else
+    select * into v_job from jobsys.background_jobs
+    where status = 'pending'
+    order by created_at, id limit 1
+    for no key update skip locked;
+    if not found then
+      return null;
+    end if;
+    perform jobsys.background_log(v_job.id, 'info',
+      format('started by runner %s', p_runner_id), jsonb_build_object('runner', p_runner_id));
+  end if;
+
+  update jobsys.background_jobs set status = 'running', started_at = coalesce(started_at, now()),
+    lease_owner = p_runner_id, lease_token = gen_random_uuid(),
+    lease_expires_at = now() + jobsys.batch_lease_interval()
+  where id = v_job.id;
+  -- Finishes at once if nothing is left (e.g. everything was reported before the takeover).
+  v_job := jobsys.apply_background_counts(v_job.id, -v_requeued, 0, 0, 0, true);
+  return jobsys.background_job_json(v_job) || jsonb_build_object(
+    'lease_token', v_job.lease_token, 'lease_sec', jobsys.setting('batch_lease_sec'));
+end
+$$;
+comment on function jobsys.claim_background_job(text) is
+  'Runners: claim one job with a lease, a running job whose lease expired (taken over) before the oldest pending one. SKIP LOCKED, so two runners never wait on each other; null when there is none.';
+
+-- Claim up to p_limit pending items of a held job, in index order, and extend the lease.
+create or replace function jobsys.claim_background_items(p_job_id uuid, p_lease_token uuid, p_limit integer)
+  returns table (idx integer, input jsonb, attempts integer)
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_n integer;
+begin
+  perform jobsys.require_runner();
+  if p_limit is null or p_limit not between 1 and 1000 then
+    perform jobsys.raise_error('JS400', 'limit must be between 1 and 1000', '{"field": "limit"}');
+  end if;
+  v_job := jobsys.held_background_job(p_job_id, p_lease_token);
+  return query
+  with picked as (
+    select i.idx from jobsys.background_job_items i
+    where i.job_id = p_job_id and i.status = 'pending'
+    order by i.idx limit p_limit
+    for no key update skip locked
+  ), claimed as (
+    update jobsys.background_job_items i set status = 'running', lease_token = p_lease_token,
+      runner_id = v_job.lease_owner, started_at = now()
+    from picked p where i.job_id = p_job_id and i.idx = p.idx
+    returning i.idx, i.input, i.attempts)
+  select c.idx, c.input, c.attempts from claimed c order by c.idx;
+  get diagnostics v_n = row_count;  -- rows RETURN QUERY added
+  update jobsys.background_jobs set lease_expires_at = now() + jobsys.batch_lease_interval()
+  where id = p_job_id;
+  if v_n > 0 then
+    perform jobsys.apply_background_counts(p_job_id, v_n, 0, 0, 0);
+  end if;
+end
+$$;
+comment on function jobsys.claim_background_items(uuid, uuid, integer) is
+  'Runners: claim up to p_limit pending items of a held job, in index order, and extend the lease.';
+
+-- Record item results with compare-and-set: an item counts only while it is running under
+-- this lease token, so a result from a runner that lost the job (taken over, cancelled)
+-- raises JS410 and changes nothing, and a repeated result is returned as stale.
+-- p_results: [{"idx", "status": completed|failed, "output"?, "error"?, "attempts"?,
+--              "tokens_in"?, "tokens_out"?, "latency_ms"?, "provider"?}]
+-- p_logs: [{"level": info|warning|error, "message", "metadata"?}] written with them.
+create or replace function jobsys.report_background_items(p_job_id uuid, p_lease_token uuid,
+  p_results jsonb default '[]', p_logs jsonb default '[]')
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_completed integer;
+  v_failed integer;
+  v_applied integer[];
+begin
+  perform jobsys.require_runner();
+  if jsonb_typeof(coalesce(p_results, '[]')) <> 'array' or jsonb_typeof(coalesce(p_logs, '[]')) <> 'array' then
+    perform jobsys.raise_error('JS400', 'results and logs must be JSON arrays', '{"field": "results"}');
+  end if;
+  if exists (select 1 from jsonb_array_elements(coalesce(p_results, '[]')) r
+             where jsonb_typeof(r) <> 'object' or jsonb_typeof(r -> 'idx') is distinct from 'number'
+                or coalesce(r ->> 'status', '') not in ('completed', 'failed')
+                or (r ->> 'status' = 'failed' and coalesce(btrim(r ->> 'error'), '') = '')) then
+    perform jobsys.raise_error('JS400',
+      'each result needs idx and a status of completed or failed; a failed one says why in error',
+      '{"field": "results"}');
+  end if;
+  if (select count(*) <> count(distinct r ->> 'idx') from jsonb_array_elements(coalesce(p_results, '[]')) r) then
+    perform jobsys.raise_error('JS400', 'a report names each item at most once', '{"field": "results"}');
+  end if;
+  if exists (select 1 from jsonb_array_elements(coalesce(p_logs, '[]')) l
+             where jsonb_typeof(l) <> 'object' or coalesce(l ->> 'level', '') not in ('info', 'warning', 'error')
+                or coalesce(btrim(l ->> 'message'), '') = '') then
+    perform jobsys.raise_error('JS400', 'each log needs a level (info, warning, error) and a message',
+      '{"field": "logs"}');
+  end if;
+  v_job := jobsys.held_background_job(p_job_id, p_lease_token);
+
+  with r as (
+    select * from jsonb_to_recordset(coalesce(p_results, '[]')) as x(
+      idx integer, status text, output text, error text, attempts integer, tokens_in integer,
+      tokens_out integer, latency_ms integer, provider text)
+  ), done as (
+    update jobsys.background_job_items i set
+      status = r.status, output = left(r.output, 1000000), error = left(r.error, 2000),
+      attempts = i.attempts + greatest(coalesce(r.attempts, 1), 0),
+      tokens_in = r.tokens_in, tokens_out = r.tokens_out, latency_ms = r.latency_ms,
+      provider = left(r.provider, 50), finished_at = now(), lease_token = null
+    from r
+    where i.job_id = p_job_id and i.idx = r.idx and i.status = 'running' and i.lease_token = p_lease_token
+    returning i.idx, i.status, i.error, i.attempts, i.provider
+  ), logged as (
+    insert into jobsys.background_job_logs (job_id, level, message, metadata)
+    select p_job_id, 'error', left(format('item %s failed after %s attempt(s): %s', d.idx, d.attempts, d.error), 4000),
+           jsonb_build_object('item', d.idx, 'attempts', d.attempts)
+    from done d where d.status = 'failed'
+    returning 1
+  ), providers as (
+    update jobsys.background_jobs j set result = jsonb_set(j.result, '{providers}', (
+        select coalesce(jsonb_agg(distinct p order by p), '[]')
+        from (select jsonb_array_elements_text(coalesce(j.result -> 'providers', '[]')) p
+              union select d.provider from done d where d.provider is not null) ps))
+    where j.id = p_job_id and exists (select 1 from done d where d.provider is not null
+                                      and not coalesce(j.result -> 'providers', '[]') ? d.provider)
+    returning 1
+  )
+  select count(*) filter (where d.status = 'completed'), count(*) filter (where d.status = 'failed'),
+         coalesce(array_agg(d.idx), '{}')
+    into v_completed, v_failed, v_applied
+  from done d, (select count(*) from logged) as force_logged, (select count(*) from providers) as force_providers;
+
+  insert into jobsys.background_job_logs (job_id, level, message, metadata)
+  select p_job_id, l ->> 'level', left(l ->> 'message', 4000),
+         case when jsonb_typeof(l -> 'metadata') = 'object' then l -> 'metadata' else '{}' end
+  from jsonb_array_elements(coalesce(p_logs, '[]')) l;
+
+  update jobsys.background_jobs set lease_expires_at = now() + jobsys.batch_lease_interval()
+  where id = p_job_id;
+  if v_completed + v_failed > 0 then
+    v_job := jobsys.apply_background_counts(p_job_id, -(v_completed + v_failed), v_completed, v_failed, 0);
+  end if;
+  return jsonb_build_object(
+    'applied', v_completed + v_failed,
+    'stale', coalesce((select jsonb_agg(x.idx order by x.idx)
+                       from jsonb_to_recordset(coalesce(p_results, '[]')) as x(idx integer)
+                       where not x.idx = any(v_applied)), '[]'),
+    'job', jobsys.background_progress_json(v_job));
+end
+$$;
+comment on function jobsys.report_background_items(uuid, uuid, jsonb, jsonb) is
+  'Runners: record item results with compare-and-set on the lease token, so a runner that lost the job changes nothing (JS410) and a repeated result comes back as stale.';
+
+-- Heartbeat of a runner: extends the leases it still holds and sends the trailing
+-- background_job_progress of each. Returns the tokens it no longer holds (cancelled, taken
+-- over): the polling path for cancellation when push is down. SKIP LOCKED: a job busy in
+-- a report right now is renewed by that report.
+create or replace function jobsys.renew_background_leases(p_runner_id text, p_lease_tokens uuid[]) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+begin
+  perform jobsys.require_runner();
+  for v_job in
+    select * from jobsys.background_jobs
+    where lease_token = any(coalesce(p_lease_tokens, '{}')) and status = 'running'
+    order by id
+    for no key update skip locked
+  loop
+    update jobsys.background_jobs set lease_expires_at = now() + jobsys.batch_lease_interval(),
+      progress_notified_at = case when updated_at > progress_notified_at then updated_at else progress_notified_at end
+    where id = v_job.id;
+    if v_job.updated_at > v_job.progress_notified_at then
+      perform jobsys.emit('jobsys:dashboard', 'background_job_progress', jobsys.background_progress_json(v_job));
+    end if;
+  end loop;
+  return jsonb_build_object('runner_id', p_runner_id, 'lost', coalesce((
+    select jsonb_agg(t order by t) from unnest(coalesce(p_lease_tokens, '{}')) t
+    where not exists (select 1 from jobsys.background_jobs j where j.lease_token = t and j.status = 'running')),
+    '[]'));
+end
+$$;
+comment on function jobsys.renew_background_leases(text, uuid[]) is
+  'Runners: heartbeat. Extends the leases still held, sends their trailing progress events and returns the tokens no longer held: the polling path for cancellation when push is down.';
+
+-- Finish a held job. Without p_error: only when nothing is left (normally the last report
+-- has finished it already, and this returns it unchanged). With p_error: a job-level
+-- failure (no API key, unknown model, daily quota): every unfinished item fails with it, so
+-- a retry after the fix runs exactly those.
+create or replace function jobsys.finish_background_job(p_job_id uuid, p_lease_token uuid, p_error text default null)
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_failed integer;
+  v_running integer;
+begin
+  perform jobsys.require_runner();
+  v_job := jobsys.lock_background_job(p_job_id);
+  if v_job.lease_token is not distinct from p_lease_token and v_job.status in ('completed', 'failed')
+     and p_error is null then
+    return jobsys.background_job_json(v_job);
+  end if;
+  v_job := jobsys.held_background_job(p_job_id, p_lease_token);
+  if p_error is null then
+    if v_job.running_items + v_job.completed_items + v_job.failed_items + v_job.cancelled_items < v_job.total_items
+       or v_job.running_items > 0 then
+      perform jobsys.raise_error('JS409', 'items are still pending or running',
+        jsonb_build_object('job_id', p_job_id, 'transition', 'finish'));
+    end if;
+    return jobsys.background_job_json(jobsys.apply_background_counts(p_job_id, 0, 0, 0, 0, true));
+  end if;
+  with failed as (
+    update jobsys.background_job_items i set status = 'failed', error = left(p_error, 2000),
+      finished_at = now(), lease_token = null
+    from (select idx, status as old_status from jobsys.background_job_items
+          where job_id = p_job_id and status in ('pending', 'running')) old
+    where i.job_id = p_job_id and i.idx = old.idx
+    returning old.old_status)
+  select count(*), count(*) filter (where old_status = 'running') into v_failed, v_running from failed;
+  update jobsys.background_jobs set status = 'failed', completed_at = now(), lease_expires_at = null,
+    error_message = left(p_error, 2000)
+  where id = p_job_id;
+  perform jobsys.background_log(p_job_id, 'error',
+    format('failed: %s; %s unfinished item(s) marked failed', left(p_error, 2000), v_failed),
+    jsonb_build_object('failed_items', v_failed));
+  v_job := jobsys.apply_background_counts(p_job_id, -v_running, 0, v_failed, 0, true);
+  return jobsys.background_job_json(v_job);
+end
+$$;
+comment on function jobsys.finish_background_job(uuid, uuid, text) is
+  'Runners: finish a held job. With p_error, a job-level failure (no API key, unknown model, quota) fails every unfinished item, so a retry after the fix runs exactly those.';
+
+-- A runner shutting down hands the job back: unfinished items to pending, the job to
+-- pending for the next runner (told by push).
+create or replace function jobsys.release_background_job(p_job_id uuid, p_lease_token uuid, p_reason text default null)
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_n integer;
+begin
+  perform jobsys.require_runner();
+  v_job := jobsys.held_background_job(p_job_id, p_lease_token);
+  with back as (
+    update jobsys.background_job_items set status = 'pending', lease_token = null, started_at = null
+    where job_id = p_job_id and status = 'running'
+    returning 1)
+  select count(*) into v_n from back;
+  update jobsys.background_jobs set status = 'pending', lease_token = null, lease_expires_at = null
+  where id = p_job_id;
+  perform jobsys.background_log(p_job_id, 'info',
+    format('released by runner %s (%s); %s unfinished item(s) re-queued', v_job.lease_owner,
+           left(coalesce(p_reason, 'shutting down'), 500), v_n),
+    jsonb_build_object('runner', v_job.lease_owner, 'requeued', v_n));
+  perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', p_job_id));
+  v_job := jobsys.apply_background_counts(p_job_id, -v_n, 0, 0, 0, true);
+  return jobsys.background_job_json(v_job);
+end
+$$;
+comment on function jobsys.release_background_job(uuid, uuid, text) is
+  'Runners: a runner shutting down hands the job back; its unfinished items and the job go back to pending for the next runner.';
+
+-- Reads for the dashboard and API -------------------------------------------------------
+create or replace function jobsys.list_background_jobs(p_status text default null, p_limit integer default 100,
+  p_offset integer default 0)
+  returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform jobsys.require_operator();
+  if p_status is not null and p_status not in ('pending', 'running', 'completed', 'failed', 'cancelled') then
+    perform jobsys.raise_error('JS400', 'status must be pending, running, completed, failed or cancelled',
+      '{"field": "status"}');
+  end if;
+  if p_limit is null or p_limit not between 1 and 1000 or p_offset is null or p_offset < 0 then
+    perform jobsys.raise_error('JS400', 'limit must be 1-1000 and offset at least 0', '{"field": "limit"}');
+  end if;
+  return jsonb_build_object(
+    'jobs', coalesce((select jsonb_agg(jobsys.background_job_json(j) order by j.created_at desc, j.id)
+                      from (select * from jobsys.background_jobs j
+                            where p_status is null or j.status = p_status
+                            order by j.created_at desc, j.id
+                            limit p_limit offset p_offset) j), '[]'),
+    'summary', (select jsonb_build_object(
+                  'total', count(*),
+                  'pending', count(*) filter (where status = 'pending'),
+                  'running', count(*) filter (where status = 'running'),
+                  'completed', count(*) filter (where status = 'completed'),
+                  'failed', count(*) filter (where status = 'failed'),
+                  'cancelled', count(*) filter (where status = 'cancelled'))
+                from jobsys.background_jobs));
+end
+$$;
+comment on function jobsys.list_background_jobs(text, integer, integer) is
+  'Operators: a page of background jobs, newest first, with counts per status.';
+
+create or replace function jobsys.get_background_job(p_job_id uuid) returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+begin
+  perform jobsys.require_operator();
+  select * into v_job from jobsys.background_jobs where id = p_job_id;
+  if not found then
+    perform jobsys.raise_error('JS404', 'background job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  return jobsys.background_job_json(v_job);
+end
+$$;
+comment on function jobsys.get_background_job(uuid) is
+  'Operators: one background job.';
+
+-- Newest first, paged by id: pass the previous page's next_before_id.
+create or replace function jobsys.list_background_job_logs(p_job_id uuid, p_limit integer default 100,
+  p_before_id bigint default null)
+  returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_logs jsonb;
+begin
+  perform jobsys.require_operator();
+  if p_limit is null or p_limit not between 1 and 1000 then
+    perform jobsys.raise_error('JS400', 'limit must be between 1 and 1000', '{"field": "limit"}');
+  end if;
+  if not exists (select 1 from jobsys.background_jobs where id = p_job_id) then
+    perform jobsys.raise_error('JS404', 'background job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  select coalesce(jsonb_agg(jsonb_build_object('id', l.id, 'level', l.level, 'message', l.message,
+                                               'metadata', l.metadata, 'created_at', l.created_at)
+                            order by l.id desc), '[]')
+    into v_logs
+  from (select * from jobsys.background_job_logs l
+        where l.job_id = p_job_id and (p_before_id is null or l.id < p_before_id)
+        order by l.id desc limit p_limit) l;
+  return jsonb_build_object('logs', v_logs,
+    'next_before_id', case when jsonb_array_length(v_logs) = p_limit
+                           then v_logs -> (p_limit - 1) -> 'id' end);
+end
+$$;
+comment on function jobsys.list_background_job_logs(uuid, integer, bigint) is
+  'Operators: the log of a job, newest first, paged by id (pass the previous page next_before_id).';
+
+create or replace function jobsys.list_background_job_items(p_job_id uuid, p_status text default null,
+  p_limit integer default 100, p_offset integer default 0)
+  returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform jobsys.require_operator();
+  if p_status is not null and p_status not in ('pending', 'running', 'completed', 'failed', 'cancelled') then
+    perform jobsys.raise_error('JS400', 'status must be pending, running, completed, failed or cancelled',
+      '{"field": "status"}');
+  end if;
+  if p_limit is null or p_limit not between 1 and 1000 or p_offset is null or p_offset < 0 then
+    perform jobsys.raise_error('JS400', 'limit must be 1-1000 and offset at least 0', '{"field": "limit"}');
+  end if;
+  if not exists (select 1 from jobsys.background_jobs where id = p_job_id) then
+    perform jobsys.raise_error('JS404', 'background job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  return jsonb_build_object(
+    'items', coalesce((select jsonb_agg(jsonb_build_object(
+        'idx', i.idx, 'input', i.input, 'status', i.status, 'output', i.output, 'error', i.error,
+        'attempts', i.attempts, 'tokens_in', i.tokens_in, 'tokens_out', i.tokens_out,
+        'latency_ms', i.latency_ms, 'provider', i.provider, 'runner_id', i.runner_id,
+        'started_at', i.started_at, 'finished_at', i.finished_at) order by i.idx)
+      from (select * from jobsys.background_job_items i
+            where i.job_id = p_job_id and (p_status is null or i.status = p_status)
+            order by i.idx limit p_limit offset p_offset) i), '[]'),
+    'total', (select count(*) from jobsys.background_job_items i
+              where i.job_id = p_job_id and (p_status is null or i.status = p_status)));
+end
+$$;
+comment on function jobsys.list_background_job_items(uuid, text, integer, integer) is
+  'Operators: a page of the items of a job in index order, optionally of one status.';

@@ -1,0 +1,93 @@
+-- jobsys declarative schema: row level security and grants.
+--
+-- Tables are readable through RLS policies and writable only through the security
+-- definer functions, which check the caller's claims themselves (jobsys.caller_role).
+--   operator: reads everything; manages jobs through the functions.
+--   worker:   reads its own worker sessions, their devices and those devices' assignments.
+--   anon:     nothing.
+--   service:  everything (bypasses RLS; migrations and admin scripts only).
+
+alter table jobsys.settings enable row level security;
+alter table jobsys.maintenance_state enable row level security;
+alter table jobsys.workers enable row level security;
+alter table jobsys.devices enable row level security;
+alter table jobsys.jobs enable row level security;
+alter table jobsys.job_assignments enable row level security;
+alter table jobsys.background_jobs enable row level security;
+alter table jobsys.background_job_items enable row level security;
+alter table jobsys.background_job_logs enable row level security;
+
+-- Whether the calling worker user owns this worker session.
+create or replace function jobsys.is_own_worker(p_worker_id uuid) returns boolean
+  language sql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+  select jobsys.caller_role() = 'worker'
+    and exists (select 1 from jobsys.workers w where w.id = p_worker_id and w.user_id = auth.uid())
+$$;
+comment on function jobsys.is_own_worker(uuid) is
+  'Whether the calling worker user owns this worker session; used by the RLS policies and the Realtime and Storage rules.';
+
+-- Device jobs: operators read everything, a worker its own sessions and what hangs off them.
+create policy settings_operator_read on jobsys.settings for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+
+create policy workers_read on jobsys.workers for select to authenticated
+  using (jobsys.caller_role() = 'operator' or jobsys.is_own_worker(id));
+
+create policy devices_read on jobsys.devices for select to authenticated
+  using (jobsys.caller_role() = 'operator' or jobsys.is_own_worker(worker_id));
+
+create policy jobs_operator_read on jobsys.jobs for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+
+create policy assignments_read on jobsys.job_assignments for select to authenticated
+  using (jobsys.caller_role() = 'operator'
+         or exists (select 1 from jobsys.devices d
+                    where d.id = device_id and jobsys.is_own_worker(d.worker_id)));
+
+-- Background jobs: operators read through RLS; every write goes through the functions.
+create policy background_jobs_operator_read on jobsys.background_jobs for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+create policy background_job_items_operator_read on jobsys.background_job_items for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+create policy background_job_logs_operator_read on jobsys.background_job_logs for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+
+grant usage on schema jobsys to anon, authenticated, service_role;
+grant select on all tables in schema jobsys to authenticated;
+grant all on all tables in schema jobsys to service_role;
+
+-- Functions are executable by PUBLIC when created; only the API stays callable. Helpers run
+-- inside the definer functions. (The functions of 60_realtime_and_storage.sql, created
+-- after this file, revoke and grant their own.)
+revoke execute on all functions in schema jobsys from public;
+grant execute on function
+  jobsys.caller_role(), jobsys.is_own_worker(uuid),
+  -- device jobs: operators
+  jobsys.create_job(text, integer, text, integer, text, text, integer),
+  jobsys.pause_job(uuid), jobsys.resume_job(uuid), jobsys.cancel_job(uuid), jobsys.delete_job(uuid),
+  jobsys.update_job_title(uuid, text),
+  jobsys.list_jobs(text, text, integer, integer), jobsys.get_job(uuid), jobsys.list_devices(),
+  -- device jobs: workers
+  jobsys.register_worker(text, text, jsonb), jobsys.heartbeat(uuid, jsonb, bigint[]),
+  jobsys.stop_worker(uuid), jobsys.worker_devices(uuid),
+  jobsys.claim_assignments(uuid, uuid[], integer, boolean),
+  jobsys.start_assignment(bigint, integer),
+  jobsys.complete_assignment(bigint, integer, jsonb),
+  jobsys.fail_assignment(bigint, integer, text, boolean, jsonb),
+  jobsys.release_assignment(bigint, integer, text),
+  jobsys.finish_assignments(uuid, jsonb),
+  jobsys.rescue_expired_leases(), jobsys.mark_stale(), jobsys.maintain(boolean),
+  -- background jobs: operators
+  jobsys.create_background_job(jsonb, jsonb, text, integer, integer, text),
+  jobsys.cancel_background_job(uuid), jobsys.retry_background_job(uuid),
+  jobsys.list_background_jobs(text, integer, integer), jobsys.get_background_job(uuid),
+  jobsys.list_background_job_logs(uuid, integer, bigint),
+  jobsys.list_background_job_items(uuid, text, integer, integer),
+  -- background jobs: runners
+  jobsys.claim_background_job(text), jobsys.claim_background_items(uuid, uuid, integer),
+  jobsys.report_background_items(uuid, uuid, jsonb, jsonb),
+  jobsys.renew_background_leases(text, uuid[]),
+  jobsys.finish_background_job(uuid, uuid, text), jobsys.release_background_job(uuid, uuid, text)
+to authenticated, service_role;
