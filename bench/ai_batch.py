@@ -333,7 +333,7 @@ async def overhead_once(url: str, n_items: int, concurrency: int) -> OverheadRun
     items = [{"text": f"note {i}"} for i in range(n_items)]
     with tempfile.NamedTemporaryFile(prefix="jobsys-bench-runner-", suffix=".log") as log_file:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobsys.batch.cli", "batch-runner", "--database-url", url,
+            sys.executable, "-m", "jobsys_cli", "batch-runner", "--database-url", url,
             "--provider", "offline", "--offline-latency", "0,0", "--name", "bench-overhead",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=log_file, env=env)
         log_path = pathlib.Path(log_file.name)

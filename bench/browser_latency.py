@@ -21,19 +21,14 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any, Awaitable, Callable, Iterator
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -47,6 +42,9 @@ from bench.pg import BenchPostgres
 from jobsys.models import DeviceReport
 from jobsys.system import JobSystem
 from nicegui_app.i18n import Translator
+from tests.support.browser import absent, chromium
+from tests.support.processes import answers, free_port
+from tests.support.waiting import wait_for
 
 NAME = "browser_latency"
 DESCRIPTION = "dashboard in Chromium: DB event → visible, Jobs page first render with 1,000 jobs (ms)"
@@ -70,13 +68,6 @@ LIMITS = (
     "Lighter rows (fewer elements each) would cut it further. The machine was shared (see load_1m)."
 )
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1280,900",
-)
 LANGUAGE = "ko"
 JOBS_TOTAL = 1_000
 TARGET_URL = "https://example.com/bench/browser"
@@ -130,7 +121,7 @@ def page_rows() -> int:
 
 def unavailable() -> str | None:
     """Why this benchmark cannot run here, or None."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    missing = absent()
     return f"{', '.join(missing)} missing: apt-get install chromium chromium-driver" if missing else None
 
 
@@ -150,65 +141,27 @@ def steps(quick: bool) -> int:
     return 2 + renames_for(quick) + devices_for(quick) + loads_for(quick)
 
 
-# The browser and the dashboard process -------------------------------------------------------
-@contextlib.contextmanager
-def _chromium() -> Iterator[WebDriver]:
-    profile = tempfile.mkdtemp(prefix="jobsys-bench-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--lang={LANGUAGE}"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"intl.accept_languages": LANGUAGE})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
+# The dashboard process (Chromium is started by tests/support/browser.py) --------------------
 @contextlib.contextmanager
 def _dashboard(database_url: str, token: str) -> Iterator[str]:
     """`jobsys dashboard` in a subprocess (NiceGUI is one per process); its base URL."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="jobsys-bench-dashboard-"))
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "JOBSYS_API_TOKEN": token}
     log_path = workdir / "dashboard.log"
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobsys.cli", "dashboard", "--database-url", database_url,
+            [sys.executable, "-m", "jobsys_cli", "dashboard", "--database-url", database_url,
              "--data-dir", str(workdir), "--host", "127.0.0.1", "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"jobsys dashboard exited ({proc.returncode}):\n{log_path.read_text()}")
-            return _answers(f"{base}/login")
+            return answers(f"{base}/login")
 
-        _wait(ready, STARTUP_TIMEOUT_S, f"the dashboard on {base}")
+        wait_for(ready, STARTUP_TIMEOUT_S, f"the dashboard on {base}")
         yield base
     finally:
         if proc.poll() is None:
@@ -300,7 +253,7 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
             # The dashboard runs maintain(): without heartbeats the devices would go stale
             # (and their queued runs be released) during a full run.
             async with fleet.kept_alive(js, [fleet.Worker(worker_id, [])]):
-                with _dashboard(url, token) as base, _chromium() as driver:
+                with _dashboard(url, token) as base, chromium("jobsys-bench-chromium-", LANGUAGE) as driver:
                     _log_in(driver, base, token)
                     ticker.tick(f"{NAME}: logged in")
                     driver.execute_script(LATENCY_PROBE_JS)

@@ -1,6 +1,6 @@
 """A throwaway Postgres per benchmark: pgserver in a temp dir, migrations applied once to a
 template database, and a fresh copy of it for each scenario so runs never see each
-other's rows or bloat."""
+other's rows or bloat (the template and its copies: jobsys.embedded, as the tests make them)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg import conninfo, sql
 
-from jobsys import migrations
+from jobsys import embedded
 
 TEMPLATE_DB = "bench_template"
 BLANK_TEMPLATE = "template1"  # Postgres's own: no jobsys schema
@@ -30,9 +29,7 @@ class BenchPostgres:
         self._server = server
         self._names = itertools.count()
         self.admin_url: str = server.get_uri()
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE_DB)))
-        migrations.migrate(self.url_for(TEMPLATE_DB))
+        embedded.create_template(self.admin_url, TEMPLATE_DB)
 
     @property
     def postmaster_pid(self) -> int | None:
@@ -40,7 +37,7 @@ class BenchPostgres:
         return int(pid) if pid else None
 
     def url_for(self, dbname: str) -> str:
-        return conninfo.make_conninfo(self.admin_url, dbname=dbname)
+        return embedded.database_url(self.admin_url, dbname)
 
     def checkpoint(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -55,15 +52,8 @@ class BenchPostgres:
     def database(self, template: str = TEMPLATE_DB) -> Iterator[str]:
         """A fresh copy of the migrated template (or of `BLANK_TEMPLATE`: an empty database,
         for a peer with its own schema); dropped afterwards."""
-        name = f"bench_{next(self._names)}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("create database {} template {}").format(
-                sql.Identifier(name), sql.Identifier(template)))
-        try:
-            yield self.url_for(name)
-        finally:
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        with embedded.database_copy(self.admin_url, template, f"bench_{next(self._names)}") as url:
+            yield url
 
 
 @contextlib.contextmanager

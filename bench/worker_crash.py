@@ -1,6 +1,6 @@
 """worker_crash: kill -9 of a worker holding 100 running runs → all of them done again.
 
-The victim is the real CLI worker (`python -m jobsys.cli worker --driver sim`) with 100
+The victim is the real CLI worker (`python -m jobsys_cli worker --driver sim`) with 100
 simulated devices, each running one run of a job (started: the lease covers the job's
 duration plus lease_grace_sec). It gets SIGKILL; the clock starts just before. Two ways back:
 
@@ -30,7 +30,16 @@ from collections.abc import AsyncIterator
 from bench import fleet as bench_fleet
 from bench.harness import Better, Measurement, Ticker, measure
 from bench.pg import BenchPostgres
-from bench.worker_procs import ChildFleet, Db, kill, spawn_cli_worker, stop_process, wait_until
+from bench.worker_procs import (
+    ChildFleet,
+    Db,
+    devices_online,
+    job_running_everywhere,
+    kill,
+    spawn_cli_worker,
+    stop_process,
+    wait_until,
+)
 from jobsys.system import JobSystem
 
 NAME = "worker_crash"
@@ -106,26 +115,16 @@ class Recovery:
 async def _running_job(js: JobSystem, db: Db) -> tuple[uuid.UUID, uuid.UUID]:
     """Create a job on the live victim's devices; wait until all its runs have started.
     (job id, the victim's worker session id)."""
-    created = await js.create_job(target_url=TARGET_URL, duration_sec=JOB_DURATION_SEC,
-                                  target_type="all_devices")
-    if created.assigned != DEVICES:
-        raise AssertionError(f"assigned {created.assigned} of {DEVICES}")
-
-    async def started() -> bool:
-        return bool(await db.value("worker_runs_started", job_id=created.job.id) == DEVICES)
-
-    await wait_until(started, "all runs started", START_TIMEOUT_S, every_s=POLL_S)
-    holder, held = await db.row("worker_run_holder", job_id=created.job.id)
+    job_id = await job_running_everywhere(js, db, DEVICES, TARGET_URL, JOB_DURATION_SEC, "all runs started",
+                                          START_TIMEOUT_S, every_s=POLL_S)
+    holder, held = await db.row("worker_run_holder", job_id=job_id)
     if held != DEVICES:
         raise AssertionError(f"the victim holds {held} of {DEVICES} runs")
-    return created.job.id, holder
+    return job_id, holder
 
 
 async def _online(db: Db, name: str) -> None:
-    async def check() -> bool:
-        return bool(await db.value("worker_online_devices", name=name) == DEVICES)
-
-    await wait_until(check, f"{name}: {DEVICES} devices online", START_TIMEOUT_S, every_s=0.05)
+    await devices_online(db, name, DEVICES, START_TIMEOUT_S, every_s=0.05)
 
 
 async def _recover(db: Db, job_id: uuid.UUID, dead: uuid.UUID, killed_at: float) -> Recovery:

@@ -1,6 +1,6 @@
 """worker_memory: RSS and CPU of a worker process with 500 simulated devices.
 
-The real CLI worker (`python -m jobsys.cli worker --driver sim --sim-devices 500`), as an
+The real CLI worker (`python -m jobsys_cli worker --driver sim --sim-devices 500`), as an
 operator starts it, at device pace (--sim-speed 1: each running run wakes once a second).
 Idle: registered, its first claim round done, nothing to run. Running: one job on all 500
 devices, every run started. RSS is read from /proc/PID/status (VmRSS, sampled every 0.1 s
@@ -19,7 +19,16 @@ import time
 
 from bench.harness import Better, Goal, Measurement, Ticker, measure
 from bench.pg import BenchPostgres
-from bench.worker_procs import Db, cpu_s, peak_rss_mb, rss_mb, spawn_cli_worker, stop_process, wait_until
+from bench.worker_procs import (
+    Db,
+    cpu_s,
+    devices_online,
+    job_running_everywhere,
+    peak_rss_mb,
+    rss_mb,
+    spawn_cli_worker,
+    stop_process,
+)
 from jobsys.system import JobSystem
 
 NAME = "worker_memory"
@@ -90,28 +99,18 @@ async def _one(url: str, js: JobSystem, db: Db, log_dir: pathlib.Path, i: int, q
     proc = await spawn_cli_worker(url, name, DEVICES, SIM_SPEED, log_dir)
     bare = await spawn_cli_worker(url, f"mem-bare-{i}", 0, SIM_SPEED, log_dir)
     try:
-        async def online() -> bool:
-            return bool(await db.value("worker_online_devices", name=name) == DEVICES)
-
-        startup_s = await wait_until(online, f"{name}: {DEVICES} devices online", START_TIMEOUT_S,
-                                     every_s=0.02) - spawned
+        startup_s = await devices_online(db, name, DEVICES, START_TIMEOUT_S, every_s=0.02) - spawned
         await asyncio.sleep(SETTLE_S)  # let start-up finish before calling it idle
         idle = await _window(proc.pid, window_s)
         bare_mb = rss_mb(bare.pid)
         ticker.tick(f"worker_memory: run {i + 1}, idle {idle.rss_mb:.0f} MB")
-        created = await js.create_job(target_url=TARGET_URL, duration_sec=JOB_DURATION_SEC,
-                                      target_type="all_devices")
-        if created.assigned != DEVICES:
-            raise AssertionError(f"assigned {created.assigned} of {DEVICES}")
-
-        async def started() -> bool:
-            return bool(await db.value("worker_runs_started", job_id=created.job.id) == DEVICES)
-
-        await wait_until(started, f"{name}: all {DEVICES} runs started", START_TIMEOUT_S, every_s=0.05)
+        job_id = await job_running_everywhere(js, db, DEVICES, TARGET_URL, JOB_DURATION_SEC,
+                                              f"{name}: all {DEVICES} runs started", START_TIMEOUT_S,
+                                              every_s=0.05)
         running = await _window(proc.pid, window_s)
         peak = peak_rss_mb(proc.pid)
         ticker.tick(f"worker_memory: run {i + 1}, running {running.rss_mb:.0f} MB")
-        await js.cancel_job(created.job.id)
+        await js.cancel_job(job_id)
         return Sample(idle, running, peak, bare_mb, startup_s)
     finally:
         await asyncio.gather(stop_process(proc), stop_process(bare))

@@ -1,11 +1,12 @@
 """Worker processes for the worker benchmarks, and what those benchmarks share.
 
 Two kinds of process, both the real Worker class with simulated devices:
-- the CLI worker, `python -m jobsys.cli worker ...`, exactly as an operator runs it
+- the CLI worker, `python -m jobsys_cli worker ...`, exactly as an operator runs it
   (memory, crash recovery);
 - bench/worker_child.py, which reports on stdout when a claim returned and when
   job_paused arrived, and restarts its Worker on command (push latency, pause).
-Also: RSS and CPU from /proc, percentiles, and waiting for a database condition.
+Also: RSS and CPU from /proc, percentiles, waiting for a database condition, and the two
+conditions the CLI-worker benchmarks wait for (devices online, every run of a job started).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO
 
@@ -26,6 +28,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from bench.sql import query
+from jobsys.system import JobSystem
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 30.0
@@ -49,7 +52,7 @@ async def spawn_cli_worker(
     """`jobsys worker --driver sim`, its log in log_dir/NAME.log."""
     with _log(log_dir, name) as log:  # the child keeps its own descriptor
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobsys.cli", "worker", "--database-url", url, "--driver", "sim",
+            sys.executable, "-m", "jobsys_cli", "worker", "--database-url", url, "--driver", "sim",
             "--name", name, "--sim-devices", str(devices), "--sim-speed", f"{speed:g}",
             "--evidence-dir", str(log_dir / "evidence"), *extra,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
@@ -142,6 +145,29 @@ async def wait_until(check: Callable[[], Awaitable[bool]], what: str, timeout_s:
             raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
         await asyncio.sleep(every_s)  # polling cadence = the resolution of the figure
     return time.time()
+
+
+async def devices_online(db: Db, name: str, devices: int, timeout_s: float, every_s: float) -> float:
+    """Wait until worker `name` has `devices` devices online; the wall time it was first seen."""
+    async def online() -> bool:
+        return bool(await db.value("worker_online_devices", name=name) == devices)
+
+    return await wait_until(online, f"{name}: {devices} devices online", timeout_s, every_s=every_s)
+
+
+async def job_running_everywhere(js: JobSystem, db: Db, devices: int, target_url: str, duration_sec: int,
+                                 what: str, timeout_s: float, every_s: float) -> uuid.UUID:
+    """Create a job on all devices (there must be `devices` of them); wait until every one of
+    its runs has started. The job's id."""
+    created = await js.create_job(target_url=target_url, duration_sec=duration_sec, target_type="all_devices")
+    if created.assigned != devices:
+        raise AssertionError(f"assigned {created.assigned} of {devices}")
+
+    async def started() -> bool:
+        return bool(await db.value("worker_runs_started", job_id=created.job.id) == devices)
+
+    await wait_until(started, what, timeout_s, every_s=every_s)
+    return created.job.id
 
 
 # Reporting worker processes (bench/worker_child.py) ----------------------------------

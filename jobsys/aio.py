@@ -1,21 +1,34 @@
-"""Small asyncio helpers that stay correct on Python 3.11.
+"""Small asyncio helpers that stay correct on Python 3.11, shared by the worker, the batch
+runner and the CLI.
 
 On 3.11, `asyncio.wait_for` (used inside libraries such as psycopg_pool too) can swallow
 a cancellation that arrives as the awaited thing completes. A task stuck that way never
-ends, and shutting down hangs. So: wait with `asyncio.timeout`, and cancel tasks until
-they are really done.
+ends, and shutting down hangs. So: wait with `asyncio.timeout` (`wait_event`), and cancel
+tasks until they are really done (`cancel_and_wait`). `supervise` runs a set of loops the
+way every long-running part here does: until a stop event or until one of them ends, then
+winds down, cancels the rest and re-raises a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+import logging
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 RECANCEL_EVERY_S = 0.5
 
 
+class TaskFailed(RuntimeError):
+    """A supervised task ended with an exception, which is this error's __cause__."""
+
+    def __init__(self, supervisor: str, task_name: str) -> None:
+        super().__init__(f"{supervisor} stopped because {task_name} failed")
+        self.task_name = task_name
+
+
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
-    """Wait for the event at most timeout_s; True if it is set."""
+    """Wait for a wake-up (`event` set) or the poll interval (`timeout_s`), whichever comes
+    first; True if the event is set. The caller clears it."""
     try:
         async with asyncio.timeout(timeout_s):
             await event.wait()
@@ -40,3 +53,41 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[object]]) -> list[object]
         else:
             results.append(task.exception() or task.result())
     return results
+
+
+def _failure(task: asyncio.Task[Any]) -> Exception | None:
+    if not task.done() or task.cancelled():
+        return None
+    exc = task.exception()
+    return exc if isinstance(exc, Exception) else None
+
+
+async def supervise(tasks: Sequence[asyncio.Task[Any]], stop: asyncio.Event, *,
+                    wind_down: Callable[[], Awaitable[object]] | None = None,
+                    name: str = "supervisor", log: logging.Logger | None = None) -> None:
+    """Run `tasks` until `stop` is set or one of them ends (a side loop that fails must
+    stop the whole, as in Procrastinate); then await `wind_down` (graceful work that still
+    needs the tasks running, e.g. draining reports), cancel the tasks still running and
+    wait until every one has ended. The same happens if this call is cancelled.
+
+    If a task ended with an exception, the first in `tasks` order is raised as TaskFailed
+    ("<name> stopped because <task> failed", the exception as its cause). With `log`, a
+    failure that ends the wait is logged at once, before winding down."""
+    tasks = list(tasks)
+    stop_waiter = asyncio.create_task(stop.wait(), name=f"{name} stop")
+    try:
+        done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if log is not None:
+            for task in tasks:
+                if task in done and _failure(task) is not None:
+                    log.error("%s side task %s failed: %r", name, task.get_name(), task.exception())
+    finally:
+        try:
+            if wind_down is not None:
+                await wind_down()
+        finally:
+            await cancel_and_wait([*tasks, stop_waiter])
+    for task in tasks:
+        failure = _failure(task)
+        if failure is not None:
+            raise TaskFailed(name, task.get_name()) from failure

@@ -24,8 +24,10 @@ def _fn(name: str, returns_set: bool = False, **params: str) -> SqlFunction:
     return SqlFunction(name, params, returns_set)
 
 
+# The SQL function also takes p_max_attempts (default: the max_attempts setting); the library
+# never passes it, so it is not listed.
 CREATE_JOB = _fn("create_job", p_target_url="text", p_duration_sec="integer", p_target_type="text",
-                 p_target_value="integer", p_title="text", p_action="text", p_max_attempts="integer")
+                 p_target_value="integer", p_title="text", p_action="text")
 PAUSE_JOB = _fn("pause_job", p_job_id="uuid")
 RESUME_JOB = _fn("resume_job", p_job_id="uuid")
 CANCEL_JOB = _fn("cancel_job", p_job_id="uuid")
@@ -54,7 +56,12 @@ RESCUE_EXPIRED_LEASES = _fn("rescue_expired_leases")
 MARK_STALE = _fn("mark_stale")
 MAINTAIN = _fn("maintain", p_force="boolean")
 
-ALL: tuple[SqlFunction, ...] = tuple(v for v in list(globals().values()) if isinstance(v, SqlFunction))
+DEVICE_JOBS: tuple[SqlFunction, ...] = (
+    CREATE_JOB, PAUSE_JOB, RESUME_JOB, CANCEL_JOB, DELETE_JOB, UPDATE_JOB_TITLE, LIST_JOBS, GET_JOB,
+    LIST_DEVICES, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES, CLAIM_ASSIGNMENTS,
+    START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
+    RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
+)
 
 
 # --- Background AI batch jobs (jobsys/batch; migration 20261122000600) -----------------------
@@ -86,4 +93,4 @@ BATCH: tuple[SqlFunction, ...] = (
     CLAIM_BACKGROUND_ITEMS, REPORT_BACKGROUND_ITEMS, RENEW_BACKGROUND_LEASES, FINISH_BACKGROUND_JOB,
     RELEASE_BACKGROUND_JOB,
 )
-ALL = ALL + BATCH
+ALL: tuple[SqlFunction, ...] = DEVICE_JOBS + BATCH  # every function the library calls

@@ -1,5 +1,8 @@
 """JobSystem: the typed async facade. One method per transition, plus the reads the
 dashboard needs. It knows nothing of psycopg or PostgREST: a Transport does the calls.
+
+The worker and the dashboard reach transports only through here: the push types
+(Subscription, EventHandler, StateHandler) and the evidence store are re-exported.
 """
 
 from __future__ import annotations
@@ -7,35 +10,18 @@ from __future__ import annotations
 import uuid
 from typing import Any, Iterable, Sequence
 
-import pydantic
-
-from jobsys import errors, rpc
+from jobsys import errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
     ClaimedAssignment, CreatedJob, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job, JobCreate,
     JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunReport, RunState, WorkerSession,
 )
-from jobsys.transport.base import EventHandler, StateHandler, Subscription, Transport
+from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler, Subscription, Transport
+
+__all__ = ["EventHandler", "EvidenceUploader", "JobId", "JobSystem", "MAX_REPORTS", "StateHandler", "Subscription"]
 
 JobId = uuid.UUID | str
 MAX_REPORTS = 1000  # per finish_assignments call; the SQL function enforces the same bound
-
-
-def _uuid(value: JobId, what: str) -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise errors.InvalidInput(f"{what} is not a valid id", {"field": what, "value": str(value)[:100]}) from None
-
-
-def _validated(model: type[pydantic.BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise errors.InvalidInput(
-            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()),
-            {"errors": exc.errors(include_url=False, include_context=False, include_input=False)},
-        ) from None
 
 
 class JobSystem:
@@ -61,7 +47,7 @@ class JobSystem:
     # Operators: jobs -------------------------------------------------------------------
     async def create_job(self, spec: JobCreate | None = None, /, **fields: Any) -> CreatedJob:
         """Store a device job and distribute it now. `spec` or the same fields as keywords."""
-        spec = spec if spec is not None else _validated(JobCreate, fields)
+        spec = spec if spec is not None else validation.validated(JobCreate, fields)
         raw = await self.transport.call(rpc.CREATE_JOB, {
             "p_target_url": spec.target_url,
             "p_duration_sec": spec.duration_sec,
@@ -73,29 +59,33 @@ class JobSystem:
         return CreatedJob.model_validate(raw)
 
     async def pause_job(self, job_id: JobId) -> Job:
-        return Job.model_validate(await self.transport.call(rpc.PAUSE_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+        return Job.model_validate(await self.transport.call(
+            rpc.PAUSE_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def resume_job(self, job_id: JobId) -> Job:
-        return Job.model_validate(await self.transport.call(rpc.RESUME_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+        return Job.model_validate(await self.transport.call(
+            rpc.RESUME_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def cancel_job(self, job_id: JobId) -> Job:
-        return Job.model_validate(await self.transport.call(rpc.CANCEL_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+        return Job.model_validate(await self.transport.call(
+            rpc.CANCEL_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def delete_job(self, job_id: JobId) -> None:
-        await self.transport.call(rpc.DELETE_JOB, {"p_job_id": _uuid(job_id, "job_id")})
+        await self.transport.call(rpc.DELETE_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")})
 
     async def rename_job(self, job_id: JobId, title: str) -> Job:
-        update = _validated(JobUpdate, {"title": title})
+        update = validation.validated(JobUpdate, {"title": title})
         return Job.model_validate(await self.transport.call(
-            rpc.UPDATE_JOB_TITLE, {"p_job_id": _uuid(job_id, "job_id"), "p_title": update.title}))
+            rpc.UPDATE_JOB_TITLE,
+            {"p_job_id": validation.as_uuid(job_id, "job_id"), "p_title": update.title}))
 
     async def update_job(self, job_id: JobId, update: JobUpdate | dict[str, Any]) -> Job:
         """PATCH semantics: a title edit and/or a status move (paused / active / cancelled).
 
         The status move goes first: it is the part that can be refused (409), and a refused
         request must store nothing. A rename is allowed in every state."""
-        update = update if isinstance(update, JobUpdate) else _validated(JobUpdate, update)
-        job_id = _uuid(job_id, "job_id")
+        update = update if isinstance(update, JobUpdate) else validation.validated(JobUpdate, update)
+        job_id = validation.as_uuid(job_id, "job_id")
         job: Job | None = None
         if update.status == "paused":
             job = await self.pause_job(job_id)
@@ -116,7 +106,8 @@ class JobSystem:
             "p_status": status_value, "p_q": q or None, "p_limit": limit, "p_offset": offset}))
 
     async def get_job(self, job_id: JobId) -> JobDetail:
-        return JobDetail.model_validate(await self.transport.call(rpc.GET_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+        return JobDetail.model_validate(await self.transport.call(
+            rpc.GET_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def list_devices(self) -> DeviceList:
         return DeviceList.model_validate(await self.transport.call(rpc.LIST_DEVICES))
@@ -134,16 +125,18 @@ class JobSystem:
         running: Iterable[int] | None = None,
     ) -> HeartbeatReply:
         return HeartbeatReply.model_validate(await self.transport.call(rpc.HEARTBEAT, {
-            "p_worker_id": _uuid(worker_id, "worker_id"),
+            "p_worker_id": validation.as_uuid(worker_id, "worker_id"),
             "p_devices": None if devices is None else [d.model_dump(mode="json") for d in devices],
             "p_running": None if running is None else list(running)}))
 
     async def worker_devices(self, worker_id: JobId) -> list[RegisteredDevice]:
-        raw = await self.transport.call(rpc.WORKER_DEVICES, {"p_worker_id": _uuid(worker_id, "worker_id")})
+        raw = await self.transport.call(
+            rpc.WORKER_DEVICES, {"p_worker_id": validation.as_uuid(worker_id, "worker_id")})
         return [RegisteredDevice.model_validate(d) for d in raw]
 
     async def stop_worker(self, worker_id: JobId) -> None:
-        await self.transport.call(rpc.STOP_WORKER, {"p_worker_id": _uuid(worker_id, "worker_id")})
+        await self.transport.call(
+            rpc.STOP_WORKER, {"p_worker_id": validation.as_uuid(worker_id, "worker_id")})
 
     async def claim_assignments(
         self, worker_id: JobId, device_ids: Iterable[uuid.UUID] | None = None, limit: int | None = None,
@@ -152,7 +145,7 @@ class JobSystem:
         """The next run of each free device of the worker. start=True also starts them (one
         call instead of a start_assignment per run), for a worker that begins at once."""
         rows = await self.transport.call_rows(rpc.CLAIM_ASSIGNMENTS, {
-            "p_worker_id": _uuid(worker_id, "worker_id"),
+            "p_worker_id": validation.as_uuid(worker_id, "worker_id"),
             "p_device_ids": None if device_ids is None else list(device_ids),
             "p_limit": limit, "p_start": start})
         return [ClaimedAssignment.model_validate(row) for row in rows]
@@ -187,9 +180,9 @@ class JobSystem:
         if not 1 <= len(reports) <= MAX_REPORTS:
             raise errors.InvalidInput(f"between 1 and {MAX_REPORTS} reports per call",
                                       {"field": "reports", "count": len(reports)})
-        checked = [r if isinstance(r, RunReport) else _validated(RunReport, r) for r in reports]
+        checked = [r if isinstance(r, RunReport) else validation.validated(RunReport, r) for r in reports]
         answer = await self.transport.call(rpc.FINISH_ASSIGNMENTS, {
-            "p_worker_id": _uuid(worker_id, "worker_id"),
+            "p_worker_id": validation.as_uuid(worker_id, "worker_id"),
             "p_reports": [r.model_dump(exclude_none=True) for r in checked]})
         return [FinishedRun.model_validate(item) for item in answer]
 
@@ -211,3 +204,10 @@ class JobSystem:
         self, worker_id: JobId, on_event: EventHandler, on_state: StateHandler | None = None
     ) -> Subscription:
         return await self.transport.subscribe([worker_topic(worker_id)], on_event, on_state)
+
+    # Evidence --------------------------------------------------------------------------
+    def evidence_store(self) -> EvidenceUploader | None:
+        """Where a worker uploads evidence files, acting as this JobSystem's user (Supabase:
+        Storage), or None when they stay in the worker's local directory (Postgres). A new
+        store each call; the caller closes it."""
+        return self.transport.evidence_store()

@@ -23,11 +23,9 @@ import secrets
 import time
 from typing import Callable
 
-from jobsys.auth import (
-    Claims, Credentials, JobsysRole, TokenKeeper, WrongRole, role_of, sign_in, verify_access_token,
-)
+from jobsys.auth import Claims, Credentials, JobsysRole, TokenKeeper, WrongRole, role_of
+from jobsys.supabase_project import SupabaseProject
 from jobsys.system import JobSystem
-from jobsys.transport.supabase import SupabaseTransport
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +54,25 @@ def _cache_key(token: str) -> str:
 
 
 class SupabaseAuth:
-    """One per dashboard process. `keyed` is a transport with the anon key alone: it checks
-    tokens, and API requests share its HTTP client with their caller's JWT."""
+    """One per dashboard process. `project` has the anon key alone: it checks tokens, and
+    API requests share its HTTP client with their caller's JWT."""
 
-    def __init__(self, keyed: SupabaseTransport, *, clock: Clock = time.monotonic) -> None:
-        self._keyed = keyed
+    def __init__(self, project: SupabaseProject, *, clock: Clock = time.monotonic) -> None:
+        self._project = project
         self._clock = clock
         self._sessions: dict[str, OperatorSession] = {}
         self._verified: dict[str, tuple[float, Claims]] = {}
 
     @classmethod
     async def connect(cls, url: str, anon_key: str, *, clock: Clock = time.monotonic) -> SupabaseAuth:
-        return cls(await SupabaseTransport.connect(url, anon_key, push=False), clock=clock)
+        return cls(await SupabaseProject.connect(url, anon_key), clock=clock)
 
     async def close(self) -> None:
         """Process shutdown: close sessions without revoking them (they die with the process)."""
         for session in self._sessions.values():
             await self._close_session(session)
         self._sessions.clear()
-        await self._keyed.close()
+        await self._project.close()
 
     # Pages -----------------------------------------------------------------------------
     async def sign_in(self, email: str, password: str) -> str:
@@ -82,18 +80,10 @@ class SupabaseAuth:
         WrongRole for an account that is not an operator, Forbidden for refused
         credentials, TransportError when Supabase Auth cannot be reached."""
         await self._sweep()
-        settings = self._keyed.settings
-        transport = await SupabaseTransport.connect(settings.url, settings.key, push=False)
-        try:
-            session = await sign_in(transport.client, Credentials(email, password), JobsysRole.OPERATOR)
-        except BaseException:
-            await transport.close()
-            raise
-        # The transport's own client refreshes this session; the password is dropped here.
-        tokens = TokenKeeper(transport.client, session=session, expected_role=JobsysRole.OPERATOR)
-        transport.tokens = tokens
+        # The session's own client refreshes it; the password is dropped here.
+        jobs, tokens = await self._project.sign_in(Credentials(email, password), JobsysRole.OPERATOR)
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-        self._sessions[session_id] = OperatorSession(email, JobSystem(transport), tokens, self._clock())
+        self._sessions[session_id] = OperatorSession(email, jobs, tokens, self._clock())
         log.info("operator signed in: %s", email)
         return session_id
 
@@ -133,9 +123,7 @@ class SupabaseAuth:
         if role_of(claims) is not JobsysRole.OPERATOR:
             raise WrongRole(f"{claims.get('email') or claims.get('sub') or 'this token'} is not an operator "
                             "(app_metadata.jobsys_role must be \"operator\")")
-        keyed = self._keyed
-        return JobSystem(SupabaseTransport(keyed.client, keyed.settings,
-                                           TokenKeeper(keyed.client, fixed_token=token), push=False))
+        return self._project.acting_as(token)
 
     async def _verify(self, token: str) -> Claims:
         key = _cache_key(token)
@@ -144,7 +132,7 @@ class SupabaseAuth:
         if cached is not None and cached[0] > now:
             return cached[1]
         self._verified.pop(key, None)
-        claims = await verify_access_token(self._keyed.client, token)
+        claims = await self._project.verify(token)
         ttl_s = min(VERIFIED_CACHE_S, float(claims.get("exp", 0)) - time.time())
         if ttl_s > 0:
             while len(self._verified) >= VERIFIED_CACHE_MAX:

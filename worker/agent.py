@@ -18,10 +18,9 @@ import uuid
 from jobsys import aio, errors
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import ClaimedAssignment
-from jobsys.system import JobSystem
-from jobsys.transport.base import Subscription
+from jobsys.system import JobSystem, Subscription
 from worker.drivers import DeviceDriver, StopReason, create_driver
-from worker.executor import evidence_store_for, execute
+from worker.executor import execute
 from worker.fleet import Fleet
 from worker.options import WorkerOptions
 from worker.reporter import Reporter
@@ -46,7 +45,7 @@ class Worker:
         self.driver = driver or create_driver(options.driver, **options.driver_options())
         self.fleet = Fleet(self.driver)
         self.reporter = Reporter(jobs)
-        self.evidence = evidence_store_for(jobs)  # Supabase mode: screenshots go to Storage
+        self.evidence = jobs.evidence_store()  # Supabase mode: screenshots go to Storage
         self.worker_id: uuid.UUID | None = None
         self.push_state = ChannelState.DISCONNECTED
         self.runs: dict[str, RunSlot] = {}  # serial -> the run on that device
@@ -78,17 +77,12 @@ class Worker:
         if watcher is not None:
             side_tasks.append(asyncio.ensure_future(watcher))
         self._wake.set()
-        stop_waiter = asyncio.create_task(self._stop_requested.wait())
-        done, _ = await asyncio.wait([stop_waiter, *side_tasks], return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in done if t is not stop_waiter and not t.cancelled() and t.exception()]
-        for task in failed:
-            log.error("worker side task %s failed: %r", task.get_name(), task.exception())
         try:
-            await self._shutdown(side_tasks)
+            # A failed side task raises aio.TaskFailed: "worker stopped because <task> failed".
+            await aio.supervise(side_tasks, self._stop_requested, wind_down=self._finish_runs, name="worker",
+                                log=log)
         finally:
-            stop_waiter.cancel()
-        if failed:
-            raise RuntimeError(f"worker stopped because {failed[0].get_name()} failed") from failed[0].exception()
+            await self._close()
 
     async def _register(self) -> None:
         backoff_s = 0.2
@@ -109,7 +103,9 @@ class Worker:
         log.info("worker_registered id=%s name=%s devices=%d driver=%s%s", session.worker_id, self.options.name,
                  len(session.devices), self.driver.name, " (simulated)" if self.driver.simulated else "")
 
-    async def _shutdown(self, side_tasks: list[asyncio.Task[None]]) -> None:
+    async def _finish_runs(self) -> None:
+        """Stop claiming, let running work finish (up to the grace period) and deliver its
+        reports, while the side tasks (the reporter above all) still run."""
         log.info("worker_stopping running=%d grace_s=%.0f", len(self.runs), self.options.shutdown_grace_s)
         self._claiming = False
         running = [slot.task for slot in self.runs.values()]
@@ -121,7 +117,9 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await self.reporter.drain()
-        await aio.cancel_and_wait(side_tasks)
+
+    async def _close(self) -> None:
+        """After the side tasks ended: unsubscribe, end the session, release the devices."""
         if self._subscription is not None:
             await self._subscription.close()
         if self.worker_id is not None:

@@ -3,22 +3,22 @@
 Stop requests (job cancelled or deleted, worker shutting down) are read through a
 StopCheck the driver calls about once a second.
 
-Evidence: the driver writes the screenshot to the local evidence dir. In Supabase mode it
-is then uploaded to Storage and the result names the stored object; a failed upload
-costs the run nothing: it is reported with the local path and the reason."""
+Evidence: the driver writes the screenshot to the local evidence dir. When the JobSystem
+has an evidence store (Supabase mode: Storage, `JobSystem.evidence_store()`) it is then
+uploaded and the result names the stored object; a failed upload costs the run nothing:
+it is reported with the local path and the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import pathlib
-import sys
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 from jobsys import errors
 from jobsys.models import ClaimedAssignment
-from jobsys.system import JobSystem
+from jobsys.system import EvidenceUploader, JobSystem
 from worker.drivers.base import DeviceDriver, DeviceError, OpenUrlRequest, StopCheck, StopReason
 from worker.fleet import Fleet
 from worker.reporter import Outcome, Reporter
@@ -27,27 +27,6 @@ log = logging.getLogger("jobsys.worker.executor")
 
 START_RETRIES = 5
 START_RETRY_S = 0.5
-
-
-class EvidenceUploader(Protocol):
-    """jobsys.transport.supabase_storage.EvidenceStore, as the executor uses it."""
-
-    async def upload(self, worker_id: uuid.UUID | str, assignment_id: int, attempt: int,
-                     path: pathlib.Path) -> str: ...
-
-    async def close(self) -> None: ...
-
-
-def evidence_store_for(jobs: JobSystem) -> EvidenceUploader | None:
-    """An EvidenceStore when `jobs` runs on the Supabase transport, else None (evidence
-    stays in the local dir). A Supabase transport exists only if its module was imported,
-    so an embedded worker never loads the Supabase client for this check."""
-    supabase = sys.modules.get("jobsys.transport.supabase")
-    if supabase is None or not isinstance(jobs.transport, supabase.SupabaseTransport):
-        return None
-    from jobsys.transport.supabase_storage import EvidenceStore
-
-    return EvidenceStore(jobs.transport)
 
 
 async def _store_evidence(result: dict[str, Any], run: ClaimedAssignment, store: EvidenceUploader | None,

@@ -4,8 +4,9 @@
     batch = BatchJobs.of(jobs)                       # jobs: a connected JobSystem
     job = await batch.create_job(template="Summarise:\\n{text}", items=[{"text": "..."}])
 
-The runner lives in jobsys.batch.runner (BatchRunner) and jobsys.batch.cli (run_runner);
-they are imported on demand because they load the Gemini SDK.
+The runner lives in jobsys.batch.runner (BatchRunner, run_runner), imported on demand
+because it loads the Gemini SDK; the `jobsys batch-runner` and `jobsys batch` commands are
+in jobsys_cli.
 """
 
 from jobsys.batch.facade import BatchJobs

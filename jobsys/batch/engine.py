@@ -80,10 +80,6 @@ class JobRun:
         self._scheduler: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     # Control ---------------------------------------------------------------------------
     def stop(self, reason: StopReason, detail: str = "") -> None:
         """Stop scheduling now. The first reason wins."""

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from jobsys import rpc
+from jobsys import rpc, validation
 from jobsys.batch.models import (
     BatchCreate,
     BatchItemPage,
@@ -26,7 +26,7 @@ from jobsys.batch.models import (
     ReportReply,
 )
 from jobsys.events import DASHBOARD_TOPIC, RUNNERS_TOPIC
-from jobsys.system import JobId, JobSystem, _uuid, _validated
+from jobsys.system import JobId, JobSystem
 from jobsys.transport.base import EventHandler, StateHandler, Subscription, Transport
 
 
@@ -42,7 +42,7 @@ class BatchJobs:
     # Operators -------------------------------------------------------------------------
     async def create_job(self, spec: BatchCreate | None = None, /, **fields: Any) -> BatchJob:
         """Validate and store an ai_batch job; a runner picks it up. `spec` or its fields."""
-        spec = spec if spec is not None else _validated(BatchCreate, fields)
+        spec = spec if spec is not None else validation.validated(BatchCreate, fields)
         raw = await self.transport.call(rpc.CREATE_BACKGROUND_JOB, {
             "p_payload": spec.payload(),
             "p_items": spec.items,
@@ -61,27 +61,28 @@ class BatchJobs:
 
     async def get_job(self, job_id: JobId) -> BatchJob:
         return BatchJob.model_validate(await self.transport.call(
-            rpc.GET_BACKGROUND_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+            rpc.GET_BACKGROUND_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def job_logs(self, job_id: JobId, limit: int = 100, before_id: int | None = None) -> BatchLogPage:
         """Newest first; pass the page's next_before_id to get older lines."""
         return BatchLogPage.model_validate(await self.transport.call(rpc.LIST_BACKGROUND_JOB_LOGS, {
-            "p_job_id": _uuid(job_id, "job_id"), "p_limit": limit, "p_before_id": before_id}))
+            "p_job_id": validation.as_uuid(job_id, "job_id"), "p_limit": limit, "p_before_id": before_id}))
 
     async def job_items(self, job_id: JobId, status: BatchStatus | str | None = None, limit: int = 100,
                         offset: int = 0) -> BatchItemPage:
         status_value = BatchStatus(status).value if status else None
         return BatchItemPage.model_validate(await self.transport.call(rpc.LIST_BACKGROUND_JOB_ITEMS, {
-            "p_job_id": _uuid(job_id, "job_id"), "p_status": status_value, "p_limit": limit, "p_offset": offset}))
+            "p_job_id": validation.as_uuid(job_id, "job_id"), "p_status": status_value, "p_limit": limit,
+            "p_offset": offset}))
 
     async def cancel_job(self, job_id: JobId) -> BatchJob:
         return BatchJob.model_validate(await self.transport.call(
-            rpc.CANCEL_BACKGROUND_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+            rpc.CANCEL_BACKGROUND_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def retry_job(self, job_id: JobId) -> BatchJob:
         """Re-queue the failed items only; completed outputs stay."""
         return BatchJob.model_validate(await self.transport.call(
-            rpc.RETRY_BACKGROUND_JOB, {"p_job_id": _uuid(job_id, "job_id")}))
+            rpc.RETRY_BACKGROUND_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
 
     async def subscribe_progress(self, on_event: EventHandler, on_state: StateHandler | None = None) -> Subscription:
         """background_job_progress events (dashboard topic; filter on event.event)."""

@@ -27,7 +27,7 @@ from jobsys.batch.models import ClaimedBatchJob
 from jobsys.batch.providers.base import CallFailure
 from jobsys.batch.providers.registry import ProviderSet
 from jobsys.events import ChannelState, Event, EventName
-from jobsys.transport.base import Subscription
+from jobsys.system import JobSystem, Subscription
 
 log = logging.getLogger("jobsys.batch")
 
@@ -83,25 +83,21 @@ class BatchRunner:
             self._subscription = await self.batch.subscribe_runners(self._on_event, self._on_state)
         side_tasks = [asyncio.create_task(self._claim_loop(), name="batch-claim"),
                       asyncio.create_task(self._heartbeat_loop(), name="batch-heartbeat")]
-        stop_waiter = asyncio.create_task(stop.wait())
         self.started.set()
-        failed: list[asyncio.Task[None]] = []
         try:
-            done, _ = await asyncio.wait([stop_waiter, *side_tasks], return_when=asyncio.FIRST_COMPLETED)
-            failed = [t for t in side_tasks if t in done and not t.cancelled() and t.exception()]
-            for task in failed:
-                log.error("batch runner side task %s failed: %r", task.get_name(), task.exception())
+            # A failed side task raises aio.TaskFailed: "batch runner stopped because <task> failed".
+            await aio.supervise(side_tasks, stop, wind_down=self._stop_runs, name="batch runner", log=log)
         finally:
-            stop_waiter.cancel()
-            await self._shutdown(side_tasks)
-        if failed:
-            raise RuntimeError(f"batch runner stopped because {failed[0].get_name()} failed") from failed[0].exception()
+            await self._close()
 
-    async def _shutdown(self, side_tasks: list[asyncio.Task[None]]) -> None:
+    async def _stop_runs(self) -> None:
+        """Tell every run to hand its job back (each gets the engine's grace period)."""
         log.info("batch runner %s stopping: %d job(s) to hand back", self.runner_id, len(self.runs))
         for run, _ in list(self.runs.values()):
             run.stop(StopReason.SHUTDOWN, "runner shutting down")
-        await aio.cancel_and_wait(side_tasks)
+
+    async def _close(self) -> None:
+        """After the side tasks ended: wait for the runs to end, then close."""
         await asyncio.gather(*(task for _, task in list(self.runs.values())), return_exceptions=True)
         if self._subscription is not None:
             await self._subscription.close()
@@ -143,11 +139,7 @@ class BatchRunner:
                 continue
             interval_s = (self.options.safety_poll_s if self.push_state is ChannelState.SUBSCRIBED
                           else self.options.poll_interval_s)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
-            # the event is set (shutdown sets both), and the loop would never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._wake.wait()
+            await aio.wait_event(self._wake, interval_s)
 
     async def _start(self, job: ClaimedBatchJob) -> None:
         if job.status.final:  # nothing was left to do: the claim finished it
@@ -198,3 +190,15 @@ class BatchRunner:
                 reply = run.reporter.last_reply if run is not None else None
                 if run is not None and run.final is None and not (reply and reply.job.status.final):
                     run.stop(StopReason.LOST, "the job is no longer held by this runner (cancelled or taken over)")
+
+
+async def run_runner(jobs_or_url: JobSystem | BatchJobs | str, stop: asyncio.Event,
+                     options: RunnerOptions | None = None, providers: ProviderSet | None = None) -> None:
+    """Run a batch runner until `stop` is set. Give a connected JobSystem to share its pool
+    (as `jobsys up` does), or a database URL to open a connection of its own."""
+    if isinstance(jobs_or_url, str):
+        async with await JobSystem.connect(jobs_or_url, push=options.push if options else True) as jobs:
+            await BatchRunner(BatchJobs.of(jobs), options, providers).run(stop)
+        return
+    batch = jobs_or_url if isinstance(jobs_or_url, BatchJobs) else BatchJobs.of(jobs_or_url)
+    await BatchRunner(batch, options, providers).run(stop)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import inspect
 import json
 import logging
@@ -145,6 +144,10 @@ class PostgresTransport:
             listener.start()
         return listener
 
+    def evidence_store(self) -> None:
+        """None: evidence stays in the worker's local directory, which the operator can read."""
+        return None
+
 
 async def _maybe_await(result: object) -> None:
     if inspect.isawaitable(result):
@@ -214,12 +217,6 @@ class Listener:
             await _maybe_await(self._on_event(event))
         except Exception:  # a handler's bug must not kill the channel
             log.exception("event handler failed for %s", event.event)
-
-    async def kill_connection(self) -> None:
-        """Drop the LISTEN connection as a network fault would (tests, chaos)."""
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.execute("select pg_terminate_backend(pg_backend_pid())")
 
     async def close(self) -> None:
         if self._task is not None:

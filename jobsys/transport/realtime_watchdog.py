@@ -33,9 +33,6 @@ from jobsys.transport.base import EventHandler, StateHandler
 
 log = logging.getLogger(__name__)
 
-REALTIME_TOPIC_PREFIX = "realtime:"  # realtime-py prefixes every channel topic with this
-
-
 @dataclasses.dataclass(frozen=True)
 class RealtimeSettings:
     reconnect_min_s: float = 0.5  # also the pause after a drop, so a flapping server is not hammered

@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import uuid
-from typing import Any, Mapping, TypedDict
+from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 
 import httpx
 import pydantic
@@ -37,6 +37,9 @@ from jobsys.auth import Credentials, JobsysRole, TokenKeeper
 from jobsys.transport.base import EventHandler, StateHandler
 from jobsys.transport.realtime_watchdog import BroadcastSubscription, RealtimeSettings
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+if TYPE_CHECKING:
+    from jobsys.transport.supabase_storage import EvidenceStore
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +214,12 @@ class SupabaseTransport:
             subscription.start()
             self._subscriptions.add(subscription)
         return subscription
+
+    def evidence_store(self) -> EvidenceStore:
+        """Supabase Storage, as this transport's user (a worker writes under its own id)."""
+        from jobsys.transport.supabase_storage import EvidenceStore  # it imports this module
+
+        return EvidenceStore(self)
 
     @property
     def client(self) -> AsyncClient:

@@ -9,22 +9,20 @@ moves the elapsed time of running jobs on once a second without reading anything
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from fastapi import Request
 from nicegui import ui
 
 from jobsys.batch.models import BatchJob, BatchStatus, BatchSummary
 from jobsys.events import EventName
-from nicegui_app.live import Coalescer, follow
 from nicegui_app.pages.batch_row import BatchRow
-from nicegui_app.pages.frame import PageContext, frame
+from nicegui_app.pages.frame import frame
 from nicegui_app.pages.guard import guarded_page
 from nicegui_app.pages.new_batch_dialog import NewBatchDialog
+from nicegui_app.pages.rows import LiveView, RowList
 
 PATH = "/background-jobs"
 PAGE_SIZE = 100  # rows rendered at first; "show more" adds as many again
-LIMIT_MAX = 1000  # list_jobs refuses more
 ELAPSED_TICK_S = 1.0
 TAB_STATUSES: dict[str, tuple[BatchStatus, ...]] = {
     "all": (),  # every status, cancelled included
@@ -43,13 +41,7 @@ def tab_counts(summary: BatchSummary) -> dict[str, int]:
     }
 
 
-class BackgroundJobsView:
-    def __init__(self, ctx: PageContext) -> None:
-        self.ctx = ctx
-        self.rows: dict[uuid.UUID, BatchRow] = {}
-        self.limit = PAGE_SIZE
-        self.live: Coalescer | None = None
-
+class BackgroundJobsView(LiveView):
     async def build(self) -> None:
         t = self.ctx.t
         with ui.row().classes("w-full items-center gap-4"):
@@ -61,22 +53,12 @@ class BackgroundJobsView:
             self.tab_bar.set_value("all")
             ui.space()
             ui.button(t("new_batch"), icon="add", on_click=self._new_batch).mark("new-batch")
-        self.empty = ui.label(t("no_batches")).classes("text-gray-500").mark("no-batches")
-        self.list = ui.column().classes("w-full gap-2").mark("batch-list")
-        self.more = ui.button(t("more_jobs"), on_click=self._show_more).props("flat").mark("more-batches")
-        await self.refresh()
-        self.live = follow(
-            self.ctx.services.hub,
-            self.ctx.client,
-            self.refresh,
-            [EventName.BACKGROUND_JOB_PROGRESS.value],
-            name="background jobs",
+        self.rows: RowList[BatchJob, BatchRow] = RowList(
+            self.ctx, BatchRow, page_size=PAGE_SIZE, on_change=self._poke, empty_key="no_batches",
+            marks=("no-batches", "batch-list", "more-batches"),
         )
+        await self._follow([EventName.BACKGROUND_JOB_PROGRESS.value], name="background jobs")
         ui.timer(ELAPSED_TICK_S, self._tick)  # local: moves elapsed labels, reads nothing
-
-    def _poke(self) -> None:
-        if self.live is not None:
-            self.live.poke()
 
     @property
     def tab(self) -> str:
@@ -87,55 +69,32 @@ class BackgroundJobsView:
         batch = self.ctx.services.batch
         statuses = TAB_STATUSES[self.tab]
         if not statuses:
-            listing = await batch.list_jobs(limit=self.limit)
+            listing = await batch.list_jobs(limit=self.rows.limit)
             return listing.jobs, listing.summary
         jobs: list[BatchJob] = []
         summary: BatchSummary | None = None
         for status in statuses:  # the SQL filter takes one status
-            listing = await batch.list_jobs(status=status, limit=self.limit)
+            listing = await batch.list_jobs(status=status, limit=self.rows.limit)
             jobs.extend(listing.jobs)
             summary = listing.summary
         jobs.sort(key=lambda job: (job.created_at, str(job.id)), reverse=True)  # newest first, as listed
         assert summary is not None
-        return jobs[: self.limit], summary
+        return jobs[: self.rows.limit], summary
 
     async def refresh(self) -> None:
         t = self.ctx.t
         jobs, summary = await self._read()
         for name, count in tab_counts(summary).items():
             self.tabs[name].set_label(t("tab_count", label=t(f"tab_{name}"), n=count))
-        self._sync_rows(jobs)
-        self.empty.set_visibility(not jobs)
-        self.more.set_visibility(len(jobs) >= self.limit and self.limit < LIMIT_MAX)
-        for row in list(self.rows.values()):
+        self.rows.show(jobs)
+        for row in self.rows:
             await row.refresh_logs()
-
-    def _sync_rows(self, jobs: list[BatchJob]) -> None:
-        """Update rows in place: new ones appear, gone ones go, order follows the listing."""
-        wanted = {job.id for job in jobs}
-        for job_id in [job_id for job_id in self.rows if job_id not in wanted]:
-            self.rows.pop(job_id).delete()
-        for job in jobs:
-            row = self.rows.get(job.id)
-            if row is None:
-                with self.list:
-                    self.rows[job.id] = BatchRow(self.ctx, job, on_change=self._poke)
-            else:
-                row.update(job)
-        order = [self.rows[job.id].card for job in jobs]
-        if list(self.list.default_slot.children) != order:
-            for index, card in enumerate(order):
-                card.move(self.list, target_index=index)
 
     def _tick(self) -> None:
         now = dt.datetime.now(dt.UTC)
-        for row in self.rows.values():
+        for row in self.rows:
             if row.ticking:
                 row.tick(now)
-
-    async def _show_more(self) -> None:
-        self.limit = min(self.limit + PAGE_SIZE, LIMIT_MAX)
-        self._poke()
 
     async def _new_batch(self) -> None:
         job = await NewBatchDialog(self.ctx).run()

@@ -13,7 +13,9 @@ from nicegui import ui
 from jobsys.batch.models import BatchItem, BatchJob, BatchStatus
 from jobsys.errors import JobsysError
 from nicegui_app.batch_export import ExportFormat, export_file
+from nicegui_app.pages.dialog import answer
 from nicegui_app.pages.frame import PageContext
+from nicegui_app.pages.rows import status_filter
 
 PAGE_ITEMS = 50
 INPUT_MAX_CHARS = 300  # the table shows the start of a long input; the export has all of it
@@ -50,16 +52,8 @@ class ResultsDialog:
             if job.offline:
                 ui.label(t("results_offline")).classes("text-sm text-purple-800").mark("results-offline")
             with ui.row().classes("w-full items-end gap-2"):
-                self.status = (
-                    ui.select(
-                        {"": t("filter_all"), **{s.value: t(f"batch_status_{s.value}") for s in BatchStatus}},
-                        value="",
-                        label=t("filter_status"),
-                        on_change=self._filter,
-                    )
-                    .classes("w-40")
-                    .mark("results-status")
-                )
+                statuses = {s.value: t(f"batch_status_{s.value}") for s in BatchStatus}
+                self.status = status_filter(t, statuses, self._filter, "results-status")
                 ui.space()
                 for fmt in ExportFormat:
                     ui.button(
@@ -127,6 +121,4 @@ class ResultsDialog:
 
     async def run(self) -> None:
         await self.load()
-        await self.dialog
-        if not self.dialog.is_deleted:  # deleted already when the browser went away
-            self.dialog.delete()
+        await answer(self.dialog)

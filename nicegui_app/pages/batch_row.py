@@ -4,22 +4,23 @@ Status badge, "offline" badge when outputs are placeholders, progress bar with %
 completed / failed (and cancelled), start time, elapsed time, completion time, error
 message; an expansion with the log (newest first, coloured by level); cancel, retry,
 results and export. Updated in place on every refresh (an open log stays open); the
-elapsed time of a running job is ticked by the page's local timer, not by re-reading.
+elapsed time of a running job is ticked by the page's local timer, not by re-reading
+(rows.py: what every row does).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from nicegui import ui
 
 from jobsys.batch.models import BatchJob, BatchLog, BatchStatus, LogLevel
-from jobsys.errors import JobsysError, NotFound
+from jobsys.errors import NotFound
 from nicegui_app.batch_export import ExportFormat
 from nicegui_app.pages.batch_results import ResultsDialog, download
 from nicegui_app.pages.frame import PageContext
+from nicegui_app.pages.rows import ItemRow, when
 
 STATUS_COLORS = {
     BatchStatus.PENDING: "grey",
@@ -34,14 +35,6 @@ LOG_PAGE = 50  # lines shown when the log opens; "older" adds as many again
 LOG_MAX = 1000  # what one read may return
 
 
-def when(moment: dt.datetime | None) -> str:
-    if moment is None:
-        return "–"
-    local = moment.astimezone()
-    same_day = local.date() == dt.datetime.now().astimezone().date()
-    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
-
-
 def elapsed_text(job: BatchJob, now: dt.datetime | None = None) -> str:
     """H:MM:SS from start to completion (or to now while it runs); "–" before it started."""
     if job.started_at is None:
@@ -52,13 +45,9 @@ def elapsed_text(job: BatchJob, now: dt.datetime | None = None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-class BatchRow:
+class BatchRow(ItemRow[BatchJob]):
     def __init__(self, ctx: PageContext, job: BatchJob, on_change: Callable[[], None]) -> None:
-        self.ctx = ctx
-        self.t = ctx.t
-        self.job = job
-        self._on_change = on_change
-        self._logs_version: object = None
+        super().__init__(ctx, job, on_change)
         self.log_limit = LOG_PAGE
         t = self.t
         self.card = ui.card().classes("w-full gap-2").mark(f"batch-{job.id}")
@@ -120,13 +109,6 @@ class BatchRow:
                 )
         self.update(job)
 
-    @property
-    def id(self) -> uuid.UUID:
-        return self.job.id
-
-    def delete(self) -> None:
-        self.card.delete()
-
     def update(self, job: BatchJob) -> None:
         t = self.t
         self.job = job
@@ -162,9 +144,8 @@ class BatchRow:
     # Logs -----------------------------------------------------------------------------------
     async def refresh_logs(self, force: bool = False) -> None:
         """Re-read the log if it is open and the job changed since the last read."""
-        if not self.logs_expansion.value or (not force and self._logs_version == self.job.updated_at):
+        if not self._due(self.logs_expansion, force):
             return
-        self._logs_version = self.job.updated_at
         try:
             page = await self.ctx.services.batch.job_logs(self.job.id, limit=self.log_limit)
         except NotFound:
@@ -197,19 +178,11 @@ class BatchRow:
                     ui.label(line.message).classes(f"break-all {LOG_TEXT_CLASSES[line.level]}")
 
     # Actions ----------------------------------------------------------------------------------
-    async def _run(self, action: Callable[[uuid.UUID], Awaitable[object]], done_key: str) -> None:
-        try:
-            await action(self.job.id)
-            ui.notify(self.t(done_key), type="positive")
-        except JobsysError as exc:  # e.g. it finished a moment ago: say so, the refresh shows it
-            ui.notify(exc.message, type="warning")
-        self._on_change()
-
     async def _cancel(self) -> None:
-        await self._run(self.ctx.services.batch.cancel_job, "batch_cancel_done")
+        await self._act(self.ctx.services.batch.cancel_job, "batch_cancel_done")
 
     async def _retry(self) -> None:
-        await self._run(self.ctx.services.batch.retry_job, "batch_retry_done")
+        await self._act(self.ctx.services.batch.retry_job, "batch_retry_done")
 
     async def _results(self) -> None:
         await ResultsDialog(self.ctx, self.job).run()

@@ -4,7 +4,6 @@ idle and busy)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 
 from fastapi import Request
@@ -12,9 +11,9 @@ from nicegui import ui
 
 from jobsys.events import EventName
 from jobsys.models import Device, DeviceStatus
-from nicegui_app.live import follow
-from nicegui_app.pages.frame import PageContext, frame
+from nicegui_app.pages.frame import frame
 from nicegui_app.pages.guard import guarded_page
+from nicegui_app.pages.rows import LiveView, when
 
 STATUS_COLORS = {
     DeviceStatus.IDLE: "positive",
@@ -25,30 +24,14 @@ STATUS_COLORS = {
 }
 
 
-def _when(moment: dt.datetime) -> str:
-    local = moment.astimezone()
-    same_day = local.date() == dt.datetime.now().astimezone().date()
-    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
-
-
 def _worker_key(device: Device) -> tuple[str, str]:
     return device.worker_name or "", str(device.worker_id or "")
 
 
-class DevicesView:
-    def __init__(self, ctx: PageContext) -> None:
-        self.ctx = ctx
-
+class DevicesView(LiveView):
     async def build(self) -> None:
         self.container = ui.column().classes("w-full gap-4").mark("device-groups")
-        await self.refresh()
-        follow(
-            self.ctx.services.hub,
-            self.ctx.client,
-            self.refresh,
-            [EventName.DEVICE_STATUS.value, EventName.JOB_PROGRESS.value],
-            name="devices",
-        )
+        await self._follow([EventName.DEVICE_STATUS.value, EventName.JOB_PROGRESS.value], name="devices")
 
     async def refresh(self) -> None:
         listing = await self.ctx.services.jobs.list_devices()
@@ -87,7 +70,7 @@ class DevicesView:
             if device.current_job_id:
                 ui.label(t("current_job", job=str(device.current_job_id)[:8])).classes("font-mono")
             ui.space()
-            ui.label(t("last_heartbeat", at=_when(device.last_heartbeat_at))).classes("text-gray-500")
+            ui.label(t("last_heartbeat", at=when(device.last_heartbeat_at))).classes("text-gray-500")
 
 
 def create() -> None:

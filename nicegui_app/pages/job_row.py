@@ -2,19 +2,20 @@
 delete, and an expansion with the per-device status.
 
 Rows are updated in place (not rebuilt) on every refresh, so an expanded row stays
-expanded and the browser receives only the changed properties.
+expanded and the browser receives only the changed properties (rows.py: what every row does).
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Awaitable, Callable
+from typing import Callable
 
 from nicegui import ui
 
 from jobsys.errors import JobsysError, NotFound
 from jobsys.models import Assignment, Job, JobStatus
+from nicegui_app.pages.dialog import answer
 from nicegui_app.pages.frame import PageContext
+from nicegui_app.pages.rows import ItemRow
 
 STATUS_COLORS = {
     JobStatus.ACTIVE: "primary",
@@ -37,13 +38,9 @@ def progress_text(t: Callable[..., str], job: Job) -> str:
     return t("progress", done=job.completed_count, target=job.target_count, pct=job.progress_percent)
 
 
-class JobRow:
+class JobRow(ItemRow[Job]):
     def __init__(self, ctx: PageContext, job: Job, on_change: Callable[[], None]) -> None:
-        self.ctx = ctx
-        self.t = ctx.t
-        self.job = job
-        self._on_change = on_change
-        self._detail_version: object = None
+        super().__init__(ctx, job, on_change)
         t = self.t
         self.card = ui.card().classes("w-full gap-2").mark(f"job-{job.id}")
         with self.card:
@@ -80,13 +77,6 @@ class JobRow:
                 self.detail = ui.column().classes("w-full gap-1")
         self.update(job)
 
-    @property
-    def id(self) -> uuid.UUID:
-        return self.job.id
-
-    def delete(self) -> None:
-        self.card.delete()
-
     def update(self, job: Job) -> None:
         t = self.t
         self.job = job
@@ -105,9 +95,8 @@ class JobRow:
     # Per-device status ------------------------------------------------------------------
     async def refresh_detail(self, force: bool = False) -> None:
         """Re-read the assignments if the row is open and the job changed since the last read."""
-        if not self.expansion.value or (not force and self._detail_version == self.job.updated_at):
+        if not self._due(self.expansion, force):
             return
-        self._detail_version = self.job.updated_at
         try:
             detail = await self.ctx.services.jobs.get_job(self.job.id)
         except NotFound:
@@ -139,18 +128,11 @@ class JobRow:
                         ui.label(assignment.error).classes("text-negative text-xs")
 
     # Actions ------------------------------------------------------------------------------
-    async def _run(self, action: Callable[[uuid.UUID], Awaitable[object]]) -> None:
-        try:
-            await action(self.job.id)
-        except JobsysError as exc:  # e.g. the job completed a moment ago: say so, the refresh shows it
-            ui.notify(exc.message, type="warning")
-        self._on_change()
-
     async def _pause(self) -> None:
-        await self._run(self.ctx.services.jobs.pause_job)
+        await self._act(self.ctx.services.jobs.pause_job)
 
     async def _resume(self) -> None:
-        await self._run(self.ctx.services.jobs.resume_job)
+        await self._act(self.ctx.services.jobs.resume_job)
 
     async def _confirm_delete(self) -> None:
         t = self.t
@@ -163,10 +145,7 @@ class JobRow:
                 ui.button(t("delete"), on_click=lambda: dialog.submit(True)).props("color=negative").mark(
                     "confirm-delete"
                 )
-        confirmed = await dialog
-        if not dialog.is_deleted:  # deleted already when the browser went away
-            dialog.delete()
-        if not confirmed:
+        if not await answer(dialog):
             return
         try:
             await self.ctx.services.jobs.delete_job(self.job.id)

@@ -4,7 +4,8 @@ Prompt template with the placeholders it uses (found as you type), items pasted 
 line or uploaded (CSV / JSONL), model, concurrency, optional system instruction and title,
 and a preview of the first rendered prompt. The form is checked with the library's own
 BatchCreate on every change, so 생성 is enabled exactly when the API would accept the
-body; errors are shown inline. The shipped non-deceptive examples are presets.
+body (the frame: dialog.py); errors are shown inline. The shipped non-deceptive examples
+are presets.
 """
 
 from __future__ import annotations
@@ -25,20 +26,13 @@ from jobsys.batch.models import (
     BatchCreate,
     BatchJob,
 )
-from jobsys.errors import JobsysError
 from nicegui_app.pages import batch_items
+from nicegui_app.pages.dialog import CreateDialog, whole, whole_number
 from nicegui_app.pages.frame import PageContext
 
 UPLOAD_MAX_BYTES = 2 * ITEMS_MAX_TOTAL_BYTES  # a file's framing (quotes, keys) is not counted by the limit
 PREVIEW_MAX_CHARS = 4000  # the preview shows the start of a long prompt
 _EXAMPLES = {example.key: example for example in EXAMPLES}
-
-
-def _whole(value: Any) -> Any:
-    """ui.number gives floats; whole ones become ints, anything else stays and fails validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +52,13 @@ def validation_message(exc: pydantic.ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
-class NewBatchDialog:
+class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
     def __init__(self, ctx: PageContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, BatchJob)
         self.file_items: list[dict[str, Any]] | None = None  # an uploaded file wins over the paste box
         self.file_name = ""
         t = ctx.t
-        with ui.dialog() as self.dialog, ui.card().classes("w-[52rem] max-w-full gap-3"):
-            ui.label(t("new_batch")).classes("text-xl font-semibold")
+        with self._card("new_batch", "w-[52rem]"):
             ui.label(t("batch_draft_note")).classes("text-sm text-gray-600").mark("batch-draft-note")
             self.preset = (
                 ui.select(
@@ -124,15 +117,7 @@ class NewBatchDialog:
                     .mark("batch-model")
                 )
                 self.concurrency = (
-                    ui.number(
-                        t("batch_concurrency"),
-                        value=CONCURRENCY_DEFAULT,
-                        min=1,
-                        max=CONCURRENCY_MAX,
-                        step=1,
-                        precision=0,
-                        on_change=self._changed,
-                    )
+                    whole_number(t("batch_concurrency"), CONCURRENCY_DEFAULT, CONCURRENCY_MAX, self._changed)
                     .classes("w-40")
                     .mark("batch-concurrency")
                 )
@@ -148,12 +133,7 @@ class NewBatchDialog:
                 .classes("w-full whitespace-pre-wrap font-mono text-sm bg-gray-100 rounded p-2")
                 .mark("batch-preview")
             )
-            self.error = ui.label().classes("text-negative text-sm").mark("batch-error")
-            with ui.row().classes("w-full justify-end"):
-                ui.button(t("cancel"), on_click=lambda: self.dialog.submit(None)).props("flat").mark(
-                    "batch-dialog-cancel"
-                )
-                self.create = ui.button(t("create"), on_click=self._submit).mark("batch-create")
+            self._footer("batch-error", "batch-dialog-cancel", "batch-create")
         self._changed()
 
     # Form state ---------------------------------------------------------------------------
@@ -180,7 +160,7 @@ class NewBatchDialog:
                     "model": (self.model.value or "").strip(),
                     "title": self.title.value or None,
                     "system_instruction": self.system.value or None,
-                    "concurrency": _whole(self.concurrency.value),
+                    "concurrency": whole(self.concurrency.value),
                 }
             )
         except pydantic.ValidationError as exc:
@@ -260,22 +240,5 @@ class NewBatchDialog:
         self._changed()
 
     # Submit ---------------------------------------------------------------------------------
-    async def _submit(self) -> None:
-        spec = self.spec()
-        if spec is None:
-            return
-        self.create.disable()  # no double submit while the call runs
-        try:
-            job = await self.ctx.services.batch.create_job(spec)
-        except JobsysError as exc:
-            self.error.set_text(exc.message)
-            self.create.enable()
-            return
-        self.dialog.submit(job)
-
-    async def run(self) -> BatchJob | None:
-        """Open the dialog; the created job, or None when dismissed."""
-        result = await self.dialog
-        if not self.dialog.is_deleted:  # deleted already when the browser went away
-            self.dialog.delete()
-        return result if isinstance(result, BatchJob) else None
+    async def _create(self, spec: BatchCreate) -> BatchJob:
+        return await self.ctx.services.batch.create_job(spec)

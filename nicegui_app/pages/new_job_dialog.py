@@ -1,18 +1,16 @@
 """The new-job dialog (새 작업 생성).
 
 The form is checked with the library's own JobCreate on every change, so the create
-button is enabled exactly when the API would accept the body. Target hints follow the
-live connected-device count; errors from the create call are shown inline.
+button is enabled exactly when the API would accept the body (the frame: dialog.py).
+Target hints follow the live connected-device count; errors from the create call are
+shown inline.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import pydantic
 from nicegui import ui
 
-from jobsys.errors import JobsysError
 from jobsys.models import (
     DEVICE_COUNT_MAX,
     DURATION_MAX_SEC,
@@ -22,6 +20,7 @@ from jobsys.models import (
     check_url,
     title_from_url,
 )
+from nicegui_app.pages.dialog import CreateDialog, whole, whole_number
 from nicegui_app.pages.frame import PageContext
 
 DEFAULT_DURATION_SEC = 30
@@ -36,20 +35,12 @@ def expected_devices(connected: int, percentage: int) -> int:
     return max(1, -(-connected * percentage // 100))
 
 
-def _as_int(value: Any) -> Any:
-    """ui.number gives floats; whole ones become ints, anything else stays and fails validation."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-class NewJobDialog:
+class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
     def __init__(self, ctx: PageContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, CreatedJob)
         self._auto_title = ""
         t = ctx.t
-        with ui.dialog() as self.dialog, ui.card().classes("w-[34rem] max-w-full gap-3"):
-            ui.label(t("new_job")).classes("text-xl font-semibold")
+        with self._card("new_job", "w-[34rem]"):
             self.url = (
                 ui.input(
                     t("url"), placeholder="https://", validation=self._url_error, on_change=self._url_changed
@@ -59,15 +50,7 @@ class NewJobDialog:
             )
             self.title = ui.input(t("title"), on_change=self._changed).classes("w-full").mark("new-job-title")
             self.duration = (
-                ui.number(
-                    t("duration"),
-                    value=DEFAULT_DURATION_SEC,
-                    min=1,
-                    max=DURATION_MAX_SEC,
-                    step=1,
-                    precision=0,
-                    on_change=self._changed,
-                )
+                whole_number(t("duration"), DEFAULT_DURATION_SEC, DURATION_MAX_SEC, self._changed)
                 .classes("w-full")
                 .mark("new-job-duration")
             )
@@ -86,28 +69,12 @@ class NewJobDialog:
                 .mark("new-job-target")
             )
             self.percentage = (
-                ui.number(
-                    t("percentage_value"),
-                    value=DEFAULT_PERCENTAGE,
-                    min=1,
-                    max=100,
-                    step=1,
-                    precision=0,
-                    on_change=self._changed,
-                )
+                whole_number(t("percentage_value"), DEFAULT_PERCENTAGE, 100, self._changed)
                 .classes("w-full")
                 .mark("new-job-percentage")
             )
             self.device_count = (
-                ui.number(
-                    t("count_value"),
-                    value=DEFAULT_DEVICE_COUNT,
-                    min=1,
-                    max=DEVICE_COUNT_MAX,
-                    step=1,
-                    precision=0,
-                    on_change=self._changed,
-                )
+                whole_number(t("count_value"), DEFAULT_DEVICE_COUNT, DEVICE_COUNT_MAX, self._changed)
                 .classes("w-full")
                 .mark("new-job-count")
             )
@@ -118,12 +85,7 @@ class NewJobDialog:
                 .mark("new-job-hint")
                 .bind_text_from(ctx.devices, "connected", backward=lambda _: self._hint())
             )
-            self.error = ui.label().classes("text-negative text-sm").mark("new-job-error")
-            with ui.row().classes("w-full justify-end"):
-                ui.button(t("cancel"), on_click=lambda: self.dialog.submit(None)).props("flat").mark(
-                    "new-job-cancel"
-                )
-                self.create = ui.button(t("create"), on_click=self._submit).mark("new-job-create")
+            self._footer("new-job-error", "new-job-cancel", "new-job-create")
         self._changed()
 
     # Form state ---------------------------------------------------------------------------
@@ -138,9 +100,9 @@ class NewJobDialog:
         try:
             return JobCreate(
                 target_url=(self.url.value or "").strip(),
-                duration_sec=_as_int(self.duration.value),
+                duration_sec=whole(self.duration.value),
                 target_type=target,
-                target_value=_as_int(value),
+                target_value=whole(value),
                 title=self.title.value or None,
             )
         except (pydantic.ValidationError, ValueError, TypeError):
@@ -169,11 +131,11 @@ class NewJobDialog:
         if target is TargetType.ALL_DEVICES:
             return t("hint_all", n=connected)
         if target is TargetType.PERCENTAGE:
-            percentage = _as_int(self.percentage.value)
+            percentage = whole(self.percentage.value)
             if not isinstance(percentage, int) or not 1 <= percentage <= 100:
                 return ""
             return t("hint_percentage", n=expected_devices(connected, percentage), total=connected)
-        count = _as_int(self.device_count.value)
+        count = whole(self.device_count.value)
         return t("hint_device_count", n=count, total=connected) if isinstance(count, int) else ""
 
     def _changed(self) -> None:
@@ -184,22 +146,5 @@ class NewJobDialog:
         self.error.set_text("")
         self.create.set_enabled(self.spec() is not None)
 
-    async def _submit(self) -> None:
-        spec = self.spec()
-        if spec is None:
-            return
-        self.create.disable()  # no double submit while the call runs
-        try:
-            created = await self.ctx.services.jobs.create_job(spec)
-        except JobsysError as exc:
-            self.error.set_text(exc.message)
-            self.create.enable()
-            return
-        self.dialog.submit(created)
-
-    async def run(self) -> CreatedJob | None:
-        """Open the dialog; the created job, or None when dismissed."""
-        result = await self.dialog
-        if not self.dialog.is_deleted:  # deleted already when the browser went away
-            self.dialog.delete()
-        return result if isinstance(result, CreatedJob) else None
+    async def _create(self, spec: JobCreate) -> CreatedJob:
+        return await self.ctx.services.jobs.create_job(spec)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-JOBSYS = [sys.executable, "-m", "jobsys.cli"]
+JOBSYS = [sys.executable, "-m", "jobsys_cli"]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["up", "--help"], ["migrate", "--help"]])
@@ -48,11 +48,10 @@ def test_migrate_then_up_on_the_embedded_default_stops_cleanly(tmp_path: pathlib
 async def test_dashboard_alone_runs_upkeep(db_url: str, tmp_path: pathlib.Path) -> None:
     """With no worker connected, `jobsys dashboard` still runs maintenance (lease rescue,
     top-up, trailing progress events): its last run moves forward."""
-    import socket
-
     import psycopg
 
-    from tests.conftest import wait_until
+    from tests.support.processes import free_port
+    from tests.support.waiting import wait_until
 
     def last_run() -> str:
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -61,9 +60,7 @@ async def test_dashboard_alone_runs_upkeep(db_url: str, tmp_path: pathlib.Path) 
         return str(row[0])
 
     before = last_run()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "JOBSYS_API_TOKEN": "test-token-for-upkeep"}
     proc = subprocess.Popen(JOBSYS + ["dashboard", "--database-url", db_url, "--data-dir", str(tmp_path),
                                       "--host", "127.0.0.1", "--port", str(port)],

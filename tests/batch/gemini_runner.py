@@ -11,7 +11,7 @@ import pytest
 from jobsys.batch.providers.gemini import GeminiProvider
 from jobsys.batch.runner import BatchRunner
 from tests.batch import fake_gemini as fg
-from tests.batch.conftest import StartRunner
+from tests.support.runners import StartRunner
 
 GeminiRunner = Callable[..., contextlib.AbstractAsyncContextManager[BatchRunner]]
 

@@ -8,8 +8,8 @@ import uuid
 import psycopg
 import pytest
 
-from tests.conftest import Db
 from tests.core.test_access import OPERATOR, WORKER_A, as_user
+from tests.support.postgres import Db
 
 CREATE = ("select jobsys.create_background_job('{\"template\": \"Summarise {text}\", \"model\": \"m\"}', "
           "'[{\"text\": \"a\"}]')")

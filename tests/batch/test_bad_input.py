@@ -11,7 +11,7 @@ from jobsys import IllegalTransition, InvalidInput, NotFound, rpc
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import ITEMS_MAX
 from tests.batch.conftest import dump_batch_tables
-from tests.conftest import Db
+from tests.support.postgres import Db
 
 GOOD: dict[str, Any] = {"template": "Reply politely to this review: {review}", "items": [{"review": "Great!"}]}
 

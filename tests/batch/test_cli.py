@@ -12,13 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobsys.batch.cli import follow
+from jobsys_cli.batch_follow import follow
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchStatus
 from jobsys.system import JobSystem
-from tests.batch.conftest import StartRunner, items
+from tests.batch.conftest import items
+from tests.support.runners import StartRunner
 
-BATCH_CLI = [sys.executable, "-m", "jobsys.batch.cli"]
+BATCH_CLI = [sys.executable, "-m", "jobsys_cli"]
 ENV = {**os.environ, "GEMINI_API_KEY": ""}
 
 

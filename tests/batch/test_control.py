@@ -8,9 +8,11 @@ from jobsys import IllegalTransition
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchStatus
 from tests.batch import fake_gemini as fg
-from tests.batch.conftest import StartRunner, counters_match, items, wait_final
+from tests.batch.conftest import counters_match, items
 from tests.batch.gemini_runner import GeminiRunner, make_gemini_runner
-from tests.conftest import Db, wait_until
+from tests.support.postgres import Db
+from tests.support.runners import StartRunner, wait_final
+from tests.support.waiting import wait_until
 
 TEMPLATE = "Translate into Korean: {text}"
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchProgress, BatchStatus
 from jobsys.events import ChannelState, Event, EventName
-from tests.batch.conftest import StartRunner, items, wait_final
-from tests.conftest import Db, wait_until
+from tests.batch.conftest import items
+from tests.support.postgres import Db
+from tests.support.runners import StartRunner, wait_final
+from tests.support.waiting import wait_until
 
 
 async def test_progress_events_are_throttled_and_the_last_is_final(batch: BatchJobs, db: Db,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchStatus
 from jobsys.batch.providers.offline import OFFLINE_LABEL
-from tests.batch.conftest import StartRunner, counters_match, items, wait_final
-from tests.conftest import Db
+from tests.batch.conftest import counters_match, items
+from tests.support.postgres import Db
+from tests.support.runners import StartRunner, wait_final
 
 
 async def test_offline_job_completes_and_is_labelled_offline(batch: BatchJobs, db: Db,

@@ -8,7 +8,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,8 +16,10 @@ from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchStatus, ItemResult
 from jobsys.batch.providers.base import Completion, Request
 from jobsys.batch.providers.offline import OfflineProvider
-from tests.batch.conftest import StartRunner, counters_match, items, wait_final
-from tests.conftest import Db, wait_until
+from tests.batch.conftest import counters_match, items
+from tests.support.postgres import Db
+from tests.support.runners import StartRunner, wait_final
+from tests.support.waiting import wait_until
 
 
 async def test_a_late_report_after_a_takeover_is_refused_and_never_counted(batch: BatchJobs, db: Db) -> None:
@@ -73,20 +74,10 @@ def spawn_runner(db_url: str, log_path: pathlib.Path) -> subprocess.Popen[str]:
     """`batch-runner` in its own process, offline, with 0.2-0.4 s per call."""
     with open(log_path, "w") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "jobsys.batch.cli", "batch-runner", "--database-url", db_url,
+            [sys.executable, "-m", "jobsys_cli", "batch-runner", "--database-url", db_url,
              "--provider", "offline", "--offline-latency", "0.2,0.4", "--heartbeat-interval", "0.2",
              "--poll-interval", "0.2", "--name", "doomed"],
             stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "GEMINI_API_KEY": ""})
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    running: list[subprocess.Popen[str]] = []
-    yield running
-    for proc in running:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def test_a_runner_killed_mid_job_is_taken_over_without_redoing_completed_items(

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Db
+from tests.support.postgres import Db
 
 OPERATOR = {"sub": str(uuid.uuid4()), "role": "authenticated", "app_metadata": {"jobsys_role": "operator"}}
 WORKER_A = {"sub": str(uuid.uuid4()), "role": "authenticated", "app_metadata": {"jobsys_role": "worker"}}

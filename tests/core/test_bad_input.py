@@ -9,8 +9,8 @@ import pytest
 
 from jobsys import InvalidInput, JobsysError, NotFound
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 
 GOOD: dict[str, Any] = {"target_url": "https://example.com/page", "duration_sec": 30}
 

@@ -12,9 +12,9 @@ from jobsys import InvalidInput
 from jobsys.models import AssignmentStatus as A
 from jobsys.models import JobStatus, RunReport
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
 from tests.core.test_access import OPERATOR, WORKER_A, WORKER_B, as_user, register
+from tests.support.postgres import Db
 
 
 def _report(run: Any, outcome: str = "completed", **fields: Any) -> RunReport:

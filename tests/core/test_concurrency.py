@@ -13,8 +13,8 @@ import pytest
 from jobsys import IllegalTransition, StaleRun
 from jobsys.models import RunReport
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 
 WORKERS = 10
 DEVICES_PER_WORKER = 10

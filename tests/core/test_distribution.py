@@ -6,8 +6,8 @@ import pytest
 
 from jobsys import IllegalTransition
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 
 
 async def test_percentage_resolves_against_healthy_devices(jobs: JobSystem) -> None:

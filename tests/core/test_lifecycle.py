@@ -8,8 +8,8 @@ from jobsys import IllegalTransition, NotFound, StaleRun
 from jobsys.models import AssignmentStatus as A
 from jobsys.models import JobStatus
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 
 
 async def _job_on(jobs: JobSystem, devices: int = 4, **target: object):  # type: ignore[no-untyped-def]

@@ -8,8 +8,8 @@ import uuid
 import psycopg
 
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 
 URL = "https://example.com/queue"
 

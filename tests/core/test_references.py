@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from jobsys.system import JobSystem
-from tests.conftest import Db, wait_until
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 ORPHANS = ("select count(*) from jobsys.job_assignments a "
            "where not exists (select 1 from jobsys.devices d where d.id = a.device_id)")

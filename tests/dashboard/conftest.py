@@ -18,8 +18,8 @@ import pytest
 
 from jobsys.events import ChannelState
 from jobsys.system import JobSystem
-from tests.conftest import wait_until
 from tests.dashboard import context
+from tests.support.waiting import wait_until
 
 TOKEN = "test-token-0123456789"
 MAIN_FILE = pathlib.Path(__file__).with_name("main.py")
@@ -63,6 +63,19 @@ async def dashboard(jobs: JobSystem) -> AsyncIterator[object]:
     yield context.current
     await subscription.close()
     context.current = None
+
+
+@pytest.fixture
+def clean_nicegui() -> Iterator[None]:
+    """serve() configures the process-wide NiceGUI app; leave it as the next test expects."""
+    from nicegui import app
+    from nicegui.storage import Storage
+    from nicegui.testing.general import nicegui_reset_globals
+
+    storage_path, storage = Storage.path, app.storage
+    with nicegui_reset_globals():
+        yield
+    Storage.path, app.storage = storage_path, storage
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for page tests: log in through the login page, find elements by marker."""
+"""Helpers for page tests: log in through the login page, act as a worker. Finding
+elements by marker is in tests/support/pages.py."""
 
 from __future__ import annotations
 
@@ -19,13 +20,6 @@ async def login(user: User, path: str = "/", language: str = "ko") -> None:
     await user.should_see(marker="connected-count", retries=50)
 
 
-def element(user: User, marker: str) -> Any:
-    """The one element with this marker (fails when there are none or several)."""
-    elements = user.find(marker=marker).elements
-    assert len(elements) == 1, f"{len(elements)} elements marked {marker}"
-    return next(iter(elements))
-
-
 async def finish_runs(
     jobs: Any, worker_id: Any, completed: int = 0, failed: int = 0, running: int = 0
 ) -> None:
@@ -38,14 +32,3 @@ async def finish_runs(
             await jobs.complete_assignment(run.assignment_id, run.attempt, {"elapsed_sec": 1})
         elif index < completed + failed:
             await jobs.fail_assignment(run.assignment_id, run.attempt, "screen locked")
-
-
-def texts(user: User, marker: str) -> list[str]:
-    """The texts shown inside the element with this marker (empty when it is not on the page)."""
-    found: set[Any] = user._gather_elements(None, None, marker, None)  # no retries: for wait_until predicates
-    return [
-        str(e.text)
-        for root in found
-        for e in root.descendants(include_self=True)
-        if isinstance(getattr(e, "text", None), str) and e.visible
-    ]

@@ -18,10 +18,10 @@ from jobsys.system import JobSystem
 from nicegui_app.hub import EventHub
 from nicegui_app.services import Services
 from nicegui_app.supabase_auth import SupabaseAuth
-from tests.conftest import wait_until
 from tests.dashboard import context
 from tests.dashboard.conftest import MAIN_FILE
 from tests.dashboard.supabase_auth_double import AuthDouble
+from tests.support.waiting import wait_until
 from tests.transport.conftest import FAST_REALTIME, SupabaseDoubles, start_doubles
 from tests.transport.tokens import ANON
 

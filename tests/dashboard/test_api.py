@@ -7,8 +7,8 @@ import uuid
 import httpx
 
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 
 JOB = {"target_url": "https://example.com/status?x=1", "duration_sec": 30}
 

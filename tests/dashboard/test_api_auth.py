@@ -13,10 +13,10 @@ import pytest
 
 from jobsys.system import JobSystem
 from nicegui_app.auth import ENV_API_TOKEN, TOKEN_FILE_NAME, load_or_create_token
-from tests.conftest import Db
 from tests.core.helpers import add_worker
 from tests.dashboard.conftest import TOKEN
 from tests.dashboard.test_api import assert_error
+from tests.support.postgres import Db
 
 ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/api/jobs", {"json": {"target_url": "https://example.com", "duration_sec": 5}}),

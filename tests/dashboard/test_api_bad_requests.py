@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
 from tests.dashboard.test_api import assert_error
+from tests.support.postgres import Db
 
 GOOD = {"target_url": "https://example.com/", "duration_sec": 30}
 JOB_ID = "{job}"  # replaced by the id of a real job, so bodies are judged against something that exists

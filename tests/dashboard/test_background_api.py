@@ -15,8 +15,8 @@ import httpx
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchJob, ItemResult
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.dashboard.test_api import assert_error
+from tests.support.postgres import Db
 
 TEMPLATE = "Summarise in three bullet points:\n{text}"
 BATCH: dict[str, Any] = {"template": TEMPLATE, "items": [{"text": "first"}, {"text": "second"}]}

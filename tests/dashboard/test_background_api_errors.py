@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 
 from jobsys.batch.models import ITEMS_MAX
-from tests.conftest import Db
 from tests.dashboard.conftest import TOKEN
 from tests.dashboard.test_api import assert_error
 from tests.dashboard.test_api_auth import BAD_CREDENTIALS
 from tests.dashboard.test_background_api import BATCH, ROOT, dump_background
+from tests.support.postgres import Db
 
 JOB = "{job}"  # replaced by the id of a real job
 INVALID = (422, "invalid_input")

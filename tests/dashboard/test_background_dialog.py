@@ -13,17 +13,13 @@ from nicegui.testing import User
 
 from jobsys.batch.examples import EXAMPLES
 from jobsys.batch.facade import BatchJobs
-from jobsys.system import JobSystem
 from nicegui_app.pages import batch_items
 from nicegui_app.pages.background_jobs import PATH
-from tests.conftest import Db, wait_until
-from tests.dashboard.pages import element, login, texts
+from tests.dashboard.pages import login
 from tests.dashboard.test_background_api import dump_background
-
-
-@pytest.fixture
-def batch(jobs: JobSystem) -> BatchJobs:
-    return BatchJobs.of(jobs)
+from tests.support.pages import element, text_of, texts
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 
 async def open_dialog(user: User, language: str = "ko") -> None:
@@ -38,10 +34,6 @@ def create_enabled(user: User) -> bool:
 
 def placeholders(user: User) -> list[str]:
     return texts(user, "batch-placeholders")
-
-
-def text_of(user: User, marker: str) -> str:
-    return str(element(user, marker).text)
 
 
 async def upload(user: User, name: str, content: bytes) -> None:

@@ -6,37 +6,24 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from nicegui.testing import User
 
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchStatus
 from jobsys.batch.providers.base import Completion, Request
 from jobsys.batch.providers.offline import OfflineProvider
-from jobsys.system import JobSystem
 from nicegui_app.pages.background_jobs import PATH
 from nicegui_app.services import Services
-from tests.batch.conftest import RunnerPool, wait_final
-from tests.conftest import Db, wait_until
-from tests.dashboard.pages import element, login, texts
+from tests.dashboard.pages import login
 from tests.dashboard.test_background_api import TEMPLATE, settle
+from tests.support.pages import element, texts
+from tests.support.postgres import Db
+from tests.support.runners import RunnerPool, wait_final
+from tests.support.waiting import wait_until
 
 ITEMS = [{"text": f"note {i}"} for i in range(4)]
-
-
-@pytest.fixture
-def batch(jobs: JobSystem) -> BatchJobs:
-    return BatchJobs.of(jobs)
-
-
-@pytest.fixture
-async def start_runner(db_url: str) -> AsyncIterator[RunnerPool]:
-    pool = RunnerPool(db_url)
-    yield pool
-    await pool.stop_all()
 
 
 class GatedOffline(OfflineProvider):

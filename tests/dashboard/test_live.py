@@ -9,8 +9,9 @@ from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, EventName
 from jobsys.system import JobSystem
 from nicegui_app.hub import RESYNC, EventHub
 from nicegui_app.live import Coalescer
-from tests.conftest import wait_until
 from tests.core.helpers import add_worker
+from tests.support.connections import kill_listen_connection
+from tests.support.waiting import wait_until
 
 
 def progress(job: str = "j") -> Event:
@@ -112,7 +113,7 @@ async def test_hub_receives_database_events_and_resyncs_after_reconnect(jobs: Jo
         )
 
         seen.clear()
-        await subscription.kill_connection()  # type: ignore[attr-defined]
+        await kill_listen_connection(subscription)
         await wait_until(
             lambda: hub.state is ChannelState.SUBSCRIBED and [e.event for e in seen] == [RESYNC],
             what="resync after reconnect",

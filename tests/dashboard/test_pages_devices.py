@@ -5,9 +5,11 @@ from __future__ import annotations
 from nicegui.testing import User
 
 from jobsys.system import JobSystem
-from tests.conftest import Db, wait_until
 from tests.core.helpers import add_worker
-from tests.dashboard.pages import element, finish_runs, login, texts
+from tests.dashboard.pages import finish_runs, login
+from tests.support.pages import element, texts
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 
 async def test_header_count_follows_devices_coming_and_going(user: User, jobs: JobSystem, db: Db) -> None:

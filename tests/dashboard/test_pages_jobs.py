@@ -8,15 +8,13 @@ from nicegui.testing import User
 
 from jobsys.models import JobStatus
 from jobsys.system import JobSystem
-from tests.conftest import Db, wait_until
 from tests.core.helpers import add_worker
-from tests.dashboard.pages import element, finish_runs, login
+from tests.dashboard.pages import finish_runs, login
+from tests.support.pages import element, text_of
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 URL = "https://example.com/watch"
-
-
-def text_of(user: User, marker: str) -> str:
-    return str(element(user, marker).text)
 
 
 async def test_progress_updates_live_without_reload(user: User, jobs: JobSystem, db: Db) -> None:

@@ -10,9 +10,11 @@ from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, EventName
 from jobsys.system import JobSystem
 from nicegui_app.i18n import TEXTS, from_accept_language
 from nicegui_app.services import Services
-from tests.conftest import Db, wait_until
 from tests.core.helpers import add_worker
-from tests.dashboard.pages import element, login
+from tests.dashboard.pages import login
+from tests.support.pages import element
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 
 def test_both_languages_label_everything() -> None:

@@ -8,9 +8,11 @@ from nicegui.testing import User
 from jobsys.models import TargetType
 from jobsys.system import JobSystem
 from nicegui_app.pages.new_job_dialog import expected_devices
-from tests.conftest import Db, wait_until
 from tests.core.helpers import add_worker
-from tests.dashboard.pages import element, login
+from tests.dashboard.pages import login
+from tests.support.pages import element
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 URL = "https://example.com/watch?v=42"
 

@@ -6,35 +6,18 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import socket
-from typing import Iterator
 
 import httpx
 import pytest
-from nicegui import app
 from nicegui.storage import Storage
-from nicegui.testing.general import nicegui_reset_globals
 
 from jobsys.system import JobSystem
 from nicegui_app.server import serve
-from tests.conftest import wait_until
 from tests.core.helpers import add_worker
+from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 TOKEN = "server-test-token"
-
-
-@pytest.fixture
-def clean_nicegui() -> Iterator[None]:
-    """serve() configures the process-wide NiceGUI app; leave it as the next test expects."""
-    storage_path, storage = Storage.path, app.storage
-    with nicegui_reset_globals():
-        yield
-    Storage.path, app.storage = storage_path, storage
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_serve_runs_api_and_pages_until_cancelled(

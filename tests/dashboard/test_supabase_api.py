@@ -21,11 +21,12 @@ from jobsys.system import JobSystem
 from nicegui_app.api import create_api_app
 from nicegui_app.server import serve
 from nicegui_app.supabase_auth import VERIFIED_CACHE_S, SupabaseAuth
-from tests.conftest import Db, wait_until
 from tests.core.helpers import add_worker
 from tests.dashboard.supabase_auth_double import AuthDouble
 from tests.dashboard.test_api import assert_error
-from tests.dashboard.test_server import clean_nicegui, free_port  # noqa: F401  (a fixture)
+from tests.support.postgres import Db
+from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 from tests.transport.conftest import SupabaseDoubles, rpc_calls, start_doubles
 from tests.transport.tokens import ANON, SERVICE, make_token, user
 

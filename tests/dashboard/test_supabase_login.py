@@ -15,9 +15,7 @@ from nicegui.testing import User
 from jobsys.auth import Credentials, unverified_claims
 from jobsys.system import JobSystem
 from nicegui_app import auth
-from tests.conftest import wait_until
 from tests.core.helpers import add_worker
-from tests.dashboard.pages import element
 from tests.dashboard.supabase_mode import (
     NO_ROLE,
     OPERATOR,
@@ -27,6 +25,8 @@ from tests.dashboard.supabase_mode import (
     simulated_user,
     supabase_dashboard,
 )
+from tests.support.pages import element
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

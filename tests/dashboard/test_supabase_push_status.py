@@ -17,7 +17,6 @@ from jobsys.events import ChannelState
 from jobsys.system import JobSystem
 from jobsys.transport.supabase import SupabaseTransport
 from nicegui_app.hub import PushStatus
-from tests.conftest import wait_until
 from tests.core.helpers import add_worker
 from tests.dashboard.supabase_auth_double import AuthDouble
 from tests.dashboard.supabase_mode import (
@@ -28,6 +27,7 @@ from tests.dashboard.supabase_mode import (
     simulated_user,
     supabase_dashboard,
 )
+from tests.support.waiting import wait_until
 from tests.transport.conftest import start_doubles
 from tests.transport.tokens import ANON
 

@@ -18,6 +18,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from jobsys.models import title_from_url
 from nicegui_app.i18n import Translator
 from tests.e2e import browser
+from tests.support.browser import LANGUAGE, chromium
+from tests.support.postgres import world_traversable_dir
+from tests.support.processes import free_port
 
 SIM_DEVICES = 5
 SIM_SPEED = 20  # a 20 s display runs in about 1 s
@@ -27,7 +30,7 @@ UI_TIMEOUT_S = 30
 COMPLETION_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 60
 
-t = Translator(browser.LANGUAGE)
+t = Translator(LANGUAGE)
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=browser.missing() or "")
 
@@ -106,16 +109,16 @@ def test_operator_creates_a_job_and_watches_it_finish_in_chromium() -> None:
     failure = browser.ARTIFACTS / "failure.png"
     for stale in (screenshot, failure):
         stale.unlink(missing_ok=True)
-    workdir = browser.world_traversable_dir("jobsys-e2e-")
+    workdir = world_traversable_dir("jobsys-e2e-")
     token = secrets.token_urlsafe(24)
     server = browser.JobsysUp(
-        data_dir=workdir / "data", port=browser.free_port(), token=token,
+        data_dir=workdir / "data", port=free_port(), token=token,
         log_path=browser.ARTIFACTS / "jobsys_up.log",
         extra_args=["--sim-devices", str(SIM_DEVICES), "--sim-speed", str(SIM_SPEED)],
     )
     try:
         server.wait_ready(STARTUP_TIMEOUT_S)
-        with browser.chromium() as driver:
+        with chromium("jobsys-e2e-chromium-") as driver:
             try:
                 _log_in(driver, server.url, token)
                 # The header's live count reaches every simulated device once the worker registers.

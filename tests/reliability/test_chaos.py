@@ -12,31 +12,22 @@ import os
 import pathlib
 import random
 import signal
-import subprocess
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
-import pytest
 
-from jobsys import migrations
 from jobsys.system import JobSystem
-from tests.conftest import ROOT, Db, fresh_postgres, wait_until
-from tests.worker.test_worker_process import pg_start, pg_stop, spawn_worker
+from tests.support.paths import ROOT
+from tests.support.postgres import Db, pg_start, pg_stop
+from tests.support.processes import kill_all, spawn_worker
+from tests.support.waiting import wait_until
 
 SOAK = bool(os.environ.get("JOBSYS_SOAK"))
 WORKERS = 3
 DEVICES_PER_WORKER = 40
 KILLS = 10 if SOAK else 2
 ROUNDS = 3 if SOAK else 1  # jobs run one after another, faults injected during each
-
-
-@pytest.fixture
-def chaos_postgres() -> Iterator[tuple[Any, str]]:
-    with fresh_postgres() as server:
-        url = server.get_uri()
-        migrations.migrate(url)
-        yield server, url
 
 
 def _safe_value(db: Db, query: str, params: Any = None) -> Any:
@@ -47,8 +38,8 @@ def _safe_value(db: Db, query: str, params: Any = None) -> Any:
 
 
 async def test_chaos_loses_nothing_and_counts_nothing_twice(
-        chaos_postgres: tuple[Any, str], tmp_path: pathlib.Path) -> None:
-    server, url = chaos_postgres
+        own_postgres: tuple[Any, str], tmp_path: pathlib.Path) -> None:
+    server, url = own_postgres
     db = Db(url)
     rng = random.Random(1234)
     names = [f"chaos{i}" for i in range(WORKERS)]
@@ -113,7 +104,4 @@ async def test_chaos_loses_nothing_and_counts_nothing_twice(
                 "assignments": db.value("select count(*) from jobsys.job_assignments"),
                 "lost": 0, "double_counted": 0, "fault_seconds": figures}, indent=2))
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_all(procs.values())

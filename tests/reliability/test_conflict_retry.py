@@ -23,7 +23,8 @@ from jobsys.transport.postgres import (
     PostgresTransport,
     conflict_backoff_s,
 )
-from tests.conftest import Db, wait_until
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 
 FIRST, SECOND, GATE = 801, 802, 803  # advisory lock keys
 LOCK_PAIR = rpc.SqlFunction("test_lock_pair", {"p_first": "bigint", "p_second": "bigint", "p_gate": "bigint"})

@@ -34,8 +34,9 @@ from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import ItemResult
 from jobsys.system import JobSystem
 from nicegui_app.api import create_api_app
-from tests.conftest import ROOT, Db
 from tests.core.helpers import add_worker
+from tests.support.paths import ROOT
+from tests.support.postgres import Db
 
 SOAK = bool(os.environ.get("JOBSYS_SOAK"))
 EXAMPLES_PER_OPERATION = 300 if SOAK else 15

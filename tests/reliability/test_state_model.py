@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from psycopg import sql
 
-from tests.conftest import COUNTER_MISMATCHES_SQL, TEMPLATE_DB, Db, url_for
+from jobsys import embedded
+from tests.support.postgres import COUNTER_MISMATCHES_SQL, TEMPLATE_DB, Db
 
 ACTIVE, PAUSED, COMPLETED, CANCELLED = "active", "paused", "completed", "cancelled"
 
@@ -26,10 +26,7 @@ class JobsysModel(RuleBasedStateMachine):
     @initialize()
     def fresh_database(self) -> None:
         self.dbname = f"model_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("create database {} template {}").format(
-                sql.Identifier(self.dbname), sql.Identifier(TEMPLATE_DB)))
-        self.db = Db(url_for(self.admin_url, self.dbname))
+        self.db = Db(embedded.copy_database(self.admin_url, TEMPLATE_DB, self.dbname))
         self.conn = psycopg.connect(self.db.url, autocommit=True)
         self.conn.execute("select setseed(0.5)")  # device choice uses random(): replayable examples
         self.db.run("update jobsys.settings set value = 2 where key = 'max_attempts'")
@@ -42,8 +39,7 @@ class JobsysModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         if hasattr(self, "conn"):
             self.conn.close()
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(self.dbname)))
+            embedded.drop_database(self.admin_url, self.dbname)
 
     def pick_running(self, data: st.DataObject) -> int | None:
         """One of the runs we hold. The draw never depends on the database (which devices a

@@ -38,7 +38,9 @@ from jobsys import IllegalTransition, NotFound, StaleRun, aio
 from jobsys.models import DeviceReport, TargetType
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
-from tests.conftest import COUNTER_MISMATCHES_SQL, ROOT, Db, wait_until
+from tests.support.paths import ROOT
+from tests.support.postgres import COUNTER_MISMATCHES_SQL, Db
+from tests.support.waiting import wait_until
 
 SOAK = bool(os.environ.get("JOBSYS_SOAK"))
 STORM_S = 120.0 if SOAK else 6.0

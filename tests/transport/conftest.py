@@ -26,7 +26,8 @@ from jobsys.connect import connect_supabase
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
 from jobsys.transport.realtime_watchdog import RealtimeSettings
-from tests.conftest import ROOT, Db
+from tests.support.paths import ROOT
+from tests.support.postgres import Db
 from tests.transport.postgrest_double import RPC_PREFIX, PostgrestDouble, exposed_schemas
 from tests.transport.realtime_double import RealtimeDouble, db_authorizer
 from tests.transport.tokens import ANON, Identity

@@ -13,7 +13,7 @@ from jobsys import Forbidden, IllegalTransition, InvalidInput, JobsysError, NotF
 from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, EventName, worker_topic
 from jobsys.models import DeviceReport, JobStatus, JobUpdate, RunReport
 from jobsys.system import JobSystem
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 from tests.transport.conftest import Sides
 from tests.transport.tokens import ANON, SERVICE, Identity, user
 

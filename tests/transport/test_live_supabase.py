@@ -26,7 +26,7 @@ from jobsys.models import DeviceReport, JobStatus
 from jobsys.system import JobSystem
 from jobsys.transport.supabase import SupabaseTransport
 from jobsys.transport.supabase_storage import EvidenceStore
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 
 ENV = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY")
 LIVE_DEADLINE_S = 30.0  # a hosted project over the internet: generous deadlines, never sleeps

@@ -14,7 +14,7 @@ from jobsys.connect import connect_supabase
 from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, worker_topic
 from jobsys.system import JobSystem
 from jobsys.transport.realtime_watchdog import BroadcastSubscription
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 from tests.transport.conftest import FAST_REALTIME
 from tests.transport.realtime_double import RealtimeDouble
 from tests.transport.tokens import ANON, user

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Db
+from tests.support.postgres import Db
 from tests.transport.conftest import REALTIME_MIGRATION
 from tests.transport.realtime_double import realtime_can_read
 from tests.transport.tokens import ANON, SERVICE, Identity, user

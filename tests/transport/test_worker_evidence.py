@@ -17,7 +17,8 @@ from jobsys.events import ChannelState
 from jobsys.models import JobDetail, JobStatus
 from jobsys.system import JobSystem
 from jobsys.transport.supabase_storage import EVIDENCE_BUCKET, storage_uri
-from tests.conftest import Db, wait_until
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 from tests.transport.conftest import SupabaseDoubles
 from tests.transport.tokens import ANON, user
 from worker.agent import Worker

@@ -4,7 +4,6 @@ operator's own user, every push through our Realtime double fed by realtime.send
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -12,9 +11,10 @@ import pytest
 
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import JobStatus
-from jobsys.system import JobSystem
 from jobsys.transport.supabase import SupabaseTransport
-from tests.conftest import Db, wait_until
+from tests.support.postgres import Db
+from tests.support.runners import WorkerPool, until_ready
+from tests.support.waiting import wait_until
 from tests.transport.conftest import SupabaseDoubles
 from tests.transport.tokens import user
 from worker.agent import Worker
@@ -26,7 +26,7 @@ StartWorker = Callable[..., Awaitable[Worker]]
 
 @pytest.fixture
 async def start_worker(doubles: SupabaseDoubles, db: Db, tmp_path: pathlib.Path) -> AsyncIterator[StartWorker]:
-    started: list[tuple[Worker, asyncio.Task[None], JobSystem]] = []
+    pool = WorkerPool()
 
     async def start(name: str = "w1", devices: int = 3, *, poll_interval_s: float = 0.2) -> Worker:
         jobs = await doubles.connect(user(name, "worker"))
@@ -35,18 +35,12 @@ async def start_worker(doubles: SupabaseDoubles, db: Db, tmp_path: pathlib.Path)
                                 heartbeat_interval_s=0.5, poll_interval_s=poll_interval_s,
                                 safety_poll_s=poll_interval_s, shutdown_grace_s=5.0)
         worker = Worker(jobs, options)
-        task = asyncio.create_task(worker.run())
-        started.append((worker, task, jobs))
-        await wait_until(lambda: worker.push_state is ChannelState.SUBSCRIBED or task.done(), what="worker subscribed")
-        if task.done():
-            task.result()
+        task = pool.run(worker, jobs)
+        await until_ready(task, lambda: worker.push_state is ChannelState.SUBSCRIBED, "worker subscribed")
         return worker
 
     yield start
-    for worker, task, jobs in started:
-        worker.request_stop()
-        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
-        await jobs.close()
+    await pool.stop_all()
 
 
 async def test_a_job_runs_to_completion_with_live_dashboard_progress(

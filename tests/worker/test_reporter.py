@@ -6,8 +6,8 @@ import asyncio
 
 from jobsys import aio
 from jobsys.system import JobSystem
-from tests.conftest import Db
 from tests.core.helpers import add_worker
+from tests.support.postgres import Db
 from worker.reporter import Outcome, Reporter
 
 

@@ -19,7 +19,7 @@ import pytest
 import uiautomator2
 import uiautomator2.exceptions
 
-from tests.conftest import wait_until
+from tests.support.waiting import wait_until
 from worker.drivers import base, create_driver
 from worker.drivers import uiautomator2_driver as u2d
 

@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
 import signal
 import subprocess
-import sys
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
-import pytest
 
-from jobsys import migrations
 from jobsys.models import JobStatus
 from jobsys.system import JobSystem
-from tests.conftest import Db, fresh_postgres, wait_until
-
-
-def spawn_worker(db_url: str, tmp: pathlib.Path, name: str = "pc1", devices: int = 10,
-                 speed: float = 5.0, *extra: str) -> subprocess.Popen[str]:
-    log = open(tmp / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobsys.cli", "worker", "--database-url", db_url, "--driver", "sim",
-         "--name", name, "--sim-devices", str(devices), "--sim-speed", str(speed),
-         "--heartbeat-interval", "0.5", "--poll-interval", "0.2", "--evidence-dir", str(tmp / "evidence"),
-         *extra],
-        stdout=log, stderr=subprocess.STDOUT, text=True)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    running: list[subprocess.Popen[str]] = []
-    yield running
-    for proc in running:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+from tests.support.postgres import Db, pg_start, pg_stop
+from tests.support.processes import spawn_worker
+from tests.support.waiting import wait_until
 
 
 async def test_kill_9_mid_run_then_restart_completes_exactly_once(
@@ -89,32 +66,6 @@ async def test_sigterm_past_the_grace_period_releases_running_work(
     # released to the queue, then the stopped worker's devices gave their queue up
     assert detail.assigned_count == 0
     assert db.counters_match() == []
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[tuple[Any, str]]:
-    with fresh_postgres() as server:
-        url = server.get_uri()
-        migrations.migrate(url)
-        yield server, url
-
-
-def _pg_ctl(server: Any, *args: str) -> None:
-    import pgserver
-
-    pg_ctl = pathlib.Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs the server as this user when root
-    subprocess.run([str(pg_ctl), "-D", str(server.pgdata), "-w", *args], check=True, capture_output=True,
-                   timeout=120, **({"user": user} if user else {}))
-
-
-def pg_stop(server: Any) -> None:
-    _pg_ctl(server, "stop", "-m", "fast")
-
-
-def pg_start(server: Any) -> None:
-    # -l: the server must not inherit our pipes, or run() would wait for it to exit
-    _pg_ctl(server, "start", "-o", f'-h "" -k {server.pgdata}', "-l", str(server.pgdata / "log"))
 
 
 async def test_postgres_restart_mid_run_loses_nothing(

@@ -7,7 +7,8 @@ import uuid
 
 from jobsys.models import JobStatus
 from jobsys.system import JobSystem
-from tests.conftest import Db, wait_until
+from tests.support.postgres import Db
+from tests.support.waiting import wait_until
 from tests.worker.conftest import StartWorker
 from worker.drivers.base import DeviceHealth
 from worker.drivers.sim import SimDriver

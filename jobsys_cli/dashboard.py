@@ -1,0 +1,92 @@
+"""`jobsys dashboard`: the NiceGUI dashboard and the REST API, with the upkeep loop; also
+the dashboard part of `jobsys up`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import secrets
+from typing import Any
+
+from jobsys import config
+from jobsys.embedded import default_data_dir
+from jobsys.system import JobSystem
+from jobsys_cli import process
+from jobsys_cli.options import add_database_options, add_server_options
+from jobsys_cli.upkeep import upkeep
+
+
+async def serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
+    """Serve with the API token: $JOBSYS_API_TOKEN, or one kept in the data dir."""
+    from nicegui_app.auth import TOKEN_FILE_NAME
+    from nicegui_app.server import load_or_create_token, serve
+
+    data_dir = args.data_dir or default_data_dir()
+    token, generated = load_or_create_token(data_dir)
+    url = f"http://{args.host}:{args.port}"
+    if generated:
+        print(f"dashboard: {url}  (API token, shown once: {token})", flush=True)
+    else:
+        print(f"dashboard: {url}  (API token: $JOBSYS_API_TOKEN or the file {data_dir / TOKEN_FILE_NAME})", flush=True)
+    secret = hashlib.sha256(b"jobsys-session:" + token.encode()).hexdigest()
+    await serve(jobs, host=args.host, port=args.port, token=token, storage_secret=secret,
+                storage_dir=data_dir / "nicegui")
+
+
+async def _dashboard_main(args: argparse.Namespace, url: str) -> None:
+    stop = process.stop_on_signals()
+    async with await JobSystem.connect(url) as jobs:
+        # Upkeep here too: with no worker running, expired leases are still rescued and a
+        # throttled progress event still gets its trailing update.
+        parts = [asyncio.create_task(upkeep(jobs), name="upkeep"),
+                 asyncio.create_task(serve_dashboard(jobs, args), name="dashboard")]
+        await process.until_stopped(stop, parts)
+
+
+async def _supabase_dashboard_main(args: argparse.Namespace) -> None:
+    """Supabase mode: operators log in with their Supabase accounts; no API token exists."""
+    from jobsys.connect import connect_dashboard_from_env, supabase_project
+    from nicegui_app.server import serve
+    from nicegui_app.supabase_auth import SupabaseAuth
+
+    stop = process.stop_on_signals()
+    url, anon_key = supabase_project()
+    async with await connect_dashboard_from_env() as jobs:
+        supabase = await SupabaseAuth.connect(url, anon_key)
+        try:
+            print(f"dashboard: http://{args.host}:{args.port}  (Supabase mode: log in with an operator's "
+                  "Supabase account; the API takes its access token)", flush=True)
+            # Operator sessions live in memory only, so a per-process cookie secret loses nothing.
+            dashboard = serve(jobs, host=args.host, port=args.port, token="", supabase=supabase,
+                              storage_secret=secrets.token_hex(32),
+                              storage_dir=default_data_dir() / "nicegui")
+            await process.until_stopped(stop, [asyncio.create_task(dashboard, name="dashboard")])
+        finally:
+            await supabase.close()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from jobsys.connect import supabase_configured  # loads the Supabase client: only when run
+
+    if supabase_configured() and not (args.database_url or args.data_dir):
+        asyncio.run(_supabase_dashboard_main(args))
+        return 0
+    with config.database(args.database_url, args.data_dir) as db:
+        asyncio.run(_dashboard_main(args, db.url))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    dashboard = subparsers.add_parser(
+        "dashboard", help="serve the dashboard and REST API",
+        description="Serve the NiceGUI dashboard and the REST API (OpenAPI at /docs). "
+                    "Every route needs the bearer token: $JOBSYS_API_TOKEN, or one "
+                    "generated at first start and kept in the data dir. Supabase mode "
+                    "(SUPABASE_URL and SUPABASE_ANON_KEY set, no --database-url): "
+                    "operators log in with their Supabase accounts and the API takes "
+                    "their access tokens; JOBSYS_EMAIL / JOBSYS_PASSWORD of an operator "
+                    "give the dashboard live push.")
+    add_database_options(dashboard)
+    add_server_options(dashboard)
+    dashboard.set_defaults(handler=cmd_dashboard)

@@ -1,0 +1,45 @@
+"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+
+from jobsys_cli import batch_cmd, batch_runner_cmd, dashboard, migrate, up, worker_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobsys", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up.add_parser(sub)
+    dashboard.add_parser(sub)
+    migrate.add_parser(sub)
+    worker_cmd.add_parser(sub)
+    batch_runner_cmd.add_parser(sub)
+    batch_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.verbose:
+        logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
+        logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        return int(args.handler(args) or 0)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"jobsys: {exc.strerror} ({getattr(args, 'host', '')}:{getattr(args, 'port', '')}); "
+              "choose another with --port", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""What the dialogs share: waiting for a dialog's answer and removing it, and the frame of
+the dialogs that create something (new job, new batch).
+
+A create dialog checks its form with the library's own model on every change, so its
+create button is enabled exactly when the API would accept the body; the create call's
+error is shown inline and the dialog stays open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from nicegui import ui
+
+from jobsys.errors import JobsysError
+from nicegui_app.pages.frame import PageContext
+
+SpecT = TypeVar("SpecT")
+CreatedT = TypeVar("CreatedT")
+
+
+async def answer(dialog: ui.dialog) -> Any:
+    """Wait until the dialog is submitted or dismissed (None), then remove it."""
+    result = await dialog
+    if not dialog.is_deleted:  # deleted already when the browser went away
+        dialog.delete()
+    return result
+
+
+def whole(value: Any) -> Any:
+    """ui.number gives floats; whole ones become ints, anything else stays and fails validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def whole_number(label: str, value: int, maximum: int, on_change: Callable[[], None]) -> ui.number:
+    """A number field for a whole count from 1 to `maximum`."""
+    return ui.number(label, value=value, min=1, max=maximum, step=1, precision=0, on_change=on_change)
+
+
+class CreateDialog(Generic[SpecT, CreatedT]):
+    """A dialog whose form describes one thing to create. The subclass builds the form inside
+    `_card()`, ends it with `_footer()`, and says what the form describes (`spec`) and how
+    it is created (`_create`)."""
+
+    dialog: ui.dialog
+    error: ui.label
+    create: ui.button
+
+    def __init__(self, ctx: PageContext, created_type: type[CreatedT]) -> None:
+        self.ctx = ctx
+        self._created_type = created_type
+
+    @contextlib.contextmanager
+    def _card(self, title_key: str, width: str) -> Iterator[None]:
+        """The dialog and its card, titled; the form goes inside."""
+        with ui.dialog() as self.dialog, ui.card().classes(f"{width} max-w-full gap-3"):
+            ui.label(self.ctx.t(title_key)).classes("text-xl font-semibold")
+            yield
+
+    def _footer(self, error_mark: str, cancel_mark: str, create_mark: str) -> None:
+        """The inline error, then cancel and create."""
+        t = self.ctx.t
+        self.error = ui.label().classes("text-negative text-sm").mark(error_mark)
+        with ui.row().classes("w-full justify-end"):
+            ui.button(t("cancel"), on_click=lambda: self.dialog.submit(None)).props("flat").mark(cancel_mark)
+            self.create = ui.button(t("create"), on_click=self._submit).mark(create_mark)
+
+    def spec(self) -> SpecT | None:
+        """What the form describes, or None while it is not valid."""
+        raise NotImplementedError
+
+    async def _create(self, spec: SpecT) -> CreatedT:
+        raise NotImplementedError
+
+    async def _submit(self) -> None:
+        spec = self.spec()
+        if spec is None:
+            return
+        self.create.disable()  # no double submit while the call runs
+        try:
+            created = await self._create(spec)
+        except JobsysError as exc:
+            self.error.set_text(exc.message)
+            self.create.enable()
+            return
+        self.dialog.submit(created)
+
+    async def run(self) -> CreatedT | None:
+        """Open the dialog; what it created, or None when dismissed."""
+        result = await answer(self.dialog)
+        return result if isinstance(result, self._created_type) else None

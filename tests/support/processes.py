@@ -1,0 +1,51 @@
+"""Programs the tests run in subprocesses (the CLI worker), ports for servers they start,
+and cleaning up whatever is still running when a test ends."""
+
+from __future__ import annotations
+
+import pathlib
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import Iterable
+
+JOBSYS = [sys.executable, "-m", "jobsys_cli"]
+ANSWER_TIMEOUT_S = 2.0  # answers(): one request's limit
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(url: str) -> bool:
+    """True when a GET of `url` returns 200 (a server started in a subprocess is up)."""
+    try:
+        with urllib.request.urlopen(url, timeout=ANSWER_TIMEOUT_S) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def kill_all(procs: Iterable[subprocess.Popen[str]]) -> None:
+    """SIGKILL every process still running, and reap it."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def spawn_worker(db_url: str, tmp: pathlib.Path, name: str = "pc1", devices: int = 10,
+                 speed: float = 5.0, *extra: str) -> subprocess.Popen[str]:
+    """`jobsys worker --driver sim` with fast heartbeats and polls; its log in tmp/NAME.log."""
+    log = open(tmp / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [*JOBSYS, "worker", "--database-url", db_url, "--driver", "sim",
+         "--name", name, "--sim-devices", str(devices), "--sim-speed", str(speed),
+         "--heartbeat-interval", "0.5", "--poll-interval", "0.2", "--evidence-dir", str(tmp / "evidence"),
+         *extra],
+        stdout=log, stderr=subprocess.STDOUT, text=True)
