@@ -1,7 +1,8 @@
 """Supabase Auth for jobsys processes: who signs in, and with which role.
 
-Operators and workers are Supabase Auth users. Their jobsys role is the JWT claim
-`app_metadata.jobsys_role` ("operator" or "worker"); app_metadata is writable only with
+Operators, workers and AI batch runners are Supabase Auth users. Their jobsys role is the
+JWT claim `app_metadata.jobsys_role` ("operator", "worker" or "runner"; a device worker's
+account cannot run batches, nor a runner's devices); app_metadata is writable only with
 the service role key, so users cannot grant themselves a role. The SQL functions read
 the claim (jobsys.caller_role()), so nothing here is a security boundary: it only signs
 in, refreshes, and fails early with a clear message when an account has the wrong role.
@@ -40,6 +41,7 @@ TokenSource = Callable[[], Awaitable[str]]
 class JobsysRole(str, enum.Enum):
     OPERATOR = "operator"
     WORKER = "worker"
+    RUNNER = "runner"  # AI batch runners (jobsys.require_runner); embedded, the runner is the service
 
 
 class Claims(TypedDict, total=False):

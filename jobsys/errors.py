@@ -51,6 +51,18 @@ class StaleRun(JobsysError):
     http_status = 409
 
 
+class DeviceHeld(JobsysError):
+    """A serial held by a live session of another worker account (SQLSTATE JS423). Not raised by
+    a call: register_worker and heartbeat report such serials in `refused`, with this code, and
+    register the others (one disputed phone must not cost a PC its other phones)."""
+
+    code = "device_held"
+    http_status = 423
+
+
+DEVICE_HELD = "JS423"  # the code of a RefusedDevice
+
+
 class TransportError(JobsysError):
     """The database or API could not be reached; the call may be retried."""
 
@@ -64,6 +76,7 @@ SQLSTATE_ERRORS: dict[str, type[JobsysError]] = {
     "JS404": NotFound,
     "JS409": IllegalTransition,
     "JS410": StaleRun,
+    DEVICE_HELD: DeviceHeld,
     "22P02": InvalidInput,  # invalid text representation, e.g. a malformed uuid
     "22003": InvalidInput,  # numeric value out of range
     "22P05": InvalidInput,  # untranslatable character: jsonb refuses \u0000

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import ipaddress
+import json
 import re
 import uuid
 from typing import Annotated, Any, Literal
@@ -20,9 +22,24 @@ TITLE_MAX_CHARS = 200
 DURATION_MAX_SEC = 86_400
 DEVICE_COUNT_MAX = 100_000
 
-_URL_RE = re.compile(r"^https?://[^\s/?#@]+", re.IGNORECASE)
+URL_LABEL_MAX_CHARS = 63  # one label of the host, in its IDNA (punycode) form
+URL_HOST_MAX_CHARS = 253
+_URL_AUTHORITY_RE = re.compile(r"^https?://([^/?#]*)", re.IGNORECASE)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _WHITESPACE_RE = re.compile(r"\s")
+# What a host name label may not contain: ASCII other than letters, digits and hyphens, and
+# characters that only look like part of a name (other scripts' spaces and dots, zero-width
+# and direction marks, symbols, emoji, fullwidth forms, private use). The same class as in
+# jobsys.check_target_url (supabase/schemas/30_device_jobs.sql), both read \uXXXX alike,
+# plus lone surrogates, which Postgres text cannot hold.
+_HOST_BAD_CHAR_RE = re.compile(
+    r"[\u0001-\u002c\u002e\u002f\u003a-\u0040\u005b-\u0060\u007b-\u00bf\u00d7\u00f7\u2000-\u206f"
+    r"\u2100-\u2bff\u3000-\u303f\ue000-\uf8ff\ufe00-\ufe6f\ufeff\uff00-\uffff\U0001f000-\U0001ffff"
+    r"\U000e0000-\U000e007f\U000f0000-\U0010ffff\ud800-\udfff]")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"^({_OCTET}\.){{3}}{_OCTET}$")
+_IPV6_AUTHORITY_RE = re.compile(r"^\[([0-9A-Fa-f:.]+)\](.*)$")
+_PORT_RE = re.compile(r"^:[0-9]{1,5}$")
 
 
 class TargetType(str, enum.Enum):
@@ -61,13 +78,69 @@ def title_from_url(url: str) -> str:
     return re.split(r"[?#]", without_scheme, maxsplit=1)[0].rstrip("/")[:TITLE_MAX_CHARS]
 
 
+def url_host_problem(url: str) -> str | None:
+    """What is wrong with the host (and port) of an http(s) URL, or None. The rules of
+    jobsys.check_target_url in SQL, which create_job applies again:
+
+    - no user name or password: https://evil.com@good.com/ goes to good.com;
+    - a domain name: labels of letters, digits and inner hyphens, none empty (so no
+      trailing dot either), at most 63 characters each and 253 in all, measured in IDNA
+      form: an international label (https://한국.kr/) counts as its punycode
+      (xn--3e0b707e); the URL itself is kept as typed;
+    - or an IPv4 address (a host ending in a number must be one), or an IPv6 address in
+      brackets;
+    - an optional port from 1 to 65535.
+    """
+    match = _URL_AUTHORITY_RE.match(url)
+    if match is None:
+        return "the URL must start with http:// or https:// and name a host"
+    authority = match.group(1)
+    if "@" in authority:
+        return "the URL must not contain a user name or password (user@host): give the host alone"
+    if authority.startswith("["):
+        bracketed = _IPV6_AUTHORITY_RE.match(authority)
+        port = bracketed.group(2) if bracketed else ""
+        try:
+            ipaddress.IPv6Address(bracketed.group(1) if bracketed else "")
+        except ValueError:
+            return "the host in brackets is not an IPv6 address"
+    else:
+        host = authority.partition(":")[0]
+        port = authority[len(host):]
+        if not host:
+            return "there is no host"
+        total = -1
+        labels = host.split(".")
+        for label in labels:
+            if not label:
+                return "the host has an empty label (two dots in a row, or a dot at either end)"
+            if len(label) > URL_LABEL_MAX_CHARS:
+                return f"a label of the host is longer than {URL_LABEL_MAX_CHARS} characters"
+            if label.startswith("-") or label.endswith("-") or _HOST_BAD_CHAR_RE.search(label):
+                return ("a host name has letters, digits, dots and hyphens only "
+                        "(no hyphen at either end of a label)")
+            size = len(label) if label.isascii() else len("xn--" + label.encode("punycode").decode("ascii"))
+            if size > URL_LABEL_MAX_CHARS:
+                return (f"a label of the host is longer than {URL_LABEL_MAX_CHARS} characters "
+                        "in its IDNA (punycode) form")
+            total += 1 + size
+        if total > URL_HOST_MAX_CHARS:
+            return f"the host is longer than {URL_HOST_MAX_CHARS} characters (in its IDNA form)"
+        if re.fullmatch(r"[0-9]+", labels[-1]) and not _IPV4_RE.match(host):
+            return "a host ending in a number must be an IPv4 address (four numbers 0-255)"
+    if port and not (_PORT_RE.match(port) and 1 <= int(port[1:]) <= 65535):
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
 def check_url(url: str) -> str:
     if len(url) > URL_MAX_CHARS:
         raise ValueError(f"URL must be at most {URL_MAX_CHARS} characters")
     if _WHITESPACE_RE.search(url) or _CONTROL_RE.search(url):
         raise ValueError("URL must not contain spaces or control characters")
-    if not _URL_RE.match(url):
-        raise ValueError("URL must start with http:// or https:// and name a host")
+    problem = url_host_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
     return url
 
 
@@ -131,7 +204,8 @@ class JobUpdate(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     status: Literal["paused", "active", "cancelled"] | None = None
-    title: str | None = None
+    # The same bound as JobCreate.title: a lone surrogate (not valid text) is refused here too.
+    title: str | None = Field(default=None, max_length=TITLE_MAX_CHARS + 100)
 
     @pydantic.field_validator("title")
     @classmethod
@@ -223,6 +297,10 @@ class Device(pydantic.BaseModel):
     worker_name: str | None
     current_job_id: uuid.UUID | None
     last_heartbeat_at: dt.datetime
+    # The last worker session refused this serial because a live session of another worker
+    # account holds it; cleared when the device moves (docs/state_machine.md, Devices).
+    conflict_worker_id: uuid.UUID | None = None
+    conflict_at: dt.datetime | None = None
 
 
 class DeviceSummary(pydantic.BaseModel):
@@ -241,14 +319,68 @@ class DeviceList(pydantic.BaseModel):
 
 
 # Worker side ---------------------------------------------------------------------------
+LABELS_MAX = 32
+LABEL_KEY_MAX_CHARS = 64
+LABEL_VALUE_MAX_CHARS = 256
+LABELS_MAX_BYTES = 4096  # as JSON, measured as Postgres writes jsonb as text
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Device labels within the bounds jobsys.check_device_reports enforces in SQL."""
+    if len(labels) > LABELS_MAX:
+        raise ValueError(f"at most {LABELS_MAX} labels per device")
+    for key, value in labels.items():
+        if not _LABEL_KEY_RE.match(key):
+            raise ValueError(
+                f"label keys must be 1-{LABEL_KEY_MAX_CHARS} characters of letters, digits and _ . : / -")
+        if len(value) > LABEL_VALUE_MAX_CHARS:
+            raise ValueError(f"label values must be strings of at most {LABEL_VALUE_MAX_CHARS} characters")
+    if len(json.dumps(labels, ensure_ascii=False).encode()) > LABELS_MAX_BYTES:
+        raise ValueError(f"labels must be at most {LABELS_MAX_BYTES} bytes as JSON")
+    return labels
+
+
 class DeviceReport(pydantic.BaseModel):
-    """A device as a worker reports it at registration and heartbeat."""
+    """A device as a worker reports it at registration and heartbeat: what the worker sees.
+    `unauthorized`: adb lists the phone, but this PC may not use it. Never `disabled`: that
+    is an operator's decision (JobSystem.set_device_state)."""
 
     serial: str = Field(min_length=1, max_length=200)
-    state: Literal["online", "offline", "error", "disabled"] = "online"
+    state: Literal["online", "offline", "error", "unauthorized"] = "online"
     model: str = Field(default="", max_length=200)
     simulated: bool = False
-    labels: dict[str, str] = {}
+    labels: dict[str, Annotated[str, Field(strict=True)]] = Field(default_factory=dict)
+
+    @pydantic.field_validator("state", mode="before")
+    @classmethod
+    def _not_disabled(cls, value: Any) -> Any:
+        if value == "disabled":
+            raise ValueError("a worker may not report a device as disabled: disabling is an operator's "
+                             "decision (report online, offline, error or unauthorized)")
+        return value
+
+    @pydantic.field_validator("labels", mode="before")
+    @classmethod
+    def _labels_object(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("labels must be a JSON object")
+        return value
+
+    @pydantic.field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
+
+
+class RefusedDevice(pydantic.BaseModel):
+    """A serial register_worker or heartbeat did not bind to the session: held by a live session
+    of another worker account (code JS423). The worker may report it again; it moves once that
+    session is stale or stops listing it, or an operator releases it."""
+
+    serial: str
+    code: str
+    reason: str
 
 
 class RegisteredDevice(pydantic.BaseModel):
@@ -261,11 +393,13 @@ class WorkerSession(pydantic.BaseModel):
     worker_id: uuid.UUID
     topic: str
     devices: list[RegisteredDevice]
+    refused: list[RefusedDevice] = []  # serials held by another worker account's live session
 
 
 class HeartbeatReply(pydantic.BaseModel):
     stop: list[int]  # runs the worker holds that it must stop now
     maintenance: dict[str, Any]
+    refused: list[RefusedDevice] = []  # with a device report: as WorkerSession.refused
 
 
 class ClaimedAssignment(pydantic.BaseModel):

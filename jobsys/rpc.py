@@ -33,9 +33,12 @@ RESUME_JOB = _fn("resume_job", p_job_id="uuid")
 CANCEL_JOB = _fn("cancel_job", p_job_id="uuid")
 DELETE_JOB = _fn("delete_job", p_job_id="uuid")
 UPDATE_JOB_TITLE = _fn("update_job_title", p_job_id="uuid", p_title="text")
+UPDATE_JOB = _fn("update_job", p_job_id="uuid", p_status="text", p_title="text")  # PATCH: status + title
 LIST_JOBS = _fn("list_jobs", p_status="text", p_q="text", p_limit="integer", p_offset="integer")
 GET_JOB = _fn("get_job", p_job_id="uuid")
 LIST_DEVICES = _fn("list_devices")
+SET_DEVICE_STATE = _fn("set_device_state", p_device_id="uuid", p_state="text")
+RELEASE_DEVICE = _fn("release_device", p_device_id="uuid")
 
 REGISTER_WORKER = _fn("register_worker", p_name="text", p_hostname="text", p_devices="jsonb")
 HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]")
@@ -57,8 +60,9 @@ MARK_STALE = _fn("mark_stale")
 MAINTAIN = _fn("maintain", p_force="boolean")
 
 DEVICE_JOBS: tuple[SqlFunction, ...] = (
-    CREATE_JOB, PAUSE_JOB, RESUME_JOB, CANCEL_JOB, DELETE_JOB, UPDATE_JOB_TITLE, LIST_JOBS, GET_JOB,
-    LIST_DEVICES, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES, CLAIM_ASSIGNMENTS,
+    CREATE_JOB, PAUSE_JOB, RESUME_JOB, CANCEL_JOB, DELETE_JOB, UPDATE_JOB_TITLE, UPDATE_JOB, LIST_JOBS, GET_JOB,
+    LIST_DEVICES, SET_DEVICE_STATE, RELEASE_DEVICE, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES,
+    CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
     RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
 )

@@ -8,13 +8,13 @@ The worker and the dashboard reach transports only through here: the push types
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from jobsys import errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
-    ClaimedAssignment, CreatedJob, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job, JobCreate,
-    JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunReport, RunState, WorkerSession,
+    ClaimedAssignment, CreatedJob, Device, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job,
+    JobCreate, JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunReport, RunState, WorkerSession,
 )
 from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler, Subscription, Transport
 
@@ -80,23 +80,13 @@ class JobSystem:
             {"p_job_id": validation.as_uuid(job_id, "job_id"), "p_title": update.title}))
 
     async def update_job(self, job_id: JobId, update: JobUpdate | dict[str, Any]) -> Job:
-        """PATCH semantics: a title edit and/or a status move (paused / active / cancelled).
-
-        The status move goes first: it is the part that can be refused (409), and a refused
-        request must store nothing. A rename is allowed in every state."""
+        """PATCH semantics: a title edit and/or a status move (paused / active / cancelled),
+        in one call of jobsys.update_job: both happen or neither (a refused title leaves the
+        status alone, a refused move the title). A rename is allowed in every state."""
         update = update if isinstance(update, JobUpdate) else validation.validated(JobUpdate, update)
-        job_id = validation.as_uuid(job_id, "job_id")
-        job: Job | None = None
-        if update.status == "paused":
-            job = await self.pause_job(job_id)
-        elif update.status == "active":
-            job = await self.resume_job(job_id)
-        elif update.status == "cancelled":
-            job = await self.cancel_job(job_id)
-        if update.title is not None:
-            job = await self.rename_job(job_id, update.title)
-        assert job is not None  # JobUpdate requires one of the two
-        return job
+        return Job.model_validate(await self.transport.call(rpc.UPDATE_JOB, {
+            "p_job_id": validation.as_uuid(job_id, "job_id"),
+            "p_status": update.status, "p_title": update.title}))
 
     async def list_jobs(
         self, status: JobStatus | str | None = None, q: str | None = None, limit: int = 100, offset: int = 0
@@ -111,6 +101,20 @@ class JobSystem:
 
     async def list_devices(self) -> DeviceList:
         return DeviceList.model_validate(await self.transport.call(rpc.LIST_DEVICES))
+
+    async def set_device_state(self, device_id: JobId, state: Literal["disabled", "enabled"]) -> Device:
+        """Disable a device (it takes no new runs, whatever its worker reports) or enable it
+        again (back to what its worker last reported). Operators only; workers cannot."""
+        if state not in ("disabled", "enabled"):
+            raise errors.InvalidInput("state must be disabled or enabled", {"field": "state"})
+        return Device.model_validate(await self.transport.call(rpc.SET_DEVICE_STATE, {
+            "p_device_id": validation.as_uuid(device_id, "device_id"), "p_state": state}))
+
+    async def release_device(self, device_id: JobId) -> Device:
+        """Unbind a device from its worker session (a phone moved to another PC): its running
+        run goes back to the queue as on lease expiry, and the next registration takes it."""
+        return Device.model_validate(await self.transport.call(
+            rpc.RELEASE_DEVICE, {"p_device_id": validation.as_uuid(device_id, "device_id")}))
 
     # Workers ---------------------------------------------------------------------------
     async def register_worker(

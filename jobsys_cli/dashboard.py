@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import secrets
 from typing import Any
 
@@ -18,20 +17,26 @@ from jobsys_cli.upkeep import upkeep
 
 
 async def serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
-    """Serve with the API token: $JOBSYS_API_TOKEN, or one kept in the data dir."""
-    from nicegui_app.auth import TOKEN_FILE_NAME
+    """Serve with the API token: $JOBSYS_API_TOKEN, or one generated at the first start and
+    printed then; the data dir keeps only its hash."""
+    from nicegui_app.auth import ENV_API_TOKEN, TOKEN_FILE_NAME, TokenFileError, load_or_create_session_secret
     from nicegui_app.server import load_or_create_token, serve
 
     data_dir = args.data_dir or default_data_dir()
-    token, generated = load_or_create_token(data_dir)
+    try:
+        token, generated = load_or_create_token(data_dir)
+    except TokenFileError as exc:
+        raise process.CommandError(str(exc)) from None
     url = f"http://{args.host}:{args.port}"
     if generated:
-        print(f"dashboard: {url}  (API token, shown once: {token})", flush=True)
+        print(f"dashboard: {url}  (API token, shown once: {generated} ; the data dir keeps only its hash)",
+              flush=True)
     else:
-        print(f"dashboard: {url}  (API token: $JOBSYS_API_TOKEN or the file {data_dir / TOKEN_FILE_NAME})", flush=True)
-    secret = hashlib.sha256(b"jobsys-session:" + token.encode()).hexdigest()
-    await serve(jobs, host=args.host, port=args.port, token=token, storage_secret=secret,
-                storage_dir=data_dir / "nicegui")
+        print(f"dashboard: {url}  (API token: ${ENV_API_TOKEN}, or the one printed at the first start; "
+              f"{data_dir / TOKEN_FILE_NAME} keeps only its hash)", flush=True)
+    await serve(jobs, host=args.host, port=args.port, token=token,
+                storage_secret=load_or_create_session_secret(data_dir),
+                storage_dir=data_dir / "nicegui", public_docs=args.public_docs)
 
 
 async def _dashboard_main(args: argparse.Namespace, url: str) -> None:
@@ -60,7 +65,7 @@ async def _supabase_dashboard_main(args: argparse.Namespace) -> None:
             # Operator sessions live in memory only, so a per-process cookie secret loses nothing.
             dashboard = serve(jobs, host=args.host, port=args.port, token="", supabase=supabase,
                               storage_secret=secrets.token_hex(32),
-                              storage_dir=default_data_dir() / "nicegui")
+                              storage_dir=default_data_dir() / "nicegui", public_docs=args.public_docs)
             await process.until_stopped(stop, [asyncio.create_task(dashboard, name="dashboard")])
         finally:
             await supabase.close()
@@ -82,7 +87,8 @@ def add_parser(subparsers: Any) -> None:
         "dashboard", help="serve the dashboard and REST API",
         description="Serve the NiceGUI dashboard and the REST API (OpenAPI at /docs). "
                     "Every route needs the bearer token: $JOBSYS_API_TOKEN, or one "
-                    "generated at first start and kept in the data dir. Supabase mode "
+                    "generated and printed at the first start (the data dir keeps only its "
+                    "hash). Supabase mode "
                     "(SUPABASE_URL and SUPABASE_ANON_KEY set, no --database-url): "
                     "operators log in with their Supabase accounts and the API takes "
                     "their access tokens; JOBSYS_EMAIL / JOBSYS_PASSWORD of an operator "

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 
-from jobsys_cli import batch_cmd, batch_runner_cmd, dashboard, migrate, up, worker_cmd
+from jobsys_cli import batch_cmd, batch_runner_cmd, dashboard, migrate, process, up, worker_cmd
+
+# Every file and directory the command creates is its owner's only: the embedded Postgres,
+# the API token's hash, NiceGUI's sessions, evidence screenshots, exports.
+PRIVATE_UMASK = 0o077
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not args.verbose:
@@ -33,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         return int(args.handler(args) or 0)
+    except process.CommandError as exc:
+        print(f"jobsys: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise

@@ -22,3 +22,6 @@ def add_database_options(parser: argparse.ArgumentParser, *, joinable: bool = Tr
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="dashboard and API address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="dashboard and API port (default 8080)")
+    parser.add_argument("--public-docs", action="store_true",
+                        help="serve the API docs (/docs, /openapi.json) to anyone; by default /openapi.json "
+                             "needs the bearer token and /docs a browser logged in to the dashboard")

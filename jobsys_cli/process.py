@@ -10,6 +10,10 @@ from typing import Any, Callable, Sequence
 from jobsys import aio
 
 
+class CommandError(Exception):
+    """A refusal main() prints as one line (`jobsys: <message>`), exiting with status 2."""
+
+
 def stop_on_signals() -> asyncio.Event:
     """An event set on SIGINT/SIGTERM. Install it before anything says it is up, so a
     signal that arrives at once still stops cleanly."""

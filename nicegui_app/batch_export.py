@@ -3,7 +3,8 @@ so both hand out the same bytes under the same name.
 
 The rows come from jobsys.batch.export (provider column kept: offline placeholders stay
 labelled). CSV starts with a UTF-8 byte-order mark: spreadsheet apps otherwise guess a
-legacy encoding and garble Korean text.
+legacy encoding and garble Korean text; a cell a spreadsheet would run as a formula gets a
+leading `'` (jobsys.csv_safe). JSON Lines keeps every value as stored.
 """
 
 from __future__ import annotations

@@ -3,12 +3,18 @@ beside a worker or anything else, until the task is cancelled.
 
 uvicorn normally takes over SIGINT/SIGTERM; here the host process owns the signals and
 stops the server by cancelling `serve`, which then shuts down gracefully and returns.
+
+Files: while it runs, the process creates files readable by its owner only (umask 077):
+NiceGUI writes its session files from its own tasks and threads, so no narrower switch
+would catch them all. The storage directory is made 0700 and files an earlier version left
+in it 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pathlib
 import socket
 from typing import Iterator
@@ -20,7 +26,7 @@ from nicegui.storage import Storage
 from jobsys import aio
 from jobsys.system import JobSystem
 from nicegui_app.app import build_app
-from nicegui_app.auth import load_or_create_token
+from nicegui_app.auth import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ApiToken, load_or_create_token, private_dir
 from nicegui_app.hub import EventHub
 from nicegui_app.services import Services
 from nicegui_app.supabase_auth import SupabaseAuth
@@ -28,6 +34,7 @@ from nicegui_app.supabase_auth import SupabaseAuth
 __all__ = ["load_or_create_token", "serve"]
 
 GRACEFUL_SHUTDOWN_S = 3  # open websockets are closed after this (uvicorn takes whole seconds)
+PRIVATE_UMASK = 0o077
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -48,19 +55,51 @@ async def serve(
     *,
     host: str,
     port: int,
-    token: str,
+    token: str | ApiToken,
     storage_secret: str,
     storage_dir: pathlib.Path | None = None,
     supabase: SupabaseAuth | None = None,
+    public_docs: bool = False,
 ) -> None:
     """Serve the dashboard and the REST API on host:port until cancelled.
 
+    `token`: the API token's digest (load_or_create_token) or the token itself.
     `storage_dir`: where NiceGUI keeps sessions (default ./.nicegui); e.g. the data dir.
     `supabase`: Supabase mode, where operators log in with their Supabase accounts (pages)
-    and access tokens (API) instead of `token`; the caller closes it."""
+    and access tokens (API) instead of `token`; the caller closes it.
+    `public_docs`: /docs and /openapi.json without a token or login."""
+    previous_umask = os.umask(PRIVATE_UMASK)
+    try:
+        await _serve(jobs, host=host, port=port, token=token, storage_secret=storage_secret,
+                     storage_dir=storage_dir, supabase=supabase, public_docs=public_docs)
+    finally:
+        os.umask(previous_umask)
+
+
+def _private_storage(path: pathlib.Path) -> None:
+    """The sessions directory 0700, and anything an earlier version left in it 0600."""
+    private_dir(path)
+    os.chmod(path, PRIVATE_DIR_MODE)
+    for entry in path.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, PRIVATE_FILE_MODE)
+
+
+async def _serve(
+    jobs: JobSystem,
+    *,
+    host: str,
+    port: int,
+    token: str | ApiToken,
+    storage_secret: str,
+    storage_dir: pathlib.Path | None,
+    supabase: SupabaseAuth | None,
+    public_docs: bool,
+) -> None:
     if storage_dir is not None:
         Storage.path = storage_dir.resolve()
         nicegui.app.storage = Storage()  # built at import from the old path
+    _private_storage(Storage.path)
     async with contextlib.AsyncExitStack() as stack:
         sock = stack.enter_context(_listen(host, port))
         hub = EventHub(push=jobs.transport.supports_push)
@@ -70,7 +109,7 @@ async def serve(
         stack.push_async_callback(_cancel, safety)
 
         svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase)
-        app = build_app(svc, storage_secret=storage_secret)
+        app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs)
         server = _EmbeddedServer(
             uvicorn.Config(
                 app,

@@ -6,6 +6,7 @@ import dataclasses
 
 from jobsys.batch.facade import BatchJobs
 from jobsys.system import JobSystem
+from nicegui_app.auth import ApiToken
 from nicegui_app.hub import EventHub
 from nicegui_app.supabase_auth import SupabaseAuth
 
@@ -15,11 +16,13 @@ class Services:
     """`jobs` is the process's own JobSystem: the push subscription, and every call in
     embedded mode. In Supabase mode (`supabase` set) pages and API requests call as their
     signed-in operator instead (a page's `ctx.services.jobs` is that operator's), and
-    `token` is unused: only operators' Supabase accounts get in."""
+    `token` is unused: only operators' Supabase accounts get in. `token` is the API token's
+    digest (nicegui_app.auth.load_or_create_token), or the token itself ($JOBSYS_API_TOKEN,
+    tests); the login page and the session check take either."""
 
     jobs: JobSystem
     hub: EventHub
-    token: str
+    token: ApiToken | str
     supabase: SupabaseAuth | None = None
 
     @property

@@ -17,7 +17,7 @@ import uuid
 
 from jobsys import aio, errors
 from jobsys.events import ChannelState, Event, EventName
-from jobsys.models import ClaimedAssignment
+from jobsys.models import ClaimedAssignment, RefusedDevice
 from jobsys.system import JobSystem, Subscription
 from worker.drivers import DeviceDriver, StopReason, create_driver
 from worker.executor import execute
@@ -29,6 +29,8 @@ log = logging.getLogger("jobsys.worker")
 
 REGISTER_RETRY_MAX_S = 5.0
 DRAIN_TIMEOUT_S = 10.0  # at shutdown, how long to keep trying to deliver buffered reports
+STARTUP_PROBE_WAIT_S = 5.0  # before the first registration: probes that finish by then count
+HARD_STOP_WAIT_S = 3.0  # past the grace: runs see SHUTDOWN within a step; one stuck on a phone is cancelled
 
 
 @dataclasses.dataclass
@@ -43,13 +45,19 @@ class Worker:
         self.jobs = jobs
         self.options = options
         self.driver = driver or create_driver(options.driver, **options.driver_options())
-        self.fleet = Fleet(self.driver)
+        # Probes run in their own tasks; a finished one wakes the heartbeat to report it.
+        self.fleet = Fleet(self.driver, on_change=lambda: self._devices_changed.set(),
+                           probe_retry_s=options.heartbeat_interval_s)
         self.reporter = Reporter(jobs)
         self.evidence = jobs.evidence_store()  # Supabase mode: screenshots go to Storage
         self.worker_id: uuid.UUID | None = None
         self.push_state = ChannelState.DISCONNECTED
         self.runs: dict[str, RunSlot] = {}  # serial -> the run on that device
         self.paused_jobs: set[uuid.UUID] = set()
+        # Serials the server refused: a live session of another worker account holds them.
+        # Reported again with every heartbeat until they join (that session went stale or let
+        # go of them, or an operator released them).
+        self.refused: set[str] = set()
         self.registered = asyncio.Event()
         self._wake = asyncio.Event()
         self._devices_changed = asyncio.Event()
@@ -64,6 +72,7 @@ class Worker:
 
     async def run(self) -> None:
         await self.fleet.refresh()
+        await self.fleet.settle(STARTUP_PROBE_WAIT_S)  # a phone slower than that joins at a later heartbeat
         await self._register()
         if self.options.push:
             assert self.worker_id is not None
@@ -99,6 +108,7 @@ class Worker:
         self.reporter.bind(session.worker_id)
         self.fleet.remember_ids(session.devices)
         self._reported_version = self.fleet.version
+        self._note_refused(session.refused)
         self.registered.set()
         log.info("worker_registered id=%s name=%s devices=%d driver=%s%s", session.worker_id, self.options.name,
                  len(session.devices), self.driver.name, " (simulated)" if self.driver.simulated else "")
@@ -113,7 +123,12 @@ class Worker:
             _, late = await asyncio.wait(running, timeout=self.options.shutdown_grace_s)
             if late:
                 self._hard_stop = True  # the driver sees SHUTDOWN within a second and returns
-                await asyncio.wait(late)
+                _, stuck = await asyncio.wait(late, timeout=HARD_STOP_WAIT_S)
+                if stuck:  # waiting on a phone that does not answer: never wait for it
+                    log.warning("worker_stopping abandoning %d run(s) stuck on a phone", len(stuck))
+                    for task in stuck:
+                        task.cancel()  # the executor releases the run
+                    await asyncio.wait(stuck, timeout=HARD_STOP_WAIT_S)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await self.reporter.drain()
@@ -122,10 +137,11 @@ class Worker:
         """After the side tasks ended: unsubscribe, end the session, release the devices."""
         if self._subscription is not None:
             await self._subscription.close()
+        await self.fleet.close()
         if self.worker_id is not None:
             with contextlib.suppress(errors.JobsysError):
                 await self.jobs.stop_worker(self.worker_id)
-        await self.driver.close()
+        await self.driver.close()  # never waits on a phone
         if self.evidence is not None:
             await self.evidence.close()
         log.info("worker_stopped reports_sent=%d", self.reporter.sent)
@@ -216,7 +232,7 @@ class Worker:
         assert self.worker_id is not None
         await self.fleet.refresh()
         version = self.fleet.version
-        devices = self.fleet.reports() if version != self._reported_version else None
+        devices = self.fleet.reports() if version != self._reported_version or self.refused else None
         running = [slot.run.assignment_id for slot in self.runs.values()] + self.reporter.pending_ids()
         try:
             reply = await self.jobs.heartbeat(self.worker_id, devices, running)
@@ -229,6 +245,7 @@ class Worker:
             return
         if devices is not None:
             self._reported_version = version
+            self._note_refused(reply.refused)
             if not self.fleet.knows_all():
                 self.fleet.remember_ids(await self.jobs.worker_devices(self.worker_id))
             self._wake.set()
@@ -236,3 +253,15 @@ class Worker:
         for slot in self.runs.values():
             if slot.run.assignment_id in stop:
                 slot.stop = StopReason.CANCELLED
+
+    def _note_refused(self, refused: list[RefusedDevice]) -> None:
+        """A warning once per refused serial, not once per heartbeat; a note when it joins."""
+        now = {r.serial: r for r in refused}
+        for serial, r in sorted(now.items()):
+            if serial not in self.refused:
+                log.warning("device_refused serial=%s code=%s: %s; it joins this worker when that session"
+                            " goes stale or stops listing it, or an operator releases it",
+                            serial, r.code, r.reason)
+        for serial in sorted(self.refused - set(now)):
+            log.info("device_no_longer_refused serial=%s", serial)
+        self.refused = set(now)

@@ -1,17 +1,19 @@
 """Results as a person reviews them: every item with its input, status and draft output.
 
 Offline outputs keep their provider column ("offline") and their visible label, so an
-export never passes placeholders off as model text.
+export never passes placeholders off as model text. CSV cells go through jobsys.csv_safe
+(a cell a spreadsheet would run as a formula gets a leading `'`); JSON Lines keeps every
+value as stored.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from jobsys import csv_safe
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.models import BatchItem
 from jobsys.system import JobId
@@ -43,7 +45,8 @@ async def export_jsonl(batch: BatchJobs, job_id: JobId) -> str:
 
 
 async def export_csv(batch: BatchJobs, job_id: JobId) -> str:
-    """One row per item; the input's fields become columns (input.<field>)."""
+    """One row per item; the input's fields become columns (input.<field>). Cells that start
+    like a formula (=, +, -, @, tab, carriage return) are prefixed with `'`."""
     rows = [item_row(item) async for item in iter_items(batch, job_id)]
     input_fields: dict[str, None] = {}
     for row in rows:
@@ -52,7 +55,7 @@ async def export_csv(batch: BatchJobs, job_id: JobId) -> str:
     columns = ["idx", "status", "provider", *[f"input.{k}" for k in input_fields], "output", "error", "attempts",
                "tokens_in", "tokens_out", "latency_ms"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer = csv_safe.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         flat = {**row, **{f"input.{k}": v for k, v in row["input"].items()}}

@@ -33,6 +33,9 @@ KEEPALIVE_S = 10.0  # an idle LISTEN connection runs a query this often to notic
 # Deadlock (40P01) and serialization failures (40001) are retried inside, never shown: every
 # call is one function in one autocommit transaction, which Postgres rolled back whole, so
 # running it again is safe. Nothing else is retried (a retry could repeat a side effect).
+# A retry is not silent, though: the functions take their locks in one order
+# (docs/state_machine.md), so a deadlock is a bug. Each is counted (conflicts_retried) and
+# logged as a warning naming the function.
 RETRIES_ON_CONFLICT = 5
 CONFLICT_BACKOFF_S = 0.01  # first wait, doubled per attempt, with full jitter
 CONFLICT_BACKOFF_MAX_S = 0.25
@@ -117,7 +120,7 @@ class PostgresTransport:
                 if attempt == RETRIES_ON_CONFLICT:
                     raise errors.TransportError(f"{function.name}: too much contention, try again") from exc
                 self.conflicts_retried[exc.sqlstate or "?"] += 1
-                log.info("%s: %s (%s), retrying", function.name, exc.sqlstate, type(exc).__name__)
+                log.warning("%s: %s (%s), retrying", function.name, exc.sqlstate, type(exc).__name__)
                 await asyncio.sleep(conflict_backoff_s(attempt))
             except psycopg_pool.PoolTimeout as exc:
                 raise errors.TransportError(f"database unavailable: {exc}") from exc

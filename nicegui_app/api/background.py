@@ -121,7 +121,9 @@ async def export_background_job(
     job_id: JobId, batch: Batch, format: ExportFormat = ExportFormat.CSV
 ) -> Response:
     """Every item with its input fields, status, provider and draft output, as CSV (UTF-8 with
-    a byte-order mark) or JSON Lines. Offline outputs keep `provider = offline`."""
+    a byte-order mark; a cell starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a
+    leading `'`, so a spreadsheet does not run it) or JSON Lines (values as stored). Offline
+    outputs keep `provider = offline`."""
     file = await export_file(batch, job_id, format)
     return Response(
         file.content,

@@ -2,7 +2,8 @@
 
 Library errors keep their code and HTTP status; FastAPI's own failures (bad JSON,
 validation, unknown route, wrong method) are rewritten into the same shape, so a
-client never parses two formats.
+client never parses two formats. `HeadAsGet` lets HEAD of every GET route answer as GET
+does, without the body.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobsys.errors import JobsysError
 
@@ -81,12 +83,24 @@ def _where(loc: list[Any]) -> str:
     return ".".join(str(part) for part in (loc[1:] or loc)) or "request"
 
 
-def _allowed_methods(request: Request) -> str:
+API_PREFIX = "/api"
+ORIGINAL_METHOD = "jobsys.method"  # scope key: the method the client sent, where HeadAsGet changed it
+
+
+def is_api_path(path: str) -> bool:
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
+def request_method(request: Request) -> str:
+    """The method the client sent (HEAD, where HeadAsGet serves it as GET)."""
+    return str(request.scope.get(ORIGINAL_METHOD, request.method))
+
+
+def allowed_methods(request: Request) -> str:
     """The methods the routes at this path accept, for the `Allow` header a 405 must carry
-    (RFC 9110 §15.5.6): the routes that match the path but not the method. Documented routes
-    first; the catch-all fallback (not in the schema) counts only where nothing else matches."""
-    documented: set[str] = set()
-    hidden: set[str] = set()
+    (RFC 9110 §15.5.6): the routes that match the path but not the method (a catch-all route,
+    which matches every method, never counts), plus HEAD wherever GET is under /api (HeadAsGet)."""
+    allowed: set[str] = set()
     pending = list(request.app.router.routes)
     while pending:
         route = pending.pop()
@@ -94,15 +108,40 @@ def _allowed_methods(request: Request) -> str:
         if included is not None:
             pending.extend(included.routes)
         elif route.matches(request.scope)[0] is Match.PARTIAL:
-            methods = getattr(route, "methods", None) or ()
-            (documented if getattr(route, "include_in_schema", True) else hidden).update(methods)
-    return ", ".join(sorted(documented or hidden))
+            allowed.update(getattr(route, "methods", None) or ())
+    if "GET" in allowed and is_api_path(request.url.path):
+        allowed.add("HEAD")
+    return ", ".join(sorted(allowed))
+
+
+class HeadAsGet:
+    """HEAD of any /api path is served as GET and sent without the body: the same status and
+    headers (Content-Length included), so HEAD of a GET route answers as GET does, and HEAD
+    of anything else as GET would (404, 405, 401). Routes declare GET only, so the OpenAPI
+    document lists no HEAD operations."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD" or not is_api_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET", ORIGINAL_METHOD: "HEAD"}, receive, send_without_body)
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     headers = dict(exc.headers or {})
-    if exc.status == 405 and "Allow" not in headers and (allowed := _allowed_methods(request)):
+    if exc.status == 405 and "Allow" not in headers and (allowed := allowed_methods(request)):
         headers["Allow"] = allowed
     return error_response(exc.status, exc.code, exc.message, exc.details, headers or None)
 
@@ -129,7 +168,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     codes = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, "http_error")
     headers = dict(exc.headers or {})
-    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+    if exc.status_code == 405 and (allowed := allowed_methods(request)):
         headers["Allow"] = allowed  # Starlette's lists the first matching route's methods only
     return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 

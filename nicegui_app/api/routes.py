@@ -1,6 +1,7 @@
 """The REST API for device jobs and devices (spec §5), and what every API router shares: the
-bearer token check, job ids, and the fallback for unknown /api paths. Every route needs the
-token; every database call goes through JobSystem, and bodies are the library's own models.
+bearer token check and job ids (nicegui_app.api adds, last, the route for unknown /api paths
+and methods). Every route needs the token; every database call goes through JobSystem, and
+bodies are the library's own models.
 
 The token is the API token in embedded mode, and an operator's Supabase access token in
 Supabase mode, where the request's calls then run as that operator (RLS applies to them)."""
@@ -12,7 +13,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.routing import Match
 
 from jobsys import errors
 from jobsys.auth import WrongRole
@@ -135,7 +135,9 @@ async def get_job(job_id: JobId, jobs: Jobs) -> JobDetail:
     },
 )
 async def update_job(job_id: JobId, update: JobUpdate, jobs: Jobs) -> Job:
-    """`{"status": "paused" | "active" | "cancelled"}` and/or `{"title": ...}`."""
+    """`{"status": "paused" | "active" | "cancelled"}` and/or `{"title": ...}`: the whole body
+    is checked first (422), then both change in one transaction (jobsys.update_job), or
+    neither (409 for a move the job's status does not allow)."""
     return await jobs.update_job(job_id, update)
 
 
@@ -156,20 +158,3 @@ async def delete_job(job_id: JobId, jobs: Jobs) -> Response:
 async def list_devices(jobs: Jobs) -> DeviceList:
     """Every device with its worker, status and current job, plus summary counts."""
     return await jobs.list_devices()
-
-
-def fallback_router(*routers: APIRouter) -> APIRouter:
-    """Include this last: unknown /api paths, and known ones with a wrong method, answer in the
-    API's error shape (404 / 405), not with the dashboard's HTML 404."""
-    fallback = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
-    known = [route for guarded in routers for route in guarded.routes]
-
-    @fallback.api_route(
-        "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
-    )
-    async def unknown_route(request: Request, rest: str) -> None:
-        if any(route.matches(request.scope)[0] is Match.PARTIAL for route in known):
-            raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here")
-        raise ApiError(404, "not_found", f"no API route {request.url.path}")
-
-    return fallback

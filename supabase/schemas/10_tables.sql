@@ -50,7 +50,7 @@ comment on table jobsys.workers is
   'One row per worker process session: every registration starts a new session, and a worker acts only as a session it registered.';
 create index workers_user_id_idx on jobsys.workers (user_id);
 
--- Devices: stable by serial, re-bound to whichever worker session registers them -------
+-- Devices: stable by serial, re-bound to the session that registers them (35_device_runs.sql)
 create table jobsys.devices (
   id uuid primary key default gen_random_uuid(),
   serial text not null unique check (length(serial) between 1 and 200),
@@ -58,7 +58,10 @@ create table jobsys.devices (
   model text not null default '' check (length(model) <= 200),
   labels jsonb not null default '{}',
   simulated boolean not null default false,
-  state text not null default 'online' check (state in ('online', 'offline', 'error', 'disabled')),
+  -- What the device is: what its worker last reported (online, offline, error, unauthorized),
+  -- or disabled, which only an operator sets and clears (jobsys.set_device_state).
+  state text not null default 'online'
+    check (state in ('online', 'offline', 'error', 'unauthorized', 'disabled')),
   -- The device row is the per-device mutex: claim sets this under the row lock, so a
   -- device never runs two assignments at once. References one of this device's own
   -- assignments (on delete set null); kept by the triggers in 15_referential_integrity.sql.
@@ -67,10 +70,17 @@ create table jobsys.devices (
   registered_at timestamptz not null default now(),
   -- The id of the run the device claimed last: its queue starts here (claim_assignments
   -- looks below it only when nothing is pending above). See 35_device_runs.sql.
-  queue_floor bigint not null default 0
+  queue_floor bigint not null default 0,
+  -- What the worker last reported, kept while the device is disabled: enabling returns to it.
+  reported_state text not null default 'online'
+    check (reported_state in ('online', 'offline', 'error', 'unauthorized')),
+  -- The last worker session refused this serial because a live session of another worker
+  -- account holds it (sync_devices), for operators to see; cleared when the device moves.
+  conflict_worker_id uuid references jobsys.workers (id) on delete set null,
+  conflict_at timestamptz
 ) with (fillfactor = 70);  -- heartbeats, claims and completions update rows in place (HOT)
 comment on table jobsys.devices is
-  'Android devices, stable by serial, re-bound to whichever worker session registers them. The row is the per-device mutex: a claim sets running_assignment_id under its lock.';
+  'Android devices, stable by serial, re-bound to the worker session that registers them unless a live session of another worker account holds them. The row is the per-device mutex: a claim sets running_assignment_id under its lock.';
 create index devices_worker_id_idx on jobsys.devices (worker_id);
 
 -- Jobs --------------------------------------------------------------------------------

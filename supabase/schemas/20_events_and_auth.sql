@@ -50,7 +50,8 @@ comment on function jobsys.raise_error(text, text, jsonb) is
 
 -- Authorization ------------------------------------------------------------------------
 -- Who is calling: 'service' for a trusted direct connection or the service role,
--- 'operator' / 'worker' from the Supabase JWT's app_metadata.jobsys_role, else 'anon'.
+-- 'operator' / 'worker' / 'runner' from the Supabase JWT's app_metadata.jobsys_role, else
+-- 'anon'. A runner runs AI batches and nothing else; a device worker runs no batch.
 -- Functions are security definer, so the caller's role is read from the `role` setting
 -- that PostgREST sets (SET LOCAL ROLE authenticated) rather than current_user.
 create or replace function jobsys.caller_role() returns text
@@ -70,14 +71,15 @@ begin
   if v_claims ->> 'role' = 'service_role' then
     return 'service';
   end if;
-  if v_role = 'authenticated' and v_claims -> 'app_metadata' ->> 'jobsys_role' in ('operator', 'worker') then
+  if v_role = 'authenticated'
+     and v_claims -> 'app_metadata' ->> 'jobsys_role' in ('operator', 'worker', 'runner') then
     return v_claims -> 'app_metadata' ->> 'jobsys_role';
   end if;
   return 'anon';
 end
 $$;
 comment on function jobsys.caller_role() is
-  'Who is calling: service (a trusted direct connection or the service role), operator or worker (app_metadata.jobsys_role of the Supabase JWT), else anon. Read from the role setting PostgREST sets, because the functions run as security definer.';
+  'Who is calling: service (a trusted direct connection or the service role), operator, worker or runner (app_metadata.jobsys_role of the Supabase JWT), else anon. Read from the role setting PostgREST sets, because the functions run as security definer.';
 
 create or replace function jobsys.require_operator() returns void
   language plpgsql stable
@@ -92,20 +94,20 @@ $$;
 comment on function jobsys.require_operator() is
   'Raises JS403 unless the caller is an operator or the service.';
 
--- Upkeep (lease rescue, stale marking, top-up) is harmless for anyone signed in: workers
--- run it from their heartbeats.
+-- Upkeep (lease rescue, stale marking, top-up) is harmless for operators and workers:
+-- workers run it from their heartbeats. Runners have no business with device jobs.
 create or replace function jobsys.require_signed_in() returns void
   language plpgsql stable
   set search_path = jobsys, pg_temp
   as $$
 begin
-  if jobsys.caller_role() = 'anon' then
+  if jobsys.caller_role() not in ('service', 'operator', 'worker') then
     perform jobsys.raise_error('JS403', 'signed-in operator or worker required');
   end if;
 end
 $$;
 comment on function jobsys.require_signed_in() is
-  'Raises JS403 for anon: upkeep (lease rescue, stale marking, top-up) is harmless for anyone signed in, and workers run it from their heartbeats.';
+  'Raises JS403 unless the caller is an operator, a worker or the service: upkeep (lease rescue, stale marking, top-up) is harmless for them, and workers run it from their heartbeats. Runners and anon may not.';
 
 -- A worker may act only as a worker session it registered itself.
 create or replace function jobsys.require_worker(p_worker_id uuid) returns void

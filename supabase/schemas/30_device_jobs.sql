@@ -265,6 +265,162 @@ $$;
 comment on function jobsys.title_from_url(text) is
   'Default job title: host and path of the URL, at most 200 characters.';
 
+-- RFC 3492 Punycode of one label, without the xn-- prefix, as Python's "punycode" codec
+-- writes it: the IDNA form of an international host name label, whose length is checked.
+create or replace function jobsys.punycode(p_label text) returns text
+  language plpgsql immutable strict
+  as $$
+declare
+  v_cps integer[] := array(select ascii(substr(p_label, i, 1)) from generate_series(1, length(p_label)) i);
+  v_out text;
+  v_n integer := 128;
+  v_delta bigint := 0;
+  v_bias integer := 72;
+  v_b integer;
+  v_h integer;
+  v_c integer;
+  v_q bigint;
+  v_k integer;
+  v_t integer;
+  v_digit integer;
+begin
+  select coalesce(string_agg(chr(c), '' order by o), '') into v_out
+  from unnest(v_cps) with ordinality as u(c, o) where c < 128;
+  v_b := length(v_out);
+  v_h := v_b;
+  if v_b > 0 then
+    v_out := v_out || '-';
+  end if;
+  while v_h < cardinality(v_cps) loop
+    select min(c) into v_c from unnest(v_cps) c where c >= v_n;
+    v_delta := v_delta + (v_c - v_n)::bigint * (v_h + 1);
+    v_n := v_c;
+    foreach v_c in array v_cps loop
+      if v_c < v_n then
+        v_delta := v_delta + 1;
+      elsif v_c = v_n then
+        v_q := v_delta;
+        v_k := 36;
+        loop
+          v_t := case when v_k <= v_bias then 1 when v_k >= v_bias + 26 then 26 else v_k - v_bias end;
+          exit when v_q < v_t;
+          v_digit := v_t + ((v_q - v_t) % (36 - v_t))::integer;
+          v_out := v_out || chr(case when v_digit < 26 then 97 + v_digit else 22 + v_digit end);
+          v_q := (v_q - v_t) / (36 - v_t);
+          v_k := v_k + 36;
+        end loop;
+        v_out := v_out || chr((case when v_q < 26 then 97 + v_q else 22 + v_q end)::integer);
+        -- adapt the bias (RFC 3492 section 6.1)
+        v_q := case when v_h = v_b then v_delta / 700 else v_delta / 2 end;
+        v_q := v_q + v_q / (v_h + 1);
+        v_k := 0;
+        while v_q > 455 loop
+          v_q := v_q / 35;
+          v_k := v_k + 36;
+        end loop;
+        v_bias := v_k + ((36 * v_q) / (v_q + 38))::integer;
+        v_delta := 0;
+        v_h := v_h + 1;
+      end if;
+    end loop;
+    v_delta := v_delta + 1;
+    v_n := v_n + 1;
+  end loop;
+  return v_out;
+end
+$$;
+comment on function jobsys.punycode(text) is
+  'RFC 3492 Punycode of one host name label, without the xn-- prefix (as Python''s punycode codec writes it): the IDNA form whose length check_target_url checks.';
+
+-- The URL of a device job: http or https, at most 2048 characters, no spaces or control
+-- characters, and a real host. Refused: a user name or password (https://evil.com@good.com/
+-- goes to good.com), an empty label, a label with anything but letters, digits and inner
+-- hyphens, a label over 63 or a host over 253 characters in IDNA form, a host ending in a
+-- number that is not an IPv4 address, a bracketed host that is not IPv6, a port outside
+-- 1-65535. International labels (https://한국.kr/) are measured by their punycode
+-- (xn--3e0b707e) and the URL is kept as typed; characters that only look like part of a name
+-- (other scripts' spaces and dots, zero-width and direction marks, symbols, emoji, fullwidth
+-- forms, private use) are refused. The same rules as check_url in jobsys/models.py.
+create or replace function jobsys.check_target_url(p_url text) returns text
+  language plpgsql immutable
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_authority text := substring(p_url from '^[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)');
+  v_host text;
+  v_port text;
+  v_label text;
+  v_size integer;
+  v_total integer := -1;
+  v_problem text;
+begin
+  if p_url is null or length(p_url) > 2048 or p_url ~ '[[:space:][:cntrl:]]' or v_authority is null then
+    perform jobsys.raise_error('JS400', 'target_url must be an http or https URL of at most 2048 characters',
+      '{"field": "target_url"}');
+  end if;
+  if strpos(v_authority, '@') > 0 then
+    perform jobsys.raise_error('JS400',
+      'target_url must not contain a user name or password (user@host): give the host alone',
+      '{"field": "target_url", "reason": "userinfo"}');
+  end if;
+  if left(v_authority, 1) = '[' then
+    v_host := substring(v_authority from '^\[([0-9A-Fa-f:.]+)\]');
+    v_port := coalesce(substring(v_authority from '^\[[^]]*\](.*)$'), '');
+    begin
+      if v_host is null or family(v_host::inet) <> 6 then
+        v_problem := 'the host in brackets is not an IPv6 address';
+      end if;
+    exception when invalid_text_representation then
+      v_problem := 'the host in brackets is not an IPv6 address';
+    end;
+  else
+    v_host := split_part(v_authority, ':', 1);
+    v_port := substr(v_authority, length(v_host) + 1);
+    if v_host = '' then
+      v_problem := 'there is no host';
+    end if;
+    foreach v_label in array string_to_array(v_host, '.') loop
+      exit when v_problem is not null;
+      if v_label = '' then
+        v_problem := 'the host has an empty label (two dots in a row, or a dot at either end)';
+      elsif length(v_label) > 63 then
+        v_problem := 'a label of the host is longer than 63 characters';
+      elsif v_label ~ '^-|-$' or v_label ~ '[\u0001-\u002c\u002e\u002f\u003a-\u0040\u005b-\u0060\u007b-\u00bf\u00d7\u00f7\u2000-\u206f\u2100-\u2bff\u3000-\u303f\ue000-\uf8ff\ufe00-\ufe6f\ufeff\uff00-\uffff\U0001f000-\U0001ffff\U000e0000-\U000e007f\U000f0000-\U0010ffff]' then
+        v_problem := 'a host name has letters, digits, dots and hyphens only (no hyphen at either end of a label)';
+      else
+        v_size := case when v_label ~ '^[\u0001-\u007f]*$' then length(v_label)
+                       else length('xn--' || jobsys.punycode(v_label)) end;
+        v_total := v_total + 1 + v_size;
+        if v_size > 63 then
+          v_problem := 'a label of the host is longer than 63 characters in its IDNA (punycode) form';
+        end if;
+      end if;
+    end loop;
+    if v_problem is null and v_total > 253 then
+      v_problem := 'the host is longer than 253 characters (in its IDNA form)';
+    end if;
+    if v_problem is null and v_label ~ '^[0-9]+$'
+       and v_host !~ '^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$' then
+      v_problem := 'a host ending in a number must be an IPv4 address (four numbers 0-255)';
+    end if;
+  end if;
+  if v_problem is null and v_port <> '' then
+    if v_port !~ '^:[0-9]{1,5}$' then
+      v_problem := 'the port must be a number from 1 to 65535';
+    elsif substr(v_port, 2)::integer not between 1 and 65535 then
+      v_problem := 'the port must be a number from 1 to 65535';
+    end if;
+  end if;
+  if v_problem is not null then
+    perform jobsys.raise_error('JS400', 'target_url has an invalid host: ' || v_problem,
+      jsonb_build_object('field', 'target_url', 'reason', v_problem));
+  end if;
+  return p_url;
+end
+$$;
+comment on function jobsys.check_target_url(text) is
+  'Checks the URL of a device job or raises JS400: http(s), at most 2048 characters, no user name or password, a valid host (domain labels checked in IDNA form, IPv4, or bracketed IPv6) and port. International names are kept as typed. Mirrors check_url in jobsys/models.py.';
+
 -- Create + distribute -------------------------------------------------------------------
 create or replace function jobsys.create_job(
   p_target_url text, p_duration_sec integer, p_target_type text,
@@ -283,11 +439,7 @@ declare
   v_title text;
 begin
   perform jobsys.require_operator();
-  if p_target_url is null or length(p_target_url) > 2048
-     or p_target_url !~* '^https?://[^[:space:]/?#@]+' or p_target_url ~ '[[:space:][:cntrl:]]' then
-    perform jobsys.raise_error('JS400', 'target_url must be an http or https URL of at most 2048 characters',
-      '{"field": "target_url"}');
-  end if;
+  perform jobsys.check_target_url(p_target_url);
   if p_duration_sec is null or p_duration_sec not between 1 and 86400 then
     perform jobsys.raise_error('JS400', 'duration_sec must be between 1 and 86400', '{"field": "duration_sec"}');
   end if;
@@ -428,13 +580,18 @@ comment on function jobsys.resume_job(uuid) is
   'Operators: resume a paused job. Its runs are pending again (their devices queue floors come down to them) and devices that came while it was paused are assigned.';
 
 -- Cancel: everything not finished is cancelled now; workers stop what is running.
+-- Lock order: the job, then all its live runs (in id order), then the devices of the running
+-- ones (in id order). One statement that updated each run and freed its device in turn took
+-- run 1, device 1, run 2, ... and deadlocked with a heartbeat that held run 2 (its lease)
+-- and waited for device 1 (its device report).
 create or replace function jobsys.cancel_job(p_job_id uuid) returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
 declare
   v_job jobsys.jobs;
-  v_cancelled integer;
+  v_live bigint[];
+  v_devices uuid[];
   v_running integer;
 begin
   perform jobsys.require_operator();
@@ -442,30 +599,29 @@ begin
   if v_job.status not in ('active', 'paused') then
     perform jobsys.illegal_move(v_job, 'cancel');
   end if;
-  with stopped as (
-    update jobsys.job_assignments a set status = 'cancelled', finished_at = now(),
-      lease_expires_at = null, error = 'job cancelled'
-    from (select id, status as old_status from jobsys.job_assignments
-          where job_id = p_job_id and status in ('pending', 'paused', 'running')) old
-    where a.id = old.id
-    returning a.id, a.device_id, old.old_status
-  ), freed as (
-    update jobsys.devices d set running_assignment_id = null
-    from stopped s where d.id = s.device_id and d.running_assignment_id = s.id
-    returning 1
-  )
-  select count(*), count(*) filter (where old_status = 'running')
-    into v_cancelled, v_running
-  from stopped, (select count(*) from freed) as force_freed;
+  select coalesce(array_agg(l.id), '{}'),
+         coalesce(array_agg(l.device_id) filter (where l.status = 'running'), '{}'),
+         count(*) filter (where l.status = 'running')
+    into v_live, v_devices, v_running
+  from (select a.id, a.device_id, a.status from jobsys.job_assignments a
+        where a.job_id = p_job_id and a.status in ('pending', 'paused', 'running')
+        order by a.id
+        for no key update) l;
+  perform 1 from jobsys.devices d where d.id = any(v_devices) order by d.id for no key update;
+  update jobsys.job_assignments a set status = 'cancelled', finished_at = now(),
+    lease_expires_at = null, error = 'job cancelled'
+  where a.id = any(v_live);
+  update jobsys.devices d set running_assignment_id = null
+  where d.id = any(v_devices) and d.running_assignment_id = any(v_live);
   update jobsys.jobs set status = 'cancelled', finished_at = now() where id = p_job_id;
-  v_job := jobsys.apply_counts(p_job_id, 0, -v_running, 0, 0, v_cancelled, true);
+  v_job := jobsys.apply_counts(p_job_id, 0, -v_running, 0, 0, cardinality(v_live), true);
   perform jobsys.emit_to_job_workers(p_job_id, 'job_cancelled',
     jsonb_build_object('job_id', p_job_id, 'reason', 'cancelled'));
   return jobsys.job_json(v_job);
 end
 $$;
 comment on function jobsys.cancel_job(uuid) is
-  'Operators: cancel a job. Everything not finished is cancelled now and the workers stop what is running.';
+  'Operators: cancel a job. Everything not finished is cancelled now and the workers stop what is running. Locks the job, its live runs, then their devices, each in id order.';
 
 create or replace function jobsys.delete_job(p_job_id uuid) returns void
   language plpgsql security definer
@@ -477,6 +633,15 @@ begin
   -- Tell workers before the rows that name them are gone; delivered at commit.
   perform jobsys.emit_to_job_workers(p_job_id, 'job_cancelled',
     jsonb_build_object('job_id', p_job_id, 'reason', 'deleted'));
+  -- Lock order: the running runs, then their devices in id order, before the cascade frees
+  -- the devices in whatever order it meets them (a heartbeat taking its devices in id order
+  -- deadlocked with it).
+  perform 1 from jobsys.devices d
+  where d.id = any(array(select a.device_id from jobsys.job_assignments a
+                         where a.job_id = p_job_id and a.status = 'running'
+                         order by a.id for no key update))
+  order by d.id
+  for no key update;
   delete from jobsys.jobs where id = p_job_id;  -- assignments cascade; devices are freed
   perform jobsys.emit('jobsys:dashboard', 'job_deleted', jsonb_build_object('job_id', p_job_id));
 end
@@ -500,21 +665,59 @@ $$;
 comment on function jobsys.update_job_title(uuid, text) is
   'Operators: rename a job (title checked as on create).';
 
+-- PATCH /api/jobs/{id}: a status move and/or a new title, both or neither. Everything is
+-- checked before anything changes; the move runs the pause / resume / cancel transition
+-- itself, then the rename, in this one transaction, so a refused title undoes nothing
+-- because nothing was done, and a refused move (JS409) keeps the old title.
+create or replace function jobsys.update_job(p_job_id uuid, p_status text default null, p_title text default null)
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_title text;
+  v_job jsonb;
+begin
+  perform jobsys.require_operator();
+  if p_status is null and p_title is null then
+    perform jobsys.raise_error('JS400', 'give a status or a title to change', '{"field": "status"}');
+  end if;
+  if p_status is not null and p_status not in ('paused', 'active', 'cancelled') then
+    perform jobsys.raise_error('JS400', 'status must be paused, active or cancelled', '{"field": "status"}');
+  end if;
+  if p_title is not null then
+    v_title := jobsys.check_title(p_title);
+  end if;
+  v_job := case p_status
+    when 'paused' then jobsys.pause_job(p_job_id)
+    when 'active' then jobsys.resume_job(p_job_id)
+    when 'cancelled' then jobsys.cancel_job(p_job_id) end;
+  if v_title is not null then
+    v_job := jobsys.update_job_title(p_job_id, v_title);
+  end if;
+  return v_job;
+end
+$$;
+comment on function jobsys.update_job(uuid, text, text) is
+  'Operators: move a job to paused, active or cancelled and/or rename it (title checked as on create), in one transaction: both happen or neither.';
+
 -- Reads for the dashboard and API -------------------------------------------------------
 -- p_cutoff: jobsys.healthy_cutoff(), computed once by the caller rather than once per device.
+-- unauthorized (adb lists the phone, but this PC may not use it) shows as error: a person
+-- has to act on the phone.
 create or replace function jobsys.device_status(d jobsys.devices, p_cutoff timestamptz) returns text
   language sql stable
   set search_path = jobsys, pg_temp
   as $$
   select case
     when d.state = 'disabled' then 'disabled'
-    when d.state = 'error' then 'error'
+    when d.state in ('error', 'unauthorized') then 'error'
     when d.state = 'offline' or d.worker_id is null or d.last_heartbeat_at <= p_cutoff then 'offline'
     when d.running_assignment_id is not null then 'busy'
     else 'idle' end
 $$;
 comment on function jobsys.device_status(jobsys.devices, timestamp with time zone) is
-  'The status the dashboard shows for a device: disabled, error, offline, busy or idle. p_cutoff is jobsys.healthy_cutoff(), computed once by the caller.';
+  'The status the dashboard shows for a device: disabled, error (state error or unauthorized), offline, busy or idle. p_cutoff is jobsys.healthy_cutoff(), computed once by the caller.';
 
 -- p_q is searched for as typed: strpos on lower-cased text is a plain case-insensitive
 -- substring test, so % and _ are not wildcards and nothing needs escaping.
@@ -598,7 +801,8 @@ begin
         'id', r.id, 'serial', r.serial, 'model', r.model, 'simulated', r.simulated,
         'labels', r.labels, 'state', r.state, 'status', r.status,
         'worker_id', r.worker_id, 'worker_name', r.worker_name,
-        'current_job_id', r.current_job_id, 'last_heartbeat_at', r.last_heartbeat_at)
+        'current_job_id', r.current_job_id, 'last_heartbeat_at', r.last_heartbeat_at,
+        'conflict_worker_id', r.conflict_worker_id, 'conflict_at', r.conflict_at)
         order by r.worker_name, r.serial), '[]'),
       'summary', jsonb_build_object(
         'total', count(r.id),
@@ -612,4 +816,4 @@ begin
 end
 $$;
 comment on function jobsys.list_devices() is
-  'Operators: every device with its status, worker and current job, with counts per status.';
+  'Operators: every device with its status, worker and current job, and the last worker session refused it (conflict_worker_id, conflict_at), with counts per status.';

@@ -322,9 +322,12 @@ begin
     into v_finished, v_devices
   from finished f;
 
-  -- A device is free again when the run it holds is one of those finished.
+  -- A device is free again when the run it holds is one of those finished. The device rows
+  -- in id order (lock order), however the update would meet them.
   update jobsys.devices d set running_assignment_id = null
-  where d.id = any(v_devices) and d.running_assignment_id = any(v_ids);
+  where d.id in (select d2.id from jobsys.devices d2
+                 where d2.id = any(v_devices) and d2.running_assignment_id = any(v_ids)
+                 order by d2.id for no key update);
 
   for v_row in
     select f.job_id, count(*)::integer as n,
@@ -463,7 +466,10 @@ comment on function jobsys.release_assignment(bigint, integer, text) is
 
 -- Lease rescue --------------------------------------------------------------------------
 -- An expired lease returns the run to the queue with attempt + 1 (failed after the last
--- attempt; top-up then replaces it). Compare-and-set on status + attempt.
+-- attempt; top-up then replaces it). Compare-and-set on status + attempt. Background work:
+-- jobs, runs and their devices (in id order) all with SKIP LOCKED, so a heartbeat that
+-- runs it while holding its own device rows never waits here; a run whose job, row or
+-- device is busy is rescued on the next round.
 create or replace function jobsys.rescue_expired_leases() returns integer
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -485,8 +491,12 @@ begin
     select * into v_job from jobsys.jobs where id = v_job_id for no key update skip locked;
     continue when not found;
     with expired as (
-      select a.id, a.attempt from jobsys.job_assignments a
+      select a.id, a.attempt, a.device_id from jobsys.job_assignments a
       where a.job_id = v_job_id and a.status = 'running' and a.lease_expires_at < now()
+      for no key update skip locked
+    ), held as (
+      select d.id from jobsys.devices d where d.id in (select e.device_id from expired e)
+      order by d.id
       for no key update skip locked
     ), rescued as (
       update jobsys.job_assignments a set
@@ -498,6 +508,7 @@ begin
                            in ('failed', 'cancelled') then now() end
       from expired e
       where a.id = e.id and a.attempt = e.attempt and a.status = 'running'
+        and e.device_id in (select h.id from held h)
       returning a.id, a.device_id, a.status
     ), freed as (
       update jobsys.devices d set running_assignment_id = null
@@ -522,7 +533,7 @@ begin
 end
 $$;
 comment on function jobsys.rescue_expired_leases() is
-  'An expired lease returns the run to the queue with attempt + 1 (failed after the last attempt, then replaced by top-up). Compare-and-set on status and attempt.';
+  'An expired lease returns the run to the queue with attempt + 1 (failed after the last attempt, then replaced by top-up). Compare-and-set on status and attempt; jobs, runs and devices with SKIP LOCKED (background work never waits).';
 
 -- Unhealthy devices give up their queue -------------------------------------------------
 -- Pending and paused runs on devices that are not healthy are released (removed) so that
@@ -636,42 +647,131 @@ comment on function jobsys.maintain(boolean) is
   'Periodic upkeep (lease rescue, stale marking, top-up, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
 
 -- Workers and devices -------------------------------------------------------------------
--- Bring the worker's device list in line with what it reports: p_devices is
--- [{"serial", "state"?, "model"?, "simulated"?, "labels"?}]. A device that arrives from
--- another worker session releases at once what that session was running on it.
--- Devices of this worker that are not reported become offline.
--- Only the runs released here free their device: a run the old session claimed after the
--- release (its claim committed while this call waited for a job lock) keeps its device, so
--- no device ever runs two (a race found by the storm test with worker restarts). A job
--- deleted meanwhile took its runs with it: nothing to move, and no error.
-create or replace function jobsys.sync_devices(p_worker_id uuid, p_devices jsonb) returns integer
+-- A serial belongs to the worker account whose live session lists it. Held against p_user:
+-- the device is bound to a session of another account that is live (status online, heartbeat
+-- fresh) and still lists it (its last report was not offline). Such a serial is refused to
+-- p_user, not moved: a phone that really moved (unplugged there, plugged in here) moves once
+-- the old session goes stale or stops listing it, or an operator releases it. Sessions
+-- without a user (the service, embedded mode) are one account.
+create or replace function jobsys.device_held(d jobsys.devices, p_user uuid, p_cutoff timestamptz)
+  returns boolean
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$
+  select d.reported_state <> 'offline' and exists (
+    select 1 from jobsys.workers w
+    where w.id = d.worker_id and w.status = 'online' and w.last_heartbeat_at > p_cutoff
+      and w.user_id is distinct from p_user)
+$$;
+comment on function jobsys.device_held(jobsys.devices, uuid, timestamp with time zone) is
+  'Whether a device is held against the worker account p_user: bound to a live session (online, heartbeat after p_cutoff) of another account that still lists it. Such a serial is refused, not moved. Sessions without a user are one account.';
+
+-- A worker's device report: [{"serial", "state"?, "model"?, "simulated"?, "labels"?}].
+-- state is what the worker sees: online, offline, error or unauthorized (adb lists the phone,
+-- but this PC may not use it). disabled is an operator's decision (set_device_state), never
+-- a worker's. labels: at most 32; keys 1-64 characters of letters, digits and _ . : / -;
+-- values strings of at most 256 characters; at most 4096 bytes as JSON. The first bad
+-- device rejects the whole report with JS400 naming its serial and the rule, before anything
+-- changes. DeviceReport in jobsys/models.py checks the same bounds.
+create or replace function jobsys.check_device_reports(p_devices jsonb) returns void
   language plpgsql
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_job_id uuid;
-  v_n integer;
-  v_changed integer;
-  v_released bigint[] := '{}';
+  v_bad record;
 begin
   if jsonb_typeof(p_devices) is distinct from 'array' then
     perform jobsys.raise_error('JS400', 'devices must be a JSON array', '{"field": "devices"}');
   end if;
-  if exists (select 1 from jsonb_array_elements(p_devices) e
-             where jsonb_typeof(e) <> 'object' or jsonb_typeof(e -> 'serial') is distinct from 'string'
-                or length(e ->> 'serial') not between 1 and 200
-                or coalesce(e ->> 'state', 'online') not in ('online', 'offline', 'error', 'disabled')) then
+  select e.i, left(e.d ->> 'serial', 200) as serial, r.rule into v_bad
+  from jsonb_array_elements(p_devices) with ordinality as e(d, i)
+  cross join lateral (select case when jsonb_typeof(e.d -> 'labels') = 'object'
+                                  then e.d -> 'labels' else '{}' end as labels) l
+  cross join lateral (select case
+      when jsonb_typeof(e.d) <> 'object' or jsonb_typeof(e.d -> 'serial') is distinct from 'string'
+           or length(e.d ->> 'serial') not between 1 and 200 then 'serial'
+      when e.d ->> 'state' = 'disabled' then 'state_disabled'
+      when jsonb_typeof(coalesce(e.d -> 'state', '"online"')) <> 'string'
+           or coalesce(e.d ->> 'state', 'online') not in ('online', 'offline', 'error', 'unauthorized')
+        then 'state'
+      when jsonb_typeof(coalesce(e.d -> 'labels', 'null')) not in ('object', 'null') then 'labels_object'
+      when (select count(*) from jsonb_object_keys(l.labels)) > 32 then 'labels_count'
+      when exists (select 1 from jsonb_object_keys(l.labels) k where k !~ '^[A-Za-z0-9_.:/-]{1,64}$')
+        then 'label_key'
+      when exists (select 1 from jsonb_each(l.labels) v
+                   where jsonb_typeof(v.value) <> 'string' or length(v.value #>> '{}') > 256)
+        then 'label_value'
+      when octet_length(l.labels::text) > 4096 then 'labels_size'
+    end as rule) r
+  where r.rule is not null
+  order by e.i
+  limit 1;
+  if found then
     perform jobsys.raise_error('JS400',
-      'each device needs a serial (1-200 characters) and a state of online, offline, error or disabled',
-      '{"field": "devices"}');
+      format('device %s: %s', coalesce(v_bad.serial, '#' || (v_bad.i - 1)), case v_bad.rule
+        when 'serial' then 'each device must be a JSON object with a serial of 1-200 characters'
+        when 'state_disabled' then 'a worker may not report a device as disabled: disabling is an operator''s '
+                                   'decision (report online, offline, error or unauthorized)'
+        when 'state' then 'state must be online, offline, error or unauthorized'
+        when 'labels_object' then 'labels must be a JSON object'
+        when 'labels_count' then 'at most 32 labels per device'
+        when 'label_key' then 'label keys must be 1-64 characters of letters, digits and _ . : / -'
+        when 'label_value' then 'label values must be strings of at most 256 characters'
+        else 'labels must be at most 4096 bytes as JSON' end),
+      jsonb_build_object('field', 'devices', 'index', v_bad.i - 1, 'serial', v_bad.serial, 'rule', v_bad.rule));
   end if;
+  select e.d ->> 'serial' as serial into v_bad
+  from jsonb_array_elements(p_devices) e(d)
+  group by e.d ->> 'serial' having count(*) > 1
+  limit 1;
+  if found then
+    perform jobsys.raise_error('JS400', format('device %s: each serial at most once per report', v_bad.serial),
+      jsonb_build_object('field', 'devices', 'serial', v_bad.serial, 'rule', 'serial_repeated'));
+  end if;
+end
+$$;
+comment on function jobsys.check_device_reports(jsonb) is
+  'Checks a worker device report (serial, a state the worker may report: online, offline, error or unauthorized, never disabled; at most 32 labels, keys 1-64 characters of A-Z a-z 0-9 _ . : / -, values strings of at most 256 characters, at most 4096 bytes) and raises JS400 naming the serial and the rule before anything changes.';
 
-  -- Runs held by an earlier session on these devices go back to the queue now.
+-- Bring the worker's device list in line with what it reports (check_device_reports).
+-- Returns the refused serials: [{"serial", "code": "JS423", "reason"}], those held by a live
+-- session of another worker account (device_held); the device row records the conflict
+-- (conflict_worker_id, conflict_at) and stays where it is. Every other reported device is
+-- bound to this session. A device that arrives from another session releases at once what
+-- that session was running on it, by the attempt rule of lease rescue: back to the queue
+-- with attempt + 1, failed after the last attempt (top-up replaces it), so a run that keeps
+-- crashing its worker does not run forever. Devices of this session it no longer reports
+-- are offline.
+-- Only the runs released here free their device: a run the old session claimed after the
+-- release (its claim committed while this call waited for a job lock) keeps its device, so
+-- no device ever runs two (a race found by the storm test with worker restarts). A job
+-- deleted meanwhile took its runs with it: nothing to move, and no error.
+-- Lock order: jobs (id order) -> job_assignments -> devices (id order, all of them before
+-- the upsert, which would take them in report order).
+create or replace function jobsys.sync_devices(p_worker_id uuid, p_devices jsonb) returns jsonb
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_user uuid := (select w.user_id from jobsys.workers w where w.id = p_worker_id);
+  v_cutoff timestamptz := jobsys.healthy_cutoff();  -- once, not once per row
+  v_serials text[];
+  v_job_id uuid;
+  v_moved record;
+  v_released bigint[] := '{}';
+  v_bound text[];
+  v_refused text[];
+begin
+  perform jobsys.check_device_reports(p_devices);
+  v_serials := array(select e ->> 'serial' from jsonb_array_elements(p_devices) e);
+
+  -- Runs held by an earlier session on these devices go back to the queue now (not on a
+  -- device held against this account: that serial is refused below).
   for v_job_id in
     select distinct a.job_id
     from jobsys.devices d join jobsys.job_assignments a on a.id = d.running_assignment_id
-    where d.serial in (select e ->> 'serial' from jsonb_array_elements(p_devices) e)
-      and d.worker_id is distinct from p_worker_id
+    where d.serial = any(v_serials) and d.worker_id is distinct from p_worker_id
+      and not jobsys.device_held(d, v_user, v_cutoff)
     order by a.job_id
   loop
     -- A job deleted meanwhile took its runs with it: nothing to move (and no error).
@@ -679,53 +779,90 @@ begin
     continue when not found;
     with moved as (
       update jobsys.job_assignments a set
-        status = jobsys.requeue_status(j.status, 0, 1), attempt = a.attempt + 1,
+        status = jobsys.requeue_status(j.status, a.attempt, j.max_attempts),
+        attempt = case when jobsys.requeue_status(j.status, a.attempt, j.max_attempts) in ('pending', 'paused')
+                       then a.attempt + 1 else a.attempt end,
+        finished_at = case when jobsys.requeue_status(j.status, a.attempt, j.max_attempts) in ('failed', 'cancelled')
+                           then now() end,
         lease_expires_at = null, error = 'device re-registered by a new worker session'
       from jobsys.devices d, jobsys.jobs j
       where a.job_id = v_job_id and j.id = v_job_id and a.status = 'running'
         and d.running_assignment_id = a.id and d.worker_id is distinct from p_worker_id
-        and d.serial in (select e ->> 'serial' from jsonb_array_elements(p_devices) e)
+        and d.serial = any(v_serials) and not jobsys.device_held(d, v_user, v_cutoff)
       returning a.id, a.status)
-    select count(*), v_released || coalesce(array_agg(moved.id), '{}') into v_n, v_released from moved;
-    perform jobsys.apply_counts(v_job_id, 0, -v_n, 0, 0, 0);
+    select count(*)::integer as n, count(*) filter (where m.status = 'failed')::integer as failed,
+           count(*) filter (where m.status = 'cancelled')::integer as cancelled,
+           coalesce(array_agg(m.id), '{}') as ids
+      into v_moved
+    from moved m;
+    continue when v_moved.n = 0;
+    v_released := v_released || v_moved.ids;
+    perform jobsys.apply_counts(v_job_id, 0, -v_moved.n, 0, v_moved.failed, v_moved.cancelled);
   end loop;
+
+  perform 1 from jobsys.devices d
+  where d.serial = any(v_serials) or d.worker_id = p_worker_id
+  order by d.id
+  for no key update;
 
   with reported as (
     select e ->> 'serial' as serial, coalesce(e ->> 'state', 'online') as state,
            left(coalesce(e ->> 'model', ''), 200) as model,
            coalesce((e ->> 'simulated')::boolean, false) as simulated,
-           coalesce(e -> 'labels', '{}') as labels
+           case when jsonb_typeof(e -> 'labels') = 'object' then e -> 'labels' else '{}' end as labels
     from jsonb_array_elements(p_devices) e
   ), upserted as (
-    insert into jobsys.devices as d (serial, worker_id, model, simulated, labels, state,
+    insert into jobsys.devices as d (serial, worker_id, model, simulated, labels, state, reported_state,
                                      last_heartbeat_at, running_assignment_id)
-    select r.serial, p_worker_id, r.model, r.simulated, r.labels, r.state, now(), null from reported r
+    select r.serial, p_worker_id, r.model, r.simulated, r.labels, r.state, r.state, now(), null from reported r
     on conflict (serial) do update set
       worker_id = excluded.worker_id, model = excluded.model, simulated = excluded.simulated,
       labels = excluded.labels, last_heartbeat_at = now(),
+      -- Disabled stays disabled: only an operator enables it (set_device_state).
       state = case when d.state = 'disabled' then 'disabled' else excluded.state end,
+      reported_state = excluded.reported_state,
+      -- A recorded conflict is history once the device moves to another session.
+      conflict_worker_id = case when d.worker_id = excluded.worker_id then d.conflict_worker_id end,
+      conflict_at = case when d.worker_id = excluded.worker_id then d.conflict_at end,
       -- Only the runs released above free their device. A run the old session claimed
       -- after that (its claim committed while this call waited for a job lock) keeps its
       -- device until it ends or its lease expires, so no device ever runs two.
       running_assignment_id = case when d.running_assignment_id = any(v_released)
                                    then null else d.running_assignment_id end
-    returning 1
-  ), gone as (
-    update jobsys.devices d set state = 'offline'
-    where d.worker_id = p_worker_id and d.state = 'online'
-      and d.serial not in (select serial from reported)
-    returning 1
+    where not jobsys.device_held(d, v_user, v_cutoff)
+    returning d.serial
   )
-  select (select count(*) from upserted) + (select count(*) from gone) into v_changed;
+  select array_agg(u.serial) into v_bound from upserted u;
+
+  -- Held against this account: refused, recorded for operators. A run released above on a
+  -- device a live session took meanwhile no longer holds it.
+  v_refused := array(select s from unnest(v_serials) s where s <> all(coalesce(v_bound, '{}')) order by s);
+  if cardinality(v_refused) > 0 then
+    update jobsys.devices d set conflict_worker_id = p_worker_id, conflict_at = now(),
+      running_assignment_id = case when d.running_assignment_id = any(v_released)
+                                   then null else d.running_assignment_id end
+    where d.serial = any(v_refused);
+  end if;
+
+  -- What this session no longer reports is offline (and no longer listed: see device_held).
+  update jobsys.devices d set state = case when d.state = 'disabled' then 'disabled' else 'offline' end,
+    reported_state = 'offline'
+  where d.worker_id = p_worker_id and d.serial <> all(v_serials)
+    and (d.state not in ('offline', 'disabled') or d.reported_state <> 'offline');
+
   perform jobsys.emit('jobsys:dashboard', 'device_status',
-    jsonb_build_object('worker_id', p_worker_id, 'devices', jsonb_array_length(p_devices)));
+    jsonb_build_object('worker_id', p_worker_id, 'devices', jsonb_array_length(p_devices),
+                       'refused', cardinality(v_refused)));
   perform jobsys.release_unhealthy_queues();
   perform jobsys.top_up();
-  return v_changed;
+  return coalesce((select jsonb_agg(jsonb_build_object(
+                            'serial', s, 'code', 'JS423',
+                            'reason', 'held by a live session of another worker account') order by s)
+                   from unnest(v_refused) s), '[]');
 end
 $$;
 comment on function jobsys.sync_devices(uuid, jsonb) is
-  'Brings the worker device list in line with what it reports. Runs an earlier session held on these devices go back to the queue, and only those free their device, so no device ever runs two.';
+  'Brings the worker device list in line with what it reports and returns the refused serials (JS423: held by a live session of another worker account; the device records the conflict and stays). Runs an earlier session held on the devices that move go back to the queue by the attempt rule of lease rescue (failed after max_attempts), and only those free their device, so no device ever runs two.';
 
 create or replace function jobsys.register_worker(p_name text, p_hostname text default '',
   p_devices jsonb default '[]')
@@ -736,6 +873,7 @@ create or replace function jobsys.register_worker(p_name text, p_hostname text d
 declare
   v_worker jobsys.workers;
   v_role text := jobsys.caller_role();
+  v_refused jsonb;
 begin
   if v_role not in ('service', 'worker') then
     perform jobsys.raise_error('JS403', 'worker role required');
@@ -746,21 +884,23 @@ begin
   insert into jobsys.workers (name, hostname, user_id)
   values (btrim(p_name), left(coalesce(p_hostname, ''), 255), auth.uid())
   returning * into v_worker;
-  perform jobsys.sync_devices(v_worker.id, coalesce(p_devices, '[]'));
+  v_refused := jobsys.sync_devices(v_worker.id, coalesce(p_devices, '[]'));
   return jsonb_build_object(
     'worker_id', v_worker.id,
     'topic', jobsys.worker_topic(v_worker.id),
     'devices', coalesce((select jsonb_agg(jsonb_build_object('id', d.id, 'serial', d.serial,
                                                              'state', d.state) order by d.serial)
-                         from jobsys.devices d where d.worker_id = v_worker.id), '[]'));
+                         from jobsys.devices d where d.worker_id = v_worker.id), '[]'),
+    'refused', v_refused);
 end
 $$;
 comment on function jobsys.register_worker(text, text, jsonb) is
-  'Workers: start a worker session (as the signed-in worker user) and register its devices.';
+  'Workers: start a worker session (as the signed-in worker user) and register its devices; "refused" lists the serials held by a live session of another worker account.';
 
 -- Heartbeat: the worker and its devices are alive; running leases are extended. Returns
 -- the runs in p_running that the worker must stop (cancelled, deleted or moved on): the
--- polling path for cancellation when push is down.
+-- polling path for cancellation when push is down; and, when it reports its devices, the
+-- serials refused to it (as register_worker).
 create or replace function jobsys.heartbeat(p_worker_id uuid, p_devices jsonb default null,
   p_running bigint[] default null)
   returns jsonb
@@ -769,6 +909,7 @@ create or replace function jobsys.heartbeat(p_worker_id uuid, p_devices jsonb de
   as $$
 declare
   v_stop bigint[];
+  v_refused jsonb := '[]';
 begin
   perform jobsys.require_worker(p_worker_id);
   update jobsys.workers set last_heartbeat_at = now(), status = 'online' where id = p_worker_id;
@@ -777,32 +918,36 @@ begin
       jsonb_build_object('worker_id', p_worker_id));
   end if;
 
-  update jobsys.job_assignments a set lease_expires_at = greatest(a.lease_expires_at,
-      now() + make_interval(secs => jobsys.setting('heartbeat_lease_sec')::double precision))
-  where a.id in (select a2.id from jobsys.job_assignments a2
-                 join jobsys.devices d on d.running_assignment_id = a2.id
-                 where d.worker_id = p_worker_id and a2.status = 'running'
-                 for no key update of a2 skip locked);
-
   if p_devices is not null then
-    perform jobsys.sync_devices(p_worker_id, p_devices);
+    v_refused := jobsys.sync_devices(p_worker_id, p_devices);
   else
     update jobsys.devices d set last_heartbeat_at = now()
     where d.id in (select id from jobsys.devices where worker_id = p_worker_id
                    for no key update skip locked);
   end if;
 
+  -- The leases of the runs this session holds, after the device report and not before: the
+  -- report may lock jobs and takes its device rows, and the lock order is jobs -> runs ->
+  -- devices. (Extending first, a heartbeat held run 2 and waited for device 1, which
+  -- cancel_job had taken with run 1 and held while it waited for run 2: a deadlock.)
+  update jobsys.job_assignments a set lease_expires_at = greatest(a.lease_expires_at,
+      now() + make_interval(secs => jobsys.setting('heartbeat_lease_sec')::double precision))
+  where a.id in (select a2.id from jobsys.job_assignments a2
+                 join jobsys.devices d on d.running_assignment_id = a2.id
+                 where d.worker_id = p_worker_id and a2.worker_id = p_worker_id and a2.status = 'running'
+                 for no key update of a2 skip locked);
+
   select array_agg(r.id order by r.id) into v_stop
   from unnest(coalesce(p_running, '{}')) as r(id)
   where not exists (select 1 from jobsys.job_assignments a
                     join jobsys.devices d on d.id = a.device_id
                     where a.id = r.id and a.status = 'running' and d.worker_id = p_worker_id);
-  return jsonb_build_object('stop', coalesce(to_jsonb(v_stop), '[]'),
+  return jsonb_build_object('stop', coalesce(to_jsonb(v_stop), '[]'), 'refused', v_refused,
                             'maintenance', jobsys.maintain());
 end
 $$;
 comment on function jobsys.heartbeat(uuid, jsonb, bigint[]) is
-  'Workers: the worker and its devices are alive, running leases are extended, and maintenance runs. Returns the runs the worker must stop: the polling path for cancellation when push is down.';
+  'Workers: the worker and its devices are alive, running leases are extended, and maintenance runs. Returns the runs the worker must stop (the polling path for cancellation when push is down) and, with a device report, the serials refused to it.';
 
 -- A worker stopping cleanly: its devices go offline and their queues move elsewhere.
 create or replace function jobsys.stop_worker(p_worker_id uuid) returns void
@@ -815,14 +960,132 @@ begin
   if not found then
     perform jobsys.raise_error('JS404', 'worker session not found', jsonb_build_object('worker_id', p_worker_id));
   end if;
-  update jobsys.devices set state = 'offline' where worker_id = p_worker_id and state = 'online';
+  perform 1 from jobsys.devices d where d.worker_id = p_worker_id order by d.id for no key update;
+  update jobsys.devices set state = case when state = 'disabled' then 'disabled' else 'offline' end,
+    reported_state = 'offline'
+  where worker_id = p_worker_id and (state not in ('offline', 'disabled') or reported_state <> 'offline');
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('worker_id', p_worker_id));
   perform jobsys.release_unhealthy_queues();
   perform jobsys.top_up();
 end
 $$;
 comment on function jobsys.stop_worker(uuid) is
-  'Workers: a clean stop. The devices go offline and their queues move elsewhere.';
+  'Workers: a clean stop. The devices go offline (no longer listed by the session) and their queues move elsewhere.';
+
+-- Operators: devices -------------------------------------------------------------------
+-- One device as operators see it (the shape of list_devices' entries). p_cutoff:
+-- jobsys.healthy_cutoff().
+create or replace function jobsys.device_json(d jobsys.devices, p_cutoff timestamptz) returns jsonb
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$
+  select jsonb_build_object(
+    'id', d.id, 'serial', d.serial, 'model', d.model, 'simulated', d.simulated,
+    'labels', d.labels, 'state', d.state, 'status', jobsys.device_status(d, p_cutoff),
+    'worker_id', d.worker_id,
+    'worker_name', (select w.name from jobsys.workers w where w.id = d.worker_id),
+    'current_job_id', (select a.job_id from jobsys.job_assignments a where a.id = d.running_assignment_id),
+    'last_heartbeat_at', d.last_heartbeat_at,
+    'conflict_worker_id', d.conflict_worker_id, 'conflict_at', d.conflict_at)
+$$;
+comment on function jobsys.device_json(jobsys.devices, timestamp with time zone) is
+  'One device as operators see it, the shape of the list_devices entries; p_cutoff is jobsys.healthy_cutoff().';
+
+-- Disable or enable a device. Disabled is an operator's decision: the device takes no new
+-- runs (its queue moves to other devices; a running run finishes) whatever its worker
+-- reports, until an operator enables it. Enabling returns it to what its worker last
+-- reported, or offline when no live session lists it. p_state: disabled | enabled.
+create or replace function jobsys.set_device_state(p_device_id uuid, p_state text) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_cutoff timestamptz := jobsys.healthy_cutoff();
+  v_device jobsys.devices;
+begin
+  perform jobsys.require_operator();
+  if p_state is null or p_state not in ('disabled', 'enabled') then
+    perform jobsys.raise_error('JS400', 'state must be disabled or enabled', '{"field": "state"}');
+  end if;
+  update jobsys.devices d set state = case
+      when p_state = 'disabled' then 'disabled'
+      when d.state <> 'disabled' then d.state
+      when exists (select 1 from jobsys.workers w where w.id = d.worker_id and w.status = 'online'
+                   and w.last_heartbeat_at > v_cutoff) then d.reported_state
+      else 'offline' end
+  where d.id = p_device_id
+  returning * into v_device;
+  if not found then
+    perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
+  end if;
+  perform jobsys.emit('jobsys:dashboard', 'device_status',
+    jsonb_build_object('device_id', p_device_id, 'state', v_device.state));
+  perform jobsys.release_unhealthy_queues();
+  perform jobsys.top_up();
+  return jobsys.device_json(v_device, v_cutoff);
+end
+$$;
+comment on function jobsys.set_device_state(uuid, text) is
+  'Operators: disable a device (it takes no new runs, its queue moves elsewhere, whatever its worker reports) or enable it again (back to what its worker last reported). Workers cannot disable or enable.';
+
+-- Unbind a device from its worker session, e.g. a phone moved to another PC while the old
+-- session still lists it. Its running run goes back to the queue by the rule of lease
+-- expiry (failed after the last attempt), the old worker is told to stop it (heartbeat
+-- "stop"), and the next registration by anyone takes the device. Lock order: the job of
+-- the device's run, the run, then the device. Under the job lock the run cannot end, so a
+-- run still running is still the device's. A run the old session claimed between the read
+-- and the job lock keeps its device; the next registration releases it, as it releases the
+-- runs of any device that arrives from another session.
+create or replace function jobsys.release_device(p_device_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_device jobsys.devices;
+  v_job jobsys.jobs;
+  v_run jobsys.job_assignments;
+begin
+  perform jobsys.require_operator();
+  select * into v_device from jobsys.devices where id = p_device_id;
+  if not found then
+    perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
+  end if;
+  select j.* into v_job from jobsys.jobs j
+  where j.id = (select a.job_id from jobsys.job_assignments a where a.id = v_device.running_assignment_id)
+  for no key update;
+  if found then
+    update jobsys.job_assignments a set
+      status = jobsys.requeue_status(v_job.status, a.attempt, v_job.max_attempts),
+      attempt = case when jobsys.requeue_status(v_job.status, a.attempt, v_job.max_attempts) in ('pending', 'paused')
+                     then a.attempt + 1 else a.attempt end,
+      finished_at = case when jobsys.requeue_status(v_job.status, a.attempt, v_job.max_attempts)
+                             in ('failed', 'cancelled') then now() end,
+      lease_expires_at = null, error = 'device released by an operator'
+    where a.id = v_device.running_assignment_id and a.job_id = v_job.id and a.status = 'running'
+    returning * into v_run;
+    if found then
+      perform jobsys.apply_counts(v_job.id, 0, -1, 0, (v_run.status = 'failed')::integer,
+                                  (v_run.status = 'cancelled')::integer);
+    end if;
+  end if;
+  update jobsys.devices d set worker_id = null,
+    state = case when d.state = 'disabled' then 'disabled' else 'offline' end,
+    reported_state = 'offline', conflict_worker_id = null, conflict_at = null,
+    running_assignment_id = case when d.running_assignment_id = v_run.id then null else d.running_assignment_id end
+  where d.id = p_device_id
+  returning * into v_device;
+  if not found then
+    perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
+  end if;
+  perform jobsys.emit('jobsys:dashboard', 'device_status',
+    jsonb_build_object('device_id', p_device_id, 'released', true));
+  perform jobsys.release_unhealthy_queues();  -- its queue moves to other devices
+  perform jobsys.top_up();
+  return jobsys.device_json(v_device, jobsys.healthy_cutoff());
+end
+$$;
+comment on function jobsys.release_device(uuid) is
+  'Operators: unbind a device from its worker session. Its running run goes back to the queue by the rule of lease expiry (failed after the last attempt) and the next registration by anyone takes the device.';
 
 -- The devices bound to this worker session, so it can claim by device id.
 create or replace function jobsys.worker_devices(p_worker_id uuid) returns jsonb

@@ -20,18 +20,20 @@
 -- Tables: 10_tables.sql; access: 50_access.sql.
 
 -- Helpers -------------------------------------------------------------------------------
+-- Runners have a role of their own: a device worker's account runs no batch (it would see
+-- templates and inputs, and could label outputs). Embedded, the runner is the service.
 create or replace function jobsys.require_runner() returns void
   language plpgsql stable
   set search_path = jobsys, pg_temp
   as $$
 begin
-  if jobsys.caller_role() not in ('service', 'worker') then
-    perform jobsys.raise_error('JS403', 'batch runner (worker or service role) required');
+  if jobsys.caller_role() not in ('service', 'runner') then
+    perform jobsys.raise_error('JS403', 'batch runner required (app_metadata.jobsys_role runner, or the service role)');
   end if;
 end
 $$;
 comment on function jobsys.require_runner() is
-  'Raises JS403 unless the caller is a batch runner (worker role or the service).';
+  'Raises JS403 unless the caller is a batch runner: the runner role (app_metadata.jobsys_role) or the service. Device workers are not runners.';
 
 create or replace function jobsys.background_job_json(j jobsys.background_jobs) returns jsonb
   language sql immutable
@@ -521,6 +523,9 @@ comment on function jobsys.claim_background_items(uuid, uuid, integer) is
 -- p_results: [{"idx", "status": completed|failed, "output"?, "error"?, "attempts"?,
 --              "tokens_in"?, "tokens_out"?, "latency_ms"?, "provider"?}]
 -- p_logs: [{"level": info|warning|error, "message", "metadata"?}] written with them.
+-- provider is the one the job asked for (gemini or offline as asked, either for auto); any
+-- other refuses the whole report (JS400). Left out, it is recorded as the job's own choice
+-- (unknown for auto), so an output is never labelled with a provider the job did not ask for.
 create or replace function jobsys.report_background_items(p_job_id uuid, p_lease_token uuid,
   p_results jsonb default '[]', p_logs jsonb default '[]')
   returns jsonb
@@ -532,6 +537,9 @@ declare
   v_completed integer;
   v_failed integer;
   v_applied integer[];
+  v_asked text;
+  v_named text;
+  v_wrong jsonb;
 begin
   perform jobsys.require_runner();
   if jsonb_typeof(coalesce(p_results, '[]')) <> 'array' or jsonb_typeof(coalesce(p_logs, '[]')) <> 'array' then
@@ -555,6 +563,23 @@ begin
       '{"field": "logs"}');
   end if;
   v_job := jobsys.held_background_job(p_job_id, p_lease_token);
+  -- Outputs are labelled with the provider that made them: only the one the job asked for.
+  v_asked := coalesce(v_job.payload ->> 'provider', 'auto');
+  v_named := nullif(v_asked, 'auto');
+  select r into v_wrong from jsonb_array_elements(coalesce(p_results, '[]')) r
+  where case coalesce(jsonb_typeof(r -> 'provider'), 'null')
+          when 'null' then false
+          when 'string' then r ->> 'provider' <> all(case when v_asked = 'auto' then array['gemini', 'offline']
+                                                          else array[v_asked] end)
+          else true end
+  limit 1;
+  if found then
+    perform jobsys.raise_error('JS400',
+      format('item %s: provider must be %s, the provider this job asked for (got %s)', v_wrong -> 'idx',
+             case when v_asked = 'auto' then 'gemini or offline' else v_asked end,
+             left(coalesce(v_wrong -> 'provider', 'null')::text, 60)),
+      jsonb_build_object('field', 'results', 'item', v_wrong -> 'idx', 'job_provider', v_asked));
+  end if;
 
   with r as (
     select * from jsonb_to_recordset(coalesce(p_results, '[]')) as x(
@@ -565,7 +590,7 @@ begin
       status = r.status, output = left(r.output, 1000000), error = left(r.error, 2000),
       attempts = i.attempts + greatest(coalesce(r.attempts, 1), 0),
       tokens_in = r.tokens_in, tokens_out = r.tokens_out, latency_ms = r.latency_ms,
-      provider = left(r.provider, 50), finished_at = now(), lease_token = null
+      provider = left(coalesce(r.provider, v_named), 50), finished_at = now(), lease_token = null
     from r
     where i.job_id = p_job_id and i.idx = r.idx and i.status = 'running' and i.lease_token = p_lease_token
     returning i.idx, i.status, i.error, i.attempts, i.provider
@@ -608,7 +633,7 @@ begin
 end
 $$;
 comment on function jobsys.report_background_items(uuid, uuid, jsonb, jsonb) is
-  'Runners: record item results with compare-and-set on the lease token, so a runner that lost the job changes nothing (JS410) and a repeated result comes back as stale.';
+  'Runners: record item results with compare-and-set on the lease token, so a runner that lost the job changes nothing (JS410) and a repeated result comes back as stale. A result names the provider the job asked for (either one for auto) or none (recorded as the job''s own choice); any other refuses the whole report (JS400).';
 
 -- Heartbeat of a runner: extends the leases it still holds and sends the trailing
 -- background_job_progress of each. Returns the tokens it no longer holds (cancelled, taken

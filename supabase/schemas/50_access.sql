@@ -3,7 +3,9 @@
 -- Tables are readable through RLS policies and writable only through the security
 -- definer functions, which check the caller's claims themselves (jobsys.caller_role).
 --   operator: reads everything; manages jobs through the functions.
---   worker:   reads its own worker sessions, their devices and those devices' assignments.
+--   worker:   reads its own worker sessions, their devices and those devices' assignments;
+--             nothing of the AI batches.
+--   runner:   reads the background jobs and their items (what it runs); nothing else.
 --   anon:     nothing.
 --   service:  everything (bypasses RLS; migrations and admin scripts only).
 
@@ -46,11 +48,12 @@ create policy assignments_read on jobsys.job_assignments for select to authentic
          or exists (select 1 from jobsys.devices d
                     where d.id = device_id and jobsys.is_own_worker(d.worker_id)));
 
--- Background jobs: operators read through RLS; every write goes through the functions.
-create policy background_jobs_operator_read on jobsys.background_jobs for select to authenticated
-  using (jobsys.caller_role() = 'operator');
-create policy background_job_items_operator_read on jobsys.background_job_items for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+-- Background jobs: operators and runners read through RLS (workers nothing); every write
+-- goes through the functions.
+create policy background_jobs_read on jobsys.background_jobs for select to authenticated
+  using (jobsys.caller_role() in ('operator', 'runner'));
+create policy background_job_items_read on jobsys.background_job_items for select to authenticated
+  using (jobsys.caller_role() in ('operator', 'runner'));
 create policy background_job_logs_operator_read on jobsys.background_job_logs for select to authenticated
   using (jobsys.caller_role() = 'operator');
 
@@ -67,8 +70,9 @@ grant execute on function
   -- device jobs: operators
   jobsys.create_job(text, integer, text, integer, text, text, integer),
   jobsys.pause_job(uuid), jobsys.resume_job(uuid), jobsys.cancel_job(uuid), jobsys.delete_job(uuid),
-  jobsys.update_job_title(uuid, text),
+  jobsys.update_job_title(uuid, text), jobsys.update_job(uuid, text, text),
   jobsys.list_jobs(text, text, integer, integer), jobsys.get_job(uuid), jobsys.list_devices(),
+  jobsys.set_device_state(uuid, text), jobsys.release_device(uuid),
   -- device jobs: workers
   jobsys.register_worker(text, text, jsonb), jobsys.heartbeat(uuid, jsonb, bigint[]),
   jobsys.stop_worker(uuid), jobsys.worker_devices(uuid),

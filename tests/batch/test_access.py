@@ -11,6 +11,7 @@ import pytest
 from tests.core.test_access import OPERATOR, WORKER_A, as_user
 from tests.support.postgres import Db
 
+RUNNER = {"sub": str(uuid.uuid4()), "role": "authenticated", "app_metadata": {"jobsys_role": "runner"}}
 CREATE = ("select jobsys.create_background_job('{\"template\": \"Summarise {text}\", \"model\": \"m\"}', "
           "'[{\"text\": \"a\"}]')")
 
@@ -31,10 +32,13 @@ def test_operators_manage_batches_runners_run_them_anon_does_nothing(db: Db) -> 
     assert info.value.sqlstate == "JS403"  # claiming is for runners
 
     assert as_user(db, "authenticated", WORKER_A, "select count(*) from jobsys.background_jobs") == [(0,)]
-    [(claimed,)] = as_user(db, "authenticated", WORKER_A, "select jobsys.claim_background_job('runner-1')")
+    with pytest.raises(psycopg.Error) as info:  # a device worker is no runner (issue 16, defect 3)
+        as_user(db, "authenticated", WORKER_A, "select jobsys.claim_background_job('runner-1')")
+    assert info.value.sqlstate == "JS403"
+    [(claimed,)] = as_user(db, "authenticated", RUNNER, "select jobsys.claim_background_job('runner-1')")
     assert claimed["id"] == job["id"]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        as_user(db, "authenticated", WORKER_A, "update jobsys.background_job_items set status = 'completed'")
+        as_user(db, "authenticated", RUNNER, "update jobsys.background_job_items set status = 'completed'")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):  # helpers are not callable from outside
         as_user(db, "authenticated", OPERATOR,
                 f"select jobsys.apply_background_counts('{job['id']}', 0, 5, 0, 0)")

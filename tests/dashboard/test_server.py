@@ -33,7 +33,7 @@ async def test_serve_runs_api_and_pages_until_cancelled(
 
         async def up() -> bool:
             try:
-                return (await client.get("/openapi.json")).status_code == 200
+                return (await client.get("/login")).status_code == 200
             except httpx.TransportError:
                 return False
 
@@ -44,7 +44,10 @@ async def test_serve_runs_api_and_pages_until_cancelled(
         assert (await client.get("/api/devices")).status_code == 401
         unknown = await client.get("/api/nothing", headers=auth)
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
-        assert (await client.get("/docs")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 401
+        assert (await client.get("/openapi.json", headers=auth)).status_code == 200
+        docs = await client.get("/docs")  # for a browser logged in to the dashboard
+        assert docs.status_code == 303 and docs.headers["location"] == "/login?to=%2Fdocs"
 
         page = await client.get("/")
         assert page.status_code == 303 and page.headers["location"].startswith("/login")

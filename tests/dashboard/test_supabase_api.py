@@ -205,7 +205,7 @@ async def test_serve_runs_the_supabase_mode_on_a_real_port(
 
         async def up() -> bool:
             try:
-                return (await asyncio.to_thread(fetch, f"{base}/openapi.json"))[0] == 200
+                return (await asyncio.to_thread(fetch, f"{base}/login"))[0] == 200
             except OSError:
                 return False
 
@@ -215,6 +215,11 @@ async def test_serve_runs_the_supabase_mode_on_a_real_port(
         assert status == 200 and json.loads(body)["summary"]["connected"] == 2
         status, _, body = await asyncio.to_thread(fetch, f"{base}/api/devices")
         assert status == 401 and json.loads(body)["error"]["code"] == "unauthorized"
+        status, _, body = await asyncio.to_thread(fetch, f"{base}/openapi.json")  # the docs too
+        assert status == 401 and json.loads(body)["error"]["code"] == "unauthorized"
+        operator = {"Authorization": f"Bearer {token}"}
+        status, _, body = await asyncio.to_thread(fetch, f"{base}/openapi.json", operator)
+        assert status == 200 and "/api/jobs" in json.loads(body)["paths"]
         status, final_url, page = await asyncio.to_thread(fetch, f"{base}/devices", {"Accept-Language": "en"})
         assert status == 200 and "/login" in final_url  # redirected to the login page
         assert "Email" in page and "API token" not in page

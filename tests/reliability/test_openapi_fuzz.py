@@ -147,7 +147,7 @@ def _schema_gaps(document: dict[str, Any]) -> dict[str, list[str]]:
     return gaps
 
 
-SERVED = API.app.openapi()  # what GET /openapi.json returns; building it needs no database
+SERVED = API.app.openapi()  # what GET /openapi.json returns (with the token); needs no database
 schema = schemathesis.openapi.from_dict(SERVED, config=CONFIG)
 schema.app = API  # as schemathesis.openapi.from_asgi does: requests go to the app in-process
 schema.location = "/openapi.json"
@@ -244,6 +244,16 @@ def test_api_conforms_to_its_openapi(case: Any, api_under_test: ApiUnderTest) ->
     _responses[(label, response.status_code)] += 1
 
 
+async def test_the_fuzzed_document_is_the_served_one_and_it_needs_the_token() -> None:
+    """/openapi.json takes the bearer token like the API (bench and tools send it)."""
+    transport = httpx.ASGITransport(create_api_app(None, TOKEN))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as api:
+        refused = await api.get("/openapi.json")
+        served = await api.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    assert served.status_code == 200 and served.json() == SERVED
+
+
 def test_openapi_has_no_known_gaps() -> None:
     """Gaps schemathesis found (job ids documented as any string, the 400 for an unparsable
     body undocumented), fixed in nicegui_app/api; kept closed."""
@@ -314,14 +324,14 @@ async def test_nul_in_a_batch_job_is_refused_cleanly(db_url: str, db: Db, body: 
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
-    ("PUT", "/api/jobs", "GET, POST"),
-    ("OPTIONS", "/api/jobs", "GET, POST"),
-    ("PUT", "/api/jobs/00000000-0000-0000-0000-000000000000", "DELETE, GET, PATCH"),
+    ("PUT", "/api/jobs", "GET, HEAD, POST"),
+    ("OPTIONS", "/api/jobs", "GET, HEAD, POST"),
+    ("PUT", "/api/jobs/00000000-0000-0000-0000-000000000000", "DELETE, GET, HEAD, PATCH"),
     ("GET", "/api/background-jobs/00000000-0000-0000-0000-000000000000/cancel", "POST"),
 ])
 async def test_405_lists_the_methods_the_path_allows(method: str, path: str, allow: str) -> None:
     """Found by schemathesis (ST204, ST205); fixed in nicegui_app/api/errors.py. No database:
-    the refusal comes before any call."""
+    the refusal comes before any call. HEAD is allowed wherever GET is (HeadAsGet)."""
     transport = httpx.ASGITransport(create_api_app(None, TOKEN))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test",
                                  headers={"Authorization": f"Bearer {TOKEN}"}) as api:
