@@ -45,6 +45,7 @@ def worker_options(args: argparse.Namespace, name: str, driver: str) -> WorkerOp
         heartbeat_interval_s=getattr(args, "heartbeat_interval", options.HEARTBEAT_INTERVAL_S),
         shutdown_grace_s=getattr(args, "grace", options.SHUTDOWN_GRACE_S),
         adb_host=getattr(args, "adb_host", "127.0.0.1"), adb_port=getattr(args, "adb_port", 5037),
+        browser_package=getattr(args, "browser_package", None),
     )
 
 
@@ -100,6 +101,9 @@ def add_parser(subparsers: Any) -> None:
     add_sim_options(worker, default_devices=20)
     worker.add_argument("--adb-host", default="127.0.0.1", help="adb server host (default 127.0.0.1)")
     worker.add_argument("--adb-port", type=int, default=5037, help="adb server port (default 5037)")
+    worker.add_argument("--browser-package", metavar="PACKAGE",
+                        help="browser that opens the URLs on every phone, e.g. com.android.chrome (default: each "
+                             "phone's default browser, else Chrome); it is force-stopped after each run")
     worker.add_argument("--no-push", action="store_true", help="do not LISTEN; poll only")
     worker.add_argument("--poll-interval", type=float, default=defaults.POLL_INTERVAL_S, metavar="S",
                         help=f"poll interval while push is down (default {defaults.POLL_INTERVAL_S:g})")

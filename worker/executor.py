@@ -19,7 +19,7 @@ from typing import Any
 from jobsys import errors
 from jobsys.models import ClaimedAssignment
 from jobsys.system import EvidenceUploader, JobSystem
-from worker.drivers.base import DeviceDriver, DeviceError, OpenUrlRequest, StopCheck, StopReason
+from worker.drivers.base import DeviceDriver, DeviceError, OpenUrlRequest, StopCheck, StopReason, safe_file_stem
 from worker.fleet import Fleet
 from worker.reporter import Outcome, Reporter
 
@@ -76,9 +76,15 @@ async def execute(
     log.info("run_started %s url=%s duration_sec=%s", fields, run.target_url, run.duration_sec)
     request = OpenUrlRequest(serial=run.serial, url=run.target_url, duration_sec=float(run.duration_sec),
                              evidence_dir=evidence_dir / str(run.job_id),
-                             evidence_name=f"{run.serial}-{run.assignment_id}-{run.attempt}")
+                             evidence_name=safe_file_stem(f"{run.serial}-{run.assignment_id}-{run.attempt}"))
     try:
         result = await driver.open_url(request, should_stop)
+    except asyncio.CancelledError:
+        # Shutdown gave up on a run stuck on a phone that does not answer: hand it back now
+        # rather than let its lease lapse.
+        log.info("run_released %s reason=shutdown-abandoned", fields)
+        reporter.submit(Outcome(run.assignment_id, run.attempt, "release", error="worker shut down"))
+        raise
     except DeviceError as exc:
         fleet.mark_error(run.serial, str(exc))
         log.warning("run_failed %s error=%r", fields, str(exc))

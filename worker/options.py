@@ -21,6 +21,7 @@ class WorkerOptions:
     sim_speed: float = 1.0  # >1 compresses simulated time (tests, benchmarks)
     adb_host: str = "127.0.0.1"
     adb_port: int = 5037
+    browser_package: str | None = None  # None: each phone's default browser, else Chrome
     push: bool = True
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     poll_interval_s: float = POLL_INTERVAL_S
@@ -31,4 +32,4 @@ class WorkerOptions:
         if self.driver == "sim":
             return {"count": self.sim_devices, "name_seed": self.name,
                     "failure_rate": self.sim_failure_rate, "speed": self.sim_speed}
-        return {"adb_host": self.adb_host, "adb_port": self.adb_port}
+        return {"adb_host": self.adb_host, "adb_port": self.adb_port, "browser_package": self.browser_package}

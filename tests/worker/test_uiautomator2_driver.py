@@ -1,16 +1,17 @@
-"""The uiautomator2 driver against a device double, and its adb side against a fake adb server.
+"""The uiautomator2 driver against the adb double (tests/worker/adb_double.py).
 
-The device double stands in for a uiautomator2.Device. The adb side runs the real
-adbutils client against a small loopback server that speaks the adb host protocol
-(4-hex-digit length + request; "OKAY" + 4-hex-digit length + payload).
+The real adbutils client and the real uiautomator2.connect talk to a local server that
+speaks the adb protocol (host services, `shell:` with adbutils' exit-code suffix, `sync:`
+push of u2.jar, the on-device server's HTTP over `tcp:9008`), with phones that can be
+asleep, locked, without a default browser, black-screened, held by Appium, hung or flaky.
+Device latencies go to a FakeClock the driver reads, so time is exact and no test sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import pathlib
-import socket
-import socketserver
 import threading
 from typing import Any, Iterator
 
@@ -20,68 +21,59 @@ import uiautomator2
 import uiautomator2.exceptions
 
 from tests.support.waiting import wait_until
+from tests.worker import adb_double
+from tests.worker.adb_double import (APPIUM_SERVER, CHROME, CHROME_FIRST_RUN, LAUNCHER, NO_PERMISSIONS,
+                                     SAMSUNG_BROWSER, U2_MAIN, YOUTUBE, AdbDouble, FakeClock, PhoneDouble)
 from worker.drivers import base, create_driver
 from worker.drivers import uiautomator2_driver as u2d
 
-FAST_STEP_S = 0.01  # the driver's step, shrunk so a test run takes milliseconds
+STEP_S = 1.0  # the driver's real step; time is the fake clock's, so a step costs nothing
+CALL_TIMEOUT_S = 1.0  # real seconds: how long a hung call is waited for in these tests
 WAIT_TIMEOUT_S = 10.0  # safety deadline only; conditions normally hold at once
 SERIAL = "R58M123ABC"
-JPEG_BYTES = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
+VIEW = "android.intent.action.VIEW"
 
 
-# --- a double of uiautomator2.Device ---------------------------------------------------
+# --- fixtures and helpers ----------------------------------------------------------------
 
 
-class FakeDevice:
-    def __init__(self, packages: list[str] | None = None, am_output: str = "Starting: Intent { act=VIEW }") -> None:
-        self.shell_calls: list[Any] = []
-        self.app_current_calls = 0
-        self.screenshots: list[str] = []
-        self.info_calls = 0
-        self._packages = packages or ["com.android.chrome"]
-        self._am_output = am_output
-        self.fail: dict[str, BaseException] = {}  # method name -> exception to raise
-
-    def _maybe_fail(self, method: str) -> None:
-        if method in self.fail:
-            raise self.fail[method]
-
-    def shell(self, cmdargs: Any, timeout: float = 60) -> uiautomator2.ShellResponse:
-        self._maybe_fail("shell")
-        self.shell_calls.append(cmdargs)
-        return uiautomator2.ShellResponse(self._am_output, 0)
-
-    def app_current(self) -> dict[str, Any]:
-        self._maybe_fail("app_current")
-        package = self._packages[min(self.app_current_calls, len(self._packages) - 1)]
-        self.app_current_calls += 1
-        return {"package": package, "activity": ".Main", "pid": 1234}
-
-    def screenshot(self, filename: str) -> None:
-        self._maybe_fail("screenshot")
-        pathlib.Path(filename).write_bytes(JPEG_BYTES)
-        self.screenshots.append(filename)
-
-    @property
-    def info(self) -> dict[str, Any]:
-        self._maybe_fail("info")
-        self.info_calls += 1
-        return {"currentPackageName": self._packages[0]}
+@pytest.fixture
+def adb() -> Iterator[AdbDouble]:
+    double = AdbDouble(FakeClock()).start()
+    try:
+        yield double
+    finally:
+        double.stop()  # releases every hung call
 
 
-class Connector:
-    """A connect() double that counts calls per serial."""
+_drivers: list[u2d.Uiautomator2Driver] = []
 
-    def __init__(self, device: FakeDevice, error: BaseException | None = None) -> None:
-        self.device = device
-        self.error = error
-        self.calls: list[str] = []
 
-    def __call__(self, serial: str) -> FakeDevice:
-        self.calls.append(serial)
-        if self.error is not None:
-            raise self.error
-        return self.device
+@pytest.fixture(autouse=True)
+async def _close_drivers() -> Any:
+    yield
+    while _drivers:
+        await _drivers.pop().close()  # ends their phone threads
+
+
+def make_driver(adb: AdbDouble, **options: Any) -> u2d.Uiautomator2Driver:
+    assert adb.clock is not None
+    settings: dict[str, Any] = {"adb_host": "127.0.0.1", "adb_port": adb.port, "step_s": STEP_S,
+                                "call_timeout_s": CALL_TIMEOUT_S, "connect_timeout_s": 2 * WAIT_TIMEOUT_S,
+                                "clock": adb.clock, "sleep": adb.clock.sleep}
+    settings.update(options)
+    driver = u2d.Uiautomator2Driver(**settings)
+    _drivers.append(driver)
+    return driver
+
+
+async def ready(adb: AdbDouble, *phones: PhoneDouble, **options: Any) -> u2d.Uiautomator2Driver:
+    """A driver that has discovered and probed these phones, as the fleet does before service."""
+    driver = make_driver(adb, **options)
+    await driver.discover()
+    for phone in phones:
+        assert await driver.probe(phone.serial) is True
+    return driver
 
 
 class StopAfter:
@@ -95,361 +87,517 @@ class StopAfter:
         return self._reason if self._call is not None and self.calls >= self._call else None
 
 
-def make_driver(connector: Connector, **options: Any) -> u2d.Uiautomator2Driver:
-    # These tests never list devices; a bare object makes any adb use fail loudly.
-    return u2d.Uiautomator2Driver(
-        adb_client=object(), connect=connector, step_s=FAST_STEP_S, **options
-    )
+def request_for(tmp_path: pathlib.Path, serial: str = SERIAL, url: str = "https://example.com/",
+                duration_sec: float = 5.0, name: str = "job-1-dev-1-a1") -> base.OpenUrlRequest:
+    return base.OpenUrlRequest(serial=serial, url=url, duration_sec=duration_sec,
+                               evidence_dir=tmp_path / "evidence" / "job-1", evidence_name=name)
 
 
-def request_for(tmp_path: pathlib.Path, url: str = "https://example.com/", duration_sec: float = 0.05) -> base.OpenUrlRequest:
-    return base.OpenUrlRequest(
-        serial=SERIAL,
-        url=url,
-        duration_sec=duration_sec,
-        evidence_dir=tmp_path / "evidence" / "job-1",
-        evidence_name="job-1-dev-1-a1",
-    )
+def intents(phone: PhoneDouble) -> list[list[str]]:
+    return phone.ran("am start")
 
 
-# --- open_url ---------------------------------------------------------------------------
+def keys(phone: PhoneDouble) -> list[str]:
+    return [argv[2] for argv in phone.ran("input keyevent")]
 
 
-@pytest.mark.asyncio
-async def test_open_url_sends_the_view_intent_as_separate_arguments(tmp_path: pathlib.Path) -> None:
-    device = FakeDevice()
-    url = "https://example.com/a?b=1&c=2;echo pwned $(id) 'q'"
-
-    await make_driver(Connector(device)).open_url(request_for(tmp_path, url=url), StopAfter())
-
-    assert device.shell_calls == [
-        ["am", "start", "-a", "android.intent.action.VIEW", "-d", url],
-    ]
+# --- the action ----------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_open_url_polls_the_foreground_each_step_and_saves_the_screenshot(tmp_path: pathlib.Path) -> None:
-    device = FakeDevice(packages=["com.android.chrome", "com.android.chrome", "com.other.app"])
+async def test_the_view_intent_names_the_browser_and_reuses_one_tab_with_the_url_quoted_end_to_end(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    url = "https://example.com/a?b=1&c=2;echo pwned $(id) 'q' \"d\" `e`"
+
+    for _ in range(2):
+        result = await driver.open_url(request_for(tmp_path, url=url), StopAfter())
+        assert result.stopped is None and result.foreground_package == CHROME
+
+    # The phone's shell received exactly these arguments: adbutils quoted each one.
+    assert intents(phone) == [["am", "start", "-a", VIEW, "-d", url, "-p", CHROME,
+                               "-e", "com.android.browser.application_id", "jobsys"]] * 2
+    assert phone.tabs == 1  # the second run reused the first run's tab
+
+
+async def test_a_run_keeps_the_page_in_front_and_saves_a_real_screenshot(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
     stop = StopAfter()
 
-    result = await make_driver(Connector(device)).open_url(request_for(tmp_path, duration_sec=0.05), stop)
+    result = await driver.open_url(request_for(tmp_path, duration_sec=5), stop)
 
-    assert stop.calls == 5  # once before each step, the first just before the intent
-    assert device.app_current_calls == 5  # 0.05 s in 0.01 s steps
-    assert result.foreground_package == "com.other.app"  # the last one seen
-    expected = tmp_path / "evidence" / "job-1" / "job-1-dev-1-a1.jpg"
-    assert device.screenshots == [str(expected)]
-    assert result.evidence_path == str(expected)
-    assert expected.read_bytes() == JPEG_BYTES
-    assert result.stopped is None and result.simulated is False
+    assert result.foreground_package == CHROME and result.packages_seen == (CHROME,)
+    assert result.elapsed_sec == pytest.approx(5.0)
+    assert len(phone.ran("dumpsys window")) >= 6  # once a second, the last at the deadline
+    assert stop.calls >= 6
+    path = pathlib.Path(result.evidence_path or "")
+    assert path == tmp_path / "evidence" / "job-1" / "job-1-dev-1-a1.png"
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert result.as_json()["packages_seen"] == [CHROME]
 
 
-@pytest.mark.asyncio
-async def test_stop_is_honoured_within_a_step(tmp_path: pathlib.Path) -> None:
-    device = FakeDevice()
+async def test_the_run_ends_on_a_wall_clock_deadline_and_elapsed_starts_after_the_intent(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    # Realistic latencies: reading the foreground costs a second of dumpsys, the intent two.
+    phone = adb.add(PhoneDouble(SERIAL, latency_s={"dumpsys window": 1.0, "am start": 2.0, "screencap": 1.0}))
+    driver = await ready(adb, phone)
+
+    result = await driver.open_url(request_for(tmp_path, duration_sec=10), StopAfter())
+
+    # Polls start each step_s on the clock, and the last one ends the run: 10 s of page
+    # plus at most one poll, not 10 x (1 s sleep + 1 s dumpsys) = 20 s. The intent's and
+    # the screenshot's own time are not part of elapsed_sec.
+    assert 10.0 <= result.elapsed_sec <= 11.0
+    assert len(phone.ran("dumpsys window")) <= 12
+
+
+async def test_stop_is_honoured_within_a_step_and_the_phone_is_cleaned_up(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
     stop = StopAfter(call=3)
 
-    result = await make_driver(Connector(device)).open_url(request_for(tmp_path, duration_sec=3600), stop)
+    result = await driver.open_url(request_for(tmp_path, duration_sec=3600), stop)
 
-    assert result.stopped == base.StopReason.CANCELLED
+    assert result.stopped == base.StopReason.CANCELLED and result.evidence_path is None
     assert stop.calls == 3
-    assert device.app_current_calls == 2  # two steps ran before the 3rd check
-    assert device.screenshots == [] and result.evidence_path is None
+    assert len(intents(phone)) == 1
+    assert keys(phone)[-1] == "KEYCODE_HOME" and phone.force_stopped == [CHROME]
+    assert phone.foreground[0] == LAUNCHER
 
 
-@pytest.mark.asyncio
-async def test_stop_before_start_never_opens_the_url(tmp_path: pathlib.Path) -> None:
-    device = FakeDevice()
-    connector = Connector(device)
+async def test_stop_before_start_never_opens_the_url(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
 
-    result = await make_driver(connector).open_url(request_for(tmp_path), StopAfter(call=1))
+    result = await driver.open_url(request_for(tmp_path), StopAfter(call=1))
 
-    assert result.stopped == base.StopReason.CANCELLED
-    assert device.shell_calls == [] and device.app_current_calls == 0
-
-
-@pytest.mark.parametrize(
-    ("method", "error", "message"),
-    [
-        ("shell", adbutils.AdbError("device offline"), "could not start the VIEW intent: AdbError: device offline"),
-        ("app_current", uiautomator2.exceptions.DeviceError("Couldn't get focused app"), "could not read the foreground app"),
-        ("screenshot", uiautomator2.exceptions.HTTPError("server gone"), "could not take the screenshot"),
-        ("screenshot", OSError("disk full"), "could not take the screenshot: OSError: disk full"),
-    ],
-)
-@pytest.mark.asyncio
-async def test_library_errors_become_device_errors(
-    tmp_path: pathlib.Path, method: str, error: BaseException, message: str
-) -> None:
-    device = FakeDevice()
-    device.fail[method] = error
-
-    with pytest.raises(base.DeviceError, match=message) as caught:
-        await make_driver(Connector(device)).open_url(request_for(tmp_path), StopAfter())
-
-    assert str(caught.value).startswith(SERIAL)
-    assert caught.value.__cause__ is error
+    assert result.stopped == base.StopReason.CANCELLED and result.elapsed_sec == 0
+    assert intents(phone) == [] and phone.force_stopped == []
 
 
-@pytest.mark.asyncio
-async def test_am_start_error_output_is_a_device_error(tmp_path: pathlib.Path) -> None:
-    device = FakeDevice(am_output="Starting: Intent { }\nError: Activity not started, unable to resolve Intent")
+async def test_cleanup_after_success_and_failure_leaves_home_and_the_screen_as_found(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    phone.awake = False  # the phone slept between runs
+
+    await driver.open_url(request_for(tmp_path, duration_sec=2), StopAfter())
+
+    assert keys(phone)[-3:] == ["KEYCODE_WAKEUP", "KEYCODE_HOME", "KEYCODE_SLEEP"]
+    assert phone.force_stopped == [CHROME] and phone.awake is False and phone.foreground[0] == LAUNCHER
+
+    phone.awake = True
+    phone.black_screen = True  # this run fails at the screenshot
+    with pytest.raises(base.DeviceError):
+        await driver.open_url(request_for(tmp_path, duration_sec=1), StopAfter())
+    assert phone.force_stopped == [CHROME, CHROME] and phone.awake is True and keys(phone)[-1] == "KEYCODE_HOME"
+
+
+async def test_a_configured_browser_is_opened_and_force_stopped(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, installed={CHROME, SAMSUNG_BROWSER, LAUNCHER}))
+    driver = await ready(adb, phone, browser_package=SAMSUNG_BROWSER)
+
+    result = await driver.open_url(request_for(tmp_path, duration_sec=1), StopAfter())
+
+    assert result.foreground_package == SAMSUNG_BROWSER
+    assert intents(phone)[0][6:8] == ["-p", SAMSUNG_BROWSER] and phone.force_stopped == [SAMSUNG_BROWSER]
+
+
+# --- no false successes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sdk", [29, 34])
+async def test_a_locked_phone_fails_the_run_with_the_operator_hint(
+        adb: AdbDouble, tmp_path: pathlib.Path, sdk: int) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, sdk=sdk))
+    driver = await ready(adb, phone)
+    phone.locked, phone.awake = True, False  # the screen timed out and the lock screen came up
+
+    with pytest.raises(base.DeviceError, match="screen locked") as caught:
+        await driver.open_url(request_for(tmp_path), StopAfter())
+
+    assert "svc power stayon usb" in str(caught.value) and "lock" in str(caught.value)
+    assert intents(phone) == []  # nothing opened behind the lock screen
+    assert phone.awake is False  # and the screen went back off
+
+
+async def test_a_lock_screen_that_comes_up_mid_run_fails_it(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, sdk=34))
+    driver = await ready(adb, phone)
+
+    def lock_at_third_check() -> base.StopReason | None:
+        stop.calls += 1
+        if stop.calls == 3:
+            phone.locked = True  # from Android 11 the keyguard is the NotificationShade window
+        return None
+
+    stop = StopAfter()
+    with pytest.raises(base.DeviceError, match="screen locked"):
+        await driver.open_url(request_for(tmp_path, duration_sec=10), lock_at_third_check)
+
+
+async def test_the_chooser_fails_the_run_and_names_it(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, sdk=34))
+    driver = await ready(adb, phone)
+    phone.focus_after_intent = [("com.android.intentresolver", ".ChooserActivity")]
+
+    with pytest.raises(base.DeviceError, match="com.android.intentresolver") as caught:
+        await driver.open_url(request_for(tmp_path), StopAfter())
+    assert "chooser" in str(caught.value)
+
+
+@pytest.mark.parametrize(("shown", "expected"), [
+    ((LAUNCHER, "x.Launcher"), LAUNCHER),  # the browser crashed or never came up
+    ((YOUTUBE, "x.UrlActivity"), YOUTUBE),  # an app took the page over
+    ((CHROME, CHROME_FIRST_RUN), "first-run"),  # Chrome's welcome screen instead of the page
+])
+async def test_an_unexpected_foreground_fails_the_run_and_names_it(
+        adb: AdbDouble, tmp_path: pathlib.Path, shown: tuple[str, str], expected: str) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone, foreground_wait_s=3)
+    phone.focus_after_intent = [shown] * 10
+
+    with pytest.raises(base.DeviceError, match=expected):
+        await driver.open_url(request_for(tmp_path), StopAfter())
+
+
+async def test_a_slow_browser_start_is_waited_for(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone, foreground_wait_s=5)
+    phone.focus_after_intent = [(LAUNCHER, "x.Launcher")] * 2  # Chrome takes two seconds to show
+
+    result = await driver.open_url(request_for(tmp_path, duration_sec=3), StopAfter())
+
+    assert result.packages_seen == (LAUNCHER, CHROME)
+    assert result.foreground_package == CHROME
+    assert result.elapsed_sec >= 3 + 2  # the duration counts from when the page was in front
+
+
+async def test_without_a_default_browser_chrome_is_used_and_the_chooser_never_shows(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, default_browser=None, app_links={"youtube.com": YOUTUBE}))
+    driver = await ready(adb, phone)
+
+    result = await driver.open_url(request_for(tmp_path, url="https://youtube.com/x", duration_sec=1), StopAfter())
+
+    assert result.foreground_package == CHROME  # -p: neither the chooser nor the App Link
+
+
+async def test_a_phone_without_any_browser_fails_its_probe(adb: AdbDouble) -> None:
+    adb.add(PhoneDouble(SERIAL, default_browser=None, installed={LAUNCHER}))
+    driver = make_driver(adb)
+    await driver.discover()
+
+    with pytest.raises(base.DeviceError, match="no browser"):
+        await driver.probe(SERIAL)
+
+
+@pytest.mark.parametrize("fault", ["black_screen", "broken_screencap"])
+async def test_a_black_or_missing_screenshot_fails_the_run(
+        adb: AdbDouble, tmp_path: pathlib.Path, fault: str) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    setattr(phone, fault, True)
+
+    with pytest.raises(base.DeviceError, match="screenshot"):
+        await driver.open_url(request_for(tmp_path, duration_sec=1), StopAfter())
+    assert not list((tmp_path / "evidence" / "job-1").glob("*.png"))
+
+
+async def test_am_start_error_output_fails_the_run(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, installed={CHROME, LAUNCHER}))
+    driver = await ready(adb, phone)
+    phone.installed.discard(CHROME)  # uninstalled after the probe
 
     with pytest.raises(base.DeviceError, match="unable to resolve Intent"):
-        await make_driver(Connector(device)).open_url(request_for(tmp_path), StopAfter())
-    assert device.app_current_calls == 0
+        await driver.open_url(request_for(tmp_path), StopAfter())
 
 
-@pytest.mark.asyncio
-async def test_connect_failure_is_a_device_error(tmp_path: pathlib.Path) -> None:
-    connector = Connector(FakeDevice(), error=uiautomator2.exceptions.ConnectError("no uiautomator"))
+# --- transient errors -------------------------------------------------------------------------
+
+
+async def test_one_transient_adb_error_is_tolerated(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    phone.transient["dumpsys power"] = 1  # before the intent: the screen check is asked again
+    phone.transient["dumpsys window"] = 1  # and the lock check
+    phone.transient_after_intent["dumpsys window"] = 1  # the answer is cut off once (adbutils: AdbError)
+
+    result = await driver.open_url(request_for(tmp_path, duration_sec=3), StopAfter())
+    assert result.stopped is None and result.evidence_path
+
+    phone.focus_gaps = 1  # a window transition: no focused window at that instant
+    result = await driver.open_url(request_for(tmp_path, duration_sec=3), StopAfter())
+    assert result.stopped is None and result.evidence_path
+
+
+async def test_two_foreground_errors_in_a_row_fail_the_run(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    phone.transient_after_intent["dumpsys window"] = 2
+
+    with pytest.raises(base.DeviceError, match="could not read the foreground app"):
+        await driver.open_url(request_for(tmp_path, duration_sec=3), StopAfter())
+
+
+# --- isolation -------------------------------------------------------------------------------
+
+
+def phone_threads(serial: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"phone-{serial}"]
+
+
+async def test_a_hung_phone_never_starves_a_healthy_one(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    hung = adb.add(PhoneDouble("HUNG1", usb="1-1"))
+    healthy = adb.add(PhoneDouble("GOOD1", usb="1-2"))
+    driver = await ready(adb, hung, healthy)
+    hung.hang.add("dumpsys window")  # dumpsys never returns on this phone from now on
+
+    # More runs on the hung phone, one after another as the worker gives them, than a
+    # shared thread pool has threads (cpu + 4, at most 32).
+    outcomes = [await asyncio.gather(driver.open_url(request_for(tmp_path, serial="HUNG1", duration_sec=60),
+                                                     StopAfter()), return_exceptions=True)
+                for _ in range(12)]
+    outcomes = [o for [o] in outcomes]
+    assert all(isinstance(o, base.DeviceError) for o in outcomes)
+    assert sum("timed out" in str(o) for o in outcomes) == 1  # the others fail fast
+    assert all("not answering" in str(o) for o in outcomes if "timed out" not in str(o))
+    assert adb.hung_now == 1 and len(phone_threads("HUNG1")) <= 1  # one abandoned thread, no more
+
+    result = await driver.open_url(request_for(tmp_path, serial="GOOD1", duration_sec=3), StopAfter())
+    assert result.stopped is None and result.foreground_package == CHROME
+    assert adb.hung_now == 1  # the hung call is still blocked: the healthy phone never waited on it
+
+
+async def test_a_hung_probe_does_not_block_other_phones_probes(adb: AdbDouble) -> None:
+    hung = adb.add(PhoneDouble("HUNG2", usb="1-1", hang={"md5sum"}))  # stuck in uiautomator2's connect
+    adb.add(PhoneDouble("GOOD2", usb="1-2"))
+    driver = make_driver(adb, connect_timeout_s=3600)  # the hung connect is never given up here
+    await driver.discover()
+
+    probing = asyncio.ensure_future(driver.probe("HUNG2"))
+    await wait_until(lambda: adb.hung_now == 1, what="the hung connect")
+    assert await driver.probe("GOOD2") is True
+    assert not probing.done()
+    probing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probing
+    assert hung.u2_launches == 0
+
+
+async def test_every_blocking_call_runs_on_its_own_phone_thread(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    before = {t.name for t in threading.enumerate()}
+
+    await driver.open_url(request_for(tmp_path, duration_sec=2), StopAfter())
+
+    assert len(phone_threads(SERIAL)) == 1
+    assert not any(name.startswith("asyncio_") for name in {t.name for t in threading.enumerate()} - before)
+    assert all(t.daemon for t in phone_threads(SERIAL))  # never joined at exit
+
+
+async def test_close_never_waits_on_a_hung_phone(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone, call_timeout_s=3600)
+    phone.hang.add("dumpsys window")
+    run = asyncio.ensure_future(driver.open_url(request_for(tmp_path, duration_sec=60), StopAfter()))
+    await wait_until(lambda: adb.hung_now == 1, what="a hung call")
+
+    await asyncio.wait_for(driver.close(), WAIT_TIMEOUT_S)  # safety deadline; returns at once
+
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+
+
+# --- connect: adb address, recovery, handles ---------------------------------------------------------
+
+
+class _GlobalAdbUsed(Exception):
+    pass
+
+
+class _NoGlobalAdb:
+    """Stands in for adbutils.adb (127.0.0.1:5037): any use is the bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise _GlobalAdbUsed(f"adbutils.adb.{name} used instead of --adb-host/--adb-port")
+
+
+async def test_connect_goes_through_the_configured_adb_server(
+        adb: AdbDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(adbutils, "adb", _NoGlobalAdb())
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = make_driver(adb, connect=uiautomator2.connect)
+    await driver.discover()
+
+    assert await driver.probe(SERIAL) is True
+    assert phone.u2_running and phone.files  # u2.jar pushed and the server started via the double
+
+
+async def test_a_phone_used_before_is_not_pushed_again(adb: AdbDouble) -> None:
+    phone = adb.add(adb_double.with_u2_jar(PhoneDouble(SERIAL)))
+    driver = make_driver(adb)
+    await driver.discover()
+
+    assert await driver.probe(SERIAL) is True
+    assert not any(r.startswith("sync") for r in adb.requests) and phone.u2_launches == 1
+
+
+@pytest.mark.parametrize(("holder", "freed_by"), [(APPIUM_SERVER, "am force-stop"), (U2_MAIN, "pkill")])
+async def test_a_held_uiautomation_service_is_freed_and_connect_retried_once(
+        adb: AdbDouble, holder: str, freed_by: str) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, uia_holder=holder))
+    driver = make_driver(adb)
+    await driver.discover()
+
+    assert await driver.probe(SERIAL) is True
+    assert phone.uia_holder is None and phone.ran(freed_by) and phone.u2_launches == 2
+
+
+async def test_a_holder_that_cannot_be_freed_fails_the_probe_with_the_reason(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, uia_holder=APPIUM_SERVER, holder_unkillable=True))
+    driver = make_driver(adb)
+    await driver.discover()
+
+    with pytest.raises(base.DeviceError, match="UiAutomation.*(Appium|already registered)"):
+        await driver.probe(SERIAL)
+    assert phone.u2_launches == 2  # retried once, no more
+
+
+async def test_a_connect_that_fails_is_a_device_error_and_is_retried_next_time(adb: AdbDouble) -> None:
+    calls: list[str] = []
+
+    def connect(device: adbutils.AdbDevice) -> Any:
+        calls.append(device.serial or "")
+        if len(calls) == 1:
+            raise uiautomator2.exceptions.ConnectError("no uiautomator")
+        return uiautomator2.connect(device)
+
+    adb.add(PhoneDouble(SERIAL))
+    driver = make_driver(adb, connect=connect)
+    await driver.discover()
 
     with pytest.raises(base.DeviceError, match="cannot connect uiautomator2: ConnectError"):
-        await make_driver(connector).open_url(request_for(tmp_path), StopAfter())
+        await driver.probe(SERIAL)
+    assert await driver.probe(SERIAL) is True
+    assert calls == [SERIAL, SERIAL]
 
 
-@pytest.mark.asyncio
-async def test_a_hung_call_times_out_as_a_device_error(tmp_path: pathlib.Path) -> None:
-    release = threading.Event()
-
-    class HangingDevice(FakeDevice):
-        def shell(self, cmdargs: Any, timeout: float = 60) -> uiautomator2.ShellResponse:
-            release.wait(WAIT_TIMEOUT_S)
-            return super().shell(cmdargs)
-
-    driver = make_driver(Connector(HangingDevice()), call_timeout_s=0.05)
-    try:
-        with pytest.raises(base.DeviceError, match="could not start the VIEW intent: timed out"):
-            await driver.open_url(request_for(tmp_path), StopAfter())
-    finally:
-        release.set()
-
-
-# --- connect caching and probe ----------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_connects_once_per_device_even_when_called_concurrently(tmp_path: pathlib.Path) -> None:
-    connector = Connector(FakeDevice())
-    driver = make_driver(connector)
+async def test_connects_once_per_phone_even_when_probed_concurrently(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = make_driver(adb)
+    await driver.discover()
 
     assert await asyncio.gather(*(driver.probe(SERIAL) for _ in range(5))) == [True] * 5
-    await driver.open_url(request_for(tmp_path), StopAfter())
+    await driver.open_url(request_for(tmp_path, duration_sec=1), StopAfter())
+    assert phone.u2_launches == 1
 
-    assert connector.calls == [SERIAL]
+
+async def test_the_handle_of_a_phone_that_went_away_is_closed(
+        adb: AdbDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    hooks: list[Any] = []  # uiautomator2 registers an exit hook per handle
+    register, unregister = atexit.register, atexit.unregister
+    monkeypatch.setattr(atexit, "register", lambda fn, *a, **k: (hooks.append(fn), register(fn, *a, **k))[1])
+    monkeypatch.setattr(atexit, "unregister", lambda fn: (hooks.remove(fn) if fn in hooks else None, unregister(fn)))
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    assert phone.u2_launches == 1 and hooks == []  # no exit hook holds the handle
+
+    adb.set_state(phone, "offline")
+    await driver.discover()
+    await wait_until(lambda: not phone_threads(SERIAL), what="the phone's thread to end")
+
+    adb.set_state(phone, "device")
+    await driver.discover()
+    assert await driver.probe(SERIAL) is True  # a fresh connect
+    await driver.close()
+    await wait_until(lambda: not phone_threads(SERIAL), what="the thread to end at close")
 
 
-@pytest.mark.asyncio
-async def test_probe_fails_on_error_and_reconnects_next_time() -> None:
-    device = FakeDevice()
-    connector = Connector(device)
-    driver = make_driver(connector)
-    device.fail["info"] = uiautomator2.exceptions.HTTPError("server down")
+async def test_the_probe_wakes_the_screen_checks_the_lock_and_restores_it(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, awake=False))
+    driver = make_driver(adb)
+    await driver.discover()
 
-    assert await driver.probe(SERIAL) is False
-
-    device.fail.clear()
     assert await driver.probe(SERIAL) is True
-    assert connector.calls == [SERIAL, SERIAL]
+    assert keys(phone) == ["KEYCODE_WAKEUP", "KEYCODE_SLEEP"] and phone.awake is False
+
+    phone.locked = True
+    with pytest.raises(base.DeviceError, match="screen locked"):
+        await driver.probe(SERIAL)
 
 
-@pytest.mark.asyncio
-async def test_discover_maps_an_unreachable_adb_server_to_device_error() -> None:
-    class DeadAdb:
-        def list(self, extended: bool = False) -> list[Any]:
-            raise adbutils.AdbError("connection refused")
-
-    driver = u2d.Uiautomator2Driver(adb_client=DeadAdb(), connect=Connector(FakeDevice()))
-    with pytest.raises(base.DeviceError, match="adb server not reachable"):
-        await driver.discover()
+# --- discovery ---------------------------------------------------------------------------------
 
 
-# --- a fake adb server speaking the host protocol ---------------------------------------
+async def test_discover_maps_adb_states(adb: AdbDouble) -> None:
+    adb.add(PhoneDouble("R58M1", model="Pixel_7"))
+    adb.add(PhoneDouble("R58M2", state="offline", usb="1-2"))
+    adb.add(PhoneDouble("R58M3", state="unauthorized", usb="1-3"))
+    adb.add(PhoneDouble("R58M4", state=NO_PERMISSIONS, usb="1-4"))
 
-
-class FakeAdbServer:
-    """Answers host:version, host:devices, host:devices-l and streams host:track-devices."""
-
-    VERSION = 41
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._devices: dict[str, tuple[str, str]] = {}  # serial -> (state, devices-l tags)
-        self._trackers: list[socket.socket] = []
-        self.requests: list[str] = []
-        self.tracker_closed = threading.Event()
-        fake = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                fake._handle(self.request)
-
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.drop_trackers()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def set_device(self, serial: str, state: str, tags: str = "") -> None:
-        with self._lock:
-            self._devices[serial] = (state, tags)
-        self._push()
-
-    def unplug(self, serial: str) -> None:
-        with self._lock:
-            self._devices.pop(serial, None)
-        self._push()
-
-    def drop_trackers(self) -> None:
-        """Close every track-devices stream, as a dying adb server would."""
-        with self._lock:
-            trackers, self._trackers = self._trackers, []
-        for conn in trackers:
-            conn.shutdown(socket.SHUT_RDWR)
-
-    def tracker_count(self) -> int:
-        with self._lock:
-            return len(self._trackers)
-
-    # protocol ----------------------------------------------------------------------------
-
-    def _listing(self, extended: bool) -> str:
-        with self._lock:
-            devices = dict(self._devices)
-        lines = []
-        for serial, (state, tags) in devices.items():
-            lines.append(f"{serial}\t{state} {tags}".rstrip() if extended else f"{serial}\t{state}")
-        return "".join(line + "\n" for line in lines)
-
-    @staticmethod
-    def _block(payload: str) -> bytes:
-        data = payload.encode()
-        return f"{len(data):04x}".encode() + data
-
-    def _handle(self, conn: socket.socket) -> None:
-        length = int(_recv_exact(conn, 4), 16)
-        request = _recv_exact(conn, length).decode()
-        self.requests.append(request)
-        if request == "host:version":
-            conn.sendall(b"OKAY" + self._block(f"{self.VERSION:04x}"))
-        elif request == "host:devices":
-            conn.sendall(b"OKAY" + self._block(self._listing(extended=False)))
-        elif request == "host:devices-l":
-            conn.sendall(b"OKAY" + self._block(self._listing(extended=True)))
-        elif request == "host:track-devices":
-            with self._lock:
-                conn.sendall(b"OKAY")
-                self._trackers.append(conn)
-            self._push_to(conn)
-            # Hold the stream open until the client or drop_trackers() closes it.
-            while conn.recv(1):
-                pass
-            with self._lock:
-                if conn in self._trackers:
-                    self._trackers.remove(conn)
-            self.tracker_closed.set()
-        else:
-            conn.sendall(b"FAIL" + self._block(f"unknown host service {request}"))
-
-    def _push(self) -> None:
-        with self._lock:
-            trackers = list(self._trackers)
-        for conn in trackers:
-            self._push_to(conn)
-
-    def _push_to(self, conn: socket.socket) -> None:
-        with self._lock:  # one whole block at a time per stream
-            try:
-                conn.sendall(self._block(self._listing_unlocked()))
-            except OSError:
-                pass
-
-    def _listing_unlocked(self) -> str:
-        return "".join(f"{serial}\t{state}\n" for serial, (state, _) in self._devices.items())
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("client closed")
-        data += chunk
-    return data
-
-
-@pytest.fixture
-def adb_server() -> Iterator[FakeAdbServer]:
-    server = FakeAdbServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def adb_driver(server: FakeAdbServer) -> u2d.Uiautomator2Driver:
-    client = adbutils.AdbClient("127.0.0.1", server.port)
-    return u2d.Uiautomator2Driver(adb_client=client, connect=Connector(FakeDevice()))
-
-
-def test_fake_server_speaks_the_host_protocol(adb_server: FakeAdbServer) -> None:
-    client = adbutils.AdbClient("127.0.0.1", adb_server.port)
-    adb_server.set_device("A1", "device")
-    adb_server.set_device("B2", "offline")
-
-    assert client.server_version() == FakeAdbServer.VERSION
-    assert [d.serial for d in client.device_list()] == ["A1"]  # adbutils keeps only "device"
-
-
-@pytest.mark.asyncio
-async def test_discover_maps_adb_states(adb_server: FakeAdbServer) -> None:
-    adb_server.set_device("R58M1", "device", "product:x model:Pixel_7 device:y transport_id:1")
-    adb_server.set_device("R58M2", "offline", "transport_id:2")
-    adb_server.set_device("R58M3", "unauthorized", "usb:1-1 transport_id:3")
-
-    devices = {d.serial: d for d in await adb_driver(adb_server).discover()}
+    devices = {d.serial: d for d in await make_driver(adb).discover()}
 
     assert {s: d.health for s, d in devices.items()} == {
         "R58M1": base.DeviceHealth.ONLINE,
         "R58M2": base.DeviceHealth.OFFLINE,
-        "R58M3": base.DeviceHealth.OFFLINE,
+        "R58M3": base.DeviceHealth.UNAUTHORIZED,
+        "R58M4": base.DeviceHealth.UNAUTHORIZED,
     }
-    assert devices["R58M1"].model == "Pixel_7"
-    assert devices["R58M1"].labels["transport_id"] == "1"
+    assert devices["R58M1"].model == "Pixel_7" and devices["R58M1"].labels["transport_id"] == "1"
     assert devices["R58M3"].labels["adb_state"] == "unauthorized"
+    assert devices["R58M4"].labels["adb_state"] == "no permissions"
     assert not any(d.simulated for d in devices.values())
-    assert "host:devices-l" in adb_server.requests
 
 
-@pytest.mark.asyncio
-async def test_discover_drops_the_handle_of_a_phone_that_went_away(adb_server: FakeAdbServer) -> None:
-    connector = Connector(FakeDevice())
-    driver = u2d.Uiautomator2Driver(
-        adb_client=adbutils.AdbClient("127.0.0.1", adb_server.port), connect=connector
-    )
-    adb_server.set_device("R58M1", "device")
-    assert await driver.probe("R58M1") is True
+async def test_duplicate_serials_are_told_apart_and_addressed_by_transport_id(
+        adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    first = adb.add(PhoneDouble("0123456789ABCDEF", usb="1-1"))
+    second = adb.add(PhoneDouble("0123456789ABCDEF", usb="1-2"))
+    driver = make_driver(adb)
 
-    adb_server.set_device("R58M1", "offline")
-    await driver.discover()
-    adb_server.set_device("R58M1", "device")
-    assert await driver.probe("R58M1") is True
+    devices = await driver.discover()
+    names = sorted(d.serial for d in devices)
+    assert len(set(names)) == 2 and names[0] == "0123456789ABCDEF"  # the first keeps its serial
+    assert all(d.health is base.DeviceHealth.ONLINE for d in devices)
+    for name in names:
+        assert await driver.probe(name) is True
+        await driver.open_url(request_for(tmp_path, serial=name, duration_sec=1, name=f"e-{name}"), StopAfter())
+    assert len(intents(first)) == 1 and len(intents(second)) == 1
+    assert first.u2_launches == 1 and second.u2_launches == 1
+    assert any(r.startswith("host:transport-id:") for r in adb.requests)
 
-    assert connector.calls == ["R58M1", "R58M1"]
+
+async def test_evidence_file_names_never_contain_a_colon(adb: AdbDouble, tmp_path: pathlib.Path) -> None:
+    phone = adb.add(PhoneDouble("192.168.1.50:5555"))  # a phone over adb-over-network
+    driver = await ready(adb, phone)
+
+    result = await driver.open_url(
+        request_for(tmp_path, serial="192.168.1.50:5555", duration_sec=1, name="job-192.168.1.50:5555-7-1"),
+        StopAfter())
+
+    assert pathlib.Path(result.evidence_path or "").name == "job-192.168.1.50_5555-7-1.png"
 
 
-@pytest.mark.asyncio
-async def test_track_devices_changes_trigger_on_change(adb_server: FakeAdbServer) -> None:
-    driver = adb_driver(adb_server)
-    adb_server.set_device("R58M1", "device")
+async def test_discover_maps_an_unreachable_adb_server_to_device_error() -> None:
+    driver = u2d.Uiautomator2Driver(adb_host="127.0.0.1", adb_port=_closed_port())
+    with pytest.raises(base.DeviceError, match="adb server not reachable"):
+        await driver.discover()
+
+
+def _closed_port() -> int:
+    from tests.support.processes import free_port
+
+    return free_port()
+
+
+async def test_track_devices_changes_trigger_on_change(adb: AdbDouble) -> None:
+    driver = make_driver(adb)
+    first = adb.add(PhoneDouble("R58M1"))
     snapshots: list[dict[str, base.DeviceHealth]] = []
 
     async def on_change() -> None:
@@ -459,34 +607,52 @@ async def test_track_devices_changes_trigger_on_change(adb_server: FakeAdbServer
     assert watcher is not None
     task = asyncio.ensure_future(watcher)
     try:
-        await wait_until(lambda: adb_server.tracker_count() == 1, what="the track-devices stream")
+        await wait_until(lambda: adb.tracker_count() == 1, what="the track-devices stream")
         await wait_until(lambda: len(snapshots) >= 1, what="the first listing")
 
-        adb_server.set_device("R58M2", "unauthorized")
-        await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.OFFLINE, what="a new phone")
-        adb_server.set_device("R58M2", "device")
+        second = adb.add(PhoneDouble("R58M2", state="unauthorized", usb="1-2"))
+        await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.UNAUTHORIZED, what="a new phone")
+        adb.set_state(second, "device")
         await wait_until(lambda: snapshots[-1].get("R58M2") == base.DeviceHealth.ONLINE, what="authorisation")
-        adb_server.unplug("R58M1")
+        adb.remove(first)
         await wait_until(lambda: "R58M1" not in snapshots[-1], what="an unplugged phone")
 
         # A broken stream means the device list is unknown: the worker is told to rediscover.
         count = len(snapshots)
-        adb_server.drop_trackers()
+        adb.drop_trackers()
         await wait_until(lambda: len(snapshots) > count, what="a rediscovery after adb dropped the stream")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    # Cancelling the watcher ends the tracking thread and closes its adb connection.
-    await wait_until(
-        lambda: not any(t.name == "adb-track-devices" for t in threading.enumerate()),
-        what="the tracking thread to end",
-    )
-    await wait_until(lambda: adb_server.tracker_count() == 0, what="the stream to close")
+    await wait_until(lambda: not any(t.name == "adb-track-devices" for t in threading.enumerate()),
+                     what="the tracking thread to end")
+    await wait_until(lambda: adb.tracker_count() == 0, what="the stream to close")
 
 
 def test_create_driver_builds_the_uiautomator2_driver() -> None:
-    driver = create_driver("uiautomator2", adb_client=object(), connect=Connector(FakeDevice()))
+    driver = create_driver("uiautomator2", adb_port=5037, browser_package=CHROME)
     assert isinstance(driver, u2d.Uiautomator2Driver)
     assert driver.simulated is False and driver.name == "uiautomator2"
+
+
+async def test_a_server_that_quits_at_launch_is_retried_once_then_reported(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, launch_dies=True))  # uiautomator2: LaunchUiAutomationError
+    driver = make_driver(adb)
+    await driver.discover()
+
+    with pytest.raises(base.DeviceError, match="LaunchUiAutomationError"):
+        await driver.probe(SERIAL)
+    assert phone.u2_launches == 2 and phone.ran("pkill")
+
+
+def test_the_worker_flags_reach_the_driver(tmp_path: pathlib.Path) -> None:
+    from jobsys_cli import main, worker_cmd
+
+    args = main.build_parser().parse_args(
+        ["worker", "--adb-host", "10.0.0.5", "--adb-port", "5038", "--browser-package", SAMSUNG_BROWSER,
+         "--evidence-dir", str(tmp_path)])
+    options = worker_cmd.worker_options(args, name="pc1", driver="uiautomator2")
+
+    assert options.driver_options() == {"adb_host": "10.0.0.5", "adb_port": 5038, "browser_package": SAMSUNG_BROWSER}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import pathlib
+import re
 from typing import Awaitable, Callable, Protocol
 
 
@@ -17,7 +18,8 @@ class DeviceHealth(str, enum.Enum):
     """Health as the worker reports it to the server (devices.state)."""
 
     ONLINE = "online"  # connected and probe passed: may run work
-    OFFLINE = "offline"  # gone, or adb says offline/unauthorized
+    OFFLINE = "offline"  # gone, or adb says offline
+    UNAUTHORIZED = "unauthorized"  # adb sees it but may not use it: USB debugging not allowed, no permissions
     ERROR = "error"  # connected but the last probe or run failed
 
 
@@ -58,15 +60,25 @@ class RunResult:
     evidence_path: str | None
     stopped: StopReason | None = None
     simulated: bool = False
+    packages_seen: tuple[str, ...] = ()  # every app seen in front during the run, in order
 
     def as_json(self) -> dict[str, object]:
         return {
             "foreground_package": self.foreground_package,
+            "packages_seen": list(self.packages_seen),
             "elapsed_sec": round(self.elapsed_sec, 3),
             "evidence_path": self.evidence_path,
             "stopped": self.stopped.value if self.stopped else None,
             "simulated": self.simulated,
         }
+
+
+UNSAFE_FILE_CHARS = re.compile(r'[:<>"/\\|?*\s]')  # not allowed in Windows file names
+
+
+def safe_file_stem(stem: str) -> str:
+    """A file name valid everywhere: network serials (host:port) carry a colon."""
+    return UNSAFE_FILE_CHARS.sub("_", stem)
 
 
 class DeviceError(Exception):
@@ -84,7 +96,9 @@ class DeviceDriver(Protocol):
         """Optional: a coroutine that calls on_change when devices come or go (None = poll)."""
 
     async def probe(self, serial: str) -> bool:
-        """Cheap health check before a device is reported idle."""
+        """Health check before a device serves (and again while it is in error): True when
+        healthy; False, or DeviceError with the reason, when not. The fleet runs probes in
+        their own tasks, never inside a heartbeat."""
 
     async def open_url(self, request: OpenUrlRequest, should_stop: StopCheck) -> RunResult:
         """VIEW intent, keep foreground for duration_sec checking should_stop each second,
