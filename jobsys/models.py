@@ -21,6 +21,10 @@ URL_MAX_CHARS = 2048
 TITLE_MAX_CHARS = 200
 DURATION_MAX_SEC = 86_400
 DEVICE_COUNT_MAX = 100_000
+ALL_DEVICES_VALUE_MAX = 100  # a target_value sent with all_devices (the original plan: 100) is ignored
+TIMEOUT_MAX_SEC = 604_800
+START_AT_MAX_AHEAD = dt.timedelta(days=365)  # a job's start_at is at most this far ahead (SQL: create_job)
+TOPUP_GRACE_MAX_SEC = 86_400
 
 URL_LABEL_MAX_CHARS = 63  # one label of the host, in its IDNA (punycode) form
 URL_HOST_MAX_CHARS = 253
@@ -49,10 +53,20 @@ class TargetType(str, enum.Enum):
 
 
 class JobStatus(str, enum.Enum):
+    SCHEDULED = "scheduled"  # waiting for its start_at; no runs yet
     ACTIVE = "active"
     PAUSED = "paused"
     COMPLETED = "completed"
+    INCOMPLETE = "incomplete"  # ended short of its target: see Job.end_reason
     CANCELLED = "cancelled"
+
+
+class EndReason(str, enum.Enum):
+    """Why an incomplete job ended (docs/state_machine.md)."""
+
+    NO_ELIGIBLE_DEVICES = "no_eligible_devices"  # its runs all ended and no new device came within the grace
+    TIMED_OUT = "timed_out"  # its time limit (timeout_sec) passed
+    MAX_ATTEMPTS = "max_attempts"  # failed runs (each after its attempts) are the shortfall
 
 
 class AssignmentStatus(str, enum.Enum):
@@ -169,6 +183,25 @@ class JobCreate(pydantic.BaseModel):
     target_value: StrictInt | None = None
     title: str | None = Field(default=None, max_length=TITLE_MAX_CHARS + 100)
     action: Literal["open_url"] = "open_url"
+    timeout_sec: StrictInt | None = Field(
+        default=None, ge=1, le=TIMEOUT_MAX_SEC,
+        description="time limit from creation: then queued runs are cancelled, running ones stopped, "
+                    "and the job ends completed or incomplete/timed_out")
+    topup_grace_sec: StrictInt | None = Field(
+        default=None, ge=0, le=TOPUP_GRACE_MAX_SEC,
+        description="how long a job whose runs all ended short waits for new devices before it ends "
+                    "incomplete (default: the topup_grace_sec setting, 120)")
+    start_at: pydantic.AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339 time with a timezone, at most 365 days ahead: the job is scheduled (no runs) "
+                    "until then; now or in the past starts it at once. timeout_sec counts from it")
+
+    @pydantic.field_validator("start_at")
+    @classmethod
+    def _start_at(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value > dt.datetime.now(dt.timezone.utc) + START_AT_MAX_AHEAD:
+            raise ValueError("start_at must be at most 365 days ahead")
+        return value
 
     @pydantic.field_validator("target_url")
     @classmethod
@@ -185,8 +218,9 @@ class JobCreate(pydantic.BaseModel):
     @pydantic.model_validator(mode="after")
     def _target(self) -> JobCreate:
         kind, value = self.target_type, self.target_value
-        if kind is TargetType.ALL_DEVICES and value is not None:
-            raise ValueError("target_value must be empty when the target is all devices")
+        if kind is TargetType.ALL_DEVICES and value is not None and not 1 <= value <= ALL_DEVICES_VALUE_MAX:
+            raise ValueError(f"target_value must be empty or between 1 and {ALL_DEVICES_VALUE_MAX} "
+                             "when the target is all devices (it is ignored)")
         if kind is TargetType.PERCENTAGE and (value is None or not 1 <= value <= 100):
             raise ValueError("percentage must be between 1 and 100")
         if kind is TargetType.DEVICE_COUNT and (value is None or not 1 <= value <= DEVICE_COUNT_MAX):
@@ -240,6 +274,14 @@ class Job(pydantic.BaseModel):
     updated_at: dt.datetime
     paused_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None  # when it became completed, incomplete or cancelled
+    end_reason: EndReason | None = None  # set when status is incomplete
+    timeout_sec: int | None = None
+    topup_grace_sec: int | None = None
+    start_at: dt.datetime | None = None  # when a scheduled job starts (or started)
+    # Short by N: an active job whose runs all ended waits for new devices (since waiting_since).
+    waiting_for_devices: int | None = None
+    waiting_since: dt.datetime | None = None
 
     @property
     def progress_percent(self) -> int:
@@ -253,6 +295,7 @@ class Assignment(pydantic.BaseModel):
     device_id: uuid.UUID
     serial: str
     worker_id: uuid.UUID | None
+    worker_name: str | None = None
     status: AssignmentStatus
     attempt: int
     lease_expires_at: dt.datetime | None
@@ -272,12 +315,34 @@ class CreatedJob(pydantic.BaseModel):
     assigned: int
 
 
+class RetriedJob(pydantic.BaseModel):
+    job: Job
+    retried: int  # failed runs put back in the queue
+
+
+class JobRunRow(pydantic.BaseModel):
+    """One device run of a job, as the export writes it."""
+
+    assignment_id: int
+    device_serial: str
+    worker_name: str | None
+    status: AssignmentStatus
+    attempt: int
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    evidence: str | None  # the screenshot's path (or Storage object / URL) from the run's result
+
+
 class JobSummary(pydantic.BaseModel):
     total: int
+    scheduled: int = 0
     active: int
     paused: int
     completed: int
+    incomplete: int = 0
     cancelled: int
+    waiting_for_devices: int = 0  # active jobs waiting for new devices
 
 
 class JobList(pydantic.BaseModel):

@@ -24,14 +24,16 @@ def _fn(name: str, returns_set: bool = False, **params: str) -> SqlFunction:
     return SqlFunction(name, params, returns_set)
 
 
-# The SQL function also takes p_max_attempts (default: the max_attempts setting); the library
-# never passes it, so it is not listed.
+# p_max_attempts: null = the max_attempts setting (the library passes null; clone_job copies it).
 CREATE_JOB = _fn("create_job", p_target_url="text", p_duration_sec="integer", p_target_type="text",
-                 p_target_value="integer", p_title="text", p_action="text")
+                 p_target_value="integer", p_title="text", p_action="text", p_max_attempts="integer",
+                 p_timeout_sec="integer", p_topup_grace_sec="integer", p_start_at="timestamp with time zone")
 PAUSE_JOB = _fn("pause_job", p_job_id="uuid")
 RESUME_JOB = _fn("resume_job", p_job_id="uuid")
 CANCEL_JOB = _fn("cancel_job", p_job_id="uuid")
 DELETE_JOB = _fn("delete_job", p_job_id="uuid")
+RETRY_JOB = _fn("retry_job", p_job_id="uuid")  # re-queue failed runs; re-open an incomplete job
+CLONE_JOB = _fn("clone_job", p_job_id="uuid")  # a new job with the same settings
 UPDATE_JOB_TITLE = _fn("update_job_title", p_job_id="uuid", p_title="text")
 UPDATE_JOB = _fn("update_job", p_job_id="uuid", p_status="text", p_title="text")  # PATCH: status + title
 LIST_JOBS = _fn("list_jobs", p_status="text", p_q="text", p_limit="integer", p_offset="integer")
@@ -60,7 +62,7 @@ MARK_STALE = _fn("mark_stale")
 MAINTAIN = _fn("maintain", p_force="boolean")
 
 DEVICE_JOBS: tuple[SqlFunction, ...] = (
-    CREATE_JOB, PAUSE_JOB, RESUME_JOB, CANCEL_JOB, DELETE_JOB, UPDATE_JOB_TITLE, UPDATE_JOB, LIST_JOBS, GET_JOB,
+    CREATE_JOB, PAUSE_JOB, RESUME_JOB, CANCEL_JOB, DELETE_JOB, RETRY_JOB, CLONE_JOB, UPDATE_JOB_TITLE, UPDATE_JOB, LIST_JOBS, GET_JOB,
     LIST_DEVICES, SET_DEVICE_STATE, RELEASE_DEVICE, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES,
     CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,

@@ -7,14 +7,17 @@ The worker and the dashboard reach transports only through here: the push types
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
 from typing import Any, Iterable, Literal, Sequence
 
-from jobsys import errors, rpc, validation
+from jobsys import csv_safe, errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
     ClaimedAssignment, CreatedJob, Device, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job,
-    JobCreate, JobDetail, JobList, JobStatus, JobUpdate, RegisteredDevice, RunReport, RunState, WorkerSession,
+    JobCreate, JobDetail, JobList, JobRunRow, JobStatus, JobUpdate, RegisteredDevice, RetriedJob, RunReport,
+    RunState, WorkerSession,
 )
 from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler, Subscription, Transport
 
@@ -22,6 +25,36 @@ __all__ = ["EventHandler", "EvidenceUploader", "JobId", "JobSystem", "MAX_REPORT
 
 JobId = uuid.UUID | str
 MAX_REPORTS = 1000  # per finish_assignments call; the SQL function enforces the same bound
+
+
+UTF8_BOM = "\ufeff"
+JOB_RUN_COLUMNS = ("device_serial", "worker_name", "status", "attempt", "started_at", "finished_at", "error",
+                   "evidence")
+
+
+def job_runs_csv(rows: Iterable[JobRunRow]) -> str:
+    """The rows of JobSystem.export_job_runs as CSV: a UTF-8 byte-order mark (spreadsheets
+    otherwise garble Korean text), a header, and every cell through jobsys.csv_safe (a cell a
+    spreadsheet would run as a formula gets a leading `'`)."""
+    out = io.StringIO()
+    out.write(UTF8_BOM)
+    write = csv_safe.writer(out)
+    write.writerow(JOB_RUN_COLUMNS)
+    for row in rows:
+        data = row.model_dump(mode="json")
+        write.writerow(["" if data[c] is None else data[c] for c in JOB_RUN_COLUMNS])
+    return out.getvalue()
+
+
+def job_runs_jsonl(rows: Iterable[JobRunRow]) -> str:
+    """The same rows as JSON Lines, values as stored (programs read them)."""
+    return "".join(json.dumps({c: row.model_dump(mode="json")[c] for c in JOB_RUN_COLUMNS},
+                              ensure_ascii=False) + "\n" for row in rows)
+
+
+def _evidence(result: dict[str, Any] | None) -> str | None:
+    value = (result or {}).get("evidence_path")
+    return value if isinstance(value, str) and value else None
 
 
 class JobSystem:
@@ -46,7 +79,8 @@ class JobSystem:
 
     # Operators: jobs -------------------------------------------------------------------
     async def create_job(self, spec: JobCreate | None = None, /, **fields: Any) -> CreatedJob:
-        """Store a device job and distribute it now. `spec` or the same fields as keywords."""
+        """Store a device job and distribute it now (or, with a future `start_at`, schedule it:
+        maintain() starts it then). `spec` or the same fields as keywords."""
         spec = spec if spec is not None else validation.validated(JobCreate, fields)
         raw = await self.transport.call(rpc.CREATE_JOB, {
             "p_target_url": spec.target_url,
@@ -55,6 +89,10 @@ class JobSystem:
             "p_target_value": spec.target_value,
             "p_title": spec.effective_title,
             "p_action": spec.action,
+            "p_max_attempts": None,
+            "p_timeout_sec": spec.timeout_sec,
+            "p_topup_grace_sec": spec.topup_grace_sec,
+            "p_start_at": spec.start_at.isoformat() if spec.start_at is not None else None,
         })
         return CreatedJob.model_validate(raw)
 
@@ -72,6 +110,26 @@ class JobSystem:
 
     async def delete_job(self, job_id: JobId) -> None:
         await self.transport.call(rpc.DELETE_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")})
+
+    async def retry_job(self, job_id: JobId) -> RetriedJob:
+        """Put the job's failed runs back in the queue (a new attempt series, from 1) and
+        re-open an incomplete job as active. IllegalTransition when nothing failed."""
+        return RetriedJob.model_validate(await self.transport.call(
+            rpc.RETRY_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
+
+    async def clone_job(self, job_id: JobId) -> CreatedJob:
+        """A new job with the settings of `job_id`, distributed now."""
+        return CreatedJob.model_validate(await self.transport.call(
+            rpc.CLONE_JOB, {"p_job_id": validation.as_uuid(job_id, "job_id")}))
+
+    async def export_job_runs(self, job_id: JobId) -> list[JobRunRow]:
+        """One row per device run of the job (serial, worker, status, attempt, times, error,
+        evidence), in serial order: what the REST export and the CLI write as CSV or JSONL."""
+        detail = await self.get_job(job_id)
+        return [JobRunRow(
+            assignment_id=a.id, device_serial=a.serial, worker_name=a.worker_name, status=a.status,
+            attempt=a.attempt, started_at=a.started_at, finished_at=a.finished_at, error=a.error,
+            evidence=_evidence(a.result)) for a in detail.assignments]
 
     async def rename_job(self, job_id: JobId, title: str) -> Job:
         update = validation.validated(JobUpdate, {"title": title})

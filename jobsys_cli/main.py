@@ -1,4 +1,4 @@
-"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch."""
+"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch, jobs, devices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ import logging
 import os
 import sys
 
-from jobsys_cli import batch_cmd, batch_runner_cmd, dashboard, migrate, process, up, worker_cmd
+from jobsys_cli import (
+    batch_cmd,
+    batch_runner_cmd,
+    dashboard,
+    devices_cmd,
+    jobs_cmd,
+    migrate,
+    process,
+    up,
+    worker_cmd,
+)
 
 # Every file and directory the command creates is its owner's only: the embedded Postgres,
 # the API token's hash, NiceGUI's sessions, evidence screenshots, exports.
@@ -25,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmd.add_parser(sub)
     batch_runner_cmd.add_parser(sub)
     batch_cmd.add_parser(sub)
+    jobs_cmd.add_parser(sub)
+    devices_cmd.add_parser(sub)
     return parser
 
 

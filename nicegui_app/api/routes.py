@@ -8,6 +8,7 @@ Supabase mode, where the request's calls then run as that operator (RLS applies 
 
 from __future__ import annotations
 
+import enum
 import uuid
 from typing import Annotated
 
@@ -26,8 +27,9 @@ from jobsys.models import (
     JobList,
     JobStatus,
     JobUpdate,
+    RetriedJob,
 )
-from jobsys.system import JobSystem
+from jobsys.system import JobSystem, job_runs_csv, job_runs_jsonl
 from nicegui_app import auth
 from nicegui_app.api.errors import ERROR_RESPONSES, ApiError
 from nicegui_app.supabase_auth import SupabaseAuth
@@ -158,3 +160,60 @@ async def delete_job(job_id: JobId, jobs: Jobs) -> Response:
 async def list_devices(jobs: Jobs) -> DeviceList:
     """Every device with its worker, status and current job, plus summary counts."""
     return await jobs.list_devices()
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=RetriedJob,
+    tags=["device jobs"],
+    responses={400: ERROR_RESPONSES[400], 404: ERROR_RESPONSES[404], 409: ERROR_RESPONSES[409]},
+)
+async def retry_job(job_id: JobId, jobs: Jobs) -> RetriedJob:
+    """Put the job's failed runs back in the queue (each starts a new attempt series) and
+    re-open an `incomplete` job as `active`; `retried` is how many. 409 when nothing failed
+    (or the job is completed or cancelled)."""
+    return await jobs.retry_job(job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/clone",
+    status_code=201,
+    response_model=CreatedJob,
+    tags=["device jobs"],
+    responses={400: ERROR_RESPONSES[400], 404: ERROR_RESPONSES[404], 409: ERROR_RESPONSES[409]},
+)
+async def clone_job(job_id: JobId, jobs: Jobs, response: Response) -> CreatedJob:
+    """A new job with the same settings (URL, duration, target, title, attempts, time limit,
+    grace), distributed now; 409 when no healthy device is connected."""
+    created = await jobs.clone_job(job_id)
+    response.headers["Location"] = f"/api/jobs/{created.job.id}"
+    return created
+
+
+class RunExportFormat(str, enum.Enum):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+@router.get(
+    "/jobs/{job_id}/export",
+    response_class=Response,
+    tags=["device jobs"],
+    responses={
+        400: ERROR_RESPONSES[400],
+        404: ERROR_RESPONSES[404],
+        200: {"description": "One row per device run, as a file download",
+              "content": {"text/csv": {}, "application/x-ndjson": {}}},
+    },
+)
+async def export_job(job_id: JobId, jobs: Jobs, format: RunExportFormat = RunExportFormat.CSV) -> Response:
+    """One row per device run: device serial, worker, status, attempt, started, finished, error
+    and evidence path. CSV is UTF-8 with a byte-order mark, a cell starting with `=`, `+`, `-`,
+    `@`, a tab or a carriage return gets a leading `'`; JSON Lines keeps values as stored."""
+    rows = await jobs.export_job_runs(job_id)
+    if format is RunExportFormat.CSV:
+        body, media = job_runs_csv(rows), "text/csv; charset=utf-8"
+    else:
+        body, media = job_runs_jsonl(rows), "application/x-ndjson"
+    return Response(body.encode("utf-8"), media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="job-{job_id}.{format.value}"'})

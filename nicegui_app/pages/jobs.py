@@ -17,7 +17,7 @@ from nicegui_app.pages.new_job_dialog import NewJobDialog
 from nicegui_app.pages.rows import LiveView, RowList, status_filter
 
 PAGE_SIZE = 25  # rows rendered at first (keeps a 1,000-job first render short); "show more" adds more
-SUMMARY_KEYS = ("total", "active", "paused", "completed")
+SUMMARY_KEYS = ("total", "active", "paused", "completed", "incomplete")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 

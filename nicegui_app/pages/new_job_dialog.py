@@ -2,8 +2,9 @@
 
 The form is checked with the library's own JobCreate on every change, so the create
 button is enabled exactly when the API would accept the body (the frame: dialog.py).
-Target hints follow the live connected-device count; errors from the create call are
-shown inline.
+Target hints follow the live connected-device count, and a warning says what happens when
+a device count exceeds the connected devices or none is connected; errors from the create
+call are shown inline.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
                 .mark("new-job-hint")
                 .bind_text_from(ctx.devices, "connected", backward=lambda _: self._hint())
             )
+            self.warning = (
+                ui.label()
+                .classes("text-sm text-orange-800")
+                .mark("new-job-warning")
+                .bind_text_from(ctx.devices, "connected", backward=lambda _: self._warning())
+                .bind_visibility_from(ctx.devices, "connected", backward=lambda _: bool(self._warning()))
+            )
             self._footer("new-job-error", "new-job-cancel", "new-job-create")
         self._changed()
 
@@ -138,11 +146,31 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
         count = whole(self.device_count.value)
         return t("hint_device_count", n=count, total=connected) if isinstance(count, int) else ""
 
+    def _warning(self) -> str:
+        """Why the job may not reach its target (or cannot be created) with the devices
+        connected now: a device count waits for the rest and ends incomplete after the grace;
+        all devices / a percentage of none is refused."""
+        t, connected = self.ctx.t, self.ctx.devices.connected
+        target = TargetType(self.target.value)
+        if target is not TargetType.DEVICE_COUNT:
+            return t("warn_no_devices_refused") if connected <= 0 else ""
+        count = whole(self.device_count.value)
+        if not isinstance(count, int) or not 1 <= count <= DEVICE_COUNT_MAX:
+            return ""
+        if connected <= 0:
+            return t("warn_no_devices")
+        if count > connected:
+            return t("warn_count_exceeds", total=connected, rest=count - connected)
+        return ""
+
     def _changed(self) -> None:
         target = TargetType(self.target.value)
         self.percentage.set_visibility(target is TargetType.PERCENTAGE)
         self.device_count.set_visibility(target is TargetType.DEVICE_COUNT)
         self.hint.set_text(self._hint())
+        warning = self._warning()
+        self.warning.set_text(warning)
+        self.warning.set_visibility(bool(warning))
         self.error.set_text("")
         self.create.set_enabled(self.spec() is not None)
 

@@ -22,7 +22,9 @@ insert into jobsys.settings (key, value, description) values
   ('maintenance_interval_ms', 1000, 'rescue / stale marking / top-up run at most this often'),
   ('progress_event_interval_ms', 100, 'job_progress events per job are at most this frequent (the last one is always sent)'),
   ('batch_lease_sec', 30,
-   'a batch runner holds a claimed job this long past its last heartbeat; then another runner may take it over');
+   'a batch runner holds a claimed job this long past its last heartbeat; then another runner may take it over'),
+  ('topup_grace_sec', 120,
+   'a job whose runs all ended short waits this long for new eligible devices, then ends incomplete');
 
 -- Maintenance bookkeeping: one row, so periodic work runs once however many workers call it.
 create table jobsys.maintenance_state (
@@ -93,7 +95,7 @@ create table jobsys.jobs (
   target_type text not null,
   target_value integer,
   target_count integer not null,
-  status text not null default 'active' check (status in ('active', 'paused', 'completed', 'cancelled')),
+  status text not null default 'active',
   max_attempts integer not null,
   -- Exact counters, kept in the transaction of every transition. assigned = rows of any
   -- status; pending + paused = assigned - running - completed - failed - cancelled.
@@ -108,6 +110,18 @@ create table jobsys.jobs (
   paused_at timestamptz,
   finished_at timestamptz,
   progress_notified_at timestamptz not null default '-infinity',
+  -- Why an incomplete job ended (jobsys.settle_jobs): no_eligible_devices, timed_out, max_attempts.
+  end_reason text,
+  timeout_sec integer,  -- optional time limit from the start (start_at, else created_at; jobsys.settle_jobs ends the job)
+  topup_grace_sec integer,  -- per job; null: the topup_grace_sec setting
+  -- Since when an active job with no live run, still short, waits for new devices.
+  waiting_since timestamptz,
+  start_at timestamptz,  -- when the job starts; until then it is scheduled, with no runs
+  constraint jobs_status_check check (
+    status in ('scheduled', 'active', 'paused', 'completed', 'incomplete', 'cancelled')
+    and (end_reason is not null) = (status = 'incomplete')
+    and (end_reason is null or end_reason in ('no_eligible_devices', 'timed_out', 'max_attempts'))
+    and (status <> 'scheduled' or start_at is not null)),
   -- Few, wide CHECK constraints on the rows every claim and finish updates. Postgres
   -- reads each constraint's stored expression again for every UPDATE statement, so one
   -- constraint per column cost more than the counter update it guarded. Grouped: what an
@@ -121,7 +135,9 @@ create table jobsys.jobs (
          or (target_type = 'percentage' and target_value between 1 and 100)
          or (target_type = 'device_count' and target_value between 1 and 100000))
     and target_count >= 0
-    and max_attempts between 1 and 100),
+    and max_attempts between 1 and 100
+    and (timeout_sec is null or timeout_sec between 1 and 604800)
+    and (topup_grace_sec is null or topup_grace_sec between 0 and 86400)),
   constraint jobs_counters_check check (
     assigned_count >= 0 and running_count >= 0 and completed_count >= 0 and failed_count >= 0
     and cancelled_count >= 0
@@ -131,6 +147,8 @@ comment on table jobsys.jobs is
   'Device jobs: open a URL on all, a percentage or a number of the healthy devices for duration_sec. The counters are exact, changed only by jobsys.apply_counts in the transaction of each transition.';
 create index jobs_status_created_idx on jobsys.jobs (status, created_at desc);
 create index jobs_created_idx on jobsys.jobs (created_at desc);
+-- maintain() looks for due scheduled jobs every second.
+create index jobs_scheduled_idx on jobsys.jobs (start_at) where status = 'scheduled';
 
 -- Assignments: one run of one job on one device ---------------------------------------
 create table jobsys.job_assignments (

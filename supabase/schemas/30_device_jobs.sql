@@ -19,22 +19,28 @@ create or replace function jobsys.job_json(j jobsys.jobs) returns jsonb
     'completed_count', j.completed_count, 'failed_count', j.failed_count,
     'cancelled_count', j.cancelled_count, 'created_by', j.created_by,
     'created_at', j.created_at, 'updated_at', j.updated_at, 'paused_at', j.paused_at,
-    'finished_at', j.finished_at)
+    'finished_at', j.finished_at, 'ended_at', j.finished_at, 'end_reason', j.end_reason,
+    'timeout_sec', j.timeout_sec, 'topup_grace_sec', j.topup_grace_sec, 'start_at', j.start_at,
+    'waiting_for_devices', case when j.status = 'active' and j.waiting_since is not null
+                                then greatest(j.target_count - j.completed_count, 0) end,
+    'waiting_since', case when j.status = 'active' then j.waiting_since end)
 $$;
 comment on function jobsys.job_json(jobsys.jobs) is
-  'The JSON shape of a job in the API.';
+  'The JSON shape of a job in the API (waiting_for_devices: short by N while an active job waits out its top-up grace; start_at: when a scheduled job starts).';
 
 create or replace function jobsys.progress_json(j jobsys.jobs) returns jsonb
   language sql immutable
   as $$
   select jsonb_build_object(
-    'job_id', j.id, 'status', j.status, 'target_count', j.target_count,
+    'job_id', j.id, 'status', j.status, 'end_reason', j.end_reason, 'target_count', j.target_count,
     'assigned_count', j.assigned_count, 'running_count', j.running_count,
     'completed_count', j.completed_count, 'failed_count', j.failed_count,
-    'cancelled_count', j.cancelled_count)
+    'cancelled_count', j.cancelled_count,
+    'waiting_for_devices', case when j.status = 'active' and j.waiting_since is not null
+                                then greatest(j.target_count - j.completed_count, 0) end)
 $$;
 comment on function jobsys.progress_json(jobsys.jobs) is
-  'The payload of the job_progress event: the job status and its counters.';
+  'The payload of the job_progress event: the job status, its end reason and counters, and how many devices it waits for.';
 
 -- Workers that hold any assignment of a job (to tell them about pause/cancel/delete).
 create or replace function jobsys.job_workers(p_job_id uuid) returns setof uuid
@@ -80,6 +86,8 @@ begin
     completed_count = j.completed_count + p_completed,
     failed_count = j.failed_count + p_failed,
     cancelled_count = j.cancelled_count + p_cancelled,
+    -- New runs end a wait for devices (jobsys.settle_jobs starts it again if they all end short).
+    waiting_since = case when p_assigned > 0 then null else j.waiting_since end,
     updated_at = v_now
   where j.id = p_job_id
   returning j.* into v_job;
@@ -93,7 +101,7 @@ begin
       where a.job_id = p_job_id and a.status in ('pending', 'paused')
       returning 1)
     select count(*) into v_leftover from leftover;
-    update jobsys.jobs j set status = 'completed', finished_at = now(),
+    update jobsys.jobs j set status = 'completed', finished_at = now(), waiting_since = null,
       cancelled_count = j.cancelled_count + v_leftover
     where j.id = p_job_id
     returning j.* into v_job;
@@ -110,7 +118,7 @@ begin
 end
 $$;
 comment on function jobsys.apply_counts(uuid, integer, integer, integer, integer, integer, boolean) is
-  'The one place job counters change (the caller holds the job row lock). Completes the job when completed reaches target, cancelling what is still queued, and emits job_progress, throttled per job.';
+  'The one place job counters change (the caller holds the job row lock). Completes the job when completed reaches target, cancelling what is still queued, ends a wait for devices when runs are added, and emits job_progress, throttled per job.';
 
 -- Distribution --------------------------------------------------------------------------
 -- Assign up to p_limit eligible devices (healthy, never tried for this job), preferring
@@ -422,10 +430,50 @@ comment on function jobsys.check_target_url(text) is
   'Checks the URL of a device job or raises JS400: http(s), at most 2048 characters, no user name or password, a valid host (domain labels checked in IDNA form, IPv4, or bracketed IPv6) and port. International names are kept as typed. Mirrors check_url in jobsys/models.py.';
 
 -- Create + distribute -------------------------------------------------------------------
+-- Start a job: resolve its target against the devices healthy now and distribute it. Used
+-- by create_job for a job that starts now, and for a scheduled job at its start_at
+-- (jobsys.release_scheduled_jobs, or resume_job of one paused before it started). The
+-- caller holds the job row lock; the job has no runs yet, so every healthy device is
+-- eligible. A percentage or all_devices job with no healthy device at its start ends
+-- incomplete / no_eligible_devices at once (create_job refuses such a job with JS409).
+create or replace function jobsys.start_job(p_job_id uuid) returns jobsys.jobs
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_healthy integer;
+  v_target integer;
+  v_assigned integer;
+begin
+  select * into v_job from jobsys.jobs where id = p_job_id;
+  select count(*) into v_healthy from jobsys.devices d
+  where d.state = 'online' and d.last_heartbeat_at > jobsys.healthy_cutoff() and d.worker_id is not null;
+  v_target := case v_job.target_type
+    when 'all_devices' then v_healthy
+    when 'percentage' then ceil(v_healthy * v_job.target_value / 100.0)::integer
+    else v_job.target_value end;
+  if v_target = 0 then
+    update jobsys.jobs set status = 'incomplete', end_reason = 'no_eligible_devices',
+      finished_at = now(), paused_at = null, waiting_since = null
+    where id = p_job_id;
+    return jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true);
+  end if;
+  update jobsys.jobs set status = 'active', target_count = v_target, paused_at = null
+  where id = p_job_id;
+  v_assigned := jobsys.assign_devices(p_job_id, v_target, v_healthy);
+  return jobsys.apply_counts(p_job_id, v_assigned, 0, 0, 0, 0, true);
+end
+$$;
+comment on function jobsys.start_job(uuid) is
+  'Starts a job now: resolves its target against the healthy devices and distributes it (one push per worker); no healthy device for a percentage / all_devices target ends it incomplete / no_eligible_devices. The caller holds the job row lock.';
+
 create or replace function jobsys.create_job(
   p_target_url text, p_duration_sec integer, p_target_type text,
   p_target_value integer default null, p_title text default null,
-  p_action text default 'open_url', p_max_attempts integer default null)
+  p_action text default 'open_url', p_max_attempts integer default null,
+  p_timeout_sec integer default null, p_topup_grace_sec integer default null,
+  p_start_at timestamptz default null)
   returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -437,6 +485,8 @@ declare
   v_job jobsys.jobs;
   v_assigned integer;
   v_title text;
+  v_target_value integer := p_target_value;
+  v_scheduled boolean := p_start_at is not null and p_start_at > now();
 begin
   perform jobsys.require_operator();
   perform jobsys.check_target_url(p_target_url);
@@ -450,15 +500,29 @@ begin
     perform jobsys.raise_error('JS400', 'target_type must be all_devices, percentage or device_count',
       '{"field": "target_type"}');
   end if;
-  if p_target_type = 'all_devices' and p_target_value is not null then
-    perform jobsys.raise_error('JS400', 'target_value must be empty for all_devices', '{"field": "target_value"}');
+  -- all_devices: a target_value (the original plan sends 100) is accepted within 1-100 and ignored.
+  if p_target_type = 'all_devices' and p_target_value is not null and p_target_value not between 1 and 100 then
+    perform jobsys.raise_error('JS400', 'target_value must be empty or between 1 and 100 for all_devices (it is ignored)',
+      '{"field": "target_value"}');
   elsif p_target_type = 'percentage' and (p_target_value is null or p_target_value not between 1 and 100) then
     perform jobsys.raise_error('JS400', 'percentage must be between 1 and 100', '{"field": "target_value"}');
   elsif p_target_type = 'device_count' and (p_target_value is null or p_target_value not between 1 and 100000) then
     perform jobsys.raise_error('JS400', 'device_count must be between 1 and 100000', '{"field": "target_value"}');
   end if;
+  if p_target_type = 'all_devices' then
+    v_target_value := null;
+  end if;
   if p_max_attempts is not null and p_max_attempts not between 1 and 100 then
     perform jobsys.raise_error('JS400', 'max_attempts must be between 1 and 100', '{"field": "max_attempts"}');
+  end if;
+  if p_timeout_sec is not null and p_timeout_sec not between 1 and 604800 then
+    perform jobsys.raise_error('JS400', 'timeout_sec must be between 1 and 604800', '{"field": "timeout_sec"}');
+  end if;
+  if p_topup_grace_sec is not null and p_topup_grace_sec not between 0 and 86400 then
+    perform jobsys.raise_error('JS400', 'topup_grace_sec must be between 0 and 86400', '{"field": "topup_grace_sec"}');
+  end if;
+  if p_start_at is not null and (p_start_at > now() + interval '365 days' or not isfinite(p_start_at)) then
+    perform jobsys.raise_error('JS400', 'start_at must be at most 365 days ahead', '{"field": "start_at"}');
   end if;
   v_title := jobsys.check_title(coalesce(nullif(btrim(p_title), ''), jobsys.title_from_url(p_target_url)));
 
@@ -469,25 +533,34 @@ begin
     when 'all_devices' then v_healthy
     when 'percentage' then ceil(v_healthy * p_target_value / 100.0)::integer
     else p_target_value end;
-  if v_target = 0 then
+  -- A scheduled job needs no device now: its target is resolved again when it starts.
+  if v_target = 0 and not v_scheduled then
     perform jobsys.raise_error('JS409', 'no healthy device is connected to run this job on',
       jsonb_build_object('healthy_devices', 0, 'reason', 'no_devices'));
   end if;
 
   insert into jobsys.jobs (title, action, target_url, duration_sec, target_type, target_value,
-                           target_count, max_attempts, created_by)
-  values (v_title, p_action, p_target_url, p_duration_sec, p_target_type, p_target_value, v_target,
-          coalesce(p_max_attempts, jobsys.setting('max_attempts')::integer), auth.uid())
+                           target_count, max_attempts, created_by, timeout_sec, topup_grace_sec,
+                           status, start_at)
+  values (v_title, p_action, p_target_url, p_duration_sec, p_target_type, v_target_value, v_target,
+          coalesce(p_max_attempts, jobsys.setting('max_attempts')::integer), auth.uid(),
+          p_timeout_sec, p_topup_grace_sec,
+          case when v_scheduled then 'scheduled' else 'active' end, p_start_at)
   returning * into v_job;
 
+  if v_scheduled then
+    -- No runs until start_at (jobsys.release_scheduled_jobs distributes it then).
+    v_job := jobsys.apply_counts(v_job.id, 0, 0, 0, 0, 0, true);
+    return jsonb_build_object('job', jobsys.job_json(v_job), 'assigned', 0);
+  end if;
   -- A new job has no assignments yet, so every healthy device is eligible.
   v_assigned := jobsys.assign_devices(v_job.id, v_target, v_healthy);
   v_job := jobsys.apply_counts(v_job.id, v_assigned, 0, 0, 0, 0, true);
   return jsonb_build_object('job', jobsys.job_json(v_job), 'assigned', v_assigned);
 end
 $$;
-comment on function jobsys.create_job(text, integer, text, integer, text, text, integer) is
-  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected.';
+comment on function jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer, timestamp with time zone) is
+  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected. Optional time limit (timeout_sec), top-up grace (topup_grace_sec, else the setting) and start time (start_at, at most 365 days ahead: the job is scheduled, with no runs, until then).';
 
 -- Job-level transitions -----------------------------------------------------------------
 create or replace function jobsys.lock_job(p_job_id uuid) returns jobsys.jobs
@@ -518,7 +591,8 @@ $$;
 comment on function jobsys.illegal_move(jobsys.jobs, text) is
   'Raises JS409 for a transition the job status does not allow.';
 
--- Pause: queued runs wait; running ones finish.
+-- Pause: queued runs wait; running ones finish. A paused job does not wait for devices. A
+-- scheduled job (no runs yet) is paused as it is; resume puts it back on its schedule.
 create or replace function jobsys.pause_job(p_job_id uuid) returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -528,21 +602,22 @@ declare
 begin
   perform jobsys.require_operator();
   v_job := jobsys.lock_job(p_job_id);
-  if v_job.status <> 'active' then
+  if v_job.status not in ('active', 'scheduled') then
     perform jobsys.illegal_move(v_job, 'pause');
   end if;
   update jobsys.job_assignments set status = 'paused' where job_id = p_job_id and status = 'pending';
-  update jobsys.jobs set status = 'paused', paused_at = now() where id = p_job_id;
+  update jobsys.jobs set status = 'paused', paused_at = now(), waiting_since = null where id = p_job_id;
   v_job := jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true);
   perform jobsys.emit_to_job_workers(p_job_id, 'job_paused', jsonb_build_object('job_id', p_job_id));
   return jobsys.job_json(v_job);
 end
 $$;
 comment on function jobsys.pause_job(uuid) is
-  'Operators: pause a job. Queued runs wait; running ones finish.';
+  'Operators: pause an active or scheduled job. Queued runs wait; running ones finish; a wait for devices stops.';
 
 -- Resume: paused runs are pending again. They may lie below their devices' queue floors
--- (35_device_runs.sql), so those floors come down to them.
+-- (35_device_runs.sql), so those floors come down to them. A job paused before it started
+-- (start_at set, no run yet) is scheduled again while start_at is ahead, else it starts now.
 create or replace function jobsys.resume_job(p_job_id uuid) returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -555,6 +630,15 @@ begin
   v_job := jobsys.lock_job(p_job_id);
   if v_job.status <> 'paused' then
     perform jobsys.illegal_move(v_job, 'resume');
+  end if;
+  if v_job.start_at is not null and v_job.assigned_count = 0 then
+    if v_job.start_at > now() then
+      update jobsys.jobs set status = 'scheduled', paused_at = null where id = p_job_id;
+      v_job := jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true);
+    else
+      v_job := jobsys.start_job(p_job_id);
+    end if;
+    return jobsys.job_json(v_job);
   end if;
   -- The resumed runs may lie below their devices' queue floors: lower those floors, taking
   -- the device rows in id order as a finish does.
@@ -577,28 +661,24 @@ begin
 end
 $$;
 comment on function jobsys.resume_job(uuid) is
-  'Operators: resume a paused job. Its runs are pending again (their devices queue floors come down to them) and devices that came while it was paused are assigned.';
+  'Operators: resume a paused job. Its runs are pending again (their devices queue floors come down to them) and devices that came while it was paused are assigned. A job paused before its start_at is scheduled again (or starts, if start_at has passed).';
 
--- Cancel: everything not finished is cancelled now; workers stop what is running.
--- Lock order: the job, then all its live runs (in id order), then the devices of the running
--- ones (in id order). One statement that updated each run and freed its device in turn took
--- run 1, device 1, run 2, ... and deadlocked with a heartbeat that held run 2 (its lease)
--- and waited for device 1 (its device report).
-create or replace function jobsys.cancel_job(p_job_id uuid) returns jsonb
-  language plpgsql security definer
+-- End a job now: its queued runs are cancelled, its running ones stopped (the workers are
+-- told), and the job takes p_status (cancelled, completed or incomplete with p_end_reason).
+-- The caller holds the job row lock. Lock order: the job, then all its live runs (in id
+-- order), then the devices of the running ones (in id order). One statement that updated
+-- each run and freed its device in turn took run 1, device 1, run 2, ... and deadlocked
+-- with a heartbeat that held run 2 (its lease) and waited for device 1 (its device report).
+create or replace function jobsys.end_job(p_job_id uuid, p_status text, p_end_reason text, p_error text)
+  returns jobsys.jobs
+  language plpgsql
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_job jobsys.jobs;
   v_live bigint[];
   v_devices uuid[];
   v_running integer;
 begin
-  perform jobsys.require_operator();
-  v_job := jobsys.lock_job(p_job_id);
-  if v_job.status not in ('active', 'paused') then
-    perform jobsys.illegal_move(v_job, 'cancel');
-  end if;
   select coalesce(array_agg(l.id), '{}'),
          coalesce(array_agg(l.device_id) filter (where l.status = 'running'), '{}'),
          count(*) filter (where l.status = 'running')
@@ -609,19 +689,41 @@ begin
         for no key update) l;
   perform 1 from jobsys.devices d where d.id = any(v_devices) order by d.id for no key update;
   update jobsys.job_assignments a set status = 'cancelled', finished_at = now(),
-    lease_expires_at = null, error = 'job cancelled'
+    lease_expires_at = null, error = p_error
   where a.id = any(v_live);
   update jobsys.devices d set running_assignment_id = null
   where d.id = any(v_devices) and d.running_assignment_id = any(v_live);
-  update jobsys.jobs set status = 'cancelled', finished_at = now() where id = p_job_id;
-  v_job := jobsys.apply_counts(p_job_id, 0, -v_running, 0, 0, cardinality(v_live), true);
+  update jobsys.jobs set status = p_status, end_reason = p_end_reason, finished_at = now(),
+    waiting_since = null
+  where id = p_job_id;
   perform jobsys.emit_to_job_workers(p_job_id, 'job_cancelled',
-    jsonb_build_object('job_id', p_job_id, 'reason', 'cancelled'));
+    jsonb_build_object('job_id', p_job_id, 'reason', coalesce(p_end_reason, p_status)));
+  return jobsys.apply_counts(p_job_id, 0, -v_running, 0, 0, cardinality(v_live), true);
+end
+$$;
+comment on function jobsys.end_job(uuid, text, text, text) is
+  'Ends a job now (cancel, time limit): queued runs are cancelled, running ones stopped and their workers told, and the job takes the given status and end reason. The caller holds the job row lock; runs, then devices, are locked in id order.';
+
+-- Cancel: everything not finished is cancelled now; workers stop what is running. Every
+-- run stays, for the record (delete removes them).
+create or replace function jobsys.cancel_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_job(p_job_id);
+  if v_job.status not in ('active', 'paused', 'scheduled') then
+    perform jobsys.illegal_move(v_job, 'cancel');
+  end if;
+  v_job := jobsys.end_job(p_job_id, 'cancelled', null, 'job cancelled');
   return jobsys.job_json(v_job);
 end
 $$;
 comment on function jobsys.cancel_job(uuid) is
-  'Operators: cancel a job. Everything not finished is cancelled now and the workers stop what is running. Locks the job, its live runs, then their devices, each in id order.';
+  'Operators: cancel a job (active, paused or scheduled). Everything not finished is cancelled now and the workers stop what is running; every run is kept. Locks the job, its live runs, then their devices, each in id order (jobsys.end_job).';
 
 create or replace function jobsys.delete_job(p_job_id uuid) returns void
   language plpgsql security definer
@@ -701,6 +803,83 @@ $$;
 comment on function jobsys.update_job(uuid, text, text) is
   'Operators: move a job to paused, active or cancelled and/or rename it (title checked as on create), in one transaction: both happen or neither.';
 
+-- Retry the failed runs: each goes back to the queue of its device with a new attempt series
+-- (attempt 1, so max_attempts applies afresh; a failed run's report was final, so no late
+-- report can name it). An incomplete job is re-opened as active. The re-queued runs may lie
+-- below their devices' queue floors (35_device_runs.sql): those floors come down to them.
+create or replace function jobsys.retry_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_retried integer;
+begin
+  perform jobsys.require_operator();
+  v_job := jobsys.lock_job(p_job_id);
+  if v_job.status not in ('active', 'paused', 'incomplete') then
+    perform jobsys.illegal_move(v_job, 'retry');
+  end if;
+  if v_job.failed_count = 0 then
+    perform jobsys.raise_error('JS409', 'nothing to retry: no run of this job failed',
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
+  end if;
+  with retried as (
+    update jobsys.job_assignments a
+    set status = case when v_job.status = 'paused' then 'paused' else 'pending' end,
+      attempt = 1, error = null, result = null, lease_expires_at = null, claimed_at = null,
+      started_at = null, finished_at = null
+    where a.id = any(array(select f.id from jobsys.job_assignments f
+                           where f.job_id = p_job_id and f.status = 'failed'
+                           order by f.id for no key update))
+    returning a.id, a.device_id
+  ), lowered as (
+    select d.id, min(r.id) as floor from jobsys.devices d join retried r on r.device_id = d.id
+    group by d.id
+  ), locked as (
+    select d.id, l.floor from jobsys.devices d join lowered l on l.id = d.id
+    where d.queue_floor > l.floor order by d.id for no key update of d
+  ), moved as (
+    update jobsys.devices d set queue_floor = k.floor from locked k where d.id = k.id
+  )
+  select count(*) into v_retried from retried;
+  if v_job.status = 'incomplete' then
+    update jobsys.jobs set status = 'active', end_reason = null, finished_at = null, waiting_since = null
+    where id = p_job_id;
+  end if;
+  v_job := jobsys.apply_counts(p_job_id, 0, 0, 0, -v_retried, 0, true);
+  perform jobsys.emit(jobsys.worker_topic(w.worker_id), 'assignment',
+                      jsonb_build_object('job_id', p_job_id, 'count', w.n))
+  from (select d.worker_id, count(*) as n from jobsys.job_assignments a
+        join jobsys.devices d on d.id = a.device_id
+        where a.job_id = p_job_id and a.status = 'pending' and d.worker_id is not null
+        group by d.worker_id) w;
+  return jsonb_build_object('job', jobsys.job_json(v_job), 'retried', v_retried);
+end
+$$;
+comment on function jobsys.retry_job(uuid) is
+  'Operators: re-queue the failed runs of a job (attempt series restarts at 1) and re-open an incomplete job as active; JS409 when nothing failed.';
+
+-- Clone: a new job with the same settings, created and distributed now.
+create or replace function jobsys.clone_job(p_job_id uuid) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+begin
+  perform jobsys.require_operator();
+  select * into v_job from jobsys.jobs where id = p_job_id;
+  if not found then
+    perform jobsys.raise_error('JS404', 'job not found', jsonb_build_object('job_id', p_job_id));
+  end if;
+  return jobsys.create_job(v_job.target_url, v_job.duration_sec, v_job.target_type, v_job.target_value,
+    v_job.title, v_job.action, v_job.max_attempts, v_job.timeout_sec, v_job.topup_grace_sec);
+end
+$$;
+comment on function jobsys.clone_job(uuid) is
+  'Operators: create a new job with the settings of another (URL, duration, target, title, attempts, time limit, grace), distributed now.';
+
 -- Reads for the dashboard and API -------------------------------------------------------
 -- p_cutoff: jobsys.healthy_cutoff(), computed once by the caller rather than once per device.
 -- unauthorized (adb lists the phone, but this PC may not use it) shows as error: a person
@@ -729,8 +908,9 @@ create or replace function jobsys.list_jobs(p_status text default null, p_q text
   as $$
 begin
   perform jobsys.require_operator();
-  if p_status is not null and p_status not in ('active', 'paused', 'completed', 'cancelled') then
-    perform jobsys.raise_error('JS400', 'status must be active, paused, completed or cancelled', '{"field": "status"}');
+  if p_status is not null and p_status not in ('scheduled', 'active', 'paused', 'completed', 'incomplete', 'cancelled') then
+    perform jobsys.raise_error('JS400', 'status must be scheduled, active, paused, completed, incomplete or cancelled',
+      '{"field": "status"}');
   end if;
   if p_limit is null or p_limit not between 1 and 1000 or p_offset is null or p_offset < 0 then
     perform jobsys.raise_error('JS400', 'limit must be 1-1000 and offset at least 0', '{"field": "limit"}');
@@ -746,10 +926,13 @@ begin
                               limit p_limit offset p_offset) j), '[]'),
       'summary', (select jsonb_build_object(
                     'total', count(*),
+                    'scheduled', count(*) filter (where status = 'scheduled'),
                     'active', count(*) filter (where status = 'active'),
                     'paused', count(*) filter (where status = 'paused'),
                     'completed', count(*) filter (where status = 'completed'),
-                    'cancelled', count(*) filter (where status = 'cancelled'))
+                    'incomplete', count(*) filter (where status = 'incomplete'),
+                    'cancelled', count(*) filter (where status = 'cancelled'),
+                    'waiting_for_devices', count(*) filter (where status = 'active' and waiting_since is not null))
                   from jobsys.jobs)));
 end
 $$;
@@ -771,15 +954,17 @@ begin
   return jobsys.job_json(v_job) || jsonb_build_object('assignments', coalesce((
     select jsonb_agg(jsonb_build_object(
       'id', a.id, 'device_id', a.device_id, 'serial', d.serial, 'worker_id', d.worker_id,
+      'worker_name', w.name,
       'status', a.status, 'attempt', a.attempt, 'lease_expires_at', a.lease_expires_at,
       'created_at', a.created_at, 'started_at', a.started_at, 'finished_at', a.finished_at,
       'result', a.result, 'error', a.error) order by d.serial)
     from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
+    left join jobsys.workers w on w.id = coalesce(a.worker_id, d.worker_id)
     where a.job_id = p_job_id), '[]'));
 end
 $$;
 comment on function jobsys.get_job(uuid) is
-  'Operators: one job with its assignments.';
+  'Operators: one job with its assignments (worker_name: the session that ran it, else the device''s).';
 
 create or replace function jobsys.list_devices() returns jsonb
   language plpgsql stable security definer

@@ -605,6 +605,92 @@ $$;
 comment on function jobsys.mark_stale() is
   'Workers and devices whose heartbeat is older than stale_after_sec become offline.';
 
+-- Scheduled jobs whose start_at has come start now (jobsys.start_job: target resolved,
+-- runs distributed, workers pushed). Run by maintain(). Jobs are taken in id order with
+-- SKIP LOCKED: one in a transition (pause, cancel) is released next round.
+create or replace function jobsys.release_scheduled_jobs() returns integer
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_started integer := 0;
+begin
+  for v_job in
+    select * from jobsys.jobs j
+    where j.status = 'scheduled' and j.start_at <= now()
+    order by j.id
+    for no key update skip locked
+  loop
+    perform jobsys.start_job(v_job.id);
+    v_started := v_started + 1;
+  end loop;
+  return v_started;
+end
+$$;
+comment on function jobsys.release_scheduled_jobs() is
+  'Starts the scheduled jobs whose start_at has come (run by maintain): target resolved, runs distributed, workers pushed. Returns how many started.';
+
+-- Every job ends. Run by maintain(), never scheduled by a user:
+--   * time limit: an active or paused job past its start (start_at, or created_at when it
+--     started at once) + timeout_sec ends now (jobsys.end_job: queued runs cancelled, running
+--     ones stopped): completed if its target is met, else incomplete / timed_out;
+--   * grace for top-up: an active job with no live run (none pending, paused or running)
+--     that is still short starts waiting (waiting_since); new runs end the wait
+--     (apply_counts); once the grace (jobs.topup_grace_sec, else the topup_grace_sec setting)
+--     has passed it ends incomplete: max_attempts when its failed runs are the shortfall
+--     (failed >= short), else no_eligible_devices.
+-- Jobs are taken in id order with SKIP LOCKED: a job in a transition is settled next round.
+create or replace function jobsys.settle_jobs() returns integer
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_grace numeric := jobsys.setting('topup_grace_sec');
+  v_job jobsys.jobs;
+  v_ended integer := 0;
+begin
+  for v_job in
+    select * from jobsys.jobs j
+    where j.status in ('active', 'paused') and j.timeout_sec is not null
+      and greatest(j.created_at, coalesce(j.start_at, j.created_at))
+          + make_interval(secs => j.timeout_sec) <= now()
+    order by j.id
+    for no key update skip locked
+  loop
+    perform jobsys.end_job(v_job.id,
+      case when v_job.completed_count >= v_job.target_count then 'completed' else 'incomplete' end,
+      case when v_job.completed_count >= v_job.target_count then null else 'timed_out' end,
+      'job timed out');
+    v_ended := v_ended + 1;
+  end loop;
+
+  for v_job in
+    select * from jobsys.jobs j
+    where j.status = 'active' and j.completed_count < j.target_count
+      and j.assigned_count = j.completed_count + j.failed_count + j.cancelled_count
+    order by j.id
+    for no key update skip locked
+  loop
+    if v_job.waiting_since is null then
+      update jobsys.jobs set waiting_since = now() where id = v_job.id;
+      perform jobsys.apply_counts(v_job.id, 0, 0, 0, 0, 0, true);
+    elsif v_job.waiting_since + make_interval(secs => coalesce(v_job.topup_grace_sec, v_grace)) <= now() then
+      update jobsys.jobs set status = 'incomplete', finished_at = now(), waiting_since = null,
+        end_reason = case when v_job.failed_count > 0
+                               and v_job.failed_count >= v_job.target_count - v_job.completed_count
+                          then 'max_attempts' else 'no_eligible_devices' end
+      where id = v_job.id;
+      perform jobsys.apply_counts(v_job.id, 0, 0, 0, 0, 0, true);
+      v_ended := v_ended + 1;
+    end if;
+  end loop;
+  return v_ended;
+end
+$$;
+comment on function jobsys.settle_jobs() is
+  'Ends jobs that cannot go on (run by maintain): past their time limit counted from their start (completed or incomplete/timed_out, running runs stopped), or with no live run, still short, after the top-up grace (incomplete/no_eligible_devices or max_attempts). Returns how many ended.';
+
 -- Periodic work, run from every worker's heartbeat and claim loop; the advisory lock
 -- and the interval make it run once per interval however many call it.
 create or replace function jobsys.maintain(p_force boolean default false) returns jsonb
@@ -614,7 +700,9 @@ create or replace function jobsys.maintain(p_force boolean default false) return
 declare
   v_rescued integer;
   v_stale integer;
+  v_started integer;
   v_topped integer;
+  v_ended integer;
   v_job jobsys.jobs;
 begin
   perform jobsys.require_signed_in();
@@ -629,7 +717,9 @@ begin
   end if;
   v_rescued := jobsys.rescue_expired_leases();
   v_stale := jobsys.mark_stale();
+  v_started := jobsys.release_scheduled_jobs();
   v_topped := jobsys.top_up();
+  v_ended := jobsys.settle_jobs();
   -- Trailing job_progress for jobs whose last change fell inside a throttle window.
   for v_job in
     select * from jobsys.jobs
@@ -640,11 +730,11 @@ begin
     perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
   end loop;
   return jsonb_build_object('ran', true, 'rescued', v_rescued, 'offline_devices', v_stale,
-                            'topped_up', v_topped);
+                            'started_jobs', v_started, 'topped_up', v_topped, 'ended_jobs', v_ended);
 end
 $$;
 comment on function jobsys.maintain(boolean) is
-  'Periodic upkeep (lease rescue, stale marking, top-up, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
+  'Periodic upkeep (lease rescue, stale marking, starting scheduled jobs at their start_at, top-up, ending jobs past their time limit or top-up grace, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
 
 -- Workers and devices -------------------------------------------------------------------
 -- A serial belongs to the worker account whose live session lists it. Held against p_user:

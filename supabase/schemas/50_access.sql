@@ -68,8 +68,10 @@ revoke execute on all functions in schema jobsys from public;
 grant execute on function
   jobsys.caller_role(), jobsys.is_own_worker(uuid),
   -- device jobs: operators
-  jobsys.create_job(text, integer, text, integer, text, text, integer),
+  jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer,
+                    timestamp with time zone),
   jobsys.pause_job(uuid), jobsys.resume_job(uuid), jobsys.cancel_job(uuid), jobsys.delete_job(uuid),
+  jobsys.retry_job(uuid), jobsys.clone_job(uuid),
   jobsys.update_job_title(uuid, text), jobsys.update_job(uuid, text, text),
   jobsys.list_jobs(text, text, integer, integer), jobsys.get_job(uuid), jobsys.list_devices(),
   jobsys.set_device_state(uuid, text), jobsys.release_device(uuid),

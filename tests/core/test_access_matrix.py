@@ -47,7 +47,8 @@ RUNNERS = frozenset({"runner", "service"})
 CALLS: dict[str, frozenset[str]] = {
     # device jobs: operators
     "create_job": OPERATORS, "pause_job": OPERATORS, "resume_job": OPERATORS, "cancel_job": OPERATORS,
-    "delete_job": OPERATORS, "update_job_title": OPERATORS, "update_job": OPERATORS,
+    "delete_job": OPERATORS, "retry_job": OPERATORS, "clone_job": OPERATORS,
+    "update_job_title": OPERATORS, "update_job": OPERATORS,
     "list_jobs": OPERATORS, "get_job": OPERATORS, "list_devices": OPERATORS,
     # devices: operators
     "release_device": OPERATORS, "set_device_state": OPERATORS,
@@ -143,6 +144,8 @@ class World:
             "p_devices": json.dumps([{"serial": "phone-matrix"}]), "p_running": [self.assignment_b],
             "p_target_url": "https://example.com/", "p_duration_sec": 5, "p_target_type": "all_devices",
             "p_target_value": None, "p_title": "matrix", "p_action": "open_url",
+            "p_max_attempts": None, "p_timeout_sec": None, "p_topup_grace_sec": None,
+            "p_start_at": None,
             "p_status": "paused" if fn.name == "update_job" else None, "p_q": None,
             "p_limit": 10, "p_offset": 0, "p_before_id": None, "p_start": False, "p_force": True,
             "p_result": json.dumps({}), "p_error": "matrix", "p_retry": False, "p_reason": "matrix",

@@ -72,7 +72,8 @@ async def test_list_filters_by_status_and_searches(api: httpx.AsyncClient, jobs:
 
     everything = (await api.get("/api/jobs")).json()
     assert [j["title"] for j in everything["jobs"]] == ["beta.example.org", "Alpha check"]  # newest first
-    assert everything["summary"] == {"total": 2, "active": 1, "paused": 1, "completed": 0, "cancelled": 0}
+    assert everything["summary"] == {"total": 2, "scheduled": 0, "active": 1, "paused": 1, "completed": 0, "incomplete": 0,
+                                     "cancelled": 0, "waiting_for_devices": 0}
 
     paused = (await api.get("/api/jobs", params={"status": "paused"})).json()
     assert [j["id"] for j in paused["jobs"]] == [first["id"]]
@@ -197,7 +198,8 @@ async def test_devices_with_worker_status_and_summary(
 async def test_openapi_documents_every_route_with_bearer_auth(api: httpx.AsyncClient) -> None:
     schema = (await api.get("/openapi.json")).json()
     device_paths = {p for p in schema["paths"] if not p.startswith("/api/background-jobs")}  # see test_background_api
-    assert device_paths == {"/api/jobs", "/api/jobs/{job_id}", "/api/devices"}
+    assert device_paths == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/retry",
+                            "/api/jobs/{job_id}/clone", "/api/jobs/{job_id}/export", "/api/devices"}
     assert set(schema["paths"]["/api/jobs"]) == {"get", "post"}
     assert set(schema["paths"]["/api/jobs/{job_id}"]) == {"get", "patch", "delete"}
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -56,7 +56,10 @@ BAD_REQUESTS: dict[str, tuple[str, str, dict[str, Any], int, str]] = {
     "device count negative": create(INVALID, target_type="device_count", target_value=-1),
     "device count too large": create(INVALID, target_type="device_count", target_value=100_001),
     "device count as string": create(INVALID, target_type="device_count", target_value="3"),
-    "all devices with a value": create(INVALID, target_type="all_devices", target_value=5),
+    "all devices with a value out of range": create(INVALID, target_type="all_devices", target_value=101),
+    "timeout zero": create(INVALID, timeout_sec=0),
+    "timeout over a week": create(INVALID, timeout_sec=604_801),
+    "grace over a day": create(INVALID, topup_grace_sec=86_401),
     # create: title and action
     "title too long": create(INVALID, title="t" * 201),
     "title oversize": create(INVALID, title="t" * 200_000),

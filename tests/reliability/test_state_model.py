@@ -18,6 +18,8 @@ from jobsys import embedded
 from tests.support.postgres import COUNTER_MISMATCHES_SQL, TEMPLATE_DB, Db
 
 ACTIVE, PAUSED, COMPLETED, CANCELLED = "active", "paused", "completed", "cancelled"
+INCOMPLETE = "incomplete"
+SCHEDULED = "scheduled"
 
 
 class JobsysModel(RuleBasedStateMachine):
@@ -30,6 +32,7 @@ class JobsysModel(RuleBasedStateMachine):
         self.conn = psycopg.connect(self.db.url, autocommit=True)
         self.conn.execute("select setseed(0.5)")  # device choice uses random(): replayable examples
         self.db.run("update jobsys.settings set value = 2 where key = 'max_attempts'")
+        self.db.run("update jobsys.settings set value = 0 where key = 'topup_grace_sec'")  # jobs end short at once
         self.workers: list[str] = []
         self.devices = 0
         self.jobs: dict[str, str] = {}  # job id -> status the model expects
@@ -83,17 +86,36 @@ class JobsysModel(RuleBasedStateMachine):
         self.running.pop(assignment)  # our run is stale now
 
     # Operators -------------------------------------------------------------------------
-    @rule(kind=st.sampled_from(["all_devices", "percentage", "device_count"]), value=st.integers(1, 6))
-    def create_job(self, kind: str, value: int) -> None:
+    @rule(kind=st.sampled_from(["all_devices", "percentage", "device_count"]), value=st.integers(1, 6),
+          scheduled=st.booleans())
+    def create_job(self, kind: str, value: int, scheduled: bool) -> None:
         healthy = self.call("select count(*) from jobsys.devices where state = 'online'"
                             " and last_heartbeat_at > jobsys.healthy_cutoff()")[0][0]
         target_value = None if kind == "all_devices" else (value * 15 if kind == "percentage" else value)
-        statement = "select jobsys.create_job('https://example.com', 5, %s, %s)"
-        if kind != "device_count" and healthy == 0:
+        # A scheduled job starts an hour from now (start_time_comes moves it), with no runs until then.
+        statement = ("select jobsys.create_job('https://example.com', 5, %s, %s, p_start_at => "
+                     + ("now() + interval '1 hour')" if scheduled else "null)"))
+        if kind != "device_count" and healthy == 0 and not scheduled:
             self.expect_error("JS409", statement, (kind, target_value))
             return
         [(reply,)] = self.call(statement, (kind, target_value))
-        self.jobs[reply["job"]["id"]] = ACTIVE
+        self.jobs[reply["job"]["id"]] = SCHEDULED if scheduled else ACTIVE
+        assert reply["job"]["status"] == self.jobs[reply["job"]["id"]]
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def start_time_comes(self, data: st.DataObject) -> None:
+        """A scheduled job's start_at passes: maintain() starts it (or ends it, no device)."""
+        job = data.draw(st.sampled_from(list(self.jobs)))
+        before = self.current_status(job)
+        self.call("update jobsys.jobs set start_at = now() - interval '1 second'"
+                  " where id = %s and start_at is not null", (job,))
+        self.call("select jobsys.maintain(true)")
+        self.refresh()
+        if before == SCHEDULED:
+            assert self.jobs[job] in (ACTIVE, COMPLETED, INCOMPLETE)
+        elif before in (COMPLETED, INCOMPLETE, CANCELLED):
+            assert self.jobs[job] == before
 
     def _job_move(self, fn: str, legal_from: set[str], to: str | None, job: str) -> None:
         status = self.current_status(job)
@@ -103,25 +125,75 @@ class JobsysModel(RuleBasedStateMachine):
                 del self.jobs[job]
             else:
                 self.jobs[job] = self.current_status(job)  # may complete at once on resume
-                assert self.jobs[job] in ({to, COMPLETED} if to == ACTIVE else {to})
+                # resume may complete at once; a job paused before it started is scheduled
+                # again, or starts (incomplete at once when no device is healthy).
+                assert self.jobs[job] in ({to, COMPLETED, SCHEDULED, INCOMPLETE} if to == ACTIVE else {to})
         else:
             self.expect_error("JS409", f"select jobsys.{fn}(%s)", (job,))
 
     def current_status(self, job: str) -> str:
         return self.call("select status from jobsys.jobs where id = %s", (job,))[0][0]
 
+    def refresh(self) -> None:
+        for job in list(self.jobs):
+            self.jobs[job] = self.current_status(job)
+        self.running = {a: n for a, n in self.running.items()
+                        if self.call("select 1 from jobsys.job_assignments where id = %s and status = 'running'",
+                                     (a,))}
+
+    @rule()
+    def maintain_settles_jobs(self) -> None:
+        """Upkeep: a job with no live run, still short, waits out the grace (0 s here) and
+        ends incomplete; the next round ends it."""
+        self.call("select jobsys.maintain(true)")
+        self.refresh()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def time_limit_passes(self, data: st.DataObject) -> None:
+        job = data.draw(st.sampled_from(list(self.jobs)))
+        before = self.current_status(job)
+        # The limit counts from start_at when the job has one (a scheduled job also starts now).
+        self.call("update jobsys.jobs set timeout_sec = 1, created_at = now() - interval '1 hour',"
+                  " start_at = case when start_at is not null then now() - interval '1 hour' end where id = %s",
+                  (job,))
+        self.call("select jobsys.maintain(true)")
+        self.refresh()
+        if before in (ACTIVE, PAUSED, SCHEDULED):
+            assert self.jobs[job] in (COMPLETED, INCOMPLETE)
+            assert self.call("select count(*) from jobsys.job_assignments where job_id = %s"
+                             " and status in ('pending', 'paused', 'running')", (job,))[0][0] == 0
+        else:
+            assert self.jobs[job] == before
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def retry_failed(self, data: st.DataObject) -> None:
+        job = data.draw(st.sampled_from(list(self.jobs)))
+        status = self.current_status(job)
+        failed = [a for (a,) in self.call("select id from jobsys.job_assignments where job_id = %s"
+                                          " and status = 'failed'", (job,))]
+        if status in (ACTIVE, PAUSED, INCOMPLETE) and failed:
+            self.call("select jobsys.retry_job(%s)", (job,))
+            for assignment in failed:  # retry is the one move out of failed
+                self.terminal.pop(assignment, None)
+            self.jobs[job] = self.current_status(job)
+            assert self.jobs[job] == (PAUSED if status == PAUSED else ACTIVE)
+        else:
+            self.expect_error("JS409", "select jobsys.retry_job(%s)", (job,))
+
     @precondition(lambda self: self.jobs)
     @rule(data=st.data(), move=st.sampled_from(["pause", "resume", "cancel", "delete"]))
     def job_move(self, data: st.DataObject, move: str) -> None:
         job = data.draw(st.sampled_from(list(self.jobs)))  # creation order: uuids are random
         if move == "pause":
-            self._job_move("pause_job", {ACTIVE}, PAUSED, job)
+            self._job_move("pause_job", {ACTIVE, SCHEDULED}, PAUSED, job)
         elif move == "resume":
             self._job_move("resume_job", {PAUSED}, ACTIVE, job)
         elif move == "cancel":
-            self._job_move("cancel_job", {ACTIVE, PAUSED}, CANCELLED, job)
+            self._job_move("cancel_job", {ACTIVE, PAUSED, SCHEDULED}, CANCELLED, job)
         else:
-            self._job_move("delete_job", {ACTIVE, PAUSED, COMPLETED, CANCELLED}, None, job)
+            self._job_move("delete_job", {SCHEDULED, ACTIVE, PAUSED, COMPLETED, INCOMPLETE, CANCELLED}, None, job)
         self.running = {a: n for a, n in self.running.items()
                         if self.call("select 1 from jobsys.job_assignments where id = %s and status = 'running'",
                                      (a,))}
@@ -195,6 +267,19 @@ class JobsysModel(RuleBasedStateMachine):
                             where status = 'completed' and completed_count < target_count""")[0][0] == 0
         assert self.call("""select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
                             where j.status = 'paused' and a.status = 'pending'""")[0][0] == 0
+        # A scheduled job has no run at all (and so nothing a claim could take).
+        assert self.call("""select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
+                            where j.status = 'scheduled'""")[0][0] == 0
+        # Ended jobs hold no live run; an incomplete one says why and is short.
+        assert self.call("""select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
+                            where j.status in ('completed', 'incomplete', 'cancelled')
+                              and a.status in ('pending', 'paused', 'running')""")[0][0] == 0
+        assert self.call("""select count(*) from jobsys.jobs
+                            where status = 'incomplete' and (end_reason is null or finished_at is null
+                                                             or completed_count >= target_count)
+                              -- but a scheduled job that found no healthy device at its start
+                              -- (target 0: percentage / all_devices of none) ends at once
+                              and not (target_count = 0 and end_reason = 'no_eligible_devices')""")[0][0] == 0
 
     @invariant()
     def terminal_assignments_never_change(self) -> None:
