@@ -62,6 +62,16 @@ class Worker:
         self._wake = asyncio.Event()
         self._devices_changed = asyncio.Event()
         self._stop_requested = asyncio.Event()
+        # This worker's heartbeat and its claims take turns at the database. Both lock the
+        # worker's device rows, and a claim skips rows another transaction holds (skip
+        # locked): a claim that overlapped the worker's own heartbeat found no device free,
+        # returned nothing although runs were pending, and with push up nothing woke the
+        # claim loop again before the safety poll. A claim is one short call; the heartbeat
+        # waits at most for that, never for a phone.
+        self._db_turn = asyncio.Lock()
+        # Reports in flight when a claim came up short: the device they free may still be
+        # running on the server, so the claim is made again once one of them is delivered.
+        self._claim_after_reports: set[int] = set()
         self._claiming = True
         self._hard_stop = False
         self._subscription: Subscription | None = None
@@ -186,10 +196,13 @@ class Worker:
             return
         try:
             # start=True: a device begins as soon as it has its run, so claim and start are one call.
-            claimed = await self.jobs.claim_assignments(self.worker_id, free, start=True)
+            async with self._db_turn:
+                claimed = await self.jobs.claim_assignments(self.worker_id, free, start=True)
         except errors.TransportError as exc:
             log.warning("claim waits for the database: %s", exc.message)
             return
+        if len(claimed) < len(free):
+            self._claim_after_reports.update(self.reporter.pending_ids())
         for run in claimed:
             self._launch(run)
 
@@ -235,7 +248,8 @@ class Worker:
         devices = self.fleet.reports() if version != self._reported_version or self.refused else None
         running = [slot.run.assignment_id for slot in self.runs.values()] + self.reporter.pending_ids()
         try:
-            reply = await self.jobs.heartbeat(self.worker_id, devices, running)
+            async with self._db_turn:
+                reply = await self.jobs.heartbeat(self.worker_id, devices, running)
         except errors.NotFound:
             log.warning("worker session unknown to the server; registering again")
             await self._register()
@@ -248,6 +262,10 @@ class Worker:
             self._note_refused(reply.refused)
             if not self.fleet.knows_all():
                 self.fleet.remember_ids(await self.jobs.worker_devices(self.worker_id))
+            self._wake.set()
+        delivered = self._claim_after_reports - set(self.reporter.pending_ids())
+        if delivered:  # a device those reports free may take its next run now
+            self._claim_after_reports -= delivered
             self._wake.set()
         stop = set(reply.stop)
         for slot in self.runs.values():
