@@ -4,7 +4,7 @@ so they commit together or not at all."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -17,19 +17,7 @@ from tests.core.helpers import add_worker
 from tests.core.test_access import OPERATOR, WORKER_A, as_user
 from tests.support.postgres import Db
 
-TOKEN = "job-update-token-0123456789"
 REGISTER = "select jobsys.register_worker('w', 'h', '[{\"serial\": \"p1\"}]')"
-
-
-@pytest.fixture
-async def api(jobs: JobSystem) -> AsyncIterator[httpx.AsyncClient]:
-    """The REST API; a server error comes back as a 500 response instead of raising here."""
-    from nicegui_app.api import create_api_app
-
-    transport = httpx.ASGITransport(create_api_app(jobs, TOKEN), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test",
-                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        yield client
 
 
 async def new_job(jobs: JobSystem) -> str:

@@ -7,7 +7,6 @@ International names are checked by their IDNA (punycode) form and stored as type
 
 from __future__ import annotations
 
-from typing import AsyncIterator
 
 import httpx
 import psycopg
@@ -19,7 +18,6 @@ from tests.core.helpers import add_worker
 from tests.core.test_access import OPERATOR, WORKER_A, as_user
 from tests.support.postgres import Db
 
-TOKEN = "url-checks-token-0123456789"
 REGISTER = "select jobsys.register_worker('w', 'h', '[{\"serial\": \"p1\"}]')"
 LABEL_63 = "".join(chr(0xAC00 + 7 * i) for i in range(29))   # 29 Hangul syllables: xn--... of 63
 LABEL_64 = "".join(chr(0xAC00 + 13 * i) for i in range(29))  # xn--... of 64
@@ -84,16 +82,6 @@ BAD = [
     "ftp://example.com/",
     "javascript:alert(1)",
 ]
-
-
-@pytest.fixture
-async def api(jobs: JobSystem) -> AsyncIterator[httpx.AsyncClient]:
-    from nicegui_app.api import create_api_app
-
-    transport = httpx.ASGITransport(create_api_app(jobs, TOKEN), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test",
-                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        yield client
 
 
 def create_job_sql(url: str) -> str:
