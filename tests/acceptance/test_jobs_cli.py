@@ -10,7 +10,7 @@ import json
 import pathlib
 import signal
 import subprocess
-import time
+import threading
 
 import pytest
 
@@ -165,11 +165,17 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_cancel(
     first = proc.stdout.readline()
     assert first.startswith("created job "), first
     job_id = first.split()[2].rstrip(":")
-    wait_for(lambda: db.value("select running_count from jobsys.jobs where id = %s", (job_id,)) == 2,
-             timeout_s=30, what="the runs to start")
-    time.sleep(0.5)  # the progress bar has drawn at least once
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    wait_for(lambda: any("running 2" in line for line in lines), timeout_s=30,
+             what="the progress bar showing both runs started")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out = proc.stdout.read()
+    proc.wait(timeout=30)
+    reader.join(timeout=30)
+    err = "".join(lines)
     assert proc.returncode == 130, (out, err)
     assert f"jobsys jobs cancel {job_id}" in err and "keeps running" in err
     assert "0/2 devices (0%)  running 2" in err
