@@ -17,6 +17,8 @@ import csv
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
+UTF8_BOM = "\ufeff"  # first in a CSV file to open: spreadsheets otherwise garble Korean text
+
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 

@@ -7,12 +7,10 @@ The worker and the dashboard reach transports only through here: the push types
 
 from __future__ import annotations
 
-import io
-import json
 import uuid
 from typing import Any, Iterable, Literal, Sequence
 
-from jobsys import csv_safe, errors, rpc, validation
+from jobsys import errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
     ClaimedAssignment, CreatedJob, Device, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job,
@@ -25,31 +23,6 @@ __all__ = ["EventHandler", "EvidenceUploader", "JobId", "JobSystem", "MAX_REPORT
 
 JobId = uuid.UUID | str
 MAX_REPORTS = 1000  # per finish_assignments call; the SQL function enforces the same bound
-
-
-UTF8_BOM = "\ufeff"
-JOB_RUN_COLUMNS = ("device_serial", "worker_name", "status", "attempt", "started_at", "finished_at", "error",
-                   "evidence")
-
-
-def job_runs_csv(rows: Iterable[JobRunRow]) -> str:
-    """The rows of JobSystem.export_job_runs as CSV: a UTF-8 byte-order mark (spreadsheets
-    otherwise garble Korean text), a header, and every cell through jobsys.csv_safe (a cell a
-    spreadsheet would run as a formula gets a leading `'`)."""
-    out = io.StringIO()
-    out.write(UTF8_BOM)
-    write = csv_safe.writer(out)
-    write.writerow(JOB_RUN_COLUMNS)
-    for row in rows:
-        data = row.model_dump(mode="json")
-        write.writerow(["" if data[c] is None else data[c] for c in JOB_RUN_COLUMNS])
-    return out.getvalue()
-
-
-def job_runs_jsonl(rows: Iterable[JobRunRow]) -> str:
-    """The same rows as JSON Lines, values as stored (programs read them)."""
-    return "".join(json.dumps({c: row.model_dump(mode="json")[c] for c in JOB_RUN_COLUMNS},
-                              ensure_ascii=False) + "\n" for row in rows)
 
 
 def _evidence(result: dict[str, Any] | None) -> str | None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
-import json
 import pathlib
 import re
 import signal
@@ -18,7 +16,7 @@ import sys
 import uuid
 from typing import Any
 
-from jobsys import csv_safe, errors
+from jobsys import errors, export
 from jobsys.models import (
     DEVICE_COUNT_MAX,
     DURATION_MAX_SEC,
@@ -323,19 +321,9 @@ def cmd_clone(args: argparse.Namespace) -> int:
     return run_with_jobs(args, body)
 
 
-EXPORT_COLUMNS = list(JobRunRow.model_fields)
-
-
 def export_text(rows: list[JobRunRow], fmt: str) -> str:
-    """One line (JSONL) or row (CSV, formula cells neutralised by jobsys.csv_safe) per device run."""
-    records = [row.model_dump(mode="json") for row in rows]
-    if fmt == "jsonl":
-        return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    out = io.StringIO()
-    writer = csv_safe.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return out.getvalue()
+    """One line (JSONL) or row (CSV, no byte-order mark: it goes to a pipe or a file) per device run."""
+    return export.job_runs_jsonl(rows) if fmt == "jsonl" else export.job_runs_csv(rows, bom=False)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from jobsys import csv_safe
 from jobsys.batch import export
 from jobsys.batch.facade import BatchJobs
 from jobsys.system import JobId
 
-UTF8_BOM = "\ufeff"
 
 
 class ExportFormat(str, enum.Enum):
@@ -40,7 +40,7 @@ async def export_file(batch: BatchJobs, job_id: JobId, fmt: ExportFormat) -> Exp
     Raises NotFound for an unknown job (checked first, so an empty file never stands for one)."""
     job = await batch.get_job(job_id)
     if fmt is ExportFormat.CSV:
-        text = UTF8_BOM + await export.export_csv(batch, job.id)
+        text = csv_safe.UTF8_BOM + await export.export_csv(batch, job.id)
     else:
         text = await export.export_jsonl(batch, job.id)
     return ExportFile(text.encode("utf-8"), f"batch-{job.id}.{fmt.value}", MEDIA_TYPES[fmt])

@@ -29,7 +29,8 @@ from jobsys.models import (
     JobUpdate,
     RetriedJob,
 )
-from jobsys.system import JobSystem, job_runs_csv, job_runs_jsonl
+from jobsys.export import job_runs_csv, job_runs_jsonl
+from jobsys.system import JobSystem
 from nicegui_app import auth
 from nicegui_app.api.errors import ERROR_RESPONSES, ApiError
 from nicegui_app.supabase_auth import SupabaseAuth

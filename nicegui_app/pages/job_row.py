@@ -15,7 +15,7 @@ from nicegui import ui
 
 from jobsys.errors import IllegalTransition, JobsysError, NotFound
 from jobsys.models import Assignment, Job, JobStatus
-from jobsys.system import job_runs_csv
+from jobsys.export import job_runs_csv
 from nicegui_app.pages.dialog import answer
 from nicegui_app.pages.frame import PageContext
 from nicegui_app.pages.rows import ItemRow, when
