@@ -11,6 +11,8 @@ from typing import Iterator
 from jobsys.embedded import EmbeddedPostgres, default_data_dir
 
 ENV_DATABASE_URL = "JOBSYS_DATABASE_URL"
+ENV_SERVER = "JOBSYS_SERVER"  # the hub's address, for a worker PC joining it
+ENV_WORKER_TOKEN = "JOBSYS_WORKER_TOKEN"  # that PC's token (jobsys workers add)
 
 
 def resolve_database(database_url: str | None, data_dir: pathlib.Path | None) -> tuple[str, EmbeddedPostgres | None]:

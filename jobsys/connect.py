@@ -3,6 +3,8 @@
     SUPABASE_URL + SUPABASE_ANON_KEY     -> Supabase transport (PostgREST + Realtime);
         signed in as JOBSYS_EMAIL / JOBSYS_PASSWORD, or presenting JOBSYS_ACCESS_TOKEN
     JOBSYS_DATABASE_URL                  -> Postgres transport (psycopg + LISTEN/NOTIFY)
+    JOBSYS_SERVER + JOBSYS_WORKER_TOKEN  -> hub transport (a worker PC joining `jobsys up`;
+        `jobsys worker --server ... --token ...` says the same), connect_hub
 
 The embedded default (neither set) is the CLI's business (jobsys.config). The service
 role key (SUPABASE_SERVICE_ROLE_KEY) is used only when a caller asks for it
@@ -17,7 +19,7 @@ from typing import Mapping
 
 from jobsys import errors
 from jobsys.auth import Credentials, JobsysRole
-from jobsys.config import ENV_DATABASE_URL
+from jobsys.config import ENV_DATABASE_URL, ENV_WORKER_TOKEN
 from jobsys.system import JobSystem
 from jobsys.transport.realtime_watchdog import RealtimeSettings
 
@@ -60,6 +62,16 @@ async def connect_supabase(url: str, key: str, *, credentials: Credentials | Non
     transport = await SupabaseTransport.connect(url, key, credentials=credentials, access_token=access_token,
                                                 expected_role=role, push=push, realtime=realtime)
     return JobSystem(transport)
+
+
+async def connect_hub(server: str, token: str, *, push: bool = True) -> JobSystem:
+    """A JobSystem for a worker PC joining the hub at `server` with its worker token."""
+    from jobsys.transport.hub import HubTransport
+
+    if not token.strip():
+        raise errors.InvalidInput(f"give this PC's worker token (--token or {ENV_WORKER_TOKEN}); "
+                                  "an operator makes one with: jobsys workers add NAME")
+    return JobSystem(HubTransport(server, token.strip(), push=push))
 
 
 async def connect_from_env(role: JobsysRole | None = None, *, push: bool = True,

@@ -27,6 +27,14 @@ class InvalidInput(JobsysError):
     http_status = 422
 
 
+class Unauthorized(JobsysError):
+    """No valid credentials: a hub worker token that is unknown, wrong or revoked. Not worth
+    retrying: the worker stops and says so."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
 class Forbidden(JobsysError):
     code = "forbidden"
     http_status = 403
@@ -72,6 +80,7 @@ class TransportError(JobsysError):
 
 SQLSTATE_ERRORS: dict[str, type[JobsysError]] = {
     "JS400": InvalidInput,
+    "JS401": Unauthorized,
     "JS403": Forbidden,
     "JS404": NotFound,
     "JS409": IllegalTransition,

@@ -43,7 +43,7 @@ SET_DEVICE_STATE = _fn("set_device_state", p_device_id="uuid", p_state="text")
 RELEASE_DEVICE = _fn("release_device", p_device_id="uuid")
 
 REGISTER_WORKER = _fn("register_worker", p_name="text", p_hostname="text", p_devices="jsonb")
-HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]")
+HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]", p_meta="jsonb")
 STOP_WORKER = _fn("stop_worker", p_worker_id="uuid")
 WORKER_DEVICES = _fn("worker_devices", p_worker_id="uuid")
 CLAIM_ASSIGNMENTS = _fn("claim_assignments", returns_set=True, p_worker_id="uuid",
@@ -57,6 +57,14 @@ RELEASE_ASSIGNMENT = _fn("release_assignment", p_assignment_id="bigint", p_attem
                          p_reason="text")
 FINISH_ASSIGNMENTS = _fn("finish_assignments", p_worker_id="uuid", p_reports="jsonb")
 
+# Worker accounts: the hub's per-PC tokens (operators; the hub alone calls hub_claims)
+ADD_WORKER_ACCOUNT = _fn("add_worker_account", p_name="text", p_token_hash="text")
+LIST_WORKER_ACCOUNTS = _fn("list_worker_accounts", p_include_revoked="boolean")
+REVOKE_WORKER_ACCOUNT = _fn("revoke_worker_account", p_name="text")
+HUB_CLAIMS = _fn("hub_claims", p_token_hash="text")
+# Not the library's: the hub asks it (as the worker) before it forwards a topic's events.
+MAY_RECEIVE = _fn("may_receive", p_topic="text")
+
 RESCUE_EXPIRED_LEASES = _fn("rescue_expired_leases")
 MARK_STALE = _fn("mark_stale")
 MAINTAIN = _fn("maintain", p_force="boolean")
@@ -66,6 +74,7 @@ DEVICE_JOBS: tuple[SqlFunction, ...] = (
     LIST_DEVICES, SET_DEVICE_STATE, RELEASE_DEVICE, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES,
     CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
+    ADD_WORKER_ACCOUNT, LIST_WORKER_ACCOUNTS, REVOKE_WORKER_ACCOUNT, HUB_CLAIMS,
     RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
 )
 

@@ -18,6 +18,9 @@ from jobsys.models import (
     RunState, WorkerSession,
 )
 from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler, Subscription, Transport
+from jobsys.worker_accounts import (
+    EnrolledWorker, WorkerAccount, WorkerAccountList, WorkerAccountName, new_token, token_digest,
+)
 
 __all__ = ["EventHandler", "EvidenceUploader", "JobId", "JobSystem", "MAX_REPORTS", "StateHandler", "Subscription"]
 
@@ -147,6 +150,25 @@ class JobSystem:
         return Device.model_validate(await self.transport.call(
             rpc.RELEASE_DEVICE, {"p_device_id": validation.as_uuid(device_id, "device_id")}))
 
+    # Operators: worker accounts (PCs joining the hub) ---------------------------------
+    async def add_worker_account(self, name: str) -> EnrolledWorker:
+        """A new PC account and its token (shown once; only its digest is stored)."""
+        checked = validation.validated(WorkerAccountName, {"name": name})
+        token = new_token()
+        account = WorkerAccount.model_validate(await self.transport.call(
+            rpc.ADD_WORKER_ACCOUNT, {"p_name": checked.name, "p_token_hash": token_digest(token)}))
+        return EnrolledWorker(account=account, token=token)
+
+    async def list_worker_accounts(self, include_revoked: bool = False) -> WorkerAccountList:
+        return WorkerAccountList.model_validate(await self.transport.call(
+            rpc.LIST_WORKER_ACCOUNTS, {"p_include_revoked": include_revoked}))
+
+    async def revoke_worker_account(self, name: str) -> WorkerAccount:
+        """Refuse the PC's token from now on; its sessions end and its devices go offline."""
+        checked = validation.validated(WorkerAccountName, {"name": name})
+        return WorkerAccount.model_validate(await self.transport.call(
+            rpc.REVOKE_WORKER_ACCOUNT, {"p_name": checked.name}))
+
     # Workers ---------------------------------------------------------------------------
     async def register_worker(
         self, name: str, devices: Iterable[DeviceReport], hostname: str = ""
@@ -157,12 +179,13 @@ class JobSystem:
 
     async def heartbeat(
         self, worker_id: JobId, devices: Iterable[DeviceReport] | None = None,
-        running: Iterable[int] | None = None,
+        running: Iterable[int] | None = None, meta: dict[str, str] | None = None,
     ) -> HeartbeatReply:
+        """`meta`: what the PC view shows of this session (version, push state), merged in."""
         return HeartbeatReply.model_validate(await self.transport.call(rpc.HEARTBEAT, {
             "p_worker_id": validation.as_uuid(worker_id, "worker_id"),
             "p_devices": None if devices is None else [d.model_dump(mode="json") for d in devices],
-            "p_running": None if running is None else list(running)}))
+            "p_running": None if running is None else list(running), "p_meta": meta}))
 
     async def worker_devices(self, worker_id: JobId) -> list[RegisteredDevice]:
         raw = await self.transport.call(

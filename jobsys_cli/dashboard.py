@@ -6,20 +6,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-from typing import Any
+import socket
+from typing import TYPE_CHECKING, Any
 
-from jobsys import config
+from jobsys import config, hub_protocol
 from jobsys.embedded import default_data_dir
 from jobsys.system import JobSystem
 from jobsys_cli import process
 from jobsys_cli.options import add_database_options, add_server_options
 from jobsys_cli.upkeep import upkeep
 
+if TYPE_CHECKING:
+    from nicegui_app.server import TlsFiles
+
 
 async def serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
     """Serve with the API token: $JOBSYS_API_TOKEN, or one generated at the first start and
     printed then; the data dir keeps only its hash."""
     from nicegui_app.auth import ENV_API_TOKEN, TOKEN_FILE_NAME, TokenFileError, load_or_create_session_secret
+    from jobsys_hub.app import Hub
     from nicegui_app.server import load_or_create_token, serve
 
     data_dir = args.data_dir or default_data_dir()
@@ -27,16 +32,40 @@ async def serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
         token, generated = load_or_create_token(data_dir)
     except TokenFileError as exc:
         raise process.CommandError(str(exc)) from None
-    url = f"http://{args.host}:{args.port}"
+    url = public_url(args)
     if generated:
         print(f"dashboard: {url}  (API token, shown once: {generated} ; the data dir keeps only its hash)",
               flush=True)
     else:
         print(f"dashboard: {url}  (API token: ${ENV_API_TOKEN}, or the one printed at the first start; "
               f"{data_dir / TOKEN_FILE_NAME} keeps only its hash)", flush=True)
-    await serve(jobs, host=args.host, port=args.port, token=token,
-                storage_secret=load_or_create_session_secret(data_dir),
-                storage_dir=data_dir / "nicegui", public_docs=args.public_docs)
+    async with Hub(jobs.transport, data_dir) as hub:  # type: ignore[arg-type]  # Postgres here
+        print(f"hub: PCs join with `jobsys worker --server {public_url(args)} --token <token>`; "
+              "`jobsys workers add NAME` makes a PC's token", flush=True)
+        await serve(jobs, host=args.host, port=args.port, token=token,
+                    storage_secret=load_or_create_session_secret(data_dir),
+                    storage_dir=data_dir / "nicegui", public_docs=args.public_docs,
+                    mounts={hub_protocol.MOUNT: hub.app}, tls=tls_files(args))
+
+
+def public_url(args: argparse.Namespace) -> str:
+    """How other PCs reach this server: a wildcard address becomes this machine's name."""
+    scheme = "https" if args.tls_cert else "http"
+    host = socket.gethostname() if args.host in ("0.0.0.0", "::", "") else args.host
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{args.port}"
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    from nicegui_app.server import TlsFiles
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise process.CommandError("--tls-cert and --tls-key go together")
+    if not args.tls_cert:
+        return None
+    for path in (args.tls_cert, args.tls_key):
+        if not path.is_file():
+            raise process.CommandError(f"no such file: {path}")
+    return TlsFiles(args.tls_cert, args.tls_key)
 
 
 async def _dashboard_main(args: argparse.Namespace, url: str) -> None:

@@ -20,8 +20,13 @@ def add_database_options(parser: argparse.ArgumentParser, *, joinable: bool = Tr
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="dashboard and API address (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="dashboard, API and hub address (default 127.0.0.1: this PC only; 0.0.0.0 serves "
+                             "other PCs; plain HTTP is for a trusted LAN, else add --tls-cert/--tls-key)")
     parser.add_argument("--port", type=int, default=8080, help="dashboard and API port (default 8080)")
     parser.add_argument("--public-docs", action="store_true",
                         help="serve the API docs (/docs, /openapi.json) to anyone; by default /openapi.json "
                              "needs the bearer token and /docs a browser logged in to the dashboard")
+    parser.add_argument("--tls-cert", type=pathlib.Path, metavar="PEM",
+                        help="serve HTTPS and WSS with this certificate (chain), with --tls-key")
+    parser.add_argument("--tls-key", type=pathlib.Path, metavar="PEM", help="the certificate's private key")

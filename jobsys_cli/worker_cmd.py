@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import pathlib
 import socket
 from typing import TYPE_CHECKING, Any
 
-from jobsys import config
-from jobsys.config import ENV_DATABASE_URL
+from jobsys import aio, config, errors
+from jobsys.config import ENV_DATABASE_URL, ENV_SERVER, ENV_WORKER_TOKEN
 from jobsys.embedded import ENV_DATA_DIR, default_data_dir
 from jobsys.system import JobSystem
 from jobsys_cli import process
@@ -58,10 +59,19 @@ async def run_worker(jobs: JobSystem, options: WorkerOptions, stop: asyncio.Even
     await process.until_stopped(stop, graceful=[task], on_stop=worker.request_stop)
 
 
-async def _worker_main(args: argparse.Namespace, url: str | None) -> None:
+REFUSED_TOKEN = ("the hub refused this PC's worker token ({reason}); an operator makes a new one with "
+                 "`jobsys workers add NAME` (or the dashboard's PC page)")
+
+
+async def _worker_main(args: argparse.Namespace, url: str | None, server: str | None = None) -> None:
     stop = process.stop_on_signals()
     options = worker_options(args, name=args.name, driver=args.driver)
-    if url is None:  # Supabase mode: signs in as the worker user; no database connection
+    if server is not None:  # hub mode: the PC holds the hub's address and its own token, nothing else
+        from jobsys.connect import connect_hub
+
+        jobs = await connect_hub(server, args.token or os.environ.get(ENV_WORKER_TOKEN, ""),
+                                 push=not args.no_push)
+    elif url is None:  # Supabase mode: signs in as the worker user; no database connection
         from jobsys.auth import JobsysRole
         from jobsys.connect import connect_from_env
 
@@ -72,9 +82,29 @@ async def _worker_main(args: argparse.Namespace, url: str | None) -> None:
         await run_worker(jobs, options, stop)
 
 
+def _run_on_hub(args: argparse.Namespace, server: str) -> None:
+    """A worker PC on the hub; a refused token or bad flag is one line and exit status 2."""
+    try:
+        asyncio.run(_worker_main(args, None, server))
+    except errors.Unauthorized as exc:
+        raise process.CommandError(REFUSED_TOKEN.format(reason=exc.message)) from None
+    except aio.TaskFailed as exc:
+        if isinstance(exc.__cause__, errors.Unauthorized):
+            raise process.CommandError(REFUSED_TOKEN.format(reason=exc.__cause__.message)) from None
+        raise
+    except errors.InvalidInput as exc:
+        raise process.CommandError(exc.message) from None
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from jobsys.connect import supabase_configured  # loads the Supabase client: only when run
 
+    server = args.server or os.environ.get(ENV_SERVER, "").strip() or None
+    if server is not None:
+        if args.database_url or args.data_dir:
+            raise process.CommandError("--server joins a hub; it takes no --database-url or --data-dir")
+        _run_on_hub(args, server)
+        return 0
     if supabase_configured() and not (args.database_url or args.data_dir):
         asyncio.run(_worker_main(args, None))
         return 0
@@ -91,9 +121,16 @@ def add_parser(subparsers: Any) -> None:
         description="Register this PC's devices, take their assignments (push via LISTEN/NOTIFY, polling "
                     "every 3 s while push is down) and run them. SIGTERM/Ctrl-C: stop claiming, let running "
                     f"work finish up to --grace seconds, release the rest. Environment: {ENV_DATABASE_URL}, "
-                    f"{ENV_DATA_DIR}; Supabase mode: SUPABASE_URL, SUPABASE_ANON_KEY and the worker's "
+                    f"{ENV_DATA_DIR}; a PC joining a hub: --server and --token ({ENV_SERVER}, {ENV_WORKER_TOKEN}); "
+                    "Supabase mode: SUPABASE_URL, SUPABASE_ANON_KEY and the worker's "
                     "JOBSYS_EMAIL / JOBSYS_PASSWORD (never the service role key).")
     add_database_options(worker)
+    worker.add_argument("--server", metavar="URL",
+                        help=f"join the hub at this address, e.g. http://hub-pc:8080 (default: ${ENV_SERVER}); "
+                             "the PC then needs no database, only its worker token")
+    worker.add_argument("--token", metavar="TOKEN",
+                        help=f"this PC's worker token for --server (default: ${ENV_WORKER_TOKEN}, which keeps it "
+                             "out of the process list); `jobsys workers add NAME` makes one")
     worker.add_argument("--driver", choices=["uiautomator2", "sim"], default="uiautomator2",
                         help="uiautomator2: real phones over adb (default); sim: simulated devices")
     worker.add_argument("--name", default=socket.gethostname(),

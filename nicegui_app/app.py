@@ -13,11 +13,13 @@ same session; /openapi.json itself takes the bearer token, as the API does. With
 from __future__ import annotations
 
 import urllib.parse
+from typing import Mapping
 
 import nicegui
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from nicegui import ui
+from starlette.types import ASGIApp
 
 from nicegui_app import pages, services
 from nicegui_app.api import DOCS_URL, create_api_app, swagger_page
@@ -34,8 +36,13 @@ def install_pages(svc: services.Services) -> None:
     pages.create_all()
 
 
-def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool = False) -> FastAPI:
+def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool = False,
+              mounts: Mapping[str, ASGIApp] | None = None) -> FastAPI:
+    """`mounts`: other apps served beside the dashboard (the hub at /hub), mounted before
+    NiceGUI takes /."""
     app = create_api_app(svc.jobs, svc.token, svc.supabase, public_docs=public_docs, docs_page=public_docs)
+    for path, mounted in (mounts or {}).items():
+        app.mount(path, mounted)
     install_pages(svc)
     if not public_docs:
         _install_browser_docs(app)

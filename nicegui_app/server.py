@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import pathlib
 import socket
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import nicegui
 import uvicorn
 from nicegui.storage import Storage
+from starlette.types import ASGIApp
 
 from jobsys import aio
 from jobsys.system import JobSystem
@@ -31,9 +33,13 @@ from nicegui_app.hub import EventHub
 from nicegui_app.services import Services
 from nicegui_app.supabase_auth import SupabaseAuth
 
-__all__ = ["load_or_create_token", "serve"]
+__all__ = ["TlsFiles", "load_or_create_token", "serve"]
 
 GRACEFUL_SHUTDOWN_S = 3  # open websockets are closed after this (uvicorn takes whole seconds)
+# Server-side keep-alive of every WebSocket (the hub's worker sockets included): a peer
+# that answers no ping within WS_PING_TIMEOUT_S is closed.
+WS_PING_INTERVAL_S = 10.0
+WS_PING_TIMEOUT_S = 10.0
 PRIVATE_UMASK = 0o077
 
 
@@ -42,6 +48,14 @@ def _listen(host: str, port: int) -> socket.socket:
     end the host process; this raises OSError to the caller instead."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate (chain) and its key, for HTTPS and WSS on the dashboard's port."""
+
+    cert: pathlib.Path
+    key: pathlib.Path
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -60,6 +74,8 @@ async def serve(
     storage_dir: pathlib.Path | None = None,
     supabase: SupabaseAuth | None = None,
     public_docs: bool = False,
+    mounts: Mapping[str, ASGIApp] | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Serve the dashboard and the REST API on host:port until cancelled.
 
@@ -67,11 +83,14 @@ async def serve(
     `storage_dir`: where NiceGUI keeps sessions (default ./.nicegui); e.g. the data dir.
     `supabase`: Supabase mode, where operators log in with their Supabase accounts (pages)
     and access tokens (API) instead of `token`; the caller closes it.
-    `public_docs`: /docs and /openapi.json without a token or login."""
+    `public_docs`: /docs and /openapi.json without a token or login.
+    `mounts`: other apps on the same port (the hub at /hub).
+    `tls`: serve HTTPS (and WSS) with this certificate and key."""
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
         await _serve(jobs, host=host, port=port, token=token, storage_secret=storage_secret,
-                     storage_dir=storage_dir, supabase=supabase, public_docs=public_docs)
+                     storage_dir=storage_dir, supabase=supabase, public_docs=public_docs, mounts=mounts,
+                     tls=tls)
     finally:
         os.umask(previous_umask)
 
@@ -95,6 +114,8 @@ async def _serve(
     storage_dir: pathlib.Path | None,
     supabase: SupabaseAuth | None,
     public_docs: bool,
+    mounts: Mapping[str, ASGIApp] | None,
+    tls: TlsFiles | None,
 ) -> None:
     if storage_dir is not None:
         Storage.path = storage_dir.resolve()
@@ -109,7 +130,7 @@ async def _serve(
         stack.push_async_callback(_cancel, safety)
 
         svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase)
-        app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs)
+        app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs, mounts=mounts)
         server = _EmbeddedServer(
             uvicorn.Config(
                 app,
@@ -119,6 +140,10 @@ async def _serve(
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                ws_ping_interval=WS_PING_INTERVAL_S,
+                ws_ping_timeout=WS_PING_TIMEOUT_S,
+                ssl_certfile=tls.cert if tls else None,
+                ssl_keyfile=tls.key if tls else None,
             )
         )
         task = asyncio.create_task(server.serve(sockets=[sock]), name="dashboard server")

@@ -57,6 +57,13 @@ def _statement(function: rpc.SqlFunction, args: Mapping[str, Any]) -> sql.Compos
     )
 
 
+# How the hub runs a call as a worker account, the way PostgREST runs a request: the
+# account's claims and the authenticated role, local to the call's transaction. hub_claims
+# runs first, as the hub's own role (JS401 for an unknown or revoked token).
+_AS_ACCOUNT = sql.SQL("select set_config('request.jwt.claims', {}.hub_claims(%(token_hash)s), true), "
+                      "set_config('role', 'authenticated', true)").format(sql.Identifier(rpc.SCHEMA))
+
+
 def _adapt(function: rpc.SqlFunction, args: Mapping[str, Any]) -> dict[str, Any]:
     return {k: Jsonb(v) if function.params.get(k) == "jsonb" and v is not None else v for k, v in args.items()}
 
@@ -107,15 +114,21 @@ class PostgresTransport:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _execute(self, function: rpc.SqlFunction, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def _execute(self, function: rpc.SqlFunction, args: Mapping[str, Any],
+                       token_hash: str | None = None) -> list[dict[str, Any]]:
         statement = _statement(function, args)
         params = _adapt(function, args)
         for attempt in range(RETRIES_ON_CONFLICT + 1):
             try:
                 async with self._pool.connection() as conn:
                     cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(statement, params)
-                    return await cur.fetchall()
+                    if token_hash is None:
+                        await cur.execute(statement, params)
+                        return await cur.fetchall()
+                    async with conn.transaction():
+                        await cur.execute(_AS_ACCOUNT, {"token_hash": token_hash})
+                        await cur.execute(statement, params)
+                        return await cur.fetchall()
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == RETRIES_ON_CONFLICT:
                     raise errors.TransportError(f"{function.name}: too much contention, try again") from exc
@@ -138,6 +151,13 @@ class PostgresTransport:
         self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
         return await self._execute(function, args or {})
+
+    async def call_rows_as_account(self, token_hash: str, function: rpc.SqlFunction,
+                                   args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The hub's call: as the worker account whose token has this SHA-256 digest (the
+        connection's own role must be allowed to switch to `authenticated`). Unauthorized
+        for an unknown or revoked token; nothing else changes then."""
+        return await self._execute(function, args or {}, token_hash)
 
     async def subscribe(
         self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None

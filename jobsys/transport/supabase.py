@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import enum
 import json
 import logging
 import random
-import uuid
 from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 
 import httpx
-import pydantic
 from postgrest.exceptions import APIError
 
 from jobsys import errors, rpc
 from jobsys.auth import Credentials, JobsysRole, TokenKeeper
 from jobsys.transport.base import EventHandler, StateHandler
+from jobsys.transport.json_values import json_args
 from jobsys.transport.realtime_watchdog import BroadcastSubscription, RealtimeSettings
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
@@ -96,32 +94,6 @@ def map_api_error(exc: APIError) -> errors.JobsysError:
             f"{message} (are the migrations applied and the jobsys schema exposed? see docs/supabase.md)",
             {"code": code, "hint": exc.hint})
     return errors.JobsysError(f"database error {code}: {message}", {"code": code, "hint": exc.hint})
-
-
-def jsonable(value: Any) -> Any:
-    """A value as JSON PostgREST turns back into the argument's SQL type."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    raise errors.InvalidInput(f"cannot send a {type(value).__name__} to the database")
-
-
-def json_args(function: rpc.SqlFunction, args: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(args) - set(function.params)
-    if unknown:  # PostgREST would answer PGRST202; say what is wrong instead
-        raise errors.InvalidInput(f"unknown argument(s) for {function.name}: {sorted(unknown)}")
-    return {name: jsonable(value) for name, value in args.items()}
 
 
 @dataclasses.dataclass(frozen=True)

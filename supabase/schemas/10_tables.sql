@@ -52,6 +52,22 @@ comment on table jobsys.workers is
   'One row per worker process session: every registration starts a new session, and a worker acts only as a session it registered.';
 create index workers_user_id_idx on jobsys.workers (user_id);
 
+-- Worker accounts: one per PC that joins the hub with its own token. The account id is the
+-- `sub` the hub puts in the claims it runs that PC's calls with, so workers.user_id (and
+-- every ownership rule) means the same as for a Supabase Auth user. Only the token's
+-- SHA-256 digest is stored; a revoked account keeps its row for the record.
+create table jobsys.worker_accounts (
+  id uuid primary key default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 64 and name = btrim(name) and name !~ '[[:cntrl:]]'),
+  token_hash text not null unique check (token_hash ~ '^[0-9a-f]{64}$'),
+  created_at timestamptz not null default now(),
+  last_seen_at timestamptz,
+  revoked_at timestamptz
+);
+comment on table jobsys.worker_accounts is
+  'One account per PC joining the hub (jobsys workers add): its name, the SHA-256 digest of its token (never the token), when it was last seen and whether it was revoked.';
+create unique index worker_accounts_active_name_idx on jobsys.worker_accounts (name) where revoked_at is null;
+
 -- Devices: stable by serial, re-bound to the session that registers them (35_device_runs.sql)
 create table jobsys.devices (
   id uuid primary key default gen_random_uuid(),

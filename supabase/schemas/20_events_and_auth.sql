@@ -35,7 +35,7 @@ comment on function jobsys.worker_topic(uuid) is
 
 -- Errors -------------------------------------------------------------------------------
 -- Stable SQLSTATEs the library maps to typed exceptions (jobsys/errors.py):
---   JS400 invalid input, JS403 forbidden, JS404 not found, JS409 illegal transition,
+--   JS400 invalid input, JS401 unknown or revoked token (the hub), JS403 forbidden, JS404 not found, JS409 illegal transition,
 --   JS410 stale (the assignment moved on: lease lost, job cancelled or deleted).
 create or replace function jobsys.raise_error(p_sqlstate text, p_message text, p_details jsonb default '{}')
   returns void
@@ -46,7 +46,7 @@ begin
 end
 $$;
 comment on function jobsys.raise_error(text, text, jsonb) is
-  'Raises one of the stable SQLSTATEs the library maps to typed exceptions (jobsys/errors.py): JS400 invalid input, JS403 forbidden, JS404 not found, JS409 illegal transition, JS410 stale.';
+  'Raises one of the stable SQLSTATEs the library maps to typed exceptions (jobsys/errors.py): JS400 invalid input, JS401 unknown or revoked token, JS403 forbidden, JS404 not found, JS409 illegal transition, JS410 stale.';
 
 -- Authorization ------------------------------------------------------------------------
 -- Who is calling: 'service' for a trusted direct connection or the service role,

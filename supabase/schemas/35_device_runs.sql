@@ -992,7 +992,7 @@ comment on function jobsys.register_worker(text, text, jsonb) is
 -- polling path for cancellation when push is down; and, when it reports its devices, the
 -- serials refused to it (as register_worker).
 create or replace function jobsys.heartbeat(p_worker_id uuid, p_devices jsonb default null,
-  p_running bigint[] default null)
+  p_running bigint[] default null, p_meta jsonb default null)
   returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -1002,7 +1002,13 @@ declare
   v_refused jsonb := '[]';
 begin
   perform jobsys.require_worker(p_worker_id);
-  update jobsys.workers set last_heartbeat_at = now(), status = 'online' where id = p_worker_id;
+  if p_meta is not null and (jsonb_typeof(p_meta) <> 'object' or length(p_meta::text) > 2000) then
+    perform jobsys.raise_error('JS400', 'meta must be a JSON object of at most 2000 characters',
+      '{"field": "meta"}');
+  end if;
+  update jobsys.workers set last_heartbeat_at = now(), status = 'online',
+    meta = case when p_meta is null then meta else meta || p_meta end
+  where id = p_worker_id;
   if not found then
     perform jobsys.raise_error('JS404', 'worker session not found; register again',
       jsonb_build_object('worker_id', p_worker_id));
@@ -1036,8 +1042,8 @@ begin
                             'maintenance', jobsys.maintain());
 end
 $$;
-comment on function jobsys.heartbeat(uuid, jsonb, bigint[]) is
-  'Workers: the worker and its devices are alive, running leases are extended, and maintenance runs. Returns the runs the worker must stop (the polling path for cancellation when push is down) and, with a device report, the serials refused to it.';
+comment on function jobsys.heartbeat(uuid, jsonb, bigint[], jsonb) is
+  'Workers: the worker and its devices are alive, running leases are extended, and maintenance runs; p_meta (version, push state) is merged into the session''s meta. Returns the runs the worker must stop (the polling path for cancellation when push is down) and, with a device report, the serials refused to it.';
 
 -- A worker stopping cleanly: its devices go offline and their queues move elsewhere.
 create or replace function jobsys.stop_worker(p_worker_id uuid) returns void

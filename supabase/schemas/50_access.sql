@@ -18,6 +18,7 @@ alter table jobsys.job_assignments enable row level security;
 alter table jobsys.background_jobs enable row level security;
 alter table jobsys.background_job_items enable row level security;
 alter table jobsys.background_job_logs enable row level security;
+alter table jobsys.worker_accounts enable row level security;
 
 -- Whether the calling worker user owns this worker session.
 create or replace function jobsys.is_own_worker(p_worker_id uuid) returns boolean
@@ -40,6 +41,10 @@ create policy workers_read on jobsys.workers for select to authenticated
 create policy devices_read on jobsys.devices for select to authenticated
   using (jobsys.caller_role() = 'operator' or jobsys.is_own_worker(worker_id));
 
+-- Worker accounts: operators read them, never the token digest (column grants below).
+create policy worker_accounts_operator_read on jobsys.worker_accounts for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+
 create policy jobs_operator_read on jobsys.jobs for select to authenticated
   using (jobsys.caller_role() = 'operator');
 
@@ -60,6 +65,8 @@ create policy background_job_logs_operator_read on jobsys.background_job_logs fo
 grant usage on schema jobsys to anon, authenticated, service_role;
 grant select on all tables in schema jobsys to authenticated;
 grant all on all tables in schema jobsys to service_role;
+revoke select on jobsys.worker_accounts from authenticated;
+grant select (id, name, created_at, last_seen_at, revoked_at) on jobsys.worker_accounts to authenticated;
 
 -- Functions are executable by PUBLIC when created; only the API stays callable. Helpers run
 -- inside the definer functions. (The functions of 60_realtime_and_storage.sql, created
@@ -75,8 +82,10 @@ grant execute on function
   jobsys.update_job_title(uuid, text), jobsys.update_job(uuid, text, text),
   jobsys.list_jobs(text, text, integer, integer), jobsys.get_job(uuid), jobsys.list_devices(),
   jobsys.set_device_state(uuid, text), jobsys.release_device(uuid),
+  jobsys.add_worker_account(text, text), jobsys.list_worker_accounts(boolean),
+  jobsys.revoke_worker_account(text),
   -- device jobs: workers
-  jobsys.register_worker(text, text, jsonb), jobsys.heartbeat(uuid, jsonb, bigint[]),
+  jobsys.register_worker(text, text, jsonb), jobsys.heartbeat(uuid, jsonb, bigint[], jsonb),
   jobsys.stop_worker(uuid), jobsys.worker_devices(uuid),
   jobsys.claim_assignments(uuid, uuid[], integer, boolean),
   jobsys.start_assignment(bigint, integer),
@@ -97,3 +106,5 @@ grant execute on function
   jobsys.renew_background_leases(text, uuid[]),
   jobsys.finish_background_job(uuid, uuid, text), jobsys.release_background_job(uuid, uuid, text)
 to authenticated, service_role;
+-- The hub's token lookup: the service only (the hub's own connection).
+grant execute on function jobsys.hub_claims(text) to service_role;

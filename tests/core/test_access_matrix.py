@@ -52,6 +52,9 @@ CALLS: dict[str, frozenset[str]] = {
     "list_jobs": OPERATORS, "get_job": OPERATORS, "list_devices": OPERATORS,
     # devices: operators
     "release_device": OPERATORS, "set_device_state": OPERATORS,
+    # worker accounts (the hub's PCs): operators; the hub's own token lookup: the service alone
+    "add_worker_account": OPERATORS, "list_worker_accounts": OPERATORS, "revoke_worker_account": OPERATORS,
+    "hub_claims": frozenset({"service"}),
     # device jobs: workers, each only as itself
     "register_worker": ANY_WORKER,
     "heartbeat": SESSION_OWNER, "stop_worker": SESSION_OWNER, "worker_devices": SESSION_OWNER,
@@ -86,7 +89,10 @@ READS: dict[str, dict[str, str]] = {
     "background_jobs": RUNNER_ROWS,       # templates: operators, and the runners that run them
     "background_job_items": RUNNER_ROWS,  # inputs and outputs: the same
     "background_job_logs": ALL_ROWS,
+    "worker_accounts": ALL_ROWS,  # without the token digest: READ_COLUMNS
 }
+# Tables whose readers see some columns only; the rest is the service's.
+READ_COLUMNS = {"worker_accounts": "id, name, created_at, last_seen_at, revoked_at"}
 # Which rows are a worker's own, as a filter over the table (alias t) for the session's user.
 OWN_FILTER = {
     "workers": "t.user_id = %(sub)s",
@@ -119,6 +125,7 @@ class World:
         self.call(OPERATOR, create)
         [(held,)] = self.call(RUNNER, "select jobsys.claim_background_job('matrix-runner')")
         self.batch_job, self.lease_token = held["id"], held["lease_token"]
+        self.call(SERVICE, "select jobsys.add_worker_account('matrix-pc', %s)", ("ab" * 32,))
 
     def call(self, who: Identity, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db.url) as conn:
@@ -157,6 +164,7 @@ class World:
             "p_results": json.dumps([{"idx": 0, "status": "completed", "output": "x",
                                       "provider": "offline"}]),
             "p_logs": json.dumps([]),
+            "p_token_hash": "cd" * 32, "p_include_revoked": True, "p_meta": json.dumps({"push": "polling"}),
         }
         missing = [p for p in fn.params if p not in known]
         assert not missing, f"{fn.name}: give the matrix a value for {missing}"
@@ -183,8 +191,8 @@ class World:
 
     def rows(self, who: Identity | None, table: str, where: str = "true", params: Any = None) -> set[str]:
         """The rows of a table as `who` sees them (None: the database owner, past RLS)."""
-        query = sql.SQL("select to_jsonb(t)::text from jobsys.{} t where " + where).format(
-            sql.Identifier(table))
+        query = sql.SQL("select to_jsonb(t)::text from (select " + READ_COLUMNS.get(table, "*")
+                        + " from jobsys.{}) t where " + where).format(sql.Identifier(table))
         if who is None:
             return {r[0] for r in self.db.rows(query, params)}
         return {r[0] for r in self.call(who, query, params)}
@@ -256,6 +264,14 @@ def test_who_reads_which_rows(world: World, sizes: dict[str, int], record_proper
                              f"expected {expected_kind} ({len(expected)})")
     record_property("access_matrix_reads", sizes["reads"])
     assert not wrong, "\n".join(wrong)
+
+
+def test_nobody_but_the_service_reads_token_digests(world: World) -> None:
+    for role, who in ROLES.items():
+        if role == "service":
+            continue
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            world.call(who, "select token_hash from jobsys.worker_accounts")
 
 
 def test_worker_a_cannot_use_worker_b_session(world: World) -> None:

@@ -10,13 +10,14 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PACKAGES = ("jobsys", "jobsys_cli", "worker", "nicegui_app")
+PACKAGES = ("jobsys", "jobsys_cli", "worker", "nicegui_app", "jobsys_hub")
 
 # package -> the modules (and their submodules) it must not import
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "jobsys": ("worker", "nicegui_app", "jobsys_cli"),
-    "worker": ("nicegui_app", "jobsys.transport"),
-    "nicegui_app": ("worker", "jobsys.transport"),
+    "jobsys": ("worker", "nicegui_app", "jobsys_cli", "jobsys_hub"),
+    "worker": ("nicegui_app", "jobsys.transport", "jobsys_hub"),
+    "nicegui_app": ("worker", "jobsys.transport", "jobsys_hub"),
+    "jobsys_hub": ("worker", "nicegui_app", "jobsys_cli"),
 }
 
 

@@ -22,11 +22,12 @@ import pytest
 import respx
 from psycopg import conninfo
 
-from jobsys.connect import connect_supabase
+from jobsys.connect import connect_hub, connect_supabase
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
 from jobsys.transport.realtime_watchdog import RealtimeSettings
 from tests.support.paths import ROOT
+from tests.support.hub import running_hub
 from tests.support.postgres import Db
 from tests.transport.postgrest_double import RPC_PREFIX, PostgrestDouble, exposed_schemas
 from tests.transport.realtime_double import RealtimeDouble, db_authorizer
@@ -114,14 +115,28 @@ class Sides:
             await system.close()
 
 
-@pytest.fixture(params=["postgres", "supabase"])
-async def sides(request: pytest.FixtureRequest, db_url: str, db: Db) -> AsyncIterator[Sides]:
+@pytest.fixture(params=["postgres", "supabase", "hub"])
+async def sides(request: pytest.FixtureRequest, db_url: str, db: Db,
+                tmp_path: pathlib.Path) -> AsyncIterator[Sides]:
+    async def open_postgres(identity: Identity) -> JobSystem:
+        return JobSystem(await PostgresTransport(postgres_conninfo(db_url, identity)).open())
+
     if request.param == "postgres":
-        async def open_postgres(identity: Identity) -> JobSystem:
-            return JobSystem(await PostgresTransport(postgres_conninfo(db_url, identity)).open())
         opened = Sides("postgres", db, open_postgres)
         yield opened
         await opened.close()
+        return
+    if request.param == "hub":
+        # Workers through the hub with their own worker accounts; the hub serves workers
+        # only, so every other identity calls as on the Postgres side.
+        async with running_hub(db_url, tmp_path) as hub:
+            async def open_hub(identity: Identity) -> JobSystem:
+                if (identity.claims.get("app_metadata") or {}).get("jobsys_role") != "worker":
+                    return await open_postgres(identity)
+                return await connect_hub(hub.url, await hub.enrol(identity.name))
+            opened = Sides("hub", db, open_hub)
+            yield opened
+            await opened.close()
         return
     async with start_doubles(db_url) as started:
         opened = Sides("supabase", db, started.connect)
