@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+import pathlib
+from typing import TYPE_CHECKING, Mapping
 
 from jobsys import errors
 from jobsys.auth import Credentials, JobsysRole
 from jobsys.config import ENV_DATABASE_URL, ENV_WORKER_TOKEN
 from jobsys.system import JobSystem
 from jobsys.transport.realtime_watchdog import RealtimeSettings
+
+if TYPE_CHECKING:
+    from jobsys.transport.hub import PushSettings
 
 ENV_SUPABASE_URL = "SUPABASE_URL"
 ENV_SUPABASE_ANON_KEY = "SUPABASE_ANON_KEY"
@@ -64,14 +68,18 @@ async def connect_supabase(url: str, key: str, *, credentials: Credentials | Non
     return JobSystem(transport)
 
 
-async def connect_hub(server: str, token: str, *, push: bool = True) -> JobSystem:
-    """A JobSystem for a worker PC joining the hub at `server` with its worker token."""
+async def connect_hub(server: str, token: str, *, push: bool = True,
+                      push_settings: PushSettings | None = None,
+                      evidence_dir: pathlib.Path | None = None) -> JobSystem:
+    """A JobSystem for a worker PC joining the hub at `server` with its worker token.
+    `evidence_dir`: the worker's, where screenshots wait while the hub is away."""
     from jobsys.transport.hub import HubTransport
 
     if not token.strip():
         raise errors.InvalidInput(f"give this PC's worker token (--token or {ENV_WORKER_TOKEN}); "
                                   "an operator makes one with: jobsys workers add NAME")
-    return JobSystem(HubTransport(server, token.strip(), push=push))
+    return JobSystem(HubTransport(server, token.strip(), push=push, push_settings=push_settings,
+                                  evidence_dir=evidence_dir))
 
 
 async def connect_from_env(role: JobsysRole | None = None, *, push: bool = True,

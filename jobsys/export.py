@@ -10,8 +10,10 @@ from typing import Iterable
 from jobsys import csv_safe
 from jobsys.models import JobRunRow
 
+# screenshot_url: where an operator fetches a hub worker's screenshot, relative to the
+# dashboard's address (GET with the API token); empty for a local path or a Storage object.
 JOB_RUN_COLUMNS = ("device_serial", "worker_name", "status", "attempt", "started_at", "finished_at", "error",
-                   "evidence")
+                   "evidence", "screenshot_url")
 
 
 def job_runs_csv(rows: Iterable[JobRunRow], *, bom: bool = True) -> str:

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field
 
+from jobsys import hub_protocol
+
 URL_MAX_CHARS = 2048
 TITLE_MAX_CHARS = 200
 DURATION_MAX_SEC = 86_400
@@ -305,6 +307,13 @@ class Assignment(pydantic.BaseModel):
     result: dict[str, Any] | None
     error: str | None
 
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def screenshot_url(self) -> str | None:
+        """Where an operator fetches the run's screenshot (relative to the dashboard's
+        address) when a hub worker uploaded it; None otherwise (hub_protocol.screenshot_url)."""
+        return hub_protocol.screenshot_url((self.result or {}).get("evidence_path"))
+
 
 class JobDetail(Job):
     assignments: list[Assignment]
@@ -332,6 +341,7 @@ class JobRunRow(pydantic.BaseModel):
     finished_at: dt.datetime | None
     error: str | None
     evidence: str | None  # the screenshot's path (or Storage object / URL) from the run's result
+    screenshot_url: str | None = None  # a hub worker's upload: the API path an operator fetches it from
 
 
 class JobSummary(pydantic.BaseModel):

@@ -105,7 +105,7 @@ class JobSystem:
         return [JobRunRow(
             assignment_id=a.id, device_serial=a.serial, worker_name=a.worker_name, status=a.status,
             attempt=a.attempt, started_at=a.started_at, finished_at=a.finished_at, error=a.error,
-            evidence=_evidence(a.result)) for a in detail.assignments]
+            evidence=_evidence(a.result), screenshot_url=a.screenshot_url) for a in detail.assignments]
 
     async def rename_job(self, job_id: JobId, title: str) -> Job:
         update = validation.validated(JobUpdate, {"title": title})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import shlex
 import uuid
 
 import pydantic
@@ -26,6 +27,12 @@ def token_digest(token: str) -> str:
     """The SHA-256 hex digest the database stores and the hub looks a token up by. A token
     is 256 random bits, so a plain hash is enough (no salt or slow hash: nothing to guess)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def join_command(server: str, token: str) -> str:
+    """The one command a PC runs to join the hub at `server` with its token (what `jobsys
+    workers add`, the API and the dashboard's PC page print)."""
+    return f"jobsys worker --server {shlex.quote(server)} --token {shlex.quote(token)}"
 
 
 class WorkerAccountName(pydantic.BaseModel):

@@ -26,6 +26,7 @@ from jobsys import aio
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "jobsys-hub-push"  # how the listener shows in pg_stat_activity
 HUB_TOPIC = "jobsys:hub"  # account_revoked: {"account_id"}
 POLL_S = 0.2  # how often the listener looks up from notifications to (UN)LISTEN new topics
 KEEPALIVE_S = 10.0
@@ -107,7 +108,8 @@ class Fanout:
         backoff = RECONNECT_MIN_S
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                                                                application_name=APPLICATION_NAME) as conn:
                     self._listening.clear()
                     self.up.set()
                     await self._sync_listens(conn)

@@ -15,7 +15,7 @@ import logging
 import socket
 import uuid
 
-from jobsys import aio, errors
+from jobsys import __version__, aio, errors
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import ClaimedAssignment, RefusedDevice
 from jobsys.system import JobSystem, Subscription
@@ -75,6 +75,7 @@ class Worker:
         self._claiming = True
         self._hard_stop = False
         self._subscription: Subscription | None = None
+        self._reported_meta: dict[str, str] | None = None
 
     # Lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -115,6 +116,7 @@ class Worker:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, REGISTER_RETRY_MAX_S)
         self.worker_id = session.worker_id
+        self._reported_meta = None  # a new session: say it again
         self.reporter.bind(session.worker_id)
         self.fleet.remember_ids(session.devices)
         self._reported_version = self.fleet.version
@@ -247,9 +249,11 @@ class Worker:
         version = self.fleet.version
         devices = self.fleet.reports() if version != self._reported_version or self.refused else None
         running = [slot.run.assignment_id for slot in self.runs.values()] + self.reporter.pending_ids()
+        meta = self._session_meta()
         try:
             async with self._db_turn:
-                reply = await self.jobs.heartbeat(self.worker_id, devices, running)
+                reply = await self.jobs.heartbeat(self.worker_id, devices, running,
+                                                  meta=None if meta == self._reported_meta else meta)
         except errors.NotFound:
             log.warning("worker session unknown to the server; registering again")
             await self._register()
@@ -257,6 +261,7 @@ class Worker:
         except errors.TransportError as exc:
             log.warning("heartbeat waits for the database: %s", exc.message)
             return
+        self._reported_meta = meta
         if devices is not None:
             self._reported_version = version
             self._note_refused(reply.refused)
@@ -271,6 +276,11 @@ class Worker:
         for slot in self.runs.values():
             if slot.run.assignment_id in stop:
                 slot.stop = StopReason.CANCELLED
+
+    def _session_meta(self) -> dict[str, str]:
+        """What the PC view shows of this session; sent when it changes."""
+        return {"version": __version__,
+                "push": "connected" if self.push_state is ChannelState.SUBSCRIBED else "polling"}
 
     def _note_refused(self, refused: list[RefusedDevice]) -> None:
         """A warning once per refused serial, not once per heartbeat; a note when it joins."""

@@ -11,9 +11,11 @@ TransportError as "try again later" and Unauthorized (unknown or revoked token) 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
+import pathlib
 import random
 from typing import Any, Mapping
 
@@ -30,10 +32,22 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
-PING_INTERVAL_S = 10.0  # a half-open socket is noticed within about twice this
-PING_TIMEOUT_S = 10.0
-RECONNECT_MIN_S = 0.2
-RECONNECT_MAX_S = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PushSettings:
+    """The push socket's keep-alive and reconnection (tests shorten them)."""
+
+    ping_interval_s: float = 10.0  # a half-open socket is noticed within interval + timeout
+    ping_timeout_s: float = 10.0
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 10.0
+
+    def backoff_s(self, attempt: int) -> float:
+        """Exponential with full jitter, so a fleet reconnecting after a hub restart spreads out."""
+        return random.uniform(self.reconnect_min_s,
+                              min(self.reconnect_max_s, self.reconnect_min_s * 2 ** min(attempt, 20)))
+
 
 ERRORS_BY_CODE: dict[str, type[errors.JobsysError]] = {
     cls.code: cls for cls in (errors.InvalidInput, errors.Unauthorized, errors.Forbidden, errors.NotFound,
@@ -70,18 +84,16 @@ def _ws_url(server: str) -> str:
     return "ws" + server.removeprefix("http") + hub_protocol.EVENTS_PATH
 
 
-def backoff_s(attempt: int) -> float:
-    """Exponential with full jitter, so a fleet reconnecting after a hub restart spreads out."""
-    return random.uniform(RECONNECT_MIN_S, min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** attempt))
-
-
 class HubTransport:
     supports_push = True
 
-    def __init__(self, server: str, token: str, *, push: bool = True) -> None:
+    def __init__(self, server: str, token: str, *, push: bool = True,
+                 push_settings: PushSettings | None = None, evidence_dir: pathlib.Path | None = None) -> None:
         self.server = check_server_url(server)
         self._token = token
         self.supports_push = push
+        self.push_settings = push_settings or PushSettings()
+        self.evidence_dir = evidence_dir  # the worker's; screenshots wait in its upload queue
         self._http = httpx.AsyncClient(
             base_url=self.server, headers=hub_protocol.bearer(token),
             timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
@@ -115,13 +127,22 @@ class HubTransport:
     async def subscribe(
         self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None
     ) -> HubSubscription:
-        subscription = HubSubscription(self.server, self._token, topics, on_event, on_state)
+        subscription = HubSubscription(self.server, self._token, topics, on_event, on_state, self.push_settings)
         if self.supports_push:
             subscription.start()
         return subscription
 
     def evidence_store(self) -> EvidenceUploader | None:
-        return None
+        """Screenshots go to the hub; while it is away they wait in a queue on disk
+        (<evidence dir>/.upload-queue; jobsys.transport.hub_evidence)."""
+        from jobsys.transport.hub_evidence import QUEUE_DIR_NAME, HubEvidenceStore  # it imports this module
+
+        evidence_dir = self.evidence_dir
+        if evidence_dir is None:
+            from jobsys.embedded import default_data_dir
+
+            evidence_dir = default_data_dir() / "evidence"
+        return HubEvidenceStore(self.server, self._token, evidence_dir / QUEUE_DIR_NAME)
 
 
 async def _maybe_await(result: object) -> None:
@@ -135,8 +156,9 @@ class HubSubscription:
     token ends it for good (`final_error`); the caller's next call says the same."""
 
     def __init__(self, server: str, token: str, topics: list[str], on_event: EventHandler,
-                 on_state: StateHandler | None) -> None:
+                 on_state: StateHandler | None, settings: PushSettings) -> None:
         self._url = _ws_url(server)
+        self._settings = settings
         self._token = token
         self._topics = list(topics)
         self._on_event = on_event
@@ -169,8 +191,9 @@ class HubSubscription:
         while True:
             try:
                 async with connect(self._url, additional_headers=hub_protocol.bearer(self._token),
-                                   open_timeout=CONNECT_TIMEOUT_S, ping_interval=PING_INTERVAL_S,
-                                   ping_timeout=PING_TIMEOUT_S, max_size=2**20) as ws:
+                                   open_timeout=CONNECT_TIMEOUT_S, ping_interval=self._settings.ping_interval_s,
+                                   ping_timeout=self._settings.ping_timeout_s,
+                                   close_timeout=self._settings.ping_timeout_s, max_size=2**20) as ws:
                     await ws.send(json.dumps({"subscribe": self._topics}))
                     reply = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_S * 3))
                     if reply.get("type") != "subscribed":
@@ -193,7 +216,7 @@ class HubSubscription:
             except (OSError, TimeoutError, ValueError, websockets.InvalidHandshake) as exc:
                 log.warning("push channel unavailable (%s: %s); reconnecting", type(exc).__name__, exc)
             await self._set_state(ChannelState.DISCONNECTED)
-            await asyncio.sleep(backoff_s(attempt))
+            await asyncio.sleep(self._settings.backoff_s(attempt))
             attempt += 1
 
     async def _receive(self, ws: ClientConnection) -> None:

@@ -78,6 +78,9 @@ def map_error(exc: psycopg.Error) -> errors.JobsysError:
     typed = errors.from_sqlstate(exc.sqlstate, diag.message_primary or str(exc), diag.message_detail)
     if typed is not None:
         return typed
+    if isinstance(exc, psycopg.DataError) and exc.sqlstate is None:
+        # Refused by psycopg before sending (a NUL byte in text): bad input, not a fault.
+        return errors.InvalidInput(str(exc))
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return errors.TransportError(f"database unavailable: {diag.message_primary or exc}")
     return errors.JobsysError(f"database error {exc.sqlstate}: {diag.message_primary or exc}")
@@ -158,6 +161,22 @@ class PostgresTransport:
         connection's own role must be allowed to switch to `authenticated`). Unauthorized
         for an unknown or revoked token; nothing else changes then."""
         return await self._execute(function, args or {}, token_hash)
+
+    async def select_as_account(self, token_hash: str, query: sql.Composable,
+                                params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A read the hub makes as a worker account, under row level security as the
+        account's own calls are (jobsys_hub.evidence: is this run one of this PC's?).
+        Unauthorized for an unknown or revoked token."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(_AS_ACCOUNT, {"token_hash": token_hash})
+                await cur.execute(query, params)
+                return await cur.fetchall()
+        except psycopg_pool.PoolTimeout as exc:
+            raise errors.TransportError(f"database unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise map_error(exc) from exc
 
     async def subscribe(
         self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None
