@@ -248,10 +248,13 @@ class Worker:
         await self.fleet.refresh()
         version = self.fleet.version
         devices = self.fleet.reports() if version != self._reported_version or self.refused else None
-        running = [slot.run.assignment_id for slot in self.runs.values()] + self.reporter.pending_ids()
         meta = self._session_meta()
         try:
             async with self._db_turn:
+                # Listed inside the turn, after any claim's runs are launched: a running run
+                # the heartbeat does not list is one this worker never heard of, and loses
+                # its lease (a claim whose answer was lost on the way).
+                running = [slot.run.assignment_id for slot in self.runs.values()] + self.reporter.pending_ids()
                 reply = await self.jobs.heartbeat(self.worker_id, devices, running,
                                                   meta=None if meta == self._reported_meta else meta)
         except errors.NotFound:

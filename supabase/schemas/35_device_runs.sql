@@ -1026,8 +1026,13 @@ begin
   -- report may lock jobs and takes its device rows, and the lock order is jobs -> runs ->
   -- devices. (Extending first, a heartbeat held run 2 and waited for device 1, which
   -- cancel_job had taken with run 1 and held while it waited for run 2: a deadlock.)
-  update jobsys.job_assignments a set lease_expires_at = greatest(a.lease_expires_at,
-      now() + make_interval(secs => jobsys.setting('heartbeat_lease_sec')::double precision))
+  -- A run the worker does not list (p_running) is one it never heard of: the answer to its
+  -- claim was lost on the way (a cut link, a hub killed mid-call). Its lease ends now, so
+  -- the next rescue puts it back in the queue, instead of being extended forever.
+  update jobsys.job_assignments a set lease_expires_at = case
+      when p_running is null or a.id = any(p_running) then greatest(a.lease_expires_at,
+        now() + make_interval(secs => jobsys.setting('heartbeat_lease_sec')::double precision))
+      else least(a.lease_expires_at, now()) end
   where a.id in (select a2.id from jobsys.job_assignments a2
                  join jobsys.devices d on d.running_assignment_id = a2.id
                  where d.worker_id = p_worker_id and a2.worker_id = p_worker_id and a2.status = 'running'
@@ -1043,7 +1048,7 @@ begin
 end
 $$;
 comment on function jobsys.heartbeat(uuid, jsonb, bigint[], jsonb) is
-  'Workers: the worker and its devices are alive, running leases are extended, and maintenance runs; p_meta (version, push state) is merged into the session''s meta. Returns the runs the worker must stop (the polling path for cancellation when push is down) and, with a device report, the serials refused to it.';
+  'Workers: the worker and its devices are alive, the leases of the running runs it lists are extended (one it does not list is unknown to it, a lost claim answer: its lease ends now and rescue requeues it), and maintenance runs; p_meta (version, push state) is merged into the session''s meta. Returns the runs the worker must stop (the polling path for cancellation when push is down) and, with a device report, the serials refused to it.';
 
 -- A worker stopping cleanly: its devices go offline and their queues move elsewhere.
 create or replace function jobsys.stop_worker(p_worker_id uuid) returns void

@@ -3,6 +3,7 @@ and cleaning up whatever is still running when a test ends."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import socket
 import subprocess
@@ -49,3 +50,35 @@ def spawn_worker(db_url: str, tmp: pathlib.Path, name: str = "pc1", devices: int
          "--heartbeat-interval", "0.5", "--poll-interval", "0.2", "--evidence-dir", str(tmp / "evidence"),
          *extra],
         stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def spawn_hub(db_url: str, data_dir: pathlib.Path, port: int) -> subprocess.Popen[str]:
+    """`jobsys up` on this database as the hub other PCs join (no simulated devices of its
+    own); its log in data_dir/hub.log."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir / "hub.log", "a")  # noqa: SIM115 - closed with the process
+    env = {**os.environ, "JOBSYS_API_TOKEN": "hub-test-operator-token"}
+    return subprocess.Popen(
+        [*JOBSYS, "up", "--database-url", db_url, "--data-dir", str(data_dir), "--sim-devices", "0",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def worker_pc_env(data_dir: pathlib.Path, token: str) -> dict[str, str]:
+    """A worker PC's environment: its own data dir and its token, and no database or
+    Supabase setting at all (whatever the test runner has)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JOBSYS_", "SUPABASE_", "PG", "DATABASE_URL"))}
+    return env | {"JOBSYS_DATA_DIR": str(data_dir), "JOBSYS_WORKER_TOKEN": token}
+
+
+def spawn_hub_worker(server: str, token: str, tmp: pathlib.Path, name: str, devices: int = 10,
+                     speed: float = 10.0) -> subprocess.Popen[str]:
+    """`jobsys worker --server` with simulated devices, as a PC joining the hub; its output
+    in tmp/NAME.log, its data dir tmp/NAME."""
+    log = open(tmp / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [*JOBSYS, "worker", "--server", server, "--driver", "sim", "--name", name,
+         "--sim-devices", str(devices), "--sim-speed", str(speed),
+         "--heartbeat-interval", "0.5", "--poll-interval", "0.2"],
+        stdout=log, stderr=subprocess.STDOUT, text=True, env=worker_pc_env(tmp / name, token))
