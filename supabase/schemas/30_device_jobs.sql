@@ -820,6 +820,11 @@ begin
   if v_job.status not in ('active', 'paused', 'incomplete') then
     perform jobsys.illegal_move(v_job, 'retry');
   end if;
+  -- Re-opened past its time limit, the job would end again at the next upkeep.
+  if v_job.end_reason = 'timed_out' then
+    perform jobsys.raise_error('JS409', 'the job''s time limit has passed: run it again as a new job (clone)',
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
+  end if;
   if v_job.failed_count = 0 then
     perform jobsys.raise_error('JS409', 'nothing to retry: no run of this job failed',
       jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
@@ -858,7 +863,7 @@ begin
 end
 $$;
 comment on function jobsys.retry_job(uuid) is
-  'Operators: re-queue the failed runs of a job (attempt series restarts at 1) and re-open an incomplete job as active; JS409 when nothing failed.';
+  'Operators: re-queue the failed runs of a job (attempt series restarts at 1) and re-open an incomplete job as active; JS409 when nothing failed, or when the job ended at its time limit (clone it instead).';
 
 -- Clone: a new job with the same settings, created and distributed now.
 create or replace function jobsys.clone_job(p_job_id uuid) returns jsonb

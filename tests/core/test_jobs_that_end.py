@@ -128,6 +128,22 @@ async def test_timeout_ends_a_running_job_and_stops_its_running_runs(jobs: JobSy
     assert db.counters_match() == []
 
 
+async def test_a_job_that_timed_out_is_not_retried_but_says_to_clone_it(jobs: JobSystem, db: Db) -> None:
+    session = await add_worker(jobs, "w1", 2)
+    job = (await jobs.create_job(target_url=URL, duration_sec=600, timeout_sec=1)).job
+    [run] = await jobs.claim_assignments(session.worker_id, limit=1, start=True)
+    await jobs.fail_assignment(run.assignment_id, run.attempt, "browser crashed")
+
+    async def ended() -> bool:
+        await jobs.maintain(force=True)
+        return (await jobs.get_job(job.id)).status is JobStatus.INCOMPLETE
+    await wait_until(ended, timeout_s=30, what="the time limit to end the job")
+    before = db.dump()
+    with pytest.raises(IllegalTransition, match="clone"):
+        await jobs.retry_job(job.id)
+    assert db.dump() == before
+
+
 async def test_cancel_keeps_every_run(jobs: JobSystem, db: Db) -> None:
     session = await add_worker(jobs, "w1", 3)
     job = (await jobs.create_job(target_url=URL, duration_sec=5)).job
