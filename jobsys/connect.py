@@ -70,16 +70,17 @@ async def connect_supabase(url: str, key: str, *, credentials: Credentials | Non
 
 async def connect_hub(server: str, token: str, *, push: bool = True,
                       push_settings: PushSettings | None = None,
-                      evidence_dir: pathlib.Path | None = None) -> JobSystem:
+                      evidence_dir: pathlib.Path | None = None, ca_cert: pathlib.Path | None = None) -> JobSystem:
     """A JobSystem for a worker PC joining the hub at `server` with its worker token.
-    `evidence_dir`: the worker's, where screenshots wait while the hub is away."""
+    `evidence_dir`: the worker's, where screenshots wait while the hub is away; `ca_cert`:
+    certificates to trust for an https:// hub (a self-signed one)."""
     from jobsys.transport.hub import HubTransport
 
     if not token.strip():
         raise errors.InvalidInput(f"give this PC's worker token (--token or {ENV_WORKER_TOKEN}); "
                                   "an operator makes one with: jobsys workers add NAME")
     return JobSystem(HubTransport(server, token.strip(), push=push, push_settings=push_settings,
-                                  evidence_dir=evidence_dir))
+                                  evidence_dir=evidence_dir, ca_cert=ca_cert))
 
 
 async def connect_from_env(role: JobsysRole | None = None, *, push: bool = True,

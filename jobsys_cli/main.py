@@ -1,4 +1,4 @@
-"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch, jobs, devices."""
+"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch, jobs, devices, workers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from jobsys_cli import (
     process,
     up,
     worker_cmd,
+    workers_cmd,
 )
 
 # Every file and directory the command creates is its owner's only: the embedded Postgres,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_cmd.add_parser(sub)
     jobs_cmd.add_parser(sub)
     devices_cmd.add_parser(sub)
+    workers_cmd.add_parser(sub)
     return parser
 
 

@@ -70,7 +70,8 @@ async def _worker_main(args: argparse.Namespace, url: str | None, server: str | 
         from jobsys.connect import connect_hub
 
         jobs = await connect_hub(server, args.token or os.environ.get(ENV_WORKER_TOKEN, ""),
-                                 push=not args.no_push)
+                                 push=not args.no_push, evidence_dir=options.evidence_dir,
+                                 ca_cert=args.ca_cert)
     elif url is None:  # Supabase mode: signs in as the worker user; no database connection
         from jobsys.auth import JobsysRole
         from jobsys.connect import connect_from_env
@@ -131,6 +132,8 @@ def add_parser(subparsers: Any) -> None:
     worker.add_argument("--token", metavar="TOKEN",
                         help=f"this PC's worker token for --server (default: ${ENV_WORKER_TOKEN}, which keeps it "
                              "out of the process list); `jobsys workers add NAME` makes one")
+    worker.add_argument("--ca-cert", type=pathlib.Path, metavar="PEM",
+                        help="trust this certificate for an https:// --server (a hub with a self-signed one)")
     worker.add_argument("--driver", choices=["uiautomator2", "sim"], default="uiautomator2",
                         help="uiautomator2: real phones over adb (default); sim: simulated devices")
     worker.add_argument("--name", default=socket.gethostname(),

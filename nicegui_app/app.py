@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from nicegui import ui
 from starlette.types import ASGIApp
 
-from nicegui_app import pages, services
+from nicegui_app import pages, screenshots, services
 from nicegui_app.api import DOCS_URL, create_api_app, swagger_page
 from nicegui_app.api.errors import error_response
 from nicegui_app.pages import guard
@@ -34,13 +34,15 @@ def install_pages(svc: services.Services) -> None:
     """Register the pages with NiceGUI; they reach the system through `svc`."""
     services.install(svc)
     pages.create_all()
+    screenshots.create()
 
 
 def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool = False,
               mounts: Mapping[str, ASGIApp] | None = None) -> FastAPI:
     """`mounts`: other apps served beside the dashboard (the hub at /hub), mounted before
     NiceGUI takes /."""
-    app = create_api_app(svc.jobs, svc.token, svc.supabase, public_docs=public_docs, docs_page=public_docs)
+    app = create_api_app(svc.jobs, svc.token, svc.supabase, public_docs=public_docs, docs_page=public_docs,
+                         evidence_dir=svc.evidence_dir)
     for path, mounted in (mounts or {}).items():
         app.mount(path, mounted)
     install_pages(svc)

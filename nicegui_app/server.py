@@ -76,6 +76,7 @@ async def serve(
     public_docs: bool = False,
     mounts: Mapping[str, ASGIApp] | None = None,
     tls: TlsFiles | None = None,
+    evidence_dir: pathlib.Path | None = None,
 ) -> None:
     """Serve the dashboard and the REST API on host:port until cancelled.
 
@@ -85,12 +86,13 @@ async def serve(
     and access tokens (API) instead of `token`; the caller closes it.
     `public_docs`: /docs and /openapi.json without a token or login.
     `mounts`: other apps on the same port (the hub at /hub).
-    `tls`: serve HTTPS (and WSS) with this certificate and key."""
+    `tls`: serve HTTPS (and WSS) with this certificate and key.
+    `evidence_dir`: the hub's screenshots, served to operators (nicegui_app.screenshots)."""
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
         await _serve(jobs, host=host, port=port, token=token, storage_secret=storage_secret,
                      storage_dir=storage_dir, supabase=supabase, public_docs=public_docs, mounts=mounts,
-                     tls=tls)
+                     tls=tls, evidence_dir=evidence_dir)
     finally:
         os.umask(previous_umask)
 
@@ -116,6 +118,7 @@ async def _serve(
     public_docs: bool,
     mounts: Mapping[str, ASGIApp] | None,
     tls: TlsFiles | None,
+    evidence_dir: pathlib.Path | None = None,
 ) -> None:
     if storage_dir is not None:
         Storage.path = storage_dir.resolve()
@@ -129,7 +132,7 @@ async def _serve(
         safety = asyncio.create_task(hub.run_safety_refresh(), name="dashboard safety refresh")
         stack.push_async_callback(_cancel, safety)
 
-        svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase)
+        svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase, evidence_dir=evidence_dir)
         app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs, mounts=mounts)
         server = _EmbeddedServer(
             uvicorn.Config(

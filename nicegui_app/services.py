@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 from jobsys.batch.facade import BatchJobs
 from jobsys.system import JobSystem
@@ -24,6 +25,7 @@ class Services:
     hub: EventHub
     token: ApiToken | str
     supabase: SupabaseAuth | None = None
+    evidence_dir: pathlib.Path | None = None  # the hub's screenshots (nicegui_app.screenshots)
 
     @property
     def batch(self) -> BatchJobs:

@@ -39,7 +39,7 @@ async def _store_evidence(result: dict[str, Any], run: ClaimedAssignment, store:
     except Exception as exc:  # whatever went wrong, the run itself is done and must be reported
         reason = exc.message if isinstance(exc, errors.JobsysError) else f"{type(exc).__name__}: {exc}"
         log.warning("evidence_not_uploaded %s error=%r", fields, reason)
-        return {**result, "evidence_error": f"upload to Supabase Storage failed ({reason}); "
+        return {**result, "evidence_error": f"upload failed ({reason}); "
                                             "the file stays on the worker PC at evidence_path"}
     return {**result, "evidence_path": uri}
 

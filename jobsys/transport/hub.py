@@ -17,6 +17,7 @@ import json
 import logging
 import pathlib
 import random
+import ssl
 from typing import Any, Mapping
 
 import httpx
@@ -80,6 +81,14 @@ def error_from_response(response: httpx.Response) -> errors.JobsysError:
     return error_type(message, details if isinstance(details, dict) else {"detail": details})
 
 
+def tls_context(ca_cert: pathlib.Path | None) -> ssl.SSLContext:
+    """Verification of the hub's certificate: the system's trust store, or this PEM file."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_cert) if ca_cert is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.InvalidInput(f"cannot read the CA certificate {ca_cert}: {exc}", {"field": "ca_cert"}) from None
+
+
 def _ws_url(server: str) -> str:
     return "ws" + server.removeprefix("http") + hub_protocol.EVENTS_PATH
 
@@ -88,14 +97,18 @@ class HubTransport:
     supports_push = True
 
     def __init__(self, server: str, token: str, *, push: bool = True,
-                 push_settings: PushSettings | None = None, evidence_dir: pathlib.Path | None = None) -> None:
+                 push_settings: PushSettings | None = None, evidence_dir: pathlib.Path | None = None,
+                 ca_cert: pathlib.Path | None = None) -> None:
+        """`ca_cert`: a PEM file of certificates to trust for an https:// hub (a self-signed
+        one); without it, the system's."""
         self.server = check_server_url(server)
         self._token = token
         self.supports_push = push
         self.push_settings = push_settings or PushSettings()
         self.evidence_dir = evidence_dir  # the worker's; screenshots wait in its upload queue
+        self.tls = tls_context(ca_cert) if self.server.startswith("https:") else None
         self._http = httpx.AsyncClient(
-            base_url=self.server, headers=hub_protocol.bearer(token),
+            base_url=self.server, headers=hub_protocol.bearer(token), verify=self.tls or True,
             timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
 
     async def close(self) -> None:
@@ -127,7 +140,8 @@ class HubTransport:
     async def subscribe(
         self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None
     ) -> HubSubscription:
-        subscription = HubSubscription(self.server, self._token, topics, on_event, on_state, self.push_settings)
+        subscription = HubSubscription(self.server, self._token, topics, on_event, on_state, self.push_settings,
+                                       self.tls)
         if self.supports_push:
             subscription.start()
         return subscription
@@ -142,7 +156,7 @@ class HubTransport:
             from jobsys.embedded import default_data_dir
 
             evidence_dir = default_data_dir() / "evidence"
-        return HubEvidenceStore(self.server, self._token, evidence_dir / QUEUE_DIR_NAME)
+        return HubEvidenceStore(self.server, self._token, evidence_dir / QUEUE_DIR_NAME, tls=self.tls)
 
 
 async def _maybe_await(result: object) -> None:
@@ -156,8 +170,9 @@ class HubSubscription:
     token ends it for good (`final_error`); the caller's next call says the same."""
 
     def __init__(self, server: str, token: str, topics: list[str], on_event: EventHandler,
-                 on_state: StateHandler | None, settings: PushSettings) -> None:
+                 on_state: StateHandler | None, settings: PushSettings, tls: ssl.SSLContext | None = None) -> None:
         self._url = _ws_url(server)
+        self._tls = tls
         self._settings = settings
         self._token = token
         self._topics = list(topics)
@@ -190,7 +205,7 @@ class HubSubscription:
         attempt = 0
         while True:
             try:
-                async with connect(self._url, additional_headers=hub_protocol.bearer(self._token),
+                async with connect(self._url, additional_headers=hub_protocol.bearer(self._token), ssl=self._tls,
                                    open_timeout=CONNECT_TIMEOUT_S, ping_interval=self._settings.ping_interval_s,
                                    ping_timeout=self._settings.ping_timeout_s,
                                    close_timeout=self._settings.ping_timeout_s, max_size=2**20) as ws:

@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import ssl
 import random
 import re
 import tempfile
@@ -74,14 +75,15 @@ class HubEvidenceStore:
     def __init__(self, server: str, token: str, queue_dir: pathlib.Path, *,
                  max_files: int = QUEUE_MAX_FILES, max_bytes: int = QUEUE_MAX_BYTES,
                  inline_timeout_s: float = INLINE_TIMEOUT_S,
-                 retry_min_s: float = RETRY_MIN_S, retry_max_s: float = RETRY_MAX_S) -> None:
+                 retry_min_s: float = RETRY_MIN_S, retry_max_s: float = RETRY_MAX_S,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.queue_dir = queue_dir
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.inline_timeout_s = inline_timeout_s
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
-        self._http = httpx.AsyncClient(base_url=server, headers=hub_protocol.bearer(token),
+        self._http = httpx.AsyncClient(base_url=server, headers=hub_protocol.bearer(token), verify=tls or True,
                                        timeout=httpx.Timeout(RETRY_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
         self._queue_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -96,7 +98,8 @@ class HubEvidenceStore:
     # EvidenceUploader ----------------------------------------------------------------------
     async def upload(self, worker_id: uuid.UUID | str, assignment_id: int, attempt: int,
                      path: pathlib.Path) -> str:
-        """Send the file, or queue it when the hub cannot be reached; the run's URI either way.
+        """Send the file, or queue it when the hub cannot be reached; the run's URI either way
+        (`worker_id` is not needed: the hub knows the PC by its token).
         InvalidInput (not an image, too large), Unauthorized, Forbidden or StaleRun when the
         hub refused it: then nothing is queued."""
         if self.refused is not None:
@@ -200,6 +203,10 @@ class HubEvidenceStore:
         """Send the queue's entries until it is empty, then wait for more; back off while
         the hub is away."""
         failures = 0
+        async with self._queue_lock:  # copies an earlier process left half written
+            with contextlib.suppress(OSError):
+                for leftover in self.queue_dir.glob(".queue-*.tmp"):
+                    _unlink(leftover)
         while True:
             self._wake.clear()  # before looking: an entry queued after the look sets it again
             try:
@@ -241,7 +248,8 @@ class HubEvidenceStore:
             return False
         except errors.Unauthorized:
             raise
-        except errors.JobsysError as exc:
+        except errors.JobsysError as exc:  # the hub answered, and will answer the same again
+            self.hub_away = False
             log.warning("evidence_dropped run=%s attempt=%s reason=%r", entry.assignment_id, entry.attempt,
                         exc.message)
         else:

@@ -7,6 +7,8 @@ cannot send the bearer header), and leaves it out here (`docs_page=False`)."""
 
 from __future__ import annotations
 
+import pathlib
+
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -14,7 +16,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import Receive, Scope, Send
 
 from jobsys.system import JobSystem
-from nicegui_app.api import background
+from nicegui_app.api import background, worker_accounts
 from nicegui_app.api.errors import (
     API_PREFIX,
     ApiError,
@@ -45,11 +47,13 @@ def create_api_app(
     *,
     public_docs: bool = False,
     docs_page: bool = True,
+    evidence_dir: pathlib.Path | None = None,
 ) -> FastAPI:
     """The API alone; tests drive it over ASGI without any dashboard. `token`: the API token,
     or its digest (nicegui_app.auth.ApiToken). With `supabase`, requests authenticate with
     Supabase access tokens instead. `public_docs`: /openapi.json and /docs without a token.
-    `docs_page=False`: no /docs here (the dashboard serves it)."""
+    `docs_page=False`: no /docs here (the dashboard serves it). `evidence_dir`: where the hub
+    keeps the screenshots hub workers upload (nicegui_app.screenshots); None: none are served."""
     app = FastAPI(
         title="jobsys",
         version="0.1.0",
@@ -61,11 +65,13 @@ def create_api_app(
     app.state.jobs = jobs
     app.state.api_token = ApiToken.of(token)
     app.state.supabase = supabase
+    app.state.evidence_dir = evidence_dir
     install_error_handlers(app)
     app.add_middleware(HeadAsGet)
     _add_docs(app, public=public_docs, page=docs_page)
     app.include_router(router)
     app.include_router(background.router)
+    app.include_router(worker_accounts.router)
     # Last: every /api request no route above takes, whatever its method, so NiceGUI's HTML
     # 404 never answers an /api path.
     for path in (API_PREFIX, API_PREFIX + "/{rest:path}"):

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from jobsys import errors
+from jobsys import errors, hub_protocol
 from jobsys.auth import WrongRole
 from jobsys.models import (
     TITLE_MAX_CHARS,
@@ -31,7 +31,7 @@ from jobsys.models import (
 )
 from jobsys.export import job_runs_csv, job_runs_jsonl
 from jobsys.system import JobSystem
-from nicegui_app import auth
+from nicegui_app import auth, screenshots
 from nicegui_app.api.errors import ERROR_RESPONSES, ApiError
 from nicegui_app.supabase_auth import SupabaseAuth
 
@@ -191,6 +191,25 @@ async def clone_job(job_id: JobId, jobs: Jobs, response: Response) -> CreatedJob
     return created
 
 
+@router.get(
+    "/runs/{assignment_id}/{attempt}/screenshot",
+    response_class=Response,
+    tags=["device jobs"],
+    responses={
+        404: ERROR_RESPONSES[404],
+        422: ERROR_RESPONSES[422],
+        200: {"description": "The run's screenshot",
+              "content": {content_type: {} for content_type in hub_protocol.EVIDENCE_TYPES}},
+    },
+)
+async def get_run_screenshot(assignment_id: screenshots.AssignmentId, attempt: screenshots.Attempt,
+                             request: Request) -> Response:
+    """The screenshot a worker PC on the hub uploaded for this run: the `screenshot_url` each
+    run has in `GET /api/jobs/{id}`. 404 when there is none (not uploaded yet, or the run's
+    evidence is elsewhere: a local path, Supabase Storage)."""
+    return screenshots.screenshot_response(request.app.state.evidence_dir, assignment_id, attempt)
+
+
 class RunExportFormat(str, enum.Enum):
     CSV = "csv"
     JSONL = "jsonl"
@@ -208,8 +227,8 @@ class RunExportFormat(str, enum.Enum):
     },
 )
 async def export_job(job_id: JobId, jobs: Jobs, format: RunExportFormat = RunExportFormat.CSV) -> Response:
-    """One row per device run: device serial, worker, status, attempt, started, finished, error
-    and evidence path. CSV is UTF-8 with a byte-order mark, a cell starting with `=`, `+`, `-`,
+    """One row per device run: device serial, worker, status, attempt, started, finished, error,
+    evidence path and screenshot URL (hub uploads; relative to this server). CSV is UTF-8 with a byte-order mark, a cell starting with `=`, `+`, `-`,
     `@`, a tab or a carriage return gets a leading `'`; JSON Lines keeps values as stored."""
     rows = await jobs.export_job_runs(job_id)
     if format is RunExportFormat.CSV:

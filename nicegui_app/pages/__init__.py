@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nicegui_app.pages import background_jobs, devices, jobs, login
+from nicegui_app.pages import background_jobs, devices, jobs, login, pcs
 
 
 def create_all() -> None:
@@ -10,3 +10,4 @@ def create_all() -> None:
     jobs.create()
     devices.create()
     background_jobs.create()
+    pcs.create()

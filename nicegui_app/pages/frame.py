@@ -86,6 +86,7 @@ async def frame(request: Request, heading_key: str) -> AsyncIterator[PageContext
         ui.link(t("nav_background"), "/background-jobs").classes("text-white no-underline").mark(
             "nav-background"
         )
+        ui.link(t("nav_pcs"), "/pcs").classes("text-white no-underline").mark("nav-pcs")
         ui.space()
         ui.label().mark("connected-count").bind_text_from(
             ctx.devices, "connected", backward=lambda n: t("connected", n=n)

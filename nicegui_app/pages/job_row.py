@@ -16,6 +16,7 @@ from nicegui import ui
 from jobsys.errors import IllegalTransition, JobsysError, NotFound
 from jobsys.models import Assignment, Job, JobStatus
 from jobsys.export import job_runs_csv
+from nicegui_app import screenshots
 from nicegui_app.pages.dialog import answer
 from nicegui_app.pages.frame import PageContext
 from nicegui_app.pages.rows import ItemRow, when
@@ -198,8 +199,23 @@ class JobRow(ItemRow[Job]):
                         color=ASSIGNMENT_COLORS[assignment.status.value],
                     )
                     ui.label(t("attempt", n=assignment.attempt)).classes("text-gray-500")
+                    url = screenshots.page_url((assignment.result or {}).get("evidence_path"))
+                    if url is not None:
+                        self._thumbnail(url, assignment.serial)
                     if assignment.error:
                         ui.label(assignment.error).classes("text-negative text-xs")
+
+    def _thumbnail(self, url: str, serial: str) -> None:
+        """A small copy of the run's screenshot (uploaded by a hub worker); a click shows it whole."""
+        def show() -> None:
+            with ui.dialog() as dialog, ui.card().classes("max-w-none"):
+                ui.image(url).props("fit=contain").classes("w-[80vw] h-[80vh]").mark("screenshot-full")
+                ui.button(self.t("close"), on_click=dialog.close).props("flat")
+            dialog.on("hide", dialog.delete)
+            dialog.open()
+
+        (ui.image(url).props("fit=cover").classes("w-16 h-10 rounded cursor-pointer")
+         .tooltip(self.t("screenshot")).on("click", show).mark(f"screenshot-{serial}"))
 
     # Actions ------------------------------------------------------------------------------
     async def _pause(self) -> None:

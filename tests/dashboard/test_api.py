@@ -197,9 +197,11 @@ async def test_devices_with_worker_status_and_summary(
 
 async def test_openapi_documents_every_route_with_bearer_auth(api: httpx.AsyncClient) -> None:
     schema = (await api.get("/openapi.json")).json()
-    device_paths = {p for p in schema["paths"] if not p.startswith("/api/background-jobs")}  # see test_background_api
+    device_paths = {p for p in schema["paths"]  # the others: test_background_api, test_api_worker_accounts
+                    if not p.startswith(("/api/background-jobs", "/api/worker-accounts"))}
     assert device_paths == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/retry",
-                            "/api/jobs/{job_id}/clone", "/api/jobs/{job_id}/export", "/api/devices"}
+                            "/api/jobs/{job_id}/clone", "/api/jobs/{job_id}/export", "/api/devices",
+                            "/api/runs/{assignment_id}/{attempt}/screenshot"}
     assert set(schema["paths"]["/api/jobs"]) == {"get", "post"}
     assert set(schema["paths"]["/api/jobs/{job_id}"]) == {"get", "patch", "delete"}
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -52,7 +52,7 @@ def spawn_worker(db_url: str, tmp: pathlib.Path, name: str = "pc1", devices: int
         stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def spawn_hub(db_url: str, data_dir: pathlib.Path, port: int) -> subprocess.Popen[str]:
+def spawn_hub(db_url: str, data_dir: pathlib.Path, port: int, *extra: str) -> subprocess.Popen[str]:
     """`jobsys up` on this database as the hub other PCs join (no simulated devices of its
     own); its log in data_dir/hub.log."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def spawn_hub(db_url: str, data_dir: pathlib.Path, port: int) -> subprocess.Pope
     env = {**os.environ, "JOBSYS_API_TOKEN": "hub-test-operator-token"}
     return subprocess.Popen(
         [*JOBSYS, "up", "--database-url", db_url, "--data-dir", str(data_dir), "--sim-devices", "0",
-         "--host", "127.0.0.1", "--port", str(port)],
+         "--host", "127.0.0.1", "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
 
 
