@@ -3,7 +3,8 @@
 phones each. A job on all 30 phones completes; then, one job each, a worker is killed with
 SIGKILL, the hub is killed with SIGKILL and restarted, one PC's link is cut (a TCP proxy
 of ours), and Postgres restarts: every job still ends completed, nothing is lost and
-nothing counted twice. Revoking a PC stops its worker with a one-line error, and a worker
+nothing counted twice, and every run's screenshot is on the hub, served to operators
+only. Revoking a PC stops its worker with a one-line error, and a worker
 started with a revoked token exits at once with one."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import pathlib
 import signal
 import subprocess
+import uuid
 from typing import Any, Callable
 
 import httpx
@@ -20,7 +22,7 @@ from jobsys import hub_protocol
 from jobsys.system import JobSystem
 from tests.support.postgres import Db, pg_start, pg_stop
 from tests.support.processes import (
-    JOBSYS, free_port, kill_all, spawn_hub, spawn_hub_worker, worker_pc_env,
+    HUB_OPERATOR_TOKEN as OPERATOR_TOKEN, JOBSYS, free_port, kill_all, spawn_hub, spawn_hub_worker, worker_pc_env,
 )
 from tests.support.tcp_proxy import tcp_proxy
 from tests.support.waiting import wait_until
@@ -69,7 +71,7 @@ async def test_a_farm_on_the_hub_survives_its_faults(own_postgres: tuple[Any, st
                              what="30 phones online through the hub")
             assert db.value("select count(distinct user_id) from jobsys.workers where status = 'online'") == PCS
 
-            async def run_job(url: str, fault: Callable[[], Any] | None = None) -> None:
+            async def run_job(url: str, fault: Callable[[], Any] | None = None) -> uuid.UUID:
                 async with await JobSystem.connect(db_url) as jobs:
                     job = (await jobs.create_job(target_url=url, duration_sec=30)).job  # 3 s at speed 10
                 status = "select status from jobsys.jobs where id = %s"
@@ -79,8 +81,24 @@ async def test_a_farm_on_the_hub_survives_its_faults(own_postgres: tuple[Any, st
                     await fault()
                 await wait_until(lambda: _safe(db, status, (job.id,)) == "completed", timeout_s=120,
                                  what=f"{url} completed")
+                return job.id
 
-            await run_job("https://example.com/all-30")
+            first = await run_job("https://example.com/all-30")
+
+            # Every run's screenshot is on the hub, named in the run, and served to operators only.
+            async with await JobSystem.connect(db_url) as operator:
+                runs = (await operator.get_job(first)).assignments
+            urls = [run.screenshot_url for run in runs]
+            assert len(urls) == PCS * PHONES and all(urls), urls
+            stored = tmp_path / "hub" / "evidence" / "hub"
+            await wait_until(lambda: len(list(stored.glob("*.png"))) == PCS * PHONES, timeout_s=30,
+                             what="30 screenshots on the hub")
+            async with httpx.AsyncClient(base_url=hub_url) as client:
+                shown = await client.get(str(urls[0]), headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+                assert (shown.status_code, shown.headers["content-type"]) == (200, "image/png")
+                assert shown.content.startswith(b"\x89PNG")
+                refused = await client.get(str(urls[0]), headers=hub_protocol.bearer(tokens["pc0"]))
+                assert refused.status_code == 401
 
             async def kill_worker() -> None:
                 procs["pc0"].send_signal(signal.SIGKILL)

@@ -14,6 +14,7 @@ from typing import Iterable
 
 JOBSYS = [sys.executable, "-m", "jobsys_cli"]
 ANSWER_TIMEOUT_S = 2.0  # answers(): one request's limit
+HUB_OPERATOR_TOKEN = "hub-test-operator-token"  # the dashboard API token of spawn_hub's server
 
 
 def free_port() -> int:
@@ -57,7 +58,7 @@ def spawn_hub(db_url: str, data_dir: pathlib.Path, port: int, *extra: str) -> su
     own); its log in data_dir/hub.log."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir / "hub.log", "a")  # noqa: SIM115 - closed with the process
-    env = {**os.environ, "JOBSYS_API_TOKEN": "hub-test-operator-token"}
+    env = {**os.environ, "JOBSYS_API_TOKEN": HUB_OPERATOR_TOKEN}
     return subprocess.Popen(
         [*JOBSYS, "up", "--database-url", db_url, "--data-dir", str(data_dir), "--sim-devices", "0",
          "--host", "127.0.0.1", "--port", str(port), *extra],
