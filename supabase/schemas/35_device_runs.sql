@@ -1013,6 +1013,9 @@ begin
     perform jobsys.raise_error('JS404', 'worker session not found; register again',
       jsonb_build_object('worker_id', p_worker_id));
   end if;
+  if p_meta is not null then  -- sent when it changes: the PC page shows it
+    perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('worker_id', p_worker_id));
+  end if;
 
   if p_devices is not null then
     v_refused := jobsys.sync_devices(p_worker_id, p_devices);

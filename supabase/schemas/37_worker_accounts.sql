@@ -48,6 +48,7 @@ begin
     perform jobsys.raise_error('JS409', format('a PC named %s already exists; revoke it first or choose another name',
                                                 btrim(p_name)), jsonb_build_object('name', btrim(p_name)));
   end if;
+  perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('account_id', v_account.id));
   return jobsys.worker_account_json(v_account);
 end
 $$;

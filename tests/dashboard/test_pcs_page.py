@@ -60,14 +60,15 @@ async def test_lists_accounts_with_sessions_and_follows_a_pc_joining(
                 await user.should_see("실행 중인 워커가 없습니다")
                 await user.should_see("기기 0대")
 
-            # A PC joining is pushed (device_status); its push state, reported by heartbeat
-            # alone, shows at the next safety resync.
+            # A PC joining, its push state (reported by heartbeat when it changes) and a PC
+            # added elsewhere are pushed (device_status): no reload, no safety refresh.
             pc_b, session_b = await join(hub.url, rack_b.token, "rack-b", devices=1, push="polling")
             try:
                 await wait_until(lambda: "rack-b-host" in texts(user, card_b), what="rack-b's session")
-                dashboard.hub.resync()  # what the safety timer does
                 await wait_until(lambda: "폴링 중" in texts(user, f"session-{session_b.worker_id}"),
                                  what="rack-b polling")
+                await jobs.add_worker_account("rack-c")
+                await user.should_see("rack-c")
                 assert "기기 1대" in texts(user, card_b)
             finally:
                 await pc_b.close()
