@@ -4,10 +4,13 @@ The form is checked with the library's own JobCreate on every change, so the cre
 button is enabled exactly when the API would accept the body (the frame: dialog.py).
 Target hints follow the live connected-device count, and a warning says what happens when
 a device count exceeds the connected devices or none is connected; errors from the create
-call are shown inline.
+call are shown inline. Under "more options": a time limit, the top-up grace, and a start
+time (RFC 3339 with its zone; the placeholder shows one in the server's zone).
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pydantic
 from nicegui import ui
@@ -15,6 +18,8 @@ from nicegui import ui
 from jobsys.models import (
     DEVICE_COUNT_MAX,
     DURATION_MAX_SEC,
+    TIMEOUT_MAX_SEC,
+    TOPUP_GRACE_MAX_SEC,
     CreatedJob,
     JobCreate,
     TargetType,
@@ -27,6 +32,12 @@ from nicegui_app.pages.frame import PageContext
 DEFAULT_DURATION_SEC = 30
 DEFAULT_PERCENTAGE = 50
 DEFAULT_DEVICE_COUNT = 1
+
+
+def _start_at_example() -> str:
+    """An RFC 3339 time in this server's zone, an hour from now, as the field's placeholder."""
+    soon = (dt.datetime.now().astimezone() + dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    return soon.isoformat(timespec="minutes")
 
 
 def expected_devices(connected: int, percentage: int) -> int:
@@ -93,6 +104,23 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
                 .bind_text_from(ctx.devices, "connected", backward=lambda _: self._warning())
                 .bind_visibility_from(ctx.devices, "connected", backward=lambda _: bool(self._warning()))
             )
+            # Optional limits and schedule; empty means none (the grace: the setting's default).
+            with ui.expansion(t("more_options")).classes("w-full").mark("new-job-more"):
+                self.timeout = (
+                    ui.number(t("timeout"), min=1, max=TIMEOUT_MAX_SEC, step=1, precision=0,
+                              on_change=self._changed)
+                    .classes("w-full").mark("new-job-timeout")
+                )
+                self.grace = (
+                    ui.number(t("topup_grace"), min=0, max=TOPUP_GRACE_MAX_SEC, step=1, precision=0,
+                              on_change=self._changed)
+                    .classes("w-full").mark("new-job-grace")
+                )
+                self.start_at = (
+                    ui.input(t("start_at"), placeholder=_start_at_example(), validation=self._start_at_error,
+                             on_change=self._changed)
+                    .classes("w-full").mark("new-job-start-at")
+                )
             self._footer("new-job-error", "new-job-cancel", "new-job-create")
         self._changed()
 
@@ -112,9 +140,21 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
                 target_type=target,
                 target_value=whole(value),
                 title=self.title.value or None,
+                timeout_sec=whole(self.timeout.value),
+                topup_grace_sec=whole(self.grace.value),
+                start_at=(self.start_at.value or "").strip() or None,
             )
         except (pydantic.ValidationError, ValueError, TypeError):
             return None
+
+    def _start_at_error(self, value: str | None) -> str | None:
+        if not (value or "").strip():
+            return None
+        try:
+            JobCreate(target_url="https://example.com", duration_sec=1, start_at=value.strip())  # type: ignore[arg-type, union-attr]
+        except pydantic.ValidationError:
+            return self.ctx.t("start_at_invalid")
+        return None
 
     def _url_error(self, value: str | None) -> str | None:
         if not value:

@@ -3,6 +3,8 @@ type, API errors inline."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from nicegui.testing import User
 
 from jobsys.models import TargetType
@@ -167,3 +169,26 @@ async def test_api_error_is_shown_inline_and_nothing_is_stored(user: User, db: D
 
     user.find(marker="new-job-cancel").click()
     await user.should_not_see(marker="new-job-url", retries=50)
+
+
+async def test_more_options_set_the_time_limit_grace_and_start(user: User, jobs: JobSystem, db: Db) -> None:
+    await add_worker(jobs, "w1", 2)
+    await login(user)
+    await open_dialog(user)
+    user.find(marker="new-job-url").type(URL)
+    user.find(marker="new-job-timeout").type("600")
+    user.find(marker="new-job-grace").type("0")
+    user.find(marker="new-job-start-at").type("tomorrow at nine")  # no zone, not a time
+    assert not create_enabled(user)
+    before = db.dump()
+    user.find(marker="new-job-start-at").clear().type("2099-01-01T09:00+09:00")  # past the 365-day bound
+    assert not create_enabled(user) and db.dump() == before
+    user.find(marker="new-job-start-at").clear().type("2030-01-01T09:00+09:00")
+    assert not create_enabled(user)  # still over a year ahead of today
+    start = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)).replace(microsecond=0)
+    user.find(marker="new-job-start-at").clear().type(start.astimezone(dt.timezone(dt.timedelta(hours=9))).isoformat())
+    assert create_enabled(user)
+    user.find(marker="new-job-create").click()
+    await user.should_not_see(marker="new-job-url", retries=50)
+    job = (await jobs.list_jobs()).jobs[0]
+    assert (job.status.value, job.timeout_sec, job.topup_grace_sec, job.start_at) == ("scheduled", 600, 0, start)
