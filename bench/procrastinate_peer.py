@@ -46,7 +46,6 @@ from bench.cpu import CpuMeter
 from bench.harness import Better, Measurement, Ticker, measure
 from bench.pg import BLANK_TEMPLATE, BenchPostgres
 from bench.procrastinate_child import make_app
-from bench.sql import query
 from bench.worker_procs import ROOT, ChildFleet, Db, _env, _log, kill, percentile, stop_process, wait_until
 from jobsys.system import JobSystem
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import procrastinate_peer, scale
+from bench import hub, procrastinate_peer, scale, worker_push
 from bench.harness import Measurement
 from bench.pg import BenchPostgres, embedded_postgres
 
@@ -75,6 +75,24 @@ async def test_scale_runs_small(bench_pg: BenchPostgres, monkeypatch: pytest.Mon
     rows = await scale.run(bench_pg, True, _Quiet())
     _all_measured(rows, with_baseline=False)
     assert any("exponent" in r.metric for r in rows)
+
+
+async def test_hub_runs_small(bench_pg: BenchPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both transports side by side, then the hub alone and `jobsys dashboard` with workers joined."""
+    monkeypatch.setattr(hub, "WORKERS", 2)
+    monkeypatch.setattr(hub, "DEVICES", 3)
+    monkeypatch.setattr(worker_push, "DEVICES", 3)  # _latency_run counts the devices with it
+    monkeypatch.setattr(hub, "runs", lambda quick: 1)
+    monkeypatch.setattr(hub, "jobs_per_run", lambda quick: 1)
+    monkeypatch.setattr(hub, "cost_runs", lambda quick: 1)
+    monkeypatch.setattr(hub, "COST_WORKERS", 4)
+    monkeypatch.setattr(hub, "COST_DEVICES", 2)
+    monkeypatch.setattr(hub, "idle_window_s", lambda quick: 0.5)
+    monkeypatch.setattr(hub, "job_duration_s", lambda quick: 1)
+    rows = await hub.run(bench_pg, True, _Quiet())
+    _all_measured([r for r in rows if r.unit == "ms"], with_baseline=True)
+    _all_measured([r for r in rows if r.unit != "ms"], with_baseline=False)
+    assert all(r.value > 0 for r in rows if r.unit in ("ms", "MB"))
 
 
 def test_one_run_shares_one_postgres_and_writes_each_result(
