@@ -23,7 +23,6 @@ from jobsys_hub import evidence, tokens
 from jobsys_hub.fanout import Fanout
 from jobsys_hub.sockets import serve_socket
 from jobsys import errors, hub_protocol, rpc
-from jobsys.transport.json_values import jsonable
 from jobsys.transport.postgres import PostgresTransport
 
 log = logging.getLogger(__name__)
@@ -100,10 +99,10 @@ class Hub:
                 raise errors.InvalidInput("the body must be a JSON object of named arguments") from None
             if not isinstance(args, dict):
                 raise errors.InvalidInput("the body must be a JSON object of named arguments")
-            rows = await self.call_as_worker(token_hash, function, args)
+            rows = await self.transport.call_json_as_account(token_hash, function, args)
         except errors.JobsysError as exc:
             return error_response(exc)
-        return JSONResponse({"rows": jsonable(rows)})
+        return Response('{"rows":' + rows + "}", media_type="application/json")
 
     async def _authorize(self, token_hash: str, topics: list[str]) -> uuid.UUID:
         account = await self.account_id(token_hash)

@@ -41,13 +41,26 @@ GRACEFUL_SHUTDOWN_S = 3  # open websockets are closed after this (uvicorn takes 
 WS_PING_INTERVAL_S = 10.0
 WS_PING_TIMEOUT_S = 10.0
 PRIVATE_UMASK = 0o077
+LISTEN_BACKLOG = 2048  # uvicorn's own default
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def bind_port(host: str, port: int) -> socket.socket:
     """Bind here, not in uvicorn: uvicorn answers a busy port with sys.exit(), which would
-    end the host process; this raises OSError to the caller instead."""
+    end the host process; this raises OSError to the caller instead.
+
+    The socket is made with IPPROTO_TCP, not 0 as socket.create_server makes it: asyncio
+    sets TCP_NODELAY only on connections accepted from such a socket. Without it, every small
+    answer (a hub worker's heartbeat, an API read) waited ~40 ms for the client's delayed ACK."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +138,7 @@ async def _serve(
         nicegui.app.storage = Storage()  # built at import from the old path
     _private_storage(Storage.path)
     async with contextlib.AsyncExitStack() as stack:
-        sock = stack.enter_context(_listen(host, port))
+        sock = stack.enter_context(bind_port(host, port))
         hub = EventHub(push=jobs.transport.supports_push)
         subscription = await jobs.subscribe_dashboard(hub.publish, hub.set_state)
         stack.push_async_callback(subscription.close)

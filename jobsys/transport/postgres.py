@@ -117,10 +117,10 @@ class PostgresTransport:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _execute(self, function: rpc.SqlFunction, args: Mapping[str, Any],
+    async def _execute(self, what: str, statement: sql.Composable, params: Mapping[str, Any],
                        token_hash: str | None = None) -> list[dict[str, Any]]:
-        statement = _statement(function, args)
-        params = _adapt(function, args)
+        """One statement in one transaction (as the worker account behind `token_hash`, if
+        given), retried on deadlock and serialization failures; `what` names it in errors."""
         for attempt in range(RETRIES_ON_CONFLICT + 1):
             try:
                 async with self._pool.connection() as conn:
@@ -134,9 +134,9 @@ class PostgresTransport:
                         return await cur.fetchall()
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt == RETRIES_ON_CONFLICT:
-                    raise errors.TransportError(f"{function.name}: too much contention, try again") from exc
+                    raise errors.TransportError(f"{what}: too much contention, try again") from exc
                 self.conflicts_retried[exc.sqlstate or "?"] += 1
-                log.warning("%s: %s (%s), retrying", function.name, exc.sqlstate, type(exc).__name__)
+                log.warning("%s: %s (%s), retrying", what, exc.sqlstate, type(exc).__name__)
                 await asyncio.sleep(conflict_backoff_s(attempt))
             except psycopg_pool.PoolTimeout as exc:
                 raise errors.TransportError(f"database unavailable: {exc}") from exc
@@ -144,8 +144,11 @@ class PostgresTransport:
                 raise map_error(exc) from exc
         raise AssertionError("unreachable")
 
+    async def _call(self, function: rpc.SqlFunction, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return await self._execute(function.name, _statement(function, args), _adapt(function, args))
+
     async def call(self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None) -> Any:
-        rows = await self._execute(function, args or {})
+        rows = await self._call(function, args or {})
         if not rows:
             return None
         return next(iter(rows[0].values()))
@@ -153,30 +156,32 @@ class PostgresTransport:
     async def call_rows(
         self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        return await self._execute(function, args or {})
+        return await self._call(function, args or {})
 
     async def call_rows_as_account(self, token_hash: str, function: rpc.SqlFunction,
                                    args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """The hub's call: as the worker account whose token has this SHA-256 digest (the
-        connection's own role must be allowed to switch to `authenticated`). Unauthorized
-        for an unknown or revoked token; nothing else changes then."""
-        return await self._execute(function, args or {}, token_hash)
+        """A call as the worker account whose token has this SHA-256 digest (the connection's
+        own role must be allowed to switch to `authenticated`). Unauthorized for an unknown or
+        revoked token; nothing else changes then."""
+        args = args or {}
+        return await self._execute(function.name, _statement(function, args), _adapt(function, args), token_hash)
+
+    async def call_json_as_account(self, token_hash: str, function: rpc.SqlFunction,
+                                   args: Mapping[str, Any] | None = None) -> str:
+        """The hub's call: as call_rows_as_account, the rows as a JSON array that Postgres
+        writes, so the hub passes them on without decoding and encoding them again."""
+        args = args or {}
+        statement = sql.SQL("select coalesce(json_agg(r), '[]')::text as rows from ({}) r").format(
+            _statement(function, args))
+        [row] = await self._execute(function.name, statement, _adapt(function, args), token_hash)
+        return str(row["rows"])
 
     async def select_as_account(self, token_hash: str, query: sql.Composable,
                                 params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """A read the hub makes as a worker account, under row level security as the
         account's own calls are (jobsys_hub.evidence: is this run one of this PC's?).
         Unauthorized for an unknown or revoked token."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(_AS_ACCOUNT, {"token_hash": token_hash})
-                await cur.execute(query, params)
-                return await cur.fetchall()
-        except psycopg_pool.PoolTimeout as exc:
-            raise errors.TransportError(f"database unavailable: {exc}") from exc
-        except psycopg.Error as exc:
-            raise map_error(exc) from exc
+        return await self._execute("a read as a worker account", query, params, token_hash)
 
     async def subscribe(
         self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import pathlib
-import socket
 from typing import AsyncIterator
 
 import uvicorn
@@ -18,6 +17,7 @@ from jobsys import aio, hub_protocol
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
 from jobsys_hub.app import Hub
+from nicegui_app.server import bind_port
 from tests.support.waiting import wait_until
 
 PING_S = 1.0  # the server's keep-alive, short so half-open sockets are caught within a test
@@ -37,7 +37,7 @@ class RunningHub:
 @contextlib.asynccontextmanager
 async def running_hub(db_url: str, data_dir: pathlib.Path, *, ping_s: float = PING_S) -> AsyncIterator[RunningHub]:
     transport = await PostgresTransport(db_url).open()
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = bind_port("127.0.0.1", 0)  # as the dashboard binds its port (TCP_NODELAY on accepted connections)
     port = sock.getsockname()[1]
     try:
         async with Hub(transport, data_dir) as hub:
