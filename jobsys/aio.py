@@ -6,16 +6,19 @@ a cancellation that arrives as the awaited thing completes. A task stuck that wa
 ends, and shutting down hangs. So: wait with `asyncio.timeout` (`wait_event`), and cancel
 tasks until they are really done (`cancel_and_wait`). `supervise` runs a set of loops the
 way every long-running part here does: until a stop event or until one of them ends, then
-winds down, cancels the rest and re-raises a failure.
+winds down, cancels the rest and re-raises a failure. `call_handler` delivers a push event
+or state to a handler that may be plain or async, and keeps its bugs to itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 RECANCEL_EVERY_S = 0.5
+T = TypeVar("T")
 
 
 class TaskFailed(RuntimeError):
@@ -91,3 +94,18 @@ async def supervise(tasks: Sequence[asyncio.Task[Any]], stop: asyncio.Event, *,
         failure = _failure(task)
         if failure is not None:
             raise TaskFailed(name, task.get_name()) from failure
+
+
+async def maybe_await(result: object) -> None:
+    """Await a handler's result when it is awaitable: push handlers may be plain or async."""
+    if inspect.isawaitable(result):
+        await result
+
+
+async def call_handler(handler: Callable[[T], object], value: T, log: logging.Logger) -> None:
+    """Call a push handler with `value`; a bug in it is logged, never raised into the
+    channel that delivers (one bad handler must not end push for everyone)."""
+    try:
+        await maybe_await(handler(value))
+    except Exception:
+        log.exception("push handler failed for %r", value)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import logging
 import pathlib
@@ -159,10 +158,6 @@ class HubTransport:
         return HubEvidenceStore(self.server, self._token, evidence_dir / QUEUE_DIR_NAME, tls=self.tls)
 
 
-async def _maybe_await(result: object) -> None:
-    if inspect.isawaitable(result):
-        await result
-
 
 class HubSubscription:
     """One WebSocket to the hub for these topics; reconnects with backoff and jitter and
@@ -199,7 +194,7 @@ class HubSubscription:
             self._state = state
             log.info("push channel %s", state.value.lower())
         if self._on_state is not None:
-            await _maybe_await(self._on_state(state))
+            await aio.call_handler(self._on_state, state, log)
 
     async def _run(self) -> None:
         attempt = 0
@@ -242,7 +237,4 @@ class HubSubscription:
             except (ValueError, KeyError, TypeError):
                 log.warning("ignored a malformed message from the hub")
                 continue
-            try:
-                await _maybe_await(self._on_event(event))
-            except Exception:  # a handler's bug must not kill the channel
-                log.exception("event handler failed for %s", event.event)
+            await aio.call_handler(self._on_event, event, log)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import json
 import logging
 import random
@@ -196,10 +195,6 @@ class PostgresTransport:
         return None
 
 
-async def _maybe_await(result: object) -> None:
-    if inspect.isawaitable(result):
-        await result
-
 
 class Listener:
     """LISTEN on a dedicated connection; reconnects with backoff, reports its state."""
@@ -227,7 +222,7 @@ class Listener:
             self._state = state
             log.info("push channel %s", state.value.lower())
         if self._on_state is not None:
-            await _maybe_await(self._on_state(state))
+            await aio.call_handler(self._on_state, state, log)
 
     async def _run(self) -> None:
         backoff = RECONNECT_MIN_S
@@ -260,10 +255,7 @@ class Listener:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed notification on %s", note.channel)
             return
-        try:
-            await _maybe_await(self._on_event(event))
-        except Exception:  # a handler's bug must not kill the channel
-            log.exception("event handler failed for %s", event.event)
+        await aio.call_handler(self._on_event, event, log)
 
     async def close(self) -> None:
         if self._task is not None:

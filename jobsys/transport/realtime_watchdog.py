@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import inspect
 import logging
 from typing import Any
 
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import BroadcastPayload, RealtimeChannelOptions
 
+from jobsys import aio
 from jobsys.auth import TokenSource
 from jobsys.events import ChannelState, Event
 from jobsys.transport.base import EventHandler, StateHandler
@@ -47,10 +47,6 @@ def channel_options() -> RealtimeChannelOptions:
     return {"config": {"broadcast": {"ack": False, "self": False},
                        "presence": {"key": "", "enabled": False}, "private": True}}
 
-
-async def _maybe_await(result: object) -> None:
-    if inspect.isawaitable(result):
-        await result
 
 
 class BroadcastSubscription:
@@ -216,10 +212,7 @@ class BroadcastSubscription:
     async def _dispatch(self) -> None:
         while True:
             item = await self._queue.get()
-            try:
-                if isinstance(item, Event):
-                    await _maybe_await(self._on_event(item))
-                elif self._on_state is not None:
-                    await _maybe_await(self._on_state(item))
-            except Exception:  # a handler's bug must not stop delivery
-                log.exception("push handler failed for %r", item)
+            if isinstance(item, Event):
+                await aio.call_handler(self._on_event, item, log)
+            elif self._on_state is not None:
+                await aio.call_handler(self._on_state, item, log)
