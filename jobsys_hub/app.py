@@ -13,17 +13,18 @@ import pathlib
 import uuid
 from typing import Any
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from jobsys import errors, hub_protocol, rpc
+from jobsys.transport.postgres import PostgresTransport
 from jobsys_hub import evidence, tokens
 from jobsys_hub.fanout import Fanout
 from jobsys_hub.sockets import serve_socket
-from jobsys import errors, hub_protocol, rpc
-from jobsys.transport.postgres import PostgresTransport
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,23 @@ class Hub:
         ])
 
     async def __aenter__(self) -> Hub:
+        await self._check_role_switch()
         self.fanout.start()
         return self
+
+    async def _check_role_switch(self) -> None:
+        """Every call runs under the authenticated role: say so at once when the hub's
+        database user may not switch to it, rather than refusing every PC's call later."""
+        try:
+            async with await psycopg.AsyncConnection.connect(self.transport.conninfo) as conn:
+                cur = await conn.execute("select pg_has_role(current_user, 'authenticated', 'member')")
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            log.warning("hub: could not check the database role (%s)", exc)
+            return
+        if not (row and row[0]):
+            log.error("hub: the database user may not SET ROLE authenticated, so every PC's call will be "
+                      "refused; run `grant authenticated to <this user>` (docs/hub.md)")
 
     async def __aexit__(self, *exc: object) -> None:
         await self.fanout.close()

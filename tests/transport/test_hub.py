@@ -11,6 +11,7 @@ import uuid
 from typing import AsyncIterator
 
 import httpx
+from psycopg import conninfo
 import pytest
 
 from jobsys import errors, hub_protocol
@@ -232,3 +233,14 @@ async def test_a_lost_database_listener_closes_sockets_so_workers_resync(hub: Ru
         await _run_one_job(operator, jobs, session.worker_id, watcher, "https://example.com/after-listener")
         await subscription.close()
 
+
+
+async def test_a_hub_whose_database_user_cannot_act_as_workers_says_so(
+        db_url: str, db: Db, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    db.run("do $$ begin create role hub_without_grant login; exception when duplicate_object then null; end $$")
+    db.run("grant connect on database " + db.value("select current_database()") + " to hub_without_grant")
+    url = conninfo.make_conninfo(db_url, user="hub_without_grant")
+    async with running_hub(db_url, tmp_path / "ok"):
+        assert "SET ROLE authenticated" not in caplog.text
+    async with running_hub(url, tmp_path / "refused"):
+        assert "may not SET ROLE authenticated" in caplog.text
