@@ -125,17 +125,14 @@ NOTES = (
     f"{POOL_MAX_SIZE} per worker, as in worker_push). Hub: bench/hub_child.py `worker`, the same Worker and "
     "reports on the hub transport (connect_hub: httpx calls and one push WebSocket), each process its "
     "own worker account and token, all through one hub process (bench/hub_child.py `serve`: "
-    "jobsys_hub.Hub mounted at /hub under uvicorn, its port bound as nicegui_app.server binds the "
-    "dashboard's, WebSocket keep-alive 10 s; its own Postgres pool of 10 and one LISTEN connection). "
+    "jobsys_hub.Hub mounted at /hub under uvicorn, its port bound with nicegui_app.server.bind_port as "
+    "the dashboard's is (IPPROTO_TCP, so TCP_NODELAY on the connections it accepts), WebSocket keep-alive "
+    "10 s; its own Postgres pool of 10 and one LISTEN connection). "
     "`claim call begins` is when the woken worker starts the call; `claim call alone` is from then to "
     "its return. The `1 worker` rows run one worker of a side alone (no other claim competes). p50/p99 "
     "are per run over the workers × jobs; the table gives the median of the runs. Ratio = direct ÷ hub: "
     f"the goals (hub p50 ≤ {GOAL_P50_TIMES:g}× direct, p99 ≤ {GOAL_P99_TIMES:g}× direct) are ratios of at "
-    f"least {1 / GOAL_P50_TIMES:.2f}x and {1 / GOAL_P99_TIMES:.2f}x. The `suggested fix` rows are a third "
-    "side, an experiment beside jobsys's code rather than jobsys as shipped: a second hub process with "
-    "`--tcp-nodelay` (bench/hub_child.py), which binds its port with IPPROTO_TCP, so that asyncio sets "
-    "TCP_NODELAY on the connections it accepts (socket.create_server, which nicegui_app.server uses, makes "
-    "a socket with proto 0, and asyncio then leaves Nagle's algorithm on). `heartbeat call`: a call with a "
+    f"least {1 / GOAL_P50_TIMES:.2f}x and {1 / GOAL_P99_TIMES:.2f}x. `heartbeat call`: a call with a "
     f"small answer, a session with 1 device, {small_calls(False)} calls per run ({small_calls(True)} with "
     "--quick) from the benchmark process, one at a time, the sides taking turns. "
     f"**Cost**: a fresh server process on a fresh database per run; {COST_WORKERS} worker accounts, whose "
@@ -157,48 +154,41 @@ NOTES = (
     "alone. The RSS goal is read for idle and running, the CPU goal for idle."
 )
 LIMITS = (
-    "Where the time goes (measured 2026-12-07 beside this run, not by it: 10 sessions × 100 devices "
-    "claiming one new job at the same moment from one process, as worker_push's `server only` rows, "
-    "with CPU read from /proc and the hub traced step by step and under cProfile: bench/hub_child.py "
-    "`serve --trace FILE` / `--profile FILE`). The push reaches a worker through the hub as soon as "
-    "through its own LISTEN (`claim call begins`); the time is in the claim call. Alone, a worker's "
-    "claim of 100 runs takes roughly 6-10 ms longer through the hub (`1 worker` rows), which is the "
-    "CPU and the round trips each call adds (below). With 10 workers the claims of one new job run one "
-    "after another on the job's row (see worker_push), and on this 2-core machine the burst is bound "
-    "by CPU, since Postgres, the hub, the 10 worker processes and the benchmark share the two cores, "
-    "so each claim also waits for the extra CPU of the claims ahead of it. The goal rows sit near the "
-    "line on this shared machine: two earlier full runs the same day (3 runs each, load average 4) "
-    "gave p50 0.56x and p99 0.45x (both missed), then p50 0.70x and p99 0.77x (both met). "
-    "Through the hub a claim of 100 runs costs about 1.8 times the CPU of a direct one: direct about "
-    "6.4 ms in Postgres and 1.4 ms in the client; through the hub about 8.3 ms in Postgres, 3.1 ms in "
-    "the hub process and 2.6 ms in the client. Postgres: the hub makes every call a transaction of "
-    "four statements, each a round trip (BEGIN; set_config of the claims from hub_claims(token digest) "
-    "and of the role; the function; COMMIT), where the direct call is one autocommitted statement, "
-    "and it looks the token up on every call. The hub process (cProfile over 40 claims and 40 reads "
-    "of 100 rows each): about half of its time in psycopg (the four statements, the rows read into "
-    "dicts), a third turning the rows into JSON (jobsys.transport.json_values.jsonable walks every "
-    "value, 25 %, then json.dumps, 7 %), the rest Starlette and uvicorn; the client then parses that "
-    "JSON, where psycopg hands the rows over directly. The trace "
-    "also shows each claim keeping the job's row locked across the COMMIT round trip (p50 6.6 ms "
-    "from the claim's rows to its commit), which waits for the hub's one event loop while it answers "
-    "the other claims; the next claim waits for that commit. Small answers: the hub's port is bound "
-    "with socket.create_server (nicegui_app.server._listen, and tests/support/hub.py), whose socket "
-    "has proto 0, and asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP; "
-    "uvicorn writes a response's head and body in two sends, so with Nagle's algorithm on, a small "
-    "body waits for the client's delayed ACK, about 40 ms (`heartbeat call`; the same for "
-    "finish_assignments reports and claims that find nothing: 47 ms instead of about 5). On the "
-    "100-run claims of the goal rows the fix side was ahead of the hub in each of this run's 5 runs "
-    "(p50 0.80x, p99 0.87x of direct, both goals met), but in an earlier run it was within the "
-    "noise, so that part is suggestive only. Suggested, not "
-    "made: bind the port with IPPROTO_TCP (or set TCP_NODELAY on each accepted connection); let "
-    "Postgres build the answer (select coalesce(json_agg(r), '[]') from the function r) and send that "
-    "text as the body, instead of rows → dicts → jsonable → json.dumps; send a call's transaction as "
-    "one psycopg pipeline, so that it is one round trip and its COMMIT does not wait for the hub's "
-    "loop (an A/B of that here, bench/hub_child.py --pipeline, stayed within the noise of this shared "
-    "machine, so it is unproven); keep a token's claims for a few seconds instead of looking them up "
-    "on every call (revocations already reach the hub on its own topic). Worker PCs are other "
-    "machines in use: here their 10 processes share the hub's 2 cores, which counts against both "
-    "sides but more against the hub, whose client answer costs more CPU to read."
+    "Where the time goes. Two fixes are in (commit 7b45436). The dashboard's port, and the hub on it, "
+    "is bound with IPPROTO_TCP (nicegui_app.server.bind_port), so asyncio sets TCP_NODELAY on the "
+    "connections it accepts; socket.create_server, used before, makes a socket with proto 0, asyncio "
+    "then left Nagle's algorithm on, and as uvicorn writes a response's head and body in two sends, "
+    "every small answer waited for the client's delayed ACK: a heartbeat through the hub took about "
+    "47 ms, now a few ms (`heartbeat call`: 2.8 ms in this run, about 5 ms in busier runs; the same for "
+    "finish_assignments reports and claims that find nothing). And the hub's call returns the JSON array Postgres writes "
+    "(PostgresTransport.call_json_as_account: coalesce(json_agg(r), '[]') over the function's rows), "
+    "sent as the body as it is, where the hub used to read the rows into dicts and encode them again "
+    "(jsonable, then json.dumps: a third of the hub process's time on a claim of 100 runs, under "
+    "cProfile). The push reaches a worker through the hub as soon as through its own LISTEN (`claim "
+    "call begins`); what the hub still adds is in the claim call. Postgres: every hub call is a "
+    "transaction of four statements, each a round trip (BEGIN; set_config of the claims from "
+    "hub_claims(token digest) and of the role, so the token is looked up on every call; the function; "
+    "COMMIT), where the direct call is one autocommitted statement; a claim keeps the job's row locked "
+    "until its COMMIT, and the next claim of the same job waits for it. The worker: an HTTP request and "
+    "response (httpx, then uvicorn and Starlette in the hub) and the JSON answer parsed, where psycopg "
+    "hands the rows over directly. Alone, a worker's claim of 100 runs takes about 3 ms longer through "
+    "the hub (`1 worker` rows: 8.6 ms against 5.7 ms in this run, 14.8 ms against 8.1 ms before the "
+    "fixes). With 10 workers the claims of one new job run one after another on the "
+    "job's row (see worker_push), and in this benchmark the burst is bound by CPU: the 10 worker "
+    "processes, Postgres, the hub and the benchmark share this machine's 2 cores, so each claim also "
+    "waits for the extra CPU of the claims ahead of it; that counts against both sides but more against "
+    "the hub, whose calls cost more CPU. Worker PCs are other machines in use. The p50 goal row sits "
+    "on the line and moves with the machine's load: in this run (load average 1) the hub's p50 was "
+    "0.59x to 0.84x of direct run by run, 0.65x for the medians (missed by 0.02), p99 0.66x (met); "
+    "before the fixes a full run gave 0.63x and 0.69x, and a quick run after them 0.82x and 0.85x. "
+    "Cost: bench/hub_child.py `serve` imports nicegui_app.server for bind_port, and that module "
+    "imports NiceGUI, so the hub-alone process carries NiceGUI too (about 32 MB: 107 MB before any "
+    "worker joined, 75 MB when it bound its port with socket.create_server); `jobsys up` runs the "
+    "hub in the dashboard's process, which has NiceGUI anyway (the `jobsys dashboard` rows). Not made: sending a "
+    "call's transaction as one pipeline (one round trip; an A/B of it before the fixes stayed within "
+    "the noise of this shared machine) and keeping a token's claims for a few seconds instead of "
+    "looking them up on every call. bench/hub_child.py `serve --trace FILE` times each call's steps, "
+    "`--profile FILE` runs cProfile over the hub."
 )
 
 
@@ -262,12 +252,8 @@ async def hub_fleet(server: str, accounts: list[dict[str, str]], devices: int,
 
 
 # Latency --------------------------------------------------------------------------------
-# The sides: direct Postgres, the hub as `jobsys up` binds its port, and the hub with the
-# change this benchmark suggests (bench/hub_child.py --tcp-nodelay: TCP_NODELAY on the
-# connections it accepts), measured beside them as evidence, not jobsys's code.
-DIRECT_SIDE, HUB_SIDE, NODELAY_SIDE = "direct", "hub", "hub+nodelay"
-FIX_FLAGS = ("--tcp-nodelay",)
-SIDES = (HUB_SIDE, DIRECT_SIDE, NODELAY_SIDE)
+DIRECT_SIDE, HUB_SIDE = "direct", "hub"
+SIDES = (HUB_SIDE, DIRECT_SIDE)
 
 
 @dataclasses.dataclass
@@ -288,17 +274,13 @@ async def _latency(pg: BenchPostgres, quick: bool, ticker: Ticker) -> Sides:
     out = Sides()
     with pg.database() as url, tempfile.TemporaryDirectory(prefix="jobsys-bench-hub-") as tmp_name:
         tmp = pathlib.Path(tmp_name)
-        ticker.say(f"hub: starting 2 hubs and {3 * WORKERS} worker processes")
-        async with (await JobSystem.connect(url, push=False) as js,
-                    hub_process(url, tmp) as hub,
-                    hub_process(url, tmp, *FIX_FLAGS, name="hub-nodelay") as hub_nodelay):
+        ticker.say(f"hub: starting the hub and {2 * WORKERS} worker processes")
+        async with await JobSystem.connect(url, push=False) as js, hub_process(url, tmp) as hub:
             accounts = await enrol(js, [f"hub-{i:02d}" for i in range(WORKERS)])
-            accounts_nodelay = await enrol(js, [f"nodelay-{i:02d}" for i in range(WORKERS)])
             async with (ChildFleet.spawn(url, WORKERS, DEVICES, tmp, "--poll-interval", f"{POLL_INTERVAL_S:g}",
                                          "--pool-max-size", str(POOL_MAX_SIZE), prefix="direct") as direct,
-                        hub_fleet(hub.url, accounts, DEVICES, tmp) as via_hub,
-                        hub_fleet(hub_nodelay.url, accounts_nodelay, DEVICES, tmp) as via_nodelay):
-                fleets = {DIRECT_SIDE: direct, HUB_SIDE: via_hub, NODELAY_SIDE: via_nodelay}
+                        hub_fleet(hub.url, accounts, DEVICES, tmp) as via_hub):
+                fleets = {DIRECT_SIDE: direct, HUB_SIDE: via_hub}
                 ticker.tick(f"hub: {WORKERS} workers × {DEVICES} devices on each side")
                 for side in SIDES:  # warm-up: plans cached, pools and sockets open
                     await _side(js, fleets, side, 1, WORKERS)
@@ -317,20 +299,19 @@ async def _latency(pg: BenchPostgres, quick: bool, ticker: Ticker) -> Sides:
                     ticker.tick(f"hub: run {i + 1}/{n}, 1 worker")
                 await asyncio.gather(*(f.stop() for f in fleets.values()))
             ticker.say("hub: small calls")
-            await _small_calls(js, url, {HUB_SIDE: hub.url, NODELAY_SIDE: hub_nodelay.url}, tmp, quick, out)
+            await _small_calls(js, url, hub.url, tmp, quick, out)
     return out
 
 
-async def _small_calls(js: JobSystem, url: str, hubs: dict[str, str], tmp: pathlib.Path, quick: bool,
+async def _small_calls(js: JobSystem, url: str, hub_url: str, tmp: pathlib.Path, quick: bool,
                        out: Sides) -> None:
     """A call with a small answer, as a worker makes one every 10 s and after every batch of
     reports: heartbeat of a session with 1 device, from the benchmark process, one at a time,
     the sides taking turns."""
     clients = {DIRECT_SIDE: await JobSystem.connect(url, push=False)}
     try:
-        for i, (side, server) in enumerate(hubs.items()):
-            account = (await enrol(js, [f"small-calls-{i}"]))[0]
-            clients[side] = await connect_hub(server, account["token"], push=False, evidence_dir=tmp)
+        account = (await enrol(js, ["small-calls"]))[0]
+        clients[HUB_SIDE] = await connect_hub(hub_url, account["token"], push=False, evidence_dir=tmp)
         sessions = {side: await c.register_worker(
             f"small-calls-{i}", [DeviceReport(serial=f"small-calls-{i}", model="sim", simulated=True)],
             hostname="bench") for i, (side, c) in enumerate(clients.items())}
@@ -367,17 +348,16 @@ def _relative_goal(m: Measurement, times: float) -> Measurement:
 
 def _latency_rows(s: Sides) -> list[Measurement]:
     def row(metric: str, runs_by_side: dict[str, list[LatencyRun]], q: float, field: str = "claimed",
-            times: float | None = None, side: str = HUB_SIDE) -> Measurement:
-        m = measure(NAME, metric, "ms", Better.LOWER, _pct(runs_by_side[side], q, field),
+            times: float | None = None) -> Measurement:
+        m = measure(NAME, metric, "ms", Better.LOWER, _pct(runs_by_side[HUB_SIDE], q, field),
                     _pct(runs_by_side[DIRECT_SIDE], q, field), DIRECT)
         return _relative_goal(m, times) if times is not None else m
 
-    def small(metric: str, q: float, side: str = HUB_SIDE) -> Measurement:
-        return measure(NAME, metric, "ms", Better.LOWER, [percentile(v, q) for v in s.small[side]],
+    def small(metric: str, q: float) -> Measurement:
+        return measure(NAME, metric, "ms", Better.LOWER, [percentile(v, q) for v in s.small[HUB_SIDE]],
                        [percentile(v, q) for v in s.small[DIRECT_SIDE]], DIRECT)
 
     w = f"{WORKERS} workers × {DEVICES} devices"
-    fix = "hub with TCP_NODELAY on its port (suggested fix)"
     return [
         row(f"{w}: job committed → worker has claimed it, p50", s.fleet, 50, times=GOAL_P50_TIMES),
         row(f"{w}: job committed → worker has claimed it, p99", s.fleet, 99, times=GOAL_P99_TIMES),
@@ -388,16 +368,8 @@ def _latency_rows(s: Sides) -> list[Measurement]:
         row(f"1 worker × {DEVICES} devices: job committed → claimed, p50", s.alone, 50),
         row(f"1 worker × {DEVICES} devices: job committed → claimed, p99", s.alone, 99),
         row(f"1 worker × {DEVICES} devices: claim call alone, p50", s.alone, 50, "call"),
-        row(f"{fix}, {w}: job committed → claimed, p50", s.fleet, 50, times=GOAL_P50_TIMES, side=NODELAY_SIDE),
-        row(f"{fix}, {w}: job committed → claimed, p99", s.fleet, 99, times=GOAL_P99_TIMES, side=NODELAY_SIDE),
-        row(f"{fix}, {w}: claim call alone, p50", s.fleet, 50, "call", side=NODELAY_SIDE),
-        row(f"{fix}, 1 worker × {DEVICES} devices: job committed → claimed, p50", s.alone, 50, side=NODELAY_SIDE),
-        row(f"{fix}, 1 worker × {DEVICES} devices: claim call alone, p50", s.alone, 50, "call",
-            side=NODELAY_SIDE),
         small("heartbeat call (1 device, small answer), p50", 50),
         small("heartbeat call (1 device, small answer), p99", 99),
-        small(f"{fix}: heartbeat call, p50", 50, NODELAY_SIDE),
-        small(f"{fix}: heartbeat call, p99", 99, NODELAY_SIDE),
     ]
 
 

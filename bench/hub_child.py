@@ -3,9 +3,11 @@
     python -m bench.hub_child serve --database-url URL --data-dir DIR
         The hub alone, as `jobsys up` mounts it (jobsys_hub.Hub at /hub, uvicorn with the
         dashboard's WebSocket keep-alive, access log off) on a loopback port of its own.
-        stdout: {"kind": "listening", "port": P} once it serves; EOF on stdin stops it. With
-        --profile FILE, {"cmd": "profile_on"} / {"cmd": "profile_off"} on stdin run cProfile
-        over the hub's thread and write FILE (each answered {"kind": "ok"}).
+        Its port is bound with nicegui_app.server.bind_port, as the dashboard's. stdout:
+        {"kind": "listening", "port": P} once it serves; EOF on stdin stops it. With --trace
+        FILE, each worker call's steps, timed, one JSON line each in FILE. With --profile FILE,
+        {"cmd": "profile_on"} / {"cmd": "profile_off"} on stdin run cProfile over the hub's
+        thread and write FILE (each answered {"kind": "ok"}).
 
     python -m bench.hub_child worker --server URL --token T --name NAME --devices N [...]
         bench/worker_child.py's protocol and reports (start / stop / drop / status; "claimed"
@@ -28,7 +30,6 @@ import contextlib
 import json
 import logging
 import pathlib
-import socket
 import sys
 import uuid
 from typing import Any
@@ -62,12 +63,9 @@ async def serve(args: argparse.Namespace) -> None:
     from jobsys import aio, hub_protocol
     from jobsys.transport.postgres import PostgresTransport
     from jobsys_hub.app import Hub
+    from nicegui_app.server import bind_port
 
     reader = await _stdin()
-    if args.pipeline and args.trace is not None:
-        raise SystemExit("--trace times the hub's own calls; it does not combine with --pipeline")
-    if args.pipeline:
-        _pipeline_account_calls()
     if args.trace is not None:
         _trace_account_calls(args.trace)
     profiler = None
@@ -76,17 +74,7 @@ async def serve(args: argparse.Namespace) -> None:
 
         profiler = cProfile.Profile()
     transport = await PostgresTransport(args.database_url).open()
-    # As nicegui_app.server._listen binds the dashboard's port. socket.create_server makes a
-    # socket with proto 0, so asyncio does not set TCP_NODELAY on the connections it accepts
-    # (base_events._set_nodelay checks proto == IPPROTO_TCP); --tcp-nodelay binds with
-    # IPPROTO_TCP instead, which it does set.
-    if args.tcp_nodelay:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(100)
-    else:
-        sock = socket.create_server(("127.0.0.1", 0))
+    sock = bind_port("127.0.0.1", 0)  # as nicegui_app.server binds the dashboard's port
     try:
         async with Hub(transport, args.data_dir) as hub:
             config = uvicorn.Config(Starlette(routes=[Mount(hub_protocol.MOUNT, hub.app)]), log_level="warning",
@@ -117,37 +105,10 @@ async def serve(args: argparse.Namespace) -> None:
         await transport.close()
 
 
-def _pipeline_account_calls() -> None:
-    """An experiment, not jobsys's code: the hub's call as a worker account sent as one
-    pipeline (BEGIN, the claims, the function, COMMIT, then one sync), so the COMMIT that
-    releases the function's row locks does not wait for the hub to read the rows and send it.
-    Replaces PostgresTransport.call_rows_as_account in this process only (--pipeline)."""
-    from psycopg.rows import dict_row
-
-    from jobsys.transport import postgres
-
-    async def call_rows_as_account(self: postgres.PostgresTransport, token_hash: str, function: Any,
-                                   args: Any = None) -> list[dict[str, Any]]:
-        import psycopg
-
-        statement = postgres._statement(function, args or {})
-        params = postgres._adapt(function, args or {})
-        try:
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                async with conn.pipeline(), conn.transaction():
-                    await cur.execute(postgres._AS_ACCOUNT, {"token_hash": token_hash})
-                    await cur.execute(statement, params)
-                return await cur.fetchall()
-        except psycopg.Error as exc:
-            raise postgres.map_error(exc) from exc
-
-    postgres.PostgresTransport.call_rows_as_account = call_rows_as_account  # type: ignore[method-assign]
-
-
 def _trace_account_calls(path: pathlib.Path) -> None:
-    """An experiment: the hub's worker calls as jobsys makes them (the same transaction and
-    statements), with a timestamp at each step, one JSON line per call in `path` (--trace)."""
+    """An experiment: the hub's worker calls (Hub._call) as jobsys makes them (the same
+    transaction and statements as PostgresTransport._execute as an account, without its
+    retries), with a timestamp at each step, one JSON line per call in `path` (--trace)."""
     import time
 
     from psycopg.rows import dict_row
@@ -156,13 +117,15 @@ def _trace_account_calls(path: pathlib.Path) -> None:
     from jobsys_hub import app as hub_app
 
     out = path.open("a", buffering=1, encoding="utf-8")
-    current: dict[int, dict[str, float]] = {}
+    current: dict[int, dict[str, Any]] = {}
+    original_execute = postgres.PostgresTransport._execute
+    original_call = hub_app.Hub._call
 
-    async def call_rows_as_account(self: postgres.PostgresTransport, token_hash: str, function: Any,
-                                   args: Any = None) -> list[dict[str, Any]]:
-        t = current.setdefault(id(asyncio.current_task()), {})
-        statement = postgres._statement(function, args or {})
-        params = postgres._adapt(function, args or {})
+    async def execute(self: postgres.PostgresTransport, what: str, statement: Any, params: Any,
+                      token_hash: str | None = None) -> list[dict[str, Any]]:
+        t = current.get(id(asyncio.current_task()))
+        if t is None or token_hash is None:  # not a traced call
+            return await original_execute(self, what, statement, params, token_hash)
         t["call"] = time.perf_counter()
         async with self._pool.connection() as conn:
             t["conn"] = time.perf_counter()
@@ -178,20 +141,17 @@ def _trace_account_calls(path: pathlib.Path) -> None:
             t["committed"] = time.perf_counter()
         return rows
 
-    original_call = hub_app.Hub._call
-
     async def traced_call(self: Any, request: Any) -> Any:
         key = id(asyncio.current_task())
-        t = current.setdefault(key, {})
-        t["request"] = time.perf_counter()
+        t = current[key] = {"request": time.perf_counter()}
         try:
             return await original_call(self, request)
         finally:
             t["response"] = time.perf_counter()  # built; uvicorn sends it after this returns
-            t["function"] = request.path_params.get("function")  # type: ignore[assignment]
+            t["function"] = request.path_params.get("function")
             out.write(json.dumps(current.pop(key)) + "\n")
 
-    postgres.PostgresTransport.call_rows_as_account = call_rows_as_account  # type: ignore[method-assign]
+    postgres.PostgresTransport._execute = execute  # type: ignore[method-assign]
     hub_app.Hub._call = traced_call  # type: ignore[method-assign]
 
 
@@ -305,10 +265,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     s = sub.add_parser("serve")
     s.add_argument("--database-url", required=True)
     s.add_argument("--data-dir", type=pathlib.Path, required=True)
-    s.add_argument("--tcp-nodelay", action="store_true",
-                   help="bind with IPPROTO_TCP, so accepted connections get TCP_NODELAY")
-    s.add_argument("--pipeline", action="store_true",
-                   help="experiment: a worker call's transaction as one pipeline (see _pipeline_account_calls)")
     s.add_argument("--trace", type=pathlib.Path, help="experiment: each worker call's steps, timed, to FILE")
     s.add_argument("--profile", type=pathlib.Path, help="cProfile between profile_on and profile_off, to FILE")
     w = sub.add_parser("worker")
