@@ -32,12 +32,14 @@ class WorkerSocket:
         self._ws = websocket
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
         self._closed = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
 
     def deliver(self, message: dict[str, Any]) -> None:
         try:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
-            asyncio.create_task(self.close(CLOSE_TOO_SLOW, "too far behind; reconnect and resync"))
+            if self._closing is None:  # kept, so the task is not collected before it runs
+                self._closing = asyncio.create_task(self.close(CLOSE_TOO_SLOW, "too far behind; reconnect and resync"))
 
     async def close(self, code: int, reason: str) -> None:
         if self._closed.is_set():
