@@ -25,9 +25,9 @@ import dataclasses
 import logging
 import os
 import pathlib
-import ssl
 import random
 import re
+import ssl
 import tempfile
 import time
 import uuid
