@@ -65,6 +65,8 @@ HUB_CLAIMS = _fn("hub_claims", p_token_hash="text")
 # Not the library's: the hub asks it (as the worker) before it forwards a topic's events.
 MAY_RECEIVE = _fn("may_receive", p_topic="text")
 
+SCHEMA_VERSION = _fn("schema_version")  # readiness: anyone may ask
+
 RESCUE_EXPIRED_LEASES = _fn("rescue_expired_leases")
 MARK_STALE = _fn("mark_stale")
 MAINTAIN = _fn("maintain", p_force="boolean")
@@ -74,7 +76,7 @@ DEVICE_JOBS: tuple[SqlFunction, ...] = (
     LIST_DEVICES, SET_DEVICE_STATE, RELEASE_DEVICE, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES,
     CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
-    ADD_WORKER_ACCOUNT, LIST_WORKER_ACCOUNTS, REVOKE_WORKER_ACCOUNT, HUB_CLAIMS,
+    ADD_WORKER_ACCOUNT, LIST_WORKER_ACCOUNTS, REVOKE_WORKER_ACCOUNT, HUB_CLAIMS, SCHEMA_VERSION,
     RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
 )
 

@@ -245,6 +245,10 @@ class JobSystem:
         return [FinishedRun.model_validate(item) for item in answer]
 
     # Upkeep (runs automatically from heartbeats; exposed for tests and admin) ----------
+    async def schema_version(self) -> str | None:
+        """The newest migration applied to the database (readiness); None if none was recorded."""
+        return await self.transport.call(rpc.SCHEMA_VERSION)
+
     async def rescue_expired_leases(self) -> int:
         return int(await self.transport.call(rpc.RESCUE_EXPIRED_LEASES))
 

@@ -45,7 +45,8 @@ async def serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
         await serve(jobs, host=args.host, port=args.port, token=token,
                     storage_secret=load_or_create_session_secret(data_dir),
                     storage_dir=data_dir / "nicegui", public_docs=args.public_docs,
-                    mounts={hub_protocol.MOUNT: hub.app}, tls=tls_files(args), evidence_dir=hub.evidence_dir)
+                    mounts={hub_protocol.MOUNT: hub.app}, ready_checks={"hub_push": hub.ready_check},
+                    tls=tls_files(args), evidence_dir=hub.evidence_dir)
 
 
 def public_url(args: argparse.Namespace) -> str:

@@ -92,6 +92,10 @@ class Hub:
     async def __aexit__(self, *exc: object) -> None:
         await self.fanout.close()
 
+    async def ready_check(self) -> str | None:
+        """For GET /readyz: the hub's database listener is up (else PCs only poll)."""
+        return None if self.fanout.up.is_set() else "the hub's push listener is reconnecting"
+
     async def account_id(self, token_hash: str) -> uuid.UUID:
         """The active account behind the token digest; Unauthorized otherwise."""
         claims = await self.transport.call(rpc.HUB_CLAIMS, {"p_token_hash": token_hash})

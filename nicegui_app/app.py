@@ -24,6 +24,8 @@ from starlette.types import ASGIApp
 from nicegui_app import pages, screenshots, services
 from nicegui_app.api import DOCS_URL, create_api_app, swagger_page
 from nicegui_app.api.errors import error_response
+from nicegui_app.api.health import ReadyCheck
+from nicegui_app.hub import EventHub, PushStatus
 from nicegui_app.pages import guard
 
 PAGE_TITLE = "jobsys"
@@ -38,11 +40,15 @@ def install_pages(svc: services.Services) -> None:
 
 
 def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool = False,
-              mounts: Mapping[str, ASGIApp] | None = None) -> FastAPI:
+              mounts: Mapping[str, ASGIApp] | None = None,
+              ready_checks: Mapping[str, ReadyCheck] | None = None) -> FastAPI:
     """`mounts`: other apps served beside the dashboard (the hub at /hub), mounted before
-    NiceGUI takes /."""
+    NiceGUI takes /. `ready_checks`: more checks for GET /readyz (the hub's listener)."""
     app = create_api_app(svc.jobs, svc.token, svc.supabase, public_docs=public_docs, docs_page=public_docs,
                          evidence_dir=svc.evidence_dir)
+    if svc.hub.push:  # a dashboard without push (polling by design) is not unready for it
+        app.state.ready_checks["push"] = _push_check(svc.hub)
+    app.state.ready_checks.update(ready_checks or {})
     for path, mounted in (mounts or {}).items():
         app.mount(path, mounted)
     install_pages(svc)
@@ -50,6 +56,12 @@ def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool 
         _install_browser_docs(app)
     ui.run_with(app, title=PAGE_TITLE, storage_secret=storage_secret, show_welcome_message=False, favicon="🛰️")
     return app
+
+
+def _push_check(hub: EventHub) -> ReadyCheck:
+    async def check() -> str | None:
+        return None if hub.status is PushStatus.CONNECTED else "the dashboard's push channel is reconnecting"
+    return check
 
 
 def _install_browser_docs(api: FastAPI) -> None:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 
 from jobsys import aio
 from jobsys.system import JobSystem
+from nicegui_app.api.health import ReadyCheck
 from nicegui_app.app import build_app
 from nicegui_app.auth import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ApiToken, load_or_create_token, private_dir
 from nicegui_app.hub import EventHub
@@ -88,6 +89,7 @@ async def serve(
     supabase: SupabaseAuth | None = None,
     public_docs: bool = False,
     mounts: Mapping[str, ASGIApp] | None = None,
+    ready_checks: Mapping[str, ReadyCheck] | None = None,
     tls: TlsFiles | None = None,
     evidence_dir: pathlib.Path | None = None,
 ) -> None:
@@ -98,13 +100,14 @@ async def serve(
     `supabase`: Supabase mode, where operators log in with their Supabase accounts (pages)
     and access tokens (API) instead of `token`; the caller closes it.
     `public_docs`: /docs and /openapi.json without a token or login.
-    `mounts`: other apps on the same port (the hub at /hub).
+    `mounts`: other apps on the same port (the hub at /hub); `ready_checks`: theirs for /readyz.
     `tls`: serve HTTPS (and WSS) with this certificate and key.
     `evidence_dir`: the hub's screenshots, served to operators (nicegui_app.screenshots)."""
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
         await _serve(jobs, host=host, port=port, token=token, storage_secret=storage_secret,
                      storage_dir=storage_dir, supabase=supabase, public_docs=public_docs, mounts=mounts,
+                     ready_checks=ready_checks,
                      tls=tls, evidence_dir=evidence_dir)
     finally:
         os.umask(previous_umask)
@@ -130,6 +133,7 @@ async def _serve(
     supabase: SupabaseAuth | None,
     public_docs: bool,
     mounts: Mapping[str, ASGIApp] | None,
+    ready_checks: Mapping[str, ReadyCheck] | None,
     tls: TlsFiles | None,
     evidence_dir: pathlib.Path | None = None,
 ) -> None:
@@ -146,7 +150,8 @@ async def _serve(
         stack.push_async_callback(_cancel, safety)
 
         svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase, evidence_dir=evidence_dir)
-        app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs, mounts=mounts)
+        app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs, mounts=mounts,
+                        ready_checks=ready_checks)
         server = _EmbeddedServer(
             uvicorn.Config(
                 app,

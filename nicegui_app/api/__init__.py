@@ -16,7 +16,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import Receive, Scope, Send
 
 from jobsys.system import JobSystem
-from nicegui_app.api import background, worker_accounts
+from nicegui_app.api import background, health, worker_accounts
 from nicegui_app.api.errors import (
     API_PREFIX,
     ApiError,
@@ -66,9 +66,12 @@ def create_api_app(
     app.state.api_token = ApiToken.of(token)
     app.state.supabase = supabase
     app.state.evidence_dir = evidence_dir
+    # GET /readyz runs these; the dashboard and the hub add theirs (nicegui_app.app, jobsys_cli).
+    app.state.ready_checks = {"database": health.database_check(jobs)}
     install_error_handlers(app)
     app.add_middleware(HeadAsGet)
     _add_docs(app, public=public_docs, page=docs_page)
+    app.include_router(health.router)
     app.include_router(router)
     app.include_router(background.router)
     app.include_router(worker_accounts.router)

@@ -137,3 +137,21 @@ create or replace function jobsys.healthy_cutoff() returns timestamptz
   as $$ select now() - make_interval(secs => jobsys.setting('stale_after_sec')::double precision) $$;
 comment on function jobsys.healthy_cutoff() is
   'Healthy and connected means a heartbeat after this instant (now - stale_after_sec) and state online.';
+
+-- Readiness ----------------------------------------------------------------------------
+-- The newest migration applied here, for readiness probes (GET /readyz): anyone may ask,
+-- and the answer says nothing but a version. Null when migrations were not recorded (the
+-- schema applied by hand from supabase/schemas).
+create or replace function jobsys.schema_version() returns text
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if to_regclass('supabase_migrations.schema_migrations') is null then
+    return null;
+  end if;
+  return (select max(version) from supabase_migrations.schema_migrations);
+end
+$$;
+comment on function jobsys.schema_version() is
+  'The newest migration applied to this database (readiness probes compare it with the one the running jobsys ships); null when none was recorded.';

@@ -108,3 +108,5 @@ grant execute on function
 to authenticated, service_role;
 -- The hub's token lookup: the service only (the hub's own connection).
 grant execute on function jobsys.hub_claims(text) to service_role;
+-- Readiness probes ask this without signing in (it returns a migration version only).
+grant execute on function jobsys.schema_version() to anon, authenticated, service_role;

@@ -55,6 +55,8 @@ CALLS: dict[str, frozenset[str]] = {
     # worker accounts (the hub's PCs): operators; the hub's own token lookup: the service alone
     "add_worker_account": OPERATORS, "list_worker_accounts": OPERATORS, "revoke_worker_account": OPERATORS,
     "hub_claims": frozenset({"service"}),
+    # readiness probes: anyone, signed in or not
+    "schema_version": frozenset(ROLES),
     # device jobs: workers, each only as itself
     "register_worker": ANY_WORKER,
     "heartbeat": SESSION_OWNER, "stop_worker": SESSION_OWNER, "worker_devices": SESSION_OWNER,
