@@ -115,7 +115,7 @@ class Hub:
                 return _too_large()
             try:
                 args = json.loads(body or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 raise errors.InvalidInput("the body must be a JSON object of named arguments") from None
             if not isinstance(args, dict):
                 raise errors.InvalidInput("the body must be a JSON object of named arguments")

@@ -96,8 +96,10 @@ class Fanout:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(topic)))
             self._listening.add(topic)
         for topic in sorted(self._listening - wanted):
-            await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(topic)))
+            # Out of the set before the await: a socket subscribing meanwhile must wait for the
+            # next pass to LISTEN again, not be confirmed on a topic being dropped.
             self._listening.discard(topic)
+            await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(topic)))
         await self._notify_synced()
 
     async def _notify_synced(self) -> None:
@@ -130,6 +132,8 @@ class Fanout:
                 raise
             except (psycopg.Error, OSError) as exc:
                 log.warning("hub push listener lost (%s); reconnecting in %.1fs", type(exc).__name__, backoff)
+            except Exception:  # a bug must not leave sockets open on a listener that is gone
+                log.exception("hub push listener failed; reconnecting in %.1fs", backoff)
             self.up.clear()
             self._listening.clear()
             await self._close_all("push listener restarting; resync")

@@ -95,8 +95,10 @@ async def serve_socket(websocket: WebSocket, fanout: Fanout, authorize: Authoriz
     try:
         topics = await _read_subscribe(websocket)
         account_id = await authorize(token_hash, topics)
-    except (TimeoutError, WebSocketDisconnect):
-        await websocket.close(hub_protocol.CLOSE_BAD_REQUEST, "no subscribe message")
+    except WebSocketDisconnect:
+        return
+    except TimeoutError:  # a slow link, not a broken client: it may try again
+        await websocket.close(CLOSE_TOO_SLOW, "no subscribe message in time")
         return
     except errors.JobsysError as exc:
         code = {errors.Unauthorized: hub_protocol.CLOSE_UNAUTHORIZED,

@@ -85,9 +85,7 @@ class Worker:
         await self.fleet.refresh()
         await self.fleet.settle(STARTUP_PROBE_WAIT_S)  # a phone slower than that joins at a later heartbeat
         await self._register()
-        if self.options.push:
-            assert self.worker_id is not None
-            self._subscription = await self.jobs.subscribe_worker(self.worker_id, self._on_event, self._on_state)
+        await self._subscribe()
         side_tasks = [
             asyncio.create_task(self._claim_loop(), name="claim-loop"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -124,6 +122,16 @@ class Worker:
         self.registered.set()
         log.info("worker_registered id=%s name=%s devices=%d driver=%s%s", session.worker_id, self.options.name,
                  len(session.devices), self.driver.name, " (simulated)" if self.driver.simulated else "")
+
+    async def _subscribe(self) -> None:
+        """Push for this session's topic (again after a new registration: a new topic)."""
+        if not self.options.push:
+            return
+        assert self.worker_id is not None
+        if self._subscription is not None:
+            await self._subscription.close()
+        self.push_state = ChannelState.DISCONNECTED  # poll until the new channel says it is up
+        self._subscription = await self.jobs.subscribe_worker(self.worker_id, self._on_event, self._on_state)
 
     async def _finish_runs(self) -> None:
         """Stop claiming, let running work finish (up to the grace period) and deliver its
@@ -260,6 +268,7 @@ class Worker:
         except errors.NotFound:
             log.warning("worker session unknown to the server; registering again")
             await self._register()
+            await self._subscribe()
             return
         except errors.TransportError as exc:
             log.warning("heartbeat waits for the database: %s", exc.message)

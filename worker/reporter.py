@@ -104,4 +104,5 @@ class Reporter:
         self.sent += sent
         self.dropped += len(batch) - sent
         for outcome in batch:
-            self._in_flight.pop(outcome.assignment_id, None)
+            if self._in_flight.get(outcome.assignment_id) is outcome:  # not a newer attempt's
+                del self._in_flight[outcome.assignment_id]

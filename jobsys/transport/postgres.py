@@ -77,8 +77,9 @@ def map_error(exc: psycopg.Error) -> errors.JobsysError:
     typed = errors.from_sqlstate(exc.sqlstate, diag.message_primary or str(exc), diag.message_detail)
     if typed is not None:
         return typed
-    if isinstance(exc, psycopg.DataError) and exc.sqlstate is None:
-        # Refused by psycopg before sending (a NUL byte in text): bad input, not a fault.
+    if isinstance(exc, (psycopg.DataError, psycopg.ProgrammingError)) and exc.sqlstate is None:
+        # Refused by psycopg before sending (a NUL byte in text, an object where a text goes):
+        # bad input, not a fault.
         return errors.InvalidInput(str(exc))
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return errors.TransportError(f"database unavailable: {diag.message_primary or exc}")

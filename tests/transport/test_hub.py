@@ -80,6 +80,8 @@ async def test_bad_tokens_and_bodies_get_the_error_shape_and_change_nothing(hub:
         ("register_worker", "[1, 2]", token, 422, "invalid_input"),
         ("register_worker", json.dumps({"p_name": "x", "p_surprise": 1}), token, 422, "invalid_input"),
         ("register_worker", json.dumps({"p_name": "\u0000"}), token, 422, "invalid_input"),
+        ("register_worker", json.dumps({"p_name": {"an": "object"}}), token, 422, "invalid_input"),
+        ("register_worker", "[" * 200_000, token, 422, "invalid_input"),  # nested too deep to parse
         ("create_job", json.dumps({"p_target_url": "https://example.com", "p_duration_sec": 5,
                                    "p_target_type": "all_devices"}), token, 403, "forbidden"),  # not an operator
         ("register_worker", b"x" * (hub_protocol.MAX_CALL_BYTES + 1), token, 413, "too_large"),

@@ -35,3 +35,16 @@ async def test_queued_outcomes_go_in_one_call_and_stale_ones_are_dropped(jobs: J
     assert (job.completed_count, job.failed_count, job.running_count) == (4, 1, 0)
     assert db.value("select error from jobsys.job_assignments where id = %s", (runs[1].assignment_id,)) == "failed"
     assert db.counters_match() == []
+
+
+def test_settling_an_old_attempts_report_keeps_a_newer_attempt_pending(jobs: JobSystem) -> None:
+    """The heartbeat lists pending reports as runs the worker knows: dropping attempt 2 when
+    attempt 1's report lands would end attempt 2's lease while its own report waits."""
+    reporter = Reporter(jobs)
+    first, second = Outcome(7, 1, "release", error="worker shut down"), Outcome(7, 2, "complete")
+    reporter.submit(first)
+    reporter.submit(second)
+    reporter._settle([first], sent=1)
+    assert reporter.pending_ids() == [7]
+    reporter._settle([second], sent=1)
+    assert reporter.pending_ids() == []

@@ -146,3 +146,15 @@ async def test_a_device_fault_mid_run_fails_the_run_until_the_probe_passes(
     await wait_until(lambda: db.value("select state from jobsys.devices") == "error", what="device unhealthy")
     driver.set_health(serial, DeviceHealth.ONLINE)
     await wait_until(lambda: db.value("select state from jobsys.devices") == "online", what="probe passed")
+
+
+async def test_a_worker_registered_again_listens_on_its_new_sessions_topic(
+        jobs: JobSystem, db: Db, start_worker: StartWorker) -> None:
+    worker = await start_worker(devices=3)
+    first = worker.worker_id
+    db.run("delete from jobsys.workers where id = %s", (first,))  # the server forgot the session
+    await wait_until(lambda: worker.worker_id != first and worker.push_state.value == "SUBSCRIBED",
+                     what="registered again and subscribed")
+    # Only push wakes the claim before the 30 s safety poll: on the old topic nothing would.
+    created = await jobs.create_job(target_url="https://example.com/again", duration_sec=1)
+    await wait_until(lambda: _job_done(jobs, created.job.id), what="job pushed to the new session")
