@@ -15,6 +15,7 @@ from jobsys.config import ENV_DATABASE_URL, ENV_SERVER, ENV_WORKER_TOKEN
 from jobsys.embedded import ENV_DATA_DIR, default_data_dir
 from jobsys.system import JobSystem
 from jobsys_cli import process
+from jobsys_cli.health_port import health_address, serve_health
 from jobsys_cli.options import add_database_options
 
 if TYPE_CHECKING:
@@ -50,13 +51,17 @@ def worker_options(args: argparse.Namespace, name: str, driver: str) -> WorkerOp
     )
 
 
-async def run_worker(jobs: JobSystem, options: WorkerOptions, stop: asyncio.Event) -> None:
-    """Run a worker until `stop`; then it stops claiming and finishes within its grace."""
+async def run_worker(jobs: JobSystem, options: WorkerOptions, stop: asyncio.Event,
+                     health: tuple[str, int] | None = None) -> None:
+    """Run a worker until `stop`; then it stops claiming and finishes within its grace.
+    `health`: serve /healthz and /readyz there for a process supervisor."""
     from worker.agent import Worker
 
     worker = Worker(jobs, options)
     task = asyncio.create_task(worker.run(), name="worker")
-    await process.until_stopped(stop, graceful=[task], on_stop=worker.request_stop)
+    others = [] if health is None else [asyncio.create_task(serve_health(health, worker.readiness),
+                                                            name="health port")]
+    await process.until_stopped(stop, others, graceful=[task], on_stop=worker.request_stop)
 
 
 REFUSED_TOKEN = ("the hub refused this PC's worker token ({reason}); an operator makes a new one with "
@@ -80,7 +85,7 @@ async def _worker_main(args: argparse.Namespace, url: str | None, server: str | 
     else:
         jobs = await JobSystem.connect(url, push=not args.no_push)
     async with jobs:
-        await run_worker(jobs, options, stop)
+        await run_worker(jobs, options, stop, args.health_port)
 
 
 def _run_on_hub(args: argparse.Namespace, server: str) -> None:
@@ -144,6 +149,10 @@ def add_parser(subparsers: Any) -> None:
     worker.add_argument("--browser-package", metavar="PACKAGE",
                         help="browser that opens the URLs on every phone, e.g. com.android.chrome (default: each "
                              "phone's default browser, else Chrome); it is force-stopped after each run")
+    worker.add_argument("--health-port", type=health_address, metavar="[HOST:]PORT",
+                        help="serve GET /healthz and /readyz there for a process supervisor (host default "
+                             "127.0.0.1); readyz is 503 naming the failing check: registered, database "
+                             "(a heartbeat answered within 3 intervals), push")
     worker.add_argument("--no-push", action="store_true", help="do not LISTEN; poll only")
     worker.add_argument("--poll-interval", type=float, default=defaults.POLL_INTERVAL_S, metavar="S",
                         help=f"poll interval while push is down (default {defaults.POLL_INTERVAL_S:g})")

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import time
 import uuid
 
 from jobsys import __version__, aio, errors
@@ -30,6 +31,7 @@ log = logging.getLogger("jobsys.worker")
 REGISTER_RETRY_MAX_S = 5.0
 DRAIN_TIMEOUT_S = 10.0  # at shutdown, how long to keep trying to deliver buffered reports
 STARTUP_PROBE_WAIT_S = 5.0  # before the first registration: probes that finish by then count
+READY_HEARTBEATS = 3  # not ready once this many heartbeat intervals passed without an answer
 HARD_STOP_WAIT_S = 3.0  # past the grace: runs see SHUTDOWN within a step; one stuck on a phone is cancelled
 
 
@@ -76,6 +78,7 @@ class Worker:
         self._hard_stop = False
         self._subscription: Subscription | None = None
         self._reported_meta: dict[str, str] | None = None
+        self._answered_at: float | None = None  # monotonic time of the last registration or heartbeat
 
     # Lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -114,6 +117,7 @@ class Worker:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, REGISTER_RETRY_MAX_S)
         self.worker_id = session.worker_id
+        self._answered_at = time.monotonic()
         self._reported_meta = None  # a new session: say it again
         self.reporter.bind(session.worker_id)
         self.fleet.remember_ids(session.devices)
@@ -274,6 +278,7 @@ class Worker:
             log.warning("heartbeat waits for the database: %s", exc.message)
             return
         self._reported_meta = meta
+        self._answered_at = time.monotonic()
         if devices is not None:
             self._reported_version = version
             self._note_refused(reply.refused)
@@ -288,6 +293,17 @@ class Worker:
         for slot in self.runs.values():
             if slot.run.assignment_id in stop:
                 slot.stop = StopReason.CANCELLED
+
+    def readiness(self) -> dict[str, str | None]:
+        """For a supervisor (`jobsys worker --health-port`): each check None when fine, else why not."""
+        silent_s = None if self._answered_at is None else time.monotonic() - self._answered_at
+        stale = silent_s is not None and silent_s > READY_HEARTBEATS * self.options.heartbeat_interval_s
+        return {
+            "registered": None if self.registered.is_set() else "not registered yet",
+            "database": f"no heartbeat answered for {silent_s:.0f} s" if stale else None,
+            "push": (None if not self.options.push or self.push_state is ChannelState.SUBSCRIBED
+                     else "push channel down; polling"),
+        }
 
     def _session_meta(self) -> dict[str, str]:
         """What the PC view shows of this session; sent when it changes."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
-import pydantic
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from jobsys import errors, migrations
+from jobsys.health import Health, Readiness, readiness
 from jobsys.system import JobSystem
 
 CHECK_TIMEOUT_S = 3.0
@@ -25,16 +25,6 @@ CHECK_TIMEOUT_S = 3.0
 ReadyCheck = Callable[[], Awaitable[str | None]]
 
 router = APIRouter()
-
-
-class Health(pydantic.BaseModel):
-    status: str
-
-
-class Readiness(pydantic.BaseModel):
-    status: str  # ready | not_ready
-    checks: dict[str, str]  # name -> "ok" or why not
-    failing: list[str]
 
 
 def database_check(jobs: JobSystem) -> ReadyCheck:
@@ -74,8 +64,5 @@ async def readyz(request: Request) -> JSONResponse:
     """Ready to serve: 200 when every check passes, else 503 naming the failing ones."""
     checks: dict[str, ReadyCheck] = request.app.state.ready_checks
     results = await asyncio.gather(*(_run(check) for check in checks.values()))
-    named = dict(zip(checks, results))
-    failing = sorted(name for name, reason in named.items() if reason is not None)
-    body = Readiness(status="not_ready" if failing else "ready", failing=failing,
-                     checks={name: reason or "ok" for name, reason in named.items()})
-    return JSONResponse(body.model_dump(), status_code=503 if failing else 200)
+    body = readiness(dict(zip(checks, results)))
+    return JSONResponse(body.model_dump(), status_code=body.http_status)
