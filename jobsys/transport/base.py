@@ -1,5 +1,5 @@
-"""What a transport must do. Two implementations: Postgres (psycopg, LISTEN/NOTIFY) and
-Supabase (PostgREST rpc + Realtime Broadcast).
+"""What a transport must do. Three implementations: Postgres (psycopg, LISTEN/NOTIFY),
+Supabase (PostgREST rpc + Realtime Broadcast) and the hub (HTTP + one WebSocket).
 
 A transport without push says so with `supports_push = False`; callers then poll.
 Push is an optimisation: every consumer must also work from calls alone. Likewise a
@@ -9,11 +9,13 @@ without one (None) evidence stays in the worker's local directory.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import pathlib
 import uuid
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
-from jobsys import rpc
+from jobsys import aio, rpc
 from jobsys.events import ChannelState, Event
 
 EventHandler = Callable[[Event], Awaitable[None] | None]
@@ -25,6 +27,47 @@ class Subscription(Protocol):
     def state(self) -> ChannelState: ...
 
     async def close(self) -> None: ...
+
+
+class PushChannel:
+    """What a reconnecting push subscription shares: its state, reported to `on_state` on every
+    (re)connect and loss, and the one task that runs it (`_run`, the transport's own loop)."""
+
+    task_name = "jobsys-push"
+
+    def __init__(self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None,
+                 log: logging.Logger) -> None:
+        self._topics = list(topics)
+        self._on_event = on_event
+        self._on_state = on_state
+        self._log = log
+        self._state = ChannelState.DISCONNECTED
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> ChannelState:
+        return self._state
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await aio.cancel_and_wait([self._task])
+            self._task = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def _set_state(self, state: ChannelState) -> None:
+        if state != self._state:
+            self._state = state
+            self._log.info("push channel %s", state.value.lower())
+        if self._on_state is not None:
+            await aio.call_handler(self._on_state, state, self._log)
+
+    async def _deliver(self, event: Event) -> None:
+        await aio.call_handler(self._on_event, event, self._log)
 
 
 class EvidenceUploader(Protocol):

@@ -23,9 +23,9 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from jobsys import aio, errors, hub_protocol, rpc
+from jobsys import errors, hub_protocol, rpc
 from jobsys.events import ChannelState, Event
-from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler
+from jobsys.transport.base import EventHandler, EvidenceUploader, PushChannel, StateHandler
 from jobsys.transport.json_values import json_args
 
 log = logging.getLogger(__name__)
@@ -159,42 +159,21 @@ class HubTransport:
 
 
 
-class HubSubscription:
+class HubSubscription(PushChannel):
     """One WebSocket to the hub for these topics; reconnects with backoff and jitter and
     reports SUBSCRIBED on every (re)connect, so the subscriber resyncs. A revoked or unknown
     token ends it for good (`final_error`); the caller's next call says the same."""
 
+    task_name = "jobsys-hub-push"
+
     def __init__(self, server: str, token: str, topics: list[str], on_event: EventHandler,
                  on_state: StateHandler | None, settings: PushSettings, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(topics, on_event, on_state, log)
         self._url = _ws_url(server)
         self._tls = tls
         self._settings = settings
         self._token = token
-        self._topics = list(topics)
-        self._on_event = on_event
-        self._on_state = on_state
-        self._state = ChannelState.DISCONNECTED
-        self._task: asyncio.Task[None] | None = None
         self.final_error: errors.JobsysError | None = None
-
-    @property
-    def state(self) -> ChannelState:
-        return self._state
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="jobsys-hub-push")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            await aio.cancel_and_wait([self._task])
-            self._task = None
-
-    async def _set_state(self, state: ChannelState) -> None:
-        if state != self._state:
-            self._state = state
-            log.info("push channel %s", state.value.lower())
-        if self._on_state is not None:
-            await aio.call_handler(self._on_state, state, log)
 
     async def _run(self) -> None:
         attempt = 0
@@ -237,4 +216,4 @@ class HubSubscription:
             except (ValueError, KeyError, TypeError):
                 log.warning("ignored a malformed message from the hub")
                 continue
-            await aio.call_handler(self._on_event, event, log)
+            await self._deliver(event)

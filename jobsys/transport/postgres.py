@@ -20,9 +20,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from jobsys import aio, errors, rpc
+from jobsys import errors, rpc
 from jobsys.events import ChannelState, Event
-from jobsys.transport.base import EventHandler, StateHandler
+from jobsys.transport.base import EventHandler, PushChannel, StateHandler
 
 log = logging.getLogger(__name__)
 
@@ -202,33 +202,17 @@ class PostgresTransport:
 
 
 
-class Listener:
+class Listener(PushChannel):
     """LISTEN on a dedicated connection; reconnects with backoff, reports its state."""
+
+    task_name = "jobsys-listener"
 
     def __init__(
         self, conninfo: str, topics: list[str], on_event: EventHandler, on_state: StateHandler | None
     ) -> None:
+        super().__init__(topics, on_event, on_state, log)
         self._conninfo = conninfo
-        self._topics = list(topics)
-        self._on_event = on_event
-        self._on_state = on_state
-        self._state = ChannelState.DISCONNECTED
-        self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
-
-    @property
-    def state(self) -> ChannelState:
-        return self._state
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="jobsys-listener")
-
-    async def _set_state(self, state: ChannelState) -> None:
-        if state != self._state:
-            self._state = state
-            log.info("push channel %s", state.value.lower())
-        if self._on_state is not None:
-            await aio.call_handler(self._on_state, state, log)
 
     async def _run(self) -> None:
         backoff = RECONNECT_MIN_S
@@ -242,7 +226,7 @@ class Listener:
                     await self._set_state(ChannelState.SUBSCRIBED)
                     while True:
                         async for note in conn.notifies(timeout=KEEPALIVE_S):
-                            await self._deliver(note)
+                            await self._notified(note)
                         await conn.execute("select 1")  # keep-alive: raises if the link is dead
             except asyncio.CancelledError:
                 raise
@@ -254,16 +238,11 @@ class Listener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX_S)
 
-    async def _deliver(self, note: psycopg.Notify) -> None:
+    async def _notified(self, note: psycopg.Notify) -> None:
         try:
             body = json.loads(note.payload)
             event = Event(topic=note.channel, event=body["event"], payload=body.get("payload") or {})
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed notification on %s", note.channel)
             return
-        await aio.call_handler(self._on_event, event, log)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            await aio.cancel_and_wait([self._task])
-            self._task = None
+        await self._deliver(event)

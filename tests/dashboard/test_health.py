@@ -13,7 +13,7 @@ import httpx
 from jobsys.system import JobSystem
 from nicegui_app.api import create_api_app
 from tests.support.postgres import Db, pg_start, pg_stop
-from tests.support.processes import free_port, kill_all, spawn_hub
+from tests.support.processes import free_port, get_json, kill_all, spawn_hub
 from tests.support.waiting import wait_until
 
 
@@ -40,14 +40,6 @@ async def test_readyz_names_migrations_that_are_behind(jobs: JobSystem, db: Db) 
     assert "migrations behind" in ready.json()["checks"]["database"] and newest in ready.json()["checks"]["database"]
 
 
-def _ready(url: str) -> tuple[int, dict[str, Any]] | None:
-    try:
-        response = httpx.get(url + "/readyz", timeout=5)
-    except httpx.HTTPError:
-        return None
-    return response.status_code, response.json()
-
-
 async def test_readyz_turns_503_while_postgres_is_down_and_back_after(
         own_postgres: tuple[Any, str], tmp_path: pathlib.Path) -> None:
     server, db_url = own_postgres
@@ -55,19 +47,19 @@ async def test_readyz_turns_503_while_postgres_is_down_and_back_after(
     url = f"http://127.0.0.1:{port}"
     up: subprocess.Popen[str] = spawn_hub(db_url, tmp_path / "up", port)
     try:
-        await wait_until(lambda: (_ready(url) or (0, {}))[0] == 200, timeout_s=60, what="ready")
-        status, body = _ready(url) or (0, {})
+        await wait_until(lambda: (get_json(url + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready")
+        status, body = get_json(url + "/readyz") or (0, {})
         assert set(body["checks"]) == {"database", "push", "hub_push"} and body["failing"] == []
 
         pg_stop(server)
         try:
-            await wait_until(lambda: (_ready(url) or (0, {}))[0] == 503, timeout_s=30, what="not ready")
-            status, body = _ready(url) or (0, {})
+            await wait_until(lambda: (get_json(url + "/readyz") or (0, {}))[0] == 503, timeout_s=30, what="not ready")
+            status, body = get_json(url + "/readyz") or (0, {})
             assert "database" in body["failing"] and body["status"] == "not_ready"
             assert httpx.get(url + "/healthz", timeout=5).json() == {"status": "ok"}  # no database call
         finally:
             pg_start(server)
-        await wait_until(lambda: (_ready(url) or (0, {}))[0] == 200, timeout_s=60, what="ready again")
+        await wait_until(lambda: (get_json(url + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready again")
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0
     finally:

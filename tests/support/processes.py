@@ -10,10 +10,13 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from typing import Iterable
+from typing import Any, Iterable
+
+import httpx
 
 JOBSYS = [sys.executable, "-m", "jobsys_cli"]
 ANSWER_TIMEOUT_S = 2.0  # answers(): one request's limit
+JSON_ANSWER_TIMEOUT_S = 10.0  # get_json(): one request's limit
 HUB_OPERATOR_TOKEN = "hub-test-operator-token"  # the dashboard API token of spawn_hub's server
 
 
@@ -31,6 +34,16 @@ def answers(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]] | None:
+    """(status, body) of a GET, or None while nothing answers there yet. The limit covers a
+    readiness probe whose own checks take up to 3 s each."""
+    try:
+        response = httpx.get(url, timeout=JSON_ANSWER_TIMEOUT_S)
+    except httpx.HTTPError:
+        return None
+    return response.status_code, response.json()
 
 
 def kill_all(procs: Iterable[subprocess.Popen[str]]) -> None:

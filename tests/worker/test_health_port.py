@@ -8,21 +8,12 @@ import pathlib
 import signal
 from typing import Any
 
-import httpx
 import pytest
 
 from jobsys_cli.health_port import health_address
 from tests.support.postgres import pg_start, pg_stop
-from tests.support.processes import free_port, kill_all, spawn_worker
+from tests.support.processes import free_port, get_json, kill_all, spawn_worker
 from tests.support.waiting import wait_until
-
-
-def _get(url: str) -> tuple[int, dict[str, Any]] | None:
-    try:
-        response = httpx.get(url, timeout=5)
-    except httpx.HTTPError:
-        return None
-    return response.status_code, response.json()
 
 
 async def test_readyz_follows_the_database_and_healthz_stays_up(
@@ -32,21 +23,21 @@ async def test_readyz_follows_the_database_and_healthz_stays_up(
     base = f"http://127.0.0.1:{port}"
     worker = spawn_worker(db_url, tmp_path, "pc-health", 2, 5.0, "--health-port", str(port))
     try:
-        await wait_until(lambda: (_get(base + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready")
-        _, body = _get(base + "/readyz") or (0, {})
+        await wait_until(lambda: (get_json(base + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready")
+        _, body = get_json(base + "/readyz") or (0, {})
         assert body["checks"] == {"registered": "ok", "database": "ok", "push": "ok"}
 
         pg_stop(server)
         try:
             # push goes first (its connection drops), then the heartbeats go unanswered
-            await wait_until(lambda: "database" in (_get(base + "/readyz") or (0, {"failing": []}))[1]["failing"],
+            await wait_until(lambda: "database" in (get_json(base + "/readyz") or (0, {"failing": []}))[1]["failing"],
                              timeout_s=30, what="database not ready while Postgres is down")
-            status, body = _get(base + "/readyz") or (0, {})
+            status, body = get_json(base + "/readyz") or (0, {})
             assert status == 503 and body["checks"]["database"].startswith("no heartbeat")
-            assert _get(base + "/healthz") == (200, {"status": "ok"})
+            assert get_json(base + "/healthz") == (200, {"status": "ok"})
         finally:
             pg_start(server)
-        await wait_until(lambda: (_get(base + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready again")
+        await wait_until(lambda: (get_json(base + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready again")
         worker.send_signal(signal.SIGINT)
         assert worker.wait(timeout=60) == 0
     finally:
