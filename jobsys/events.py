@@ -22,6 +22,7 @@ class EventName(str, enum.Enum):
     JOB_PAUSED = "job_paused"
     JOB_RESUMED = "job_resumed"
     JOB_CANCELLED = "job_cancelled"  # payload.reason: cancelled | deleted
+    DEVICE_REBOOT = "device_reboot"  # payload: device_id, serial; an operator asked to reboot the phone
     # dashboard topic
     JOB_PROGRESS = "job_progress"
     JOB_DELETED = "job_deleted"

@@ -81,11 +81,18 @@ class AssignmentStatus(str, enum.Enum):
 
 
 class DeviceStatus(str, enum.Enum):
+    """What the dashboard shows for a device (jobsys.device_status): only idle takes a run."""
+
     IDLE = "idle"
     BUSY = "busy"
     OFFLINE = "offline"
     ERROR = "error"
+    UNAUTHORIZED = "unauthorized"  # adb lists it, but USB debugging is not allowed (or no permissions)
     DISABLED = "disabled"
+    DRAINING = "draining"  # its run finishes, then it is disabled
+    QUARANTINED = "quarantined"  # its last runs failed in a row
+    LOW_BATTERY = "low_battery"
+    OVERHEATED = "overheated"
 
 
 def title_from_url(url: str) -> str:
@@ -197,6 +204,15 @@ class JobCreate(pydantic.BaseModel):
         default=None,
         description="RFC 3339 time with a timezone, at most 365 days ahead: the job is scheduled (no runs) "
                     "until then; now or in the past starts it at once. timeout_sec counts from it")
+    device_labels: dict[str, Annotated[str, Field(strict=True)]] = Field(
+        default_factory=dict,
+        description="only devices carrying every one of these label pairs (their worker's or an operator's) "
+                    "run the job; percentage and device_count count among them")
+
+    @pydantic.field_validator("device_labels")
+    @classmethod
+    def _device_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
 
     @pydantic.field_validator("start_at")
     @classmethod
@@ -281,6 +297,7 @@ class Job(pydantic.BaseModel):
     timeout_sec: int | None = None
     topup_grace_sec: int | None = None
     start_at: dt.datetime | None = None  # when a scheduled job starts (or started)
+    device_labels: dict[str, str] = {}  # only devices carrying all of these run it
     # Short by N: an active job whose runs all ended waits for new devices (since waiting_since).
     waiting_for_devices: int | None = None
     waiting_since: dt.datetime | None = None
@@ -360,14 +377,39 @@ class JobList(pydantic.BaseModel):
     summary: JobSummary
 
 
+class DeviceVitals(pydantic.BaseModel):
+    """What a worker reads from a phone at most once a minute (dumpsys battery, dumpsys power,
+    adb's device list). Every field is optional: a driver reports what it can read. The
+    server keeps a phone whose battery is below `min_battery_pct` or hotter than
+    `max_battery_temp_c` out of new work until it recovers (jobsys.fit_state in SQL)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    battery_pct: StrictInt | None = Field(default=None, ge=0, le=100)
+    charging: bool | None = None
+    temperature_c: float | None = Field(default=None, ge=-40, le=150)
+    screen_on: bool | None = None
+    # adb's word for the phone: device, unauthorized, offline, "no permissions", recovery...
+    adb_state: str | None = Field(default=None, max_length=32)
+
+
 class Device(pydantic.BaseModel):
     id: uuid.UUID
     serial: str
     model: str
     simulated: bool
-    labels: dict[str, Any]
+    labels: dict[str, Any]  # what its worker reports (model, android_version, pc...): read-only
+    operator_labels: dict[str, Any] = {}  # what operators set (rack=A)
     state: str
     status: DeviceStatus
+    state_reason: str | None = None  # why it takes no work, in words
+    state_changed_at: dt.datetime | None = None
+    quarantined_until: dt.datetime | None = None
+    failure_streak: int = 0
+    vitals: DeviceVitals | None = None
+    vitals_at: dt.datetime | None = None
+    reboot_requested_at: dt.datetime | None = None
+    rebooted_at: dt.datetime | None = None
     worker_id: uuid.UUID | None
     worker_name: str | None
     current_job_id: uuid.UUID | None
@@ -376,6 +418,11 @@ class Device(pydantic.BaseModel):
     # account holds it; cleared when the device moves (docs/state_machine.md, Devices).
     conflict_worker_id: uuid.UUID | None = None
     conflict_at: dt.datetime | None = None
+
+    @property
+    def all_labels(self) -> dict[str, Any]:
+        """What a job's device_labels match against: the worker's, the operator's winning."""
+        return {**self.labels, **self.operator_labels}
 
 
 class DeviceSummary(pydantic.BaseModel):
@@ -386,11 +433,101 @@ class DeviceSummary(pydantic.BaseModel):
     offline: int
     error: int
     disabled: int
+    unauthorized: int = 0
+    draining: int = 0
+    quarantined: int = 0
+    low_battery: int = 0
+    overheated: int = 0
 
 
 class DeviceList(pydantic.BaseModel):
     devices: list[Device]
     summary: DeviceSummary
+
+
+class DeviceVitalsSample(pydantic.BaseModel):
+    at: dt.datetime
+    battery_pct: int | None = None
+    temperature_c: float | None = None
+    charging: bool | None = None
+
+
+class DeviceEvent(pydantic.BaseModel):
+    """A state change (with its reason) or a reboot, from the device's history."""
+
+    id: int
+    at: dt.datetime
+    event: Literal["state", "reboot_requested", "rebooted", "reboot_failed"]
+    state: str
+    detail: str | None = None
+
+
+class DeviceRun(pydantic.BaseModel):
+    id: int
+    job_id: uuid.UUID
+    job_title: str
+    status: AssignmentStatus
+    attempt: int
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None
+    result: dict[str, Any] | None
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def screenshot_url(self) -> str | None:
+        return hub_protocol.screenshot_url((self.result or {}).get("evidence_path"))
+
+
+class DeviceDetail(Device):
+    """One device with its last 24 hours of vitals, last 100 events and last 50 runs."""
+
+    vitals_history: list[DeviceVitalsSample]
+    events: list[DeviceEvent]
+    runs: list[DeviceRun]
+
+
+class DeviceUpdate(pydantic.BaseModel):
+    """PATCH /api/devices/{id}: the operator's labels (replacing them), and/or a state:
+    disabled | enabled, or drain (its run finishes, then it is disabled)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    labels: dict[str, Annotated[str, Field(strict=True)]] | None = None
+    state: Literal["disabled", "enabled"] | None = None
+    drain: Literal[True] | None = None
+
+    @pydantic.field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_labels(value)
+
+    @pydantic.model_validator(mode="after")
+    def _something(self) -> DeviceUpdate:
+        if self.labels is None and self.state is None and self.drain is None:
+            raise ValueError("give labels, a state (disabled or enabled) or drain: true")
+        if self.state is not None and self.drain is not None:
+            raise ValueError("give a state or drain, not both")
+        return self
+
+    @property
+    def state_move(self) -> Literal["disabled", "enabled", "draining"] | None:
+        return "draining" if self.drain else self.state
+
+
+class FleetLabel(pydantic.BaseModel):
+    key: str
+    value: str
+    total: int  # devices carrying it (among those matching the filter)
+    healthy: int  # of which may take a run now
+
+
+class FleetLabels(pydantic.BaseModel):
+    """The label choices of the new-job dialog, with live counts."""
+
+    healthy: int  # healthy devices matching the filter: what a job on all of them would reach
+    total: int
+    labels: list[FleetLabel]
 
 
 # Worker side ---------------------------------------------------------------------------
@@ -426,6 +563,7 @@ class DeviceReport(pydantic.BaseModel):
     model: str = Field(default="", max_length=200)
     simulated: bool = False
     labels: dict[str, Annotated[str, Field(strict=True)]] = Field(default_factory=dict)
+    vitals: DeviceVitals | None = None  # sent when read (at most once a minute per phone)
 
     @pydantic.field_validator("state", mode="before")
     @classmethod
@@ -475,6 +613,9 @@ class HeartbeatReply(pydantic.BaseModel):
     stop: list[int]  # runs the worker holds that it must stop now
     maintenance: dict[str, Any]
     refused: list[RefusedDevice] = []  # with a device report: as WorkerSession.refused
+    # Devices of this session an operator asked to reboot (the polling path of the
+    # device_reboot event); the worker reboots each and answers with device_rebooted.
+    reboot: list[uuid.UUID] = []
 
 
 class ClaimedAssignment(pydantic.BaseModel):

@@ -27,7 +27,8 @@ def _fn(name: str, returns_set: bool = False, **params: str) -> SqlFunction:
 # p_max_attempts: null = the max_attempts setting (the library passes null; clone_job copies it).
 CREATE_JOB = _fn("create_job", p_target_url="text", p_duration_sec="integer", p_target_type="text",
                  p_target_value="integer", p_title="text", p_action="text", p_max_attempts="integer",
-                 p_timeout_sec="integer", p_topup_grace_sec="integer", p_start_at="timestamp with time zone")
+                 p_timeout_sec="integer", p_topup_grace_sec="integer", p_start_at="timestamp with time zone",
+                 p_device_labels="jsonb")
 PAUSE_JOB = _fn("pause_job", p_job_id="uuid")
 RESUME_JOB = _fn("resume_job", p_job_id="uuid")
 CANCEL_JOB = _fn("cancel_job", p_job_id="uuid")
@@ -41,11 +42,16 @@ GET_JOB = _fn("get_job", p_job_id="uuid")
 LIST_DEVICES = _fn("list_devices")
 SET_DEVICE_STATE = _fn("set_device_state", p_device_id="uuid", p_state="text")
 RELEASE_DEVICE = _fn("release_device", p_device_id="uuid")
+SET_DEVICE_LABELS = _fn("set_device_labels", p_device_id="uuid", p_labels="jsonb")  # the operator's labels
+REQUEST_DEVICE_REBOOT = _fn("request_device_reboot", p_device_id="uuid")
+GET_DEVICE = _fn("get_device", p_device_id="uuid")  # with vitals history, events, last runs
+FLEET_LABELS = _fn("fleet_labels", p_labels="jsonb")  # the new-job dialog's label choices and counts
 
 REGISTER_WORKER = _fn("register_worker", p_name="text", p_hostname="text", p_devices="jsonb")
 HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]", p_meta="jsonb")
 STOP_WORKER = _fn("stop_worker", p_worker_id="uuid")
 WORKER_DEVICES = _fn("worker_devices", p_worker_id="uuid")
+DEVICE_REBOOTED = _fn("device_rebooted", p_worker_id="uuid", p_device_id="uuid", p_error="text")
 CLAIM_ASSIGNMENTS = _fn("claim_assignments", returns_set=True, p_worker_id="uuid",
                         p_device_ids="uuid[]", p_limit="integer", p_start="boolean")
 START_ASSIGNMENT = _fn("start_assignment", p_assignment_id="bigint", p_attempt="integer")
@@ -73,7 +79,8 @@ MAINTAIN = _fn("maintain", p_force="boolean")
 
 DEVICE_JOBS: tuple[SqlFunction, ...] = (
     CREATE_JOB, PAUSE_JOB, RESUME_JOB, CANCEL_JOB, DELETE_JOB, RETRY_JOB, CLONE_JOB, UPDATE_JOB_TITLE, UPDATE_JOB, LIST_JOBS, GET_JOB,
-    LIST_DEVICES, SET_DEVICE_STATE, RELEASE_DEVICE, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES,
+    LIST_DEVICES, SET_DEVICE_STATE, RELEASE_DEVICE, SET_DEVICE_LABELS, REQUEST_DEVICE_REBOOT, GET_DEVICE,
+    FLEET_LABELS, REGISTER_WORKER, HEARTBEAT, STOP_WORKER, WORKER_DEVICES, DEVICE_REBOOTED,
     CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
     ADD_WORKER_ACCOUNT, LIST_WORKER_ACCOUNTS, REVOKE_WORKER_ACCOUNT, HUB_CLAIMS, SCHEMA_VERSION,

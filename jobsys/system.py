@@ -13,9 +13,9 @@ from typing import Any, Iterable, Literal, Sequence
 from jobsys import errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
-    ClaimedAssignment, CreatedJob, Device, DeviceList, DeviceReport, FinishedRun, HeartbeatReply, Job,
-    JobCreate, JobDetail, JobList, JobRunRow, JobStatus, JobUpdate, RegisteredDevice, RetriedJob, RunReport,
-    RunState, WorkerSession,
+    ClaimedAssignment, CreatedJob, Device, DeviceDetail, DeviceList, DeviceReport, DeviceUpdate, FinishedRun,
+    FleetLabels, HeartbeatReply, Job, JobCreate, JobDetail, JobList, JobRunRow, JobStatus, JobUpdate,
+    RegisteredDevice, RetriedJob, RunReport, RunState, WorkerSession,
 )
 from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler, Subscription, Transport
 from jobsys.worker_accounts import (
@@ -69,6 +69,7 @@ class JobSystem:
             "p_timeout_sec": spec.timeout_sec,
             "p_topup_grace_sec": spec.topup_grace_sec,
             "p_start_at": spec.start_at.isoformat() if spec.start_at is not None else None,
+            "p_device_labels": spec.device_labels or None,
         })
         return CreatedJob.model_validate(raw)
 
@@ -136,13 +137,46 @@ class JobSystem:
     async def list_devices(self) -> DeviceList:
         return DeviceList.model_validate(await self.transport.call(rpc.LIST_DEVICES))
 
-    async def set_device_state(self, device_id: JobId, state: Literal["disabled", "enabled"]) -> Device:
-        """Disable a device (it takes no new runs, whatever its worker reports) or enable it
-        again (back to what its worker last reported). Operators only; workers cannot."""
-        if state not in ("disabled", "enabled"):
-            raise errors.InvalidInput("state must be disabled or enabled", {"field": "state"})
+    async def set_device_state(self, device_id: JobId,
+                               state: Literal["disabled", "enabled", "draining"]) -> Device:
+        """Disable a device (no new runs; the run it is running goes back to the queue), drain
+        it (its run finishes, then it is disabled) or enable it again (back to what its worker
+        reports; ends a quarantine). Operators only; workers cannot."""
+        if state not in ("disabled", "enabled", "draining"):
+            raise errors.InvalidInput("state must be disabled, draining or enabled", {"field": "state"})
         return Device.model_validate(await self.transport.call(rpc.SET_DEVICE_STATE, {
             "p_device_id": validation.as_uuid(device_id, "device_id"), "p_state": state}))
+
+    async def set_device_labels(self, device_id: JobId, labels: dict[str, str]) -> Device:
+        """Replace a device's operator labels (a key its worker reports is refused)."""
+        checked = validation.validated(DeviceUpdate, {"labels": labels})
+        return Device.model_validate(await self.transport.call(rpc.SET_DEVICE_LABELS, {
+            "p_device_id": validation.as_uuid(device_id, "device_id"), "p_labels": checked.labels}))
+
+    async def update_device(self, device_id: JobId, update: DeviceUpdate | dict[str, Any]) -> Device:
+        """PATCH /api/devices/{id}: labels and/or a state move (disable, enable, drain)."""
+        checked = validation.validated(DeviceUpdate, update)
+        device: Device | None = None
+        if checked.labels is not None:
+            device = await self.set_device_labels(device_id, checked.labels)
+        if checked.state_move is not None:
+            device = await self.set_device_state(device_id, checked.state_move)
+        assert device is not None  # DeviceUpdate asks for one of them
+        return device
+
+    async def request_device_reboot(self, device_id: JobId) -> Device:
+        """Ask the device's worker to reboot it; refused while it runs a run or is offline."""
+        return Device.model_validate(await self.transport.call(
+            rpc.REQUEST_DEVICE_REBOOT, {"p_device_id": validation.as_uuid(device_id, "device_id")}))
+
+    async def get_device(self, device_id: JobId) -> DeviceDetail:
+        return DeviceDetail.model_validate(await self.transport.call(
+            rpc.GET_DEVICE, {"p_device_id": validation.as_uuid(device_id, "device_id")}))
+
+    async def fleet_labels(self, labels: dict[str, str] | None = None) -> FleetLabels:
+        """The label pairs of the devices matching `labels`, with live counts."""
+        checked = validation.validated(DeviceUpdate, {"labels": labels or {}})
+        return FleetLabels.model_validate(await self.transport.call(rpc.FLEET_LABELS, {"p_labels": checked.labels}))
 
     async def release_device(self, device_id: JobId) -> Device:
         """Unbind a device from its worker session (a phone moved to another PC): its running
@@ -191,6 +225,12 @@ class JobSystem:
         raw = await self.transport.call(
             rpc.WORKER_DEVICES, {"p_worker_id": validation.as_uuid(worker_id, "worker_id")})
         return [RegisteredDevice.model_validate(d) for d in raw]
+
+    async def device_rebooted(self, worker_id: JobId, device_id: JobId, error: str | None = None) -> None:
+        """The worker's answer to a reboot request: the phone is back (error None), or why not."""
+        await self.transport.call(rpc.DEVICE_REBOOTED, {
+            "p_worker_id": validation.as_uuid(worker_id, "worker_id"),
+            "p_device_id": validation.as_uuid(device_id, "device_id"), "p_error": error})
 
     async def stop_worker(self, worker_id: JobId) -> None:
         await self.transport.call(

@@ -79,7 +79,20 @@ def create_spec(args: argparse.Namespace) -> JobCreate:
         fields["topup_grace_sec"] = args.topup_grace
     if args.start_at is not None:
         fields["start_at"] = args.start_at
+    if args.label:
+        fields["device_labels"] = label_pairs(args.label)
     return JobCreate.model_validate(fields)
+
+
+def label_pairs(items: list[str]) -> dict[str, str]:
+    """`key=value` arguments as a label object (BadInput for one without `=`)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"label {item!r}: give key=value, e.g. rack=A")
+        pairs[key] = value
+    return pairs
 
 
 async def resolve_job_id(jobs: JobSystem, text: str) -> uuid.UUID:
@@ -381,6 +394,9 @@ def add_parser(subparsers: Any) -> None:
     create.add_argument("--start-at", default=None, metavar="TIME",
                         help="start later: an RFC 3339 time with its zone, e.g. 2026-12-24T09:00:00+09:00 "
                              "(the job is scheduled until then)")
+    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="only devices carrying this label run it (repeat: all of them); --percent and "
+                             "--count count among those")
     create.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     _add_common(create, "print JSON (the created job; with --wait, the job as it ended)")
     create.set_defaults(handler=cmd_create)

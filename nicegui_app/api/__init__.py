@@ -16,7 +16,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import Receive, Scope, Send
 
 from jobsys.system import JobSystem
-from nicegui_app.api import background, health, worker_accounts
+from nicegui_app.api import background, devices, health, worker_accounts
 from nicegui_app.api.errors import (
     API_PREFIX,
     ApiError,
@@ -73,6 +73,7 @@ def create_api_app(
     _add_docs(app, public=public_docs, page=docs_page)
     app.include_router(health.router)
     app.include_router(router)
+    app.include_router(devices.router)
     app.include_router(background.router)
     app.include_router(worker_accounts.router)
     # Last: every /api request no route above takes, whatever its method, so NiceGUI's HTML

@@ -1,4 +1,4 @@
-"""The REST API for device jobs and devices (spec §5), and what every API router shares: the
+"""The REST API for device jobs (spec §5; devices: nicegui_app.api.devices), and what every API router shares: the
 bearer token check and job ids (nicegui_app.api adds, last, the route for unknown /api paths
 and methods). Every route needs the token; every database call goes through JobSystem, and
 bodies are the library's own models.
@@ -20,7 +20,6 @@ from jobsys.auth import WrongRole
 from jobsys.models import (
     TITLE_MAX_CHARS,
     CreatedJob,
-    DeviceList,
     Job,
     JobCreate,
     JobDetail,
@@ -155,12 +154,6 @@ async def delete_job(job_id: JobId, jobs: Jobs) -> Response:
     """Delete the job and its assignments; workers running it are told to stop."""
     await jobs.delete_job(job_id)
     return Response(status_code=204)
-
-
-@router.get("/devices", response_model=DeviceList, tags=["devices"])
-async def list_devices(jobs: Jobs) -> DeviceList:
-    """Every device with its worker, status and current job, plus summary counts."""
-    return await jobs.list_devices()
 
 
 @router.post(

@@ -24,7 +24,12 @@ insert into jobsys.settings (key, value, description) values
   ('batch_lease_sec', 30,
    'a batch runner holds a claimed job this long past its last heartbeat; then another runner may take it over'),
   ('topup_grace_sec', 120,
-   'a job whose runs all ended short waits this long for new eligible devices, then ends incomplete');
+   'a job whose runs all ended short waits this long for new eligible devices, then ends incomplete'),
+  ('quarantine_after_failures', 3,
+   'a device whose last this many runs failed in a row is quarantined (takes no new runs); 0 turns it off'),
+  ('quarantine_cooldown_sec', 1800, 'a quarantined device takes work again after this long (or when an operator enables it)'),
+  ('min_battery_pct', 15, 'a phone whose battery is below this takes no new runs until it recovers'),
+  ('max_battery_temp_c', 45, 'a phone whose battery is hotter than this takes no new runs until it cools down');
 
 -- Maintenance bookkeeping: one row, so periodic work runs once however many workers call it.
 create table jobsys.maintenance_state (
@@ -76,10 +81,13 @@ create table jobsys.devices (
   model text not null default '' check (length(model) <= 200),
   labels jsonb not null default '{}',
   simulated boolean not null default false,
-  -- What the device is: what its worker last reported (online, offline, error, unauthorized),
-  -- or disabled, which only an operator sets and clears (jobsys.set_device_state).
+  -- What the device is (only online takes runs): what its worker last reported (online,
+  -- offline, error, unauthorized), low_battery / overheated (online, but its vitals are
+  -- outside the settings: jobsys.fitness), quarantined (its last runs failed in a row), or
+  -- what an operator decided (disabled; draining: finishes its run, then disabled).
   state text not null default 'online'
-    check (state in ('online', 'offline', 'error', 'unauthorized', 'disabled')),
+    check (state in ('online', 'offline', 'error', 'unauthorized', 'disabled', 'draining', 'quarantined',
+                     'low_battery', 'overheated')),
   -- The device row is the per-device mutex: claim sets this under the row lock, so a
   -- device never runs two assignments at once. References one of this device's own
   -- assignments (on delete set null); kept by the triggers in 15_referential_integrity.sql.
@@ -95,11 +103,49 @@ create table jobsys.devices (
   -- The last worker session refused this serial because a live session of another worker
   -- account holds it (sync_devices), for operators to see; cleared when the device moves.
   conflict_worker_id uuid references jobsys.workers (id) on delete set null,
-  conflict_at timestamptz
+  conflict_at timestamptz,
+  -- Labels an operator set (rack=A); `labels` are the worker's (model, android_version, pc).
+  -- A job's device_labels match against both, the operator's winning on a shared key.
+  operator_labels jsonb not null default '{}',
+  failure_streak integer not null default 0,  -- runs failed in a row on it; quarantine at the setting
+  quarantined_until timestamptz,
+  vitals jsonb,  -- the worker's last reading: battery_pct, charging, temperature_c, screen_on, adb_state
+  vitals_at timestamptz,
+  reboot_requested_at timestamptz,  -- an operator asked; cleared by the worker's answer (device_rebooted)
+  rebooted_at timestamptz,
+  state_reason text,  -- why it takes no work, in words (quarantine, battery, an operator)
+  state_changed_at timestamptz not null default now()
 ) with (fillfactor = 70);  -- heartbeats, claims and completions update rows in place (HOT)
 comment on table jobsys.devices is
   'Android devices, stable by serial, re-bound to the worker session that registers them unless a live session of another worker account holds them. The row is the per-device mutex: a claim sets running_assignment_id under its lock.';
 create index devices_worker_id_idx on jobsys.devices (worker_id);
+
+-- What happened to a device, for its page: state changes (with the reason) and reboots.
+create table jobsys.device_events (
+  id bigint generated always as identity primary key,
+  device_id uuid not null references jobsys.devices (id) on delete cascade,
+  at timestamptz not null default now(),
+  event text not null check (event in ('state', 'reboot_requested', 'rebooted', 'reboot_failed')),
+  state text not null,
+  detail text check (length(detail) <= 2000)
+);
+comment on table jobsys.device_events is
+  'A device''s history for its page: each state change with its reason, reboot requests and their outcome. Kept 7 days (jobsys.maintain).';
+create index device_events_device_idx on jobsys.device_events (device_id, id desc);
+create index device_events_at_idx on jobsys.device_events (at);
+
+-- Battery and temperature over time, at most one sample a minute per device.
+create table jobsys.device_vitals (
+  device_id uuid not null references jobsys.devices (id) on delete cascade,
+  at timestamptz not null default now(),
+  battery_pct smallint,
+  temperature_c real,
+  charging boolean,
+  primary key (device_id, at)
+);
+comment on table jobsys.device_vitals is
+  'Battery level, temperature and charging as the worker read them, at most one sample a minute per device, kept 24 hours (jobsys.maintain), for the device page''s chart.';
+create index device_vitals_at_idx on jobsys.device_vitals (at);
 
 -- Jobs --------------------------------------------------------------------------------
 create table jobsys.jobs (
@@ -133,6 +179,8 @@ create table jobsys.jobs (
   -- Since when an active job with no live run, still short, waits for new devices.
   waiting_since timestamptz,
   start_at timestamptz,  -- when the job starts; until then it is scheduled, with no runs
+  -- Only devices carrying every one of these label pairs (worker's or operator's) run it.
+  device_labels jsonb not null default '{}',
   constraint jobs_status_check check (
     status in ('scheduled', 'active', 'paused', 'completed', 'incomplete', 'cancelled')
     and (end_reason is not null) = (status = 'incomplete')

@@ -21,6 +21,7 @@ create or replace function jobsys.job_json(j jobsys.jobs) returns jsonb
     'created_at', j.created_at, 'updated_at', j.updated_at, 'paused_at', j.paused_at,
     'finished_at', j.finished_at, 'ended_at', j.finished_at, 'end_reason', j.end_reason,
     'timeout_sec', j.timeout_sec, 'topup_grace_sec', j.topup_grace_sec, 'start_at', j.start_at,
+    'device_labels', j.device_labels,
     'waiting_for_devices', case when j.status = 'active' and j.waiting_since is not null
                                 then greatest(j.target_count - j.completed_count, 0) end,
     'waiting_since', case when j.status = 'active' then j.waiting_since end)
@@ -121,8 +122,8 @@ comment on function jobsys.apply_counts(uuid, integer, integer, integer, integer
   'The one place job counters change (the caller holds the job row lock). Completes the job when completed reaches target, cancelling what is still queued, ends a wait for devices when runs are added, and emits job_progress, throttled per job.';
 
 -- Distribution --------------------------------------------------------------------------
--- Assign up to p_limit eligible devices (healthy, never tried for this job), preferring
--- idle devices, then the least loaded. Set-based; one push per worker, not per
+-- Assign up to p_limit eligible devices (healthy, carrying the job's device_labels, never
+-- tried for this job), preferring idle devices, then the least loaded. Set-based; one push per worker, not per
 -- assignment. The caller holds the job row lock and applies the counters; that lock is
 -- also why no insert here can meet an existing (job, device) row: the eligibility check
 -- and the insert are one statement, run by the only transaction assigning this job.
@@ -136,6 +137,7 @@ declare
   v_cutoff timestamptz := jobsys.healthy_cutoff();  -- once, not once per device row
   v_eligible integer := p_eligible;
   v_assigned integer;
+  v_labels jsonb := (select j.device_labels from jobsys.jobs j where j.id = p_job_id);
 begin
   if p_limit <= 0 then
     return 0;
@@ -144,6 +146,7 @@ begin
     select count(*) into v_eligible
     from jobsys.devices d
     where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+      and d.labels || d.operator_labels @> v_labels
       and not exists (select 1 from jobsys.job_assignments a where a.job_id = p_job_id and a.device_id = d.id);
   end if;
 
@@ -154,6 +157,7 @@ begin
       select d.id, d.worker_id
       from jobsys.devices d
       where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+        and d.labels || d.operator_labels @> v_labels
         and not exists (select 1 from jobsys.job_assignments a
                         where a.job_id = p_job_id and a.device_id = d.id)
       order by d.id
@@ -177,6 +181,7 @@ begin
     select d.id, d.worker_id, d.running_assignment_id is not null as busy
     from jobsys.devices d
     where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+      and d.labels || d.operator_labels @> v_labels
       and not exists (select 1 from jobsys.job_assignments a
                       where a.job_id = p_job_id and a.device_id = d.id)
   ), load as (
@@ -208,7 +213,7 @@ begin
 end
 $$;
 comment on function jobsys.assign_devices(uuid, integer, integer) is
-  'Fans a job out to up to p_limit eligible devices (healthy, never tried for this job), idle first, then the least loaded, with one push per worker. The caller holds the job row lock and applies the counters.';
+  'Fans a job out to up to p_limit eligible devices (healthy, carrying the job''s device_labels, never tried for this job), idle first, then the least loaded, with one push per worker. The caller holds the job row lock and applies the counters.';
 
 -- Top-up: while an active job has fewer live-or-completed assignments than its target,
 -- assign newly eligible devices. p_job_id null = every short active job.
@@ -430,7 +435,8 @@ comment on function jobsys.check_target_url(text) is
   'Checks the URL of a device job or raises JS400: http(s), at most 2048 characters, no user name or password, a valid host (domain labels checked in IDNA form, IPv4, or bracketed IPv6) and port. International names are kept as typed. Mirrors check_url in jobsys/models.py.';
 
 -- Create + distribute -------------------------------------------------------------------
--- Start a job: resolve its target against the devices healthy now and distribute it. Used
+-- Start a job: resolve its target against the devices healthy now (and carrying its
+-- device_labels) and distribute it. Used
 -- by create_job for a job that starts now, and for a scheduled job at its start_at
 -- (jobsys.release_scheduled_jobs, or resume_job of one paused before it started). The
 -- caller holds the job row lock; the job has no runs yet, so every healthy device is
@@ -448,7 +454,8 @@ declare
 begin
   select * into v_job from jobsys.jobs where id = p_job_id;
   select count(*) into v_healthy from jobsys.devices d
-  where d.state = 'online' and d.last_heartbeat_at > jobsys.healthy_cutoff() and d.worker_id is not null;
+  where d.state = 'online' and d.last_heartbeat_at > jobsys.healthy_cutoff() and d.worker_id is not null
+    and d.labels || d.operator_labels @> v_job.device_labels;
   v_target := case v_job.target_type
     when 'all_devices' then v_healthy
     when 'percentage' then ceil(v_healthy * v_job.target_value / 100.0)::integer
@@ -473,7 +480,7 @@ create or replace function jobsys.create_job(
   p_target_value integer default null, p_title text default null,
   p_action text default 'open_url', p_max_attempts integer default null,
   p_timeout_sec integer default null, p_topup_grace_sec integer default null,
-  p_start_at timestamptz default null)
+  p_start_at timestamptz default null, p_device_labels jsonb default null)
   returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -487,6 +494,8 @@ declare
   v_title text;
   v_target_value integer := p_target_value;
   v_scheduled boolean := p_start_at is not null and p_start_at > now();
+  v_labels jsonb := coalesce(p_device_labels, '{}');
+  v_rule text := jobsys.label_problem(coalesce(p_device_labels, '{}'));
 begin
   perform jobsys.require_operator();
   perform jobsys.check_target_url(p_target_url);
@@ -524,28 +533,34 @@ begin
   if p_start_at is not null and (p_start_at > now() + interval '365 days' or not isfinite(p_start_at)) then
     perform jobsys.raise_error('JS400', 'start_at must be at most 365 days ahead', '{"field": "start_at"}');
   end if;
+  if v_rule is not null then
+    perform jobsys.raise_error('JS400', 'device_labels: ' || jobsys.label_rule_message(v_rule),
+      jsonb_build_object('field', 'device_labels', 'rule', v_rule));
+  end if;
   v_title := jobsys.check_title(coalesce(nullif(btrim(p_title), ''), jobsys.title_from_url(p_target_url)));
 
   v_cutoff := jobsys.healthy_cutoff();  -- once, not once per device row
   select count(*) into v_healthy from jobsys.devices d
-  where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null;
+  where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
+    and d.labels || d.operator_labels @> v_labels;
   v_target := case p_target_type
     when 'all_devices' then v_healthy
     when 'percentage' then ceil(v_healthy * p_target_value / 100.0)::integer
     else p_target_value end;
   -- A scheduled job needs no device now: its target is resolved again when it starts.
   if v_target = 0 and not v_scheduled then
-    perform jobsys.raise_error('JS409', 'no healthy device is connected to run this job on',
-      jsonb_build_object('healthy_devices', 0, 'reason', 'no_devices'));
+    perform jobsys.raise_error('JS409', case when v_labels = '{}' then 'no healthy device is connected to run this job on'
+                                             else 'no healthy device carries the labels this job asks for' end,
+      jsonb_build_object('healthy_devices', 0, 'reason', 'no_devices', 'device_labels', v_labels));
   end if;
 
   insert into jobsys.jobs (title, action, target_url, duration_sec, target_type, target_value,
                            target_count, max_attempts, created_by, timeout_sec, topup_grace_sec,
-                           status, start_at)
+                           status, start_at, device_labels)
   values (v_title, p_action, p_target_url, p_duration_sec, p_target_type, v_target_value, v_target,
           coalesce(p_max_attempts, jobsys.setting('max_attempts')::integer), auth.uid(),
           p_timeout_sec, p_topup_grace_sec,
-          case when v_scheduled then 'scheduled' else 'active' end, p_start_at)
+          case when v_scheduled then 'scheduled' else 'active' end, p_start_at, v_labels)
   returning * into v_job;
 
   if v_scheduled then
@@ -559,8 +574,8 @@ begin
   return jsonb_build_object('job', jobsys.job_json(v_job), 'assigned', v_assigned);
 end
 $$;
-comment on function jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer, timestamp with time zone) is
-  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected. Optional time limit (timeout_sec), top-up grace (topup_grace_sec, else the setting) and start time (start_at, at most 365 days ahead: the job is scheduled, with no runs, until then).';
+comment on function jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer, timestamp with time zone, jsonb) is
+  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected. Optional time limit (timeout_sec), top-up grace (topup_grace_sec, else the setting), start time (start_at, at most 365 days ahead: the job is scheduled, with no runs, until then) and device_labels (only devices carrying every pair run it; its target counts among them).';
 
 -- Job-level transitions -----------------------------------------------------------------
 create or replace function jobsys.lock_job(p_job_id uuid) returns jobsys.jobs
@@ -879,29 +894,31 @@ begin
     perform jobsys.raise_error('JS404', 'job not found', jsonb_build_object('job_id', p_job_id));
   end if;
   return jobsys.create_job(v_job.target_url, v_job.duration_sec, v_job.target_type, v_job.target_value,
-    v_job.title, v_job.action, v_job.max_attempts, v_job.timeout_sec, v_job.topup_grace_sec);
+    v_job.title, v_job.action, v_job.max_attempts, v_job.timeout_sec, v_job.topup_grace_sec, null,
+    v_job.device_labels);
 end
 $$;
 comment on function jobsys.clone_job(uuid) is
-  'Operators: create a new job with the settings of another (URL, duration, target, title, attempts, time limit, grace), distributed now.';
+  'Operators: create a new job with the settings of another (URL, duration, target, device labels, title, attempts, time limit, grace), distributed now.';
 
 -- Reads for the dashboard and API -------------------------------------------------------
 -- p_cutoff: jobsys.healthy_cutoff(), computed once by the caller rather than once per device.
--- unauthorized (adb lists the phone, but this PC may not use it) shows as error: a person
--- has to act on the phone.
+-- What an operator decided shows first, then what a person must fix on the phone
+-- (unauthorized, error), then offline; a phone low on battery or too hot that still runs
+-- its last run shows busy.
 create or replace function jobsys.device_status(d jobsys.devices, p_cutoff timestamptz) returns text
   language sql stable
   set search_path = jobsys, pg_temp
   as $$
   select case
-    when d.state = 'disabled' then 'disabled'
-    when d.state in ('error', 'unauthorized') then 'error'
+    when d.state in ('disabled', 'draining', 'quarantined', 'unauthorized', 'error') then d.state
     when d.state = 'offline' or d.worker_id is null or d.last_heartbeat_at <= p_cutoff then 'offline'
     when d.running_assignment_id is not null then 'busy'
+    when d.state in ('low_battery', 'overheated') then d.state
     else 'idle' end
 $$;
 comment on function jobsys.device_status(jobsys.devices, timestamp with time zone) is
-  'The status the dashboard shows for a device: disabled, error (state error or unauthorized), offline, busy or idle. p_cutoff is jobsys.healthy_cutoff(), computed once by the caller.';
+  'The status the dashboard shows for a device: disabled, draining, quarantined, unauthorized, error, offline, busy, low_battery, overheated or idle. p_cutoff is jobsys.healthy_cutoff(), computed once by the caller.';
 
 -- p_q is searched for as typed: strpos on lower-cased text is a plain case-insensitive
 -- substring test, so % and _ are not wildcards and nothing needs escaping.
@@ -981,29 +998,27 @@ begin
   perform jobsys.require_operator();
   return (
     with rows as (
-      select d.*, jobsys.device_status(d, v_cutoff) as status, w.name as worker_name, a.job_id as current_job_id
+      select jobsys.device_json(d, v_cutoff) as device, w.name as worker_name
       from jobsys.devices d
       left join jobsys.workers w on w.id = d.worker_id
-      left join jobsys.job_assignments a on a.id = d.running_assignment_id
     )
     select jsonb_build_object(
-      'devices', coalesce(jsonb_agg(jsonb_build_object(
-        'id', r.id, 'serial', r.serial, 'model', r.model, 'simulated', r.simulated,
-        'labels', r.labels, 'state', r.state, 'status', r.status,
-        'worker_id', r.worker_id, 'worker_name', r.worker_name,
-        'current_job_id', r.current_job_id, 'last_heartbeat_at', r.last_heartbeat_at,
-        'conflict_worker_id', r.conflict_worker_id, 'conflict_at', r.conflict_at)
-        order by r.worker_name, r.serial), '[]'),
+      'devices', coalesce(jsonb_agg(r.device order by r.worker_name, r.device ->> 'serial'), '[]'),
       'summary', jsonb_build_object(
-        'total', count(r.id),
-        'connected', count(r.id) filter (where r.status in ('idle', 'busy')),
-        'idle', count(r.id) filter (where r.status = 'idle'),
-        'busy', count(r.id) filter (where r.status = 'busy'),
-        'offline', count(r.id) filter (where r.status = 'offline'),
-        'error', count(r.id) filter (where r.status = 'error'),
-        'disabled', count(r.id) filter (where r.status = 'disabled')))
+        'total', count(*),
+        'connected', count(*) filter (where r.device ->> 'status' in ('idle', 'busy')),
+        'idle', count(*) filter (where r.device ->> 'status' = 'idle'),
+        'busy', count(*) filter (where r.device ->> 'status' = 'busy'),
+        'offline', count(*) filter (where r.device ->> 'status' = 'offline'),
+        'error', count(*) filter (where r.device ->> 'status' = 'error'),
+        'unauthorized', count(*) filter (where r.device ->> 'status' = 'unauthorized'),
+        'disabled', count(*) filter (where r.device ->> 'status' = 'disabled'),
+        'draining', count(*) filter (where r.device ->> 'status' = 'draining'),
+        'quarantined', count(*) filter (where r.device ->> 'status' = 'quarantined'),
+        'low_battery', count(*) filter (where r.device ->> 'status' = 'low_battery'),
+        'overheated', count(*) filter (where r.device ->> 'status' = 'overheated')))
     from rows r);
 end
 $$;
 comment on function jobsys.list_devices() is
-  'Operators: every device with its status, worker and current job, and the last worker session refused it (conflict_worker_id, conflict_at), with counts per status.';
+  'Operators: every device (jobsys.device_json: status and why, labels, vitals, worker, current job, the last session refused it) with counts per status.';

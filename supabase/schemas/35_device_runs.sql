@@ -282,6 +282,9 @@ declare
   v_ids bigint[] := (select array_agg((e.r ->> 'assignment_id')::bigint) from jsonb_array_elements(p_reports) e(r));
   v_finished jsonb;
   v_devices uuid[];
+  v_failed_devices uuid[];  -- a failure on the device (failed, retry): its streak grows
+  v_failed_errors text[];
+  v_done_devices uuid[];  -- a completed run: its streak ends
   v_row record;
 begin
   -- Lock order: the runs' jobs first, in id order.
@@ -314,20 +317,29 @@ begin
     from target t
     where a.id = any(v_ids) and a.id = t.assignment_id and a.attempt = t.attempt and a.status = 'running'
       and a.worker_id = p_worker_id
-    returning a.id, a.job_id, a.device_id, a.status, a.attempt
+    returning a.id, a.job_id, a.device_id, a.status, a.attempt, t.outcome, t.error
   )
   select coalesce(jsonb_agg(jsonb_build_object('assignment_id', f.id, 'job_id', f.job_id,
            'device_id', f.device_id, 'status', f.status, 'attempt', f.attempt)), '[]'),
-         array_agg(f.device_id)
-    into v_finished, v_devices
+         array_agg(f.device_id),
+         array_agg(f.device_id) filter (where f.outcome in ('failed', 'retry')),
+         array_agg(f.error) filter (where f.outcome in ('failed', 'retry')),
+         array_agg(f.device_id) filter (where f.outcome = 'completed')
+    into v_finished, v_devices, v_failed_devices, v_failed_errors, v_done_devices
   from finished f;
 
   -- A device is free again when the run it holds is one of those finished. The device rows
-  -- in id order (lock order), however the update would meet them.
-  update jobsys.devices d set running_assignment_id = null
+  -- in id order (lock order), however the update would meet them. Its run of failures
+  -- grows with a failure and ends with a success (quarantine_flaky reads it).
+  update jobsys.devices d set running_assignment_id = null,
+    failure_streak = case when d.id = any(v_failed_devices) then d.failure_streak + 1
+                          when d.id = any(v_done_devices) then 0 else d.failure_streak end
   where d.id in (select d2.id from jobsys.devices d2
                  where d2.id = any(v_devices) and d2.running_assignment_id = any(v_ids)
                  order by d2.id for no key update);
+  if v_failed_devices is not null then
+    perform jobsys.quarantine_flaky(v_failed_devices, v_failed_errors);
+  end if;
 
   for v_row in
     select f.job_id, count(*)::integer as n,
@@ -354,7 +366,7 @@ begin
 end
 $$;
 comment on function jobsys.finish_runs(uuid, jsonb) is
-  'Finishes runs of one worker in one transaction, with one counter update per job. Compare-and-set on worker, status and attempt, so a late report after a rescue never counts twice: it comes back as stale.';
+  'Finishes runs of one worker in one transaction, with one counter update per job. Compare-and-set on worker, status and attempt, so a late report after a rescue never counts twice: it comes back as stale. Counts failures in a row per device and quarantines the flaky ones (jobsys.quarantine_flaky).';
 
 create or replace function jobsys.finish_assignments(p_worker_id uuid, p_reports jsonb) returns jsonb
   language plpgsql security definer
@@ -591,7 +603,7 @@ begin
   with stale as (
     update jobsys.devices d set state = 'offline'
     where d.id in (select id from jobsys.devices
-                   where state = 'online' and last_heartbeat_at <= v_cutoff
+                   where state in ('online', 'low_battery', 'overheated') and last_heartbeat_at <= v_cutoff
                    for no key update skip locked)
     returning 1)
   select count(*) into v_devices from stale;
@@ -703,6 +715,7 @@ declare
   v_started integer;
   v_topped integer;
   v_ended integer;
+  v_refit integer;
   v_job jobsys.jobs;
 begin
   perform jobsys.require_signed_in();
@@ -720,6 +733,7 @@ begin
   v_started := jobsys.release_scheduled_jobs();
   v_topped := jobsys.top_up();
   v_ended := jobsys.settle_jobs();
+  v_refit := jobsys.refit_devices();
   -- Trailing job_progress for jobs whose last change fell inside a throttle window.
   for v_job in
     select * from jobsys.jobs
@@ -730,11 +744,12 @@ begin
     perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
   end loop;
   return jsonb_build_object('ran', true, 'rescued', v_rescued, 'offline_devices', v_stale,
-                            'started_jobs', v_started, 'topped_up', v_topped, 'ended_jobs', v_ended);
+                            'started_jobs', v_started, 'topped_up', v_topped, 'ended_jobs', v_ended,
+                            'refit_devices', v_refit);
 end
 $$;
 comment on function jobsys.maintain(boolean) is
-  'Periodic upkeep (lease rescue, stale marking, starting scheduled jobs at their start_at, top-up, ending jobs past their time limit or top-up grace, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
+  'Periodic upkeep (lease rescue, stale marking, starting scheduled jobs at their start_at, top-up, ending jobs past their time limit or top-up grace, ending quarantines and drains, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
 
 -- Workers and devices -------------------------------------------------------------------
 -- A serial belongs to the worker account whose live session lists it. Held against p_user:
@@ -756,13 +771,12 @@ $$;
 comment on function jobsys.device_held(jobsys.devices, uuid, timestamp with time zone) is
   'Whether a device is held against the worker account p_user: bound to a live session (online, heartbeat after p_cutoff) of another account that still lists it. Such a serial is refused, not moved. Sessions without a user are one account.';
 
--- A worker's device report: [{"serial", "state"?, "model"?, "simulated"?, "labels"?}].
+-- A worker's device report: [{"serial", "state"?, "model"?, "simulated"?, "labels"?, "vitals"?}].
 -- state is what the worker sees: online, offline, error or unauthorized (adb lists the phone,
 -- but this PC may not use it). disabled is an operator's decision (set_device_state), never
--- a worker's. labels: at most 32; keys 1-64 characters of letters, digits and _ . : / -;
--- values strings of at most 256 characters; at most 4096 bytes as JSON. The first bad
--- device rejects the whole report with JS400 naming its serial and the rule, before anything
--- changes. DeviceReport in jobsys/models.py checks the same bounds.
+-- a worker's. labels: as jobsys.label_problem; vitals: as jobsys.vitals_problem. The first
+-- bad device rejects the whole report with JS400 naming its serial and the rule, before
+-- anything changes. DeviceReport in jobsys/models.py checks the same bounds.
 create or replace function jobsys.check_device_reports(p_devices jsonb) returns void
   language plpgsql
   set search_path = jobsys, pg_temp
@@ -773,10 +787,8 @@ begin
   if jsonb_typeof(p_devices) is distinct from 'array' then
     perform jobsys.raise_error('JS400', 'devices must be a JSON array', '{"field": "devices"}');
   end if;
-  select e.i, left(e.d ->> 'serial', 200) as serial, r.rule into v_bad
+  select e.i, e.d, left(e.d ->> 'serial', 200) as serial, r.rule into v_bad
   from jsonb_array_elements(p_devices) with ordinality as e(d, i)
-  cross join lateral (select case when jsonb_typeof(e.d -> 'labels') = 'object'
-                                  then e.d -> 'labels' else '{}' end as labels) l
   cross join lateral (select case
       when jsonb_typeof(e.d) <> 'object' or jsonb_typeof(e.d -> 'serial') is distinct from 'string'
            or length(e.d ->> 'serial') not between 1 and 200 then 'serial'
@@ -784,14 +796,9 @@ begin
       when jsonb_typeof(coalesce(e.d -> 'state', '"online"')) <> 'string'
            or coalesce(e.d ->> 'state', 'online') not in ('online', 'offline', 'error', 'unauthorized')
         then 'state'
-      when jsonb_typeof(coalesce(e.d -> 'labels', 'null')) not in ('object', 'null') then 'labels_object'
-      when (select count(*) from jsonb_object_keys(l.labels)) > 32 then 'labels_count'
-      when exists (select 1 from jsonb_object_keys(l.labels) k where k !~ '^[A-Za-z0-9_.:/-]{1,64}$')
-        then 'label_key'
-      when exists (select 1 from jsonb_each(l.labels) v
-                   where jsonb_typeof(v.value) <> 'string' or length(v.value #>> '{}') > 256)
-        then 'label_value'
-      when octet_length(l.labels::text) > 4096 then 'labels_size'
+      when jsonb_typeof(coalesce(e.d -> 'labels', 'null')) <> 'null'
+           and jobsys.label_problem(e.d -> 'labels') is not null then jobsys.label_problem(e.d -> 'labels')
+      when jobsys.vitals_problem(e.d -> 'vitals') is not null then 'vitals'
     end as rule) r
   where r.rule is not null
   order by e.i
@@ -803,11 +810,8 @@ begin
         when 'state_disabled' then 'a worker may not report a device as disabled: disabling is an operator''s '
                                    'decision (report online, offline, error or unauthorized)'
         when 'state' then 'state must be online, offline, error or unauthorized'
-        when 'labels_object' then 'labels must be a JSON object'
-        when 'labels_count' then 'at most 32 labels per device'
-        when 'label_key' then 'label keys must be 1-64 characters of letters, digits and _ . : / -'
-        when 'label_value' then 'label values must be strings of at most 256 characters'
-        else 'labels must be at most 4096 bytes as JSON' end),
+        when 'vitals' then jobsys.vitals_problem(v_bad.d -> 'vitals')
+        else jobsys.label_rule_message(v_bad.rule) end),
       jsonb_build_object('field', 'devices', 'index', v_bad.i - 1, 'serial', v_bad.serial, 'rule', v_bad.rule));
   end if;
   select e.d ->> 'serial' as serial into v_bad
@@ -821,7 +825,7 @@ begin
 end
 $$;
 comment on function jobsys.check_device_reports(jsonb) is
-  'Checks a worker device report (serial, a state the worker may report: online, offline, error or unauthorized, never disabled; at most 32 labels, keys 1-64 characters of A-Z a-z 0-9 _ . : / -, values strings of at most 256 characters, at most 4096 bytes) and raises JS400 naming the serial and the rule before anything changes.';
+  'Checks a worker device report (serial, a state the worker may report: online, offline, error or unauthorized, never disabled; labels as jobsys.label_problem; vitals as jobsys.vitals_problem) and raises JS400 naming the serial and the rule before anything changes.';
 
 -- Bring the worker's device list in line with what it reports (check_device_reports).
 -- Returns the refused serials: [{"serial", "code": "JS423", "reason"}], those held by a live
@@ -895,21 +899,34 @@ begin
   order by d.id
   for no key update;
 
+  -- A report without vitals keeps the last reading; the state follows the vitals
+  -- (jobsys.fitness) unless an operator's decision or a quarantine holds it (sticky_state).
   with reported as (
     select e ->> 'serial' as serial, coalesce(e ->> 'state', 'online') as state,
            left(coalesce(e ->> 'model', ''), 200) as model,
            coalesce((e ->> 'simulated')::boolean, false) as simulated,
-           case when jsonb_typeof(e -> 'labels') = 'object' then e -> 'labels' else '{}' end as labels
+           case when jsonb_typeof(e -> 'labels') = 'object' then e -> 'labels' else '{}' end as labels,
+           case when jsonb_typeof(e -> 'vitals') = 'object' then jsonb_strip_nulls(e -> 'vitals') end as vitals
     from jsonb_array_elements(p_devices) e
+  ), fitted as (
+    select r.*, coalesce(r.vitals, old.vitals) as kept_vitals,
+           case when r.vitals is not null then now() else old.vitals_at end as vitals_at, f.state as fit_state,
+           f.reason as fit_reason
+    from reported r
+    left join jobsys.devices old on old.serial = r.serial
+    cross join lateral jobsys.fitness(r.state, coalesce(r.vitals, old.vitals), r.labels) f
   ), upserted as (
-    insert into jobsys.devices as d (serial, worker_id, model, simulated, labels, state, reported_state,
-                                     last_heartbeat_at, running_assignment_id)
-    select r.serial, p_worker_id, r.model, r.simulated, r.labels, r.state, r.state, now(), null from reported r
+    insert into jobsys.devices as d (serial, worker_id, model, simulated, labels, state, state_reason,
+                                     reported_state, vitals, vitals_at, last_heartbeat_at, running_assignment_id)
+    select r.serial, p_worker_id, r.model, r.simulated, r.labels, r.fit_state, r.fit_reason, r.state,
+           r.kept_vitals, r.vitals_at, now(), null
+    from fitted r
     on conflict (serial) do update set
       worker_id = excluded.worker_id, model = excluded.model, simulated = excluded.simulated,
-      labels = excluded.labels, last_heartbeat_at = now(),
-      -- Disabled stays disabled: only an operator enables it (set_device_state).
-      state = case when d.state = 'disabled' then 'disabled' else excluded.state end,
+      labels = excluded.labels, last_heartbeat_at = now(), vitals = excluded.vitals,
+      vitals_at = excluded.vitals_at,
+      state = case when jobsys.sticky_state(d.state) then d.state else excluded.state end,
+      state_reason = case when jobsys.sticky_state(d.state) then d.state_reason else excluded.state_reason end,
       reported_state = excluded.reported_state,
       -- A recorded conflict is history once the device moves to another session.
       conflict_worker_id = case when d.worker_id = excluded.worker_id then d.conflict_worker_id end,
@@ -920,7 +937,15 @@ begin
       running_assignment_id = case when d.running_assignment_id = any(v_released)
                                    then null else d.running_assignment_id end
     where not jobsys.device_held(d, v_user, v_cutoff)
-    returning d.serial
+    returning d.id, d.serial, d.vitals, d.vitals_at
+  ), sampled as (  -- the chart's history: at most one sample a minute per device
+    insert into jobsys.device_vitals (device_id, at, battery_pct, temperature_c, charging)
+    select u.id, u.vitals_at, (u.vitals ->> 'battery_pct')::smallint, (u.vitals ->> 'temperature_c')::real,
+           (u.vitals ->> 'charging')::boolean
+    from upserted u
+    where u.vitals_at = now() and not exists (
+      select 1 from jobsys.device_vitals v where v.device_id = u.id and v.at > now() - interval '55 seconds')
+    on conflict do nothing
   )
   select array_agg(u.serial) into v_bound from upserted u;
 
@@ -935,10 +960,10 @@ begin
   end if;
 
   -- What this session no longer reports is offline (and no longer listed: see device_held).
-  update jobsys.devices d set state = case when d.state = 'disabled' then 'disabled' else 'offline' end,
+  update jobsys.devices d set state = case when jobsys.sticky_state(d.state) then d.state else 'offline' end,
     reported_state = 'offline'
   where d.worker_id = p_worker_id and d.serial <> all(v_serials)
-    and (d.state not in ('offline', 'disabled') or d.reported_state <> 'offline');
+    and ((d.state <> 'offline' and not jobsys.sticky_state(d.state)) or d.reported_state <> 'offline');
 
   perform jobsys.emit('jobsys:dashboard', 'device_status',
     jsonb_build_object('worker_id', p_worker_id, 'devices', jsonb_array_length(p_devices),
@@ -1047,11 +1072,14 @@ begin
                     join jobsys.devices d on d.id = a.device_id
                     where a.id = r.id and a.status = 'running' and d.worker_id = p_worker_id);
   return jsonb_build_object('stop', coalesce(to_jsonb(v_stop), '[]'), 'refused', v_refused,
-                            'maintenance', jobsys.maintain());
+    'reboot', coalesce((select jsonb_agg(d.id order by d.id) from jobsys.devices d
+                        where d.worker_id = p_worker_id
+                          and d.reboot_requested_at > now() - interval '10 minutes'), '[]'),
+    'maintenance', jobsys.maintain());
 end
 $$;
 comment on function jobsys.heartbeat(uuid, jsonb, bigint[], jsonb) is
-  'Workers: the worker and its devices are alive, the leases of the running runs it lists are extended (one it does not list is unknown to it, a lost claim answer: its lease ends now and rescue requeues it), and maintenance runs; p_meta (version, push state) is merged into the session''s meta. Returns the runs the worker must stop (the polling path for cancellation when push is down) and, with a device report, the serials refused to it.';
+  'Workers: the worker and its devices are alive, the leases of the running runs it lists are extended (one it does not list is unknown to it, a lost claim answer: its lease ends now and rescue requeues it), and maintenance runs; p_meta (version, push state) is merged into the session''s meta. Returns the runs the worker must stop (the polling path for cancellation when push is down), the devices an operator asked to reboot in the last 10 minutes, and, with a device report, the serials refused to it.';
 
 -- A worker stopping cleanly: its devices go offline and their queues move elsewhere.
 create or replace function jobsys.stop_worker(p_worker_id uuid) returns void
@@ -1065,9 +1093,9 @@ begin
     perform jobsys.raise_error('JS404', 'worker session not found', jsonb_build_object('worker_id', p_worker_id));
   end if;
   perform 1 from jobsys.devices d where d.worker_id = p_worker_id order by d.id for no key update;
-  update jobsys.devices set state = case when state = 'disabled' then 'disabled' else 'offline' end,
+  update jobsys.devices set state = case when jobsys.sticky_state(state) then state else 'offline' end,
     reported_state = 'offline'
-  where worker_id = p_worker_id and (state not in ('offline', 'disabled') or reported_state <> 'offline');
+  where worker_id = p_worker_id and ((state <> 'offline' and not jobsys.sticky_state(state)) or reported_state <> 'offline');
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('worker_id', p_worker_id));
   perform jobsys.release_unhealthy_queues();
   perform jobsys.top_up();
@@ -1085,7 +1113,11 @@ create or replace function jobsys.device_json(d jobsys.devices, p_cutoff timesta
   as $$
   select jsonb_build_object(
     'id', d.id, 'serial', d.serial, 'model', d.model, 'simulated', d.simulated,
-    'labels', d.labels, 'state', d.state, 'status', jobsys.device_status(d, p_cutoff),
+    'labels', d.labels, 'operator_labels', d.operator_labels,
+    'state', d.state, 'status', jobsys.device_status(d, p_cutoff), 'state_reason', d.state_reason,
+    'state_changed_at', d.state_changed_at, 'quarantined_until', d.quarantined_until,
+    'failure_streak', d.failure_streak, 'vitals', d.vitals, 'vitals_at', d.vitals_at,
+    'reboot_requested_at', d.reboot_requested_at, 'rebooted_at', d.rebooted_at,
     'worker_id', d.worker_id,
     'worker_name', (select w.name from jobsys.workers w where w.id = d.worker_id),
     'current_job_id', (select a.job_id from jobsys.job_assignments a where a.id = d.running_assignment_id),
@@ -1095,10 +1127,68 @@ $$;
 comment on function jobsys.device_json(jobsys.devices, timestamp with time zone) is
   'One device as operators see it, the shape of the list_devices entries; p_cutoff is jobsys.healthy_cutoff().';
 
--- Disable or enable a device. Disabled is an operator's decision: the device takes no new
--- runs (its queue moves to other devices; a running run finishes) whatever its worker
--- reports, until an operator enables it. Enabling returns it to what its worker last
--- reported, or offline when no live session lists it. p_state: disabled | enabled.
+-- Put the run a device is running back in the queue (as a release: attempt + 1, or by
+-- the attempt rule of lease expiry when p_count_attempt), free the device and tell its
+-- worker to stop the run (run_stopped; the heartbeat's stop list is the polling path).
+-- Returns the run, or null when the device runs none. Lock order: the job of the run,
+-- the run, then the device; under the job lock the run cannot end, so a run still
+-- running is still the device's.
+create or replace function jobsys.requeue_device_run(p_device_id uuid, p_count_attempt boolean, p_error text)
+  returns jobsys.job_assignments
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_run jobsys.job_assignments;
+  v_worker uuid;
+begin
+  select j.* into v_job from jobsys.jobs j
+  where j.id = (select a.job_id from jobsys.job_assignments a
+                where a.id = (select d.running_assignment_id from jobsys.devices d where d.id = p_device_id))
+  for no key update;
+  if not found then
+    return null;
+  end if;
+  update jobsys.job_assignments a set
+    status = jobsys.requeue_status(v_job.status, case when p_count_attempt then a.attempt else 0 end,
+                                   case when p_count_attempt then v_job.max_attempts else 1 end),
+    attempt = case when jobsys.requeue_status(v_job.status, case when p_count_attempt then a.attempt else 0 end,
+                                              case when p_count_attempt then v_job.max_attempts else 1 end)
+                        in ('pending', 'paused') then a.attempt + 1 else a.attempt end,
+    finished_at = case when jobsys.requeue_status(v_job.status, case when p_count_attempt then a.attempt else 0 end,
+                                                  case when p_count_attempt then v_job.max_attempts else 1 end)
+                           in ('failed', 'cancelled') then now() end,
+    lease_expires_at = null, error = p_error
+  where a.id = (select d.running_assignment_id from jobsys.devices d where d.id = p_device_id)
+    and a.job_id = v_job.id and a.status = 'running'
+  returning * into v_run;
+  if not found then
+    return null;
+  end if;
+  update jobsys.devices d set running_assignment_id = null
+  where d.id = p_device_id and d.running_assignment_id = v_run.id
+  returning d.worker_id into v_worker;
+  perform jobsys.apply_counts(v_job.id, 0, -1, 0, (v_run.status = 'failed')::integer,
+                              (v_run.status = 'cancelled')::integer);
+  if v_worker is not null then
+    perform jobsys.emit(jobsys.worker_topic(v_worker), 'run_stopped',
+      jsonb_build_object('assignment_id', v_run.id, 'job_id', v_run.job_id, 'reason', p_error));
+  end if;
+  return v_run;
+end
+$$;
+comment on function jobsys.requeue_device_run(uuid, boolean, text) is
+  'Puts the run a device is running back in the queue (attempt + 1; by the attempt rule of lease expiry when p_count_attempt), frees the device and tells its worker to stop it (run_stopped). Locks the job, the run, then the device.';
+
+-- What an operator decides about a device. p_state:
+--   disabled: no new runs; the run it is running stops (back to the queue, not counted as
+--     a failure) and its queue moves to other devices (top-up);
+--   draining: no new runs and its queue moves on, but the run it is running finishes; then
+--     it is disabled (by maintain, or at once when it runs nothing);
+--   enabled: back to what its worker reports (the vitals rules apply), offline without a
+--     live session; ends a quarantine and its count of failures.
+-- Workers cannot: a device report never changes these states (jobsys.sticky_state).
 create or replace function jobsys.set_device_state(p_device_id uuid, p_state text) returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -1108,20 +1198,41 @@ declare
   v_device jobsys.devices;
 begin
   perform jobsys.require_operator();
-  if p_state is null or p_state not in ('disabled', 'enabled') then
-    perform jobsys.raise_error('JS400', 'state must be disabled or enabled', '{"field": "state"}');
+  if p_state is null or p_state not in ('disabled', 'draining', 'enabled') then
+    perform jobsys.raise_error('JS400', 'state must be disabled, draining or enabled', '{"field": "state"}');
   end if;
-  update jobsys.devices d set state = case
-      when p_state = 'disabled' then 'disabled'
-      when d.state <> 'disabled' then d.state
-      when exists (select 1 from jobsys.workers w where w.id = d.worker_id and w.status = 'online'
-                   and w.last_heartbeat_at > v_cutoff) then d.reported_state
-      else 'offline' end
-  where d.id = p_device_id
-  returning * into v_device;
+  perform 1 from jobsys.devices where id = p_device_id;
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
   end if;
+  if p_state = 'disabled' then
+    perform jobsys.requeue_device_run(p_device_id, false, 'device disabled by an operator');
+  end if;
+  update jobsys.devices d set
+    state = case
+      when p_state = 'disabled' then 'disabled'
+      when p_state = 'draining' then case when d.state = 'disabled' or d.running_assignment_id is null
+                                          then 'disabled' else 'draining' end
+      when not jobsys.sticky_state(d.state) then d.state
+      when live.yes then f.state
+      else 'offline' end,
+    state_reason = case
+      when p_state = 'disabled' then 'disabled by an operator'
+      when p_state = 'draining' and d.state = 'disabled' then d.state_reason
+      when p_state = 'draining' and d.running_assignment_id is null then 'drained: disabled by an operator'
+      when p_state = 'draining' then 'draining: its run finishes, then it is disabled'
+      when not jobsys.sticky_state(d.state) then d.state_reason
+      when live.yes then f.reason end,
+    failure_streak = case when p_state = 'enabled' then 0 else d.failure_streak end,
+    quarantined_until = case when p_state = 'enabled' then null else d.quarantined_until end
+  from (select exists (select 1 from jobsys.workers w
+                       join jobsys.devices x on x.worker_id = w.id
+                       where x.id = p_device_id and w.status = 'online' and w.last_heartbeat_at > v_cutoff) as yes) live
+  cross join lateral (select f.state, f.reason from jobsys.devices x
+                      cross join lateral jobsys.fitness(x.reported_state, x.vitals, x.labels) f
+                      where x.id = p_device_id) f
+  where d.id = p_device_id
+  returning d.* into v_device;
   perform jobsys.emit('jobsys:dashboard', 'device_status',
     jsonb_build_object('device_id', p_device_id, 'state', v_device.state));
   perform jobsys.release_unhealthy_queues();
@@ -1130,57 +1241,32 @@ begin
 end
 $$;
 comment on function jobsys.set_device_state(uuid, text) is
-  'Operators: disable a device (it takes no new runs, its queue moves elsewhere, whatever its worker reports) or enable it again (back to what its worker last reported). Workers cannot disable or enable.';
+  'Operators: disable a device (no new runs; its running run goes back to the queue, its queue to other devices), drain it (its running run finishes, then it is disabled) or enable it again (back to what its worker reports; ends a quarantine). Workers cannot disable, drain or enable.';
 
 -- Unbind a device from its worker session, e.g. a phone moved to another PC while the old
 -- session still lists it. Its running run goes back to the queue by the rule of lease
--- expiry (failed after the last attempt), the old worker is told to stop it (heartbeat
--- "stop"), and the next registration by anyone takes the device. Lock order: the job of
--- the device's run, the run, then the device. Under the job lock the run cannot end, so a
--- run still running is still the device's. A run the old session claimed between the read
--- and the job lock keeps its device; the next registration releases it, as it releases the
--- runs of any device that arrives from another session.
+-- expiry (failed after the last attempt), the old worker is told to stop it, and the next
+-- registration by anyone takes the device. A run the old session claimed after this
+-- keeps its device; the next registration releases it, as it releases the runs of any
+-- device that arrives from another session.
 create or replace function jobsys.release_device(p_device_id uuid) returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
 declare
   v_device jobsys.devices;
-  v_job jobsys.jobs;
-  v_run jobsys.job_assignments;
 begin
   perform jobsys.require_operator();
-  select * into v_device from jobsys.devices where id = p_device_id;
+  perform 1 from jobsys.devices where id = p_device_id;
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
   end if;
-  select j.* into v_job from jobsys.jobs j
-  where j.id = (select a.job_id from jobsys.job_assignments a where a.id = v_device.running_assignment_id)
-  for no key update;
-  if found then
-    update jobsys.job_assignments a set
-      status = jobsys.requeue_status(v_job.status, a.attempt, v_job.max_attempts),
-      attempt = case when jobsys.requeue_status(v_job.status, a.attempt, v_job.max_attempts) in ('pending', 'paused')
-                     then a.attempt + 1 else a.attempt end,
-      finished_at = case when jobsys.requeue_status(v_job.status, a.attempt, v_job.max_attempts)
-                             in ('failed', 'cancelled') then now() end,
-      lease_expires_at = null, error = 'device released by an operator'
-    where a.id = v_device.running_assignment_id and a.job_id = v_job.id and a.status = 'running'
-    returning * into v_run;
-    if found then
-      perform jobsys.apply_counts(v_job.id, 0, -1, 0, (v_run.status = 'failed')::integer,
-                                  (v_run.status = 'cancelled')::integer);
-    end if;
-  end if;
+  perform jobsys.requeue_device_run(p_device_id, true, 'device released by an operator');
   update jobsys.devices d set worker_id = null,
-    state = case when d.state = 'disabled' then 'disabled' else 'offline' end,
-    reported_state = 'offline', conflict_worker_id = null, conflict_at = null,
-    running_assignment_id = case when d.running_assignment_id = v_run.id then null else d.running_assignment_id end
+    state = case when jobsys.sticky_state(d.state) then d.state else 'offline' end,
+    reported_state = 'offline', conflict_worker_id = null, conflict_at = null
   where d.id = p_device_id
   returning * into v_device;
-  if not found then
-    perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
-  end if;
   perform jobsys.emit('jobsys:dashboard', 'device_status',
     jsonb_build_object('device_id', p_device_id, 'released', true));
   perform jobsys.release_unhealthy_queues();  -- its queue moves to other devices
@@ -1189,7 +1275,7 @@ begin
 end
 $$;
 comment on function jobsys.release_device(uuid) is
-  'Operators: unbind a device from its worker session. Its running run goes back to the queue by the rule of lease expiry (failed after the last attempt) and the next registration by anyone takes the device.';
+  'Operators: unbind a device from its worker session. Its running run goes back to the queue by the rule of lease expiry (failed after the last attempt), its worker is told to stop it, and the next registration by anyone takes the device.';
 
 -- The devices bound to this worker session, so it can claim by device id.
 create or replace function jobsys.worker_devices(p_worker_id uuid) returns jsonb

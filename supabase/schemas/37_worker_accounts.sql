@@ -93,9 +93,9 @@ begin
     returning id)
   select coalesce(array_agg(id order by id), '{}') into v_sessions from stopped;
   perform 1 from jobsys.devices d where d.worker_id = any(v_sessions) order by d.id for no key update;
-  update jobsys.devices set state = case when state = 'disabled' then 'disabled' else 'offline' end,
+  update jobsys.devices set state = case when jobsys.sticky_state(state) then state else 'offline' end,
     reported_state = 'offline'
-  where worker_id = any(v_sessions) and (state not in ('offline', 'disabled') or reported_state <> 'offline');
+  where worker_id = any(v_sessions) and ((state <> 'offline' and not jobsys.sticky_state(state)) or reported_state <> 'offline');
   perform jobsys.emit('jobsys:hub', 'account_revoked', jsonb_build_object('account_id', v_account.id));
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('account_id', v_account.id));
   perform jobsys.release_unhealthy_queues();

@@ -19,6 +19,8 @@ alter table jobsys.background_jobs enable row level security;
 alter table jobsys.background_job_items enable row level security;
 alter table jobsys.background_job_logs enable row level security;
 alter table jobsys.worker_accounts enable row level security;
+alter table jobsys.device_events enable row level security;
+alter table jobsys.device_vitals enable row level security;
 
 -- Whether the calling worker user owns this worker session.
 create or replace function jobsys.is_own_worker(p_worker_id uuid) returns boolean
@@ -40,6 +42,10 @@ create policy workers_read on jobsys.workers for select to authenticated
 
 create policy devices_read on jobsys.devices for select to authenticated
   using (jobsys.caller_role() = 'operator' or jobsys.is_own_worker(worker_id));
+create policy device_events_operator_read on jobsys.device_events for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+create policy device_vitals_operator_read on jobsys.device_vitals for select to authenticated
+  using (jobsys.caller_role() = 'operator');
 
 -- Worker accounts: operators read them, never the token digest (column grants below).
 create policy worker_accounts_operator_read on jobsys.worker_accounts for select to authenticated
@@ -76,17 +82,19 @@ grant execute on function
   jobsys.caller_role(), jobsys.is_own_worker(uuid),
   -- device jobs: operators
   jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer,
-                    timestamp with time zone),
+                    timestamp with time zone, jsonb),
   jobsys.pause_job(uuid), jobsys.resume_job(uuid), jobsys.cancel_job(uuid), jobsys.delete_job(uuid),
   jobsys.retry_job(uuid), jobsys.clone_job(uuid),
   jobsys.update_job_title(uuid, text), jobsys.update_job(uuid, text, text),
   jobsys.list_jobs(text, text, integer, integer), jobsys.get_job(uuid), jobsys.list_devices(),
   jobsys.set_device_state(uuid, text), jobsys.release_device(uuid),
+  jobsys.set_device_labels(uuid, jsonb), jobsys.request_device_reboot(uuid), jobsys.get_device(uuid),
+  jobsys.fleet_labels(jsonb),
   jobsys.add_worker_account(text, text), jobsys.list_worker_accounts(boolean),
   jobsys.revoke_worker_account(text),
   -- device jobs: workers
   jobsys.register_worker(text, text, jsonb), jobsys.heartbeat(uuid, jsonb, bigint[], jsonb),
-  jobsys.stop_worker(uuid), jobsys.worker_devices(uuid),
+  jobsys.stop_worker(uuid), jobsys.worker_devices(uuid), jobsys.device_rebooted(uuid, uuid, text),
   jobsys.claim_assignments(uuid, uuid[], integer, boolean),
   jobsys.start_assignment(bigint, integer),
   jobsys.complete_assignment(bigint, integer, jsonb),

@@ -51,7 +51,8 @@ CALLS: dict[str, frozenset[str]] = {
     "update_job_title": OPERATORS, "update_job": OPERATORS,
     "list_jobs": OPERATORS, "get_job": OPERATORS, "list_devices": OPERATORS,
     # devices: operators
-    "release_device": OPERATORS, "set_device_state": OPERATORS,
+    "release_device": OPERATORS, "set_device_state": OPERATORS, "set_device_labels": OPERATORS,
+    "request_device_reboot": OPERATORS, "get_device": OPERATORS, "fleet_labels": OPERATORS,
     # worker accounts (the hub's PCs): operators; the hub's own token lookup: the service alone
     "add_worker_account": OPERATORS, "list_worker_accounts": OPERATORS, "revoke_worker_account": OPERATORS,
     "hub_claims": frozenset({"service"}),
@@ -60,6 +61,7 @@ CALLS: dict[str, frozenset[str]] = {
     # device jobs: workers, each only as itself
     "register_worker": ANY_WORKER,
     "heartbeat": SESSION_OWNER, "stop_worker": SESSION_OWNER, "worker_devices": SESSION_OWNER,
+    "device_rebooted": SESSION_OWNER,
     "claim_assignments": SESSION_OWNER, "start_assignment": SESSION_OWNER,
     "complete_assignment": SESSION_OWNER, "fail_assignment": SESSION_OWNER,
     "release_assignment": SESSION_OWNER, "finish_assignments": SESSION_OWNER,
@@ -92,6 +94,8 @@ READS: dict[str, dict[str, str]] = {
     "background_job_items": RUNNER_ROWS,  # inputs and outputs: the same
     "background_job_logs": ALL_ROWS,
     "worker_accounts": ALL_ROWS,  # without the token digest: READ_COLUMNS
+    "device_events": ALL_ROWS,  # a device's history: operators
+    "device_vitals": ALL_ROWS,
 }
 # Tables whose readers see some columns only; the rest is the service's.
 READ_COLUMNS = {"worker_accounts": "id, name, created_at, last_seen_at, revoked_at"}
@@ -112,6 +116,11 @@ class World:
         self.db = db
         self.session_a = self.register(WORKER_A, "phone-a")
         self.session_b = self.register(WORKER_B, "phone-b")
+        # A device's history (device_events, device_vitals): a spare phone disabled, a reading.
+        self.call(WORKER_A, "select jobsys.heartbeat(%s, %s::jsonb)", (self.session_a, json.dumps(
+            [{"serial": "phone-a"}, {"serial": "phone-spare", "state": "offline", "vitals": {"battery_pct": 80}}])))
+        [(spare,)] = self.call(SERVICE, "select id from jobsys.devices where serial = 'phone-spare'")
+        self.call(OPERATOR, "select jobsys.set_device_state(%s, 'disabled')", (spare,))
         [(created,)] = self.call(OPERATOR,
                                  "select jobsys.create_job('https://example.com/', 30, 'all_devices')")
         self.job = created["job"]["id"]
@@ -154,7 +163,7 @@ class World:
             "p_target_url": "https://example.com/", "p_duration_sec": 5, "p_target_type": "all_devices",
             "p_target_value": None, "p_title": "matrix", "p_action": "open_url",
             "p_max_attempts": None, "p_timeout_sec": None, "p_topup_grace_sec": None,
-            "p_start_at": None,
+            "p_start_at": None, "p_device_labels": None, "p_labels": json.dumps({"rack": "A"}),
             "p_status": "paused" if fn.name == "update_job" else None, "p_q": None,
             "p_limit": 10, "p_offset": 0, "p_before_id": None, "p_start": False, "p_force": True,
             "p_result": json.dumps({}), "p_error": "matrix", "p_retry": False, "p_reason": "matrix",

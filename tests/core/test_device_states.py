@@ -89,7 +89,7 @@ async def test_enabling_returns_the_device_to_what_its_worker_reported(jobs: Job
     await jobs.set_device_state(device_id(db, "d1"), "disabled")
     await jobs.heartbeat(session.worker_id, [report("d1", state="unauthorized")])
     enabled = await jobs.set_device_state(device_id(db, "d1"), "enabled")
-    assert (enabled.state, enabled.status) == ("unauthorized", DeviceStatus.ERROR)
+    assert (enabled.state, enabled.status) == ("unauthorized", DeviceStatus.UNAUTHORIZED)
 
     await jobs.set_device_state(device_id(db, "d1"), "disabled")
     await jobs.stop_worker(session.worker_id)  # no live session lists it any more
@@ -125,9 +125,9 @@ async def test_set_device_state_checks_role_state_and_device(jobs: JobSystem, db
 
 async def test_unauthorized_is_a_state_a_worker_reports_and_it_is_not_healthy(jobs: JobSystem, db: Db) -> None:
     session = await jobs.register_worker("pc", [report("d1", state="unauthorized"), report("d2")], hostname="h")
-    assert await status_of(jobs, "d1") == ("unauthorized", DeviceStatus.ERROR)
+    assert await status_of(jobs, "d1") == ("unauthorized", DeviceStatus.UNAUTHORIZED)
     summary = (await jobs.list_devices()).summary
-    assert (summary.connected, summary.error) == (1, 1)
+    assert (summary.connected, summary.error, summary.unauthorized) == (1, 0, 1)
     created = await jobs.create_job(target_url="https://example.com/a", duration_sec=5)
     assert created.job.target_count == 1
     assert [run.serial for run in await jobs.claim_assignments(session.worker_id)] == ["d2"]

@@ -185,6 +185,11 @@ async def test_devices_with_worker_status_and_summary(
         "offline": 1,
         "error": 1,
         "disabled": 0,
+        "unauthorized": 0,
+        "draining": 0,
+        "quarantined": 0,
+        "low_battery": 0,
+        "overheated": 0,
     }
     by_serial = {d["serial"]: d for d in body["devices"]}
     busy = by_serial[claimed.serial]
@@ -201,6 +206,7 @@ async def test_openapi_documents_every_route_with_bearer_auth(api: httpx.AsyncCl
                     if not p.startswith(("/api/background-jobs", "/api/worker-accounts"))}
     assert device_paths == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/retry",
                             "/api/jobs/{job_id}/clone", "/api/jobs/{job_id}/export", "/api/devices",
+                            "/api/devices/{device_id}", "/api/devices/{device_id}/reboot", "/api/device-labels",
                             "/api/runs/{assignment_id}/{attempt}/screenshot"}
     assert set(schema["paths"]["/api/jobs"]) == {"get", "post"}
     assert set(schema["paths"]["/api/jobs/{job_id}"]) == {"get", "patch", "delete"}

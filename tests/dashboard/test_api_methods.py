@@ -56,8 +56,12 @@ async def dashboard_app(clean_nicegui: None, jobs: JobSystem) -> AsyncIterator[h
 
 
 async def _concrete(path: str, jobs: JobSystem) -> str:
-    """The path with its {job_id} set to a stored job of the right kind (so GET answers 200)."""
+    """The path with its {job_id} (or {device_id}) set to a stored one of the right kind (so
+    GET answers 200)."""
     path = path.replace("{assignment_id}/{attempt}", "1/1")  # a run without a screenshot: 404
+    if "{device_id}" in path:
+        session = await add_worker(jobs, "w-device", 1)
+        return path.replace("{device_id}", str(session.devices[0].id))
     if "{job_id}" not in path:
         return path
     if path.startswith("/api/background-jobs"):
@@ -92,7 +96,8 @@ async def test_methods_a_path_does_not_offer_get_405_with_allow(
 @pytest.mark.parametrize("path", sorted(path for path, methods in DOCUMENTED.items() if "GET" in methods))
 async def test_head_answers_like_get_without_the_body(
         dashboard_app: httpx.AsyncClient, jobs: JobSystem, path: str) -> None:
-    missing = await _concrete(path.replace("{job_id}", str(uuid.uuid4())), jobs)
+    missing = await _concrete(path.replace("{job_id}", str(uuid.uuid4())).replace("{device_id}", str(uuid.uuid4())),
+                              jobs)
     for url in (await _concrete(path, jobs), missing):  # found, not found
         got = await dashboard_app.get(url, headers=AUTH)
         head = await dashboard_app.head(url, headers=AUTH)

@@ -33,6 +33,7 @@ class JobsysModel(RuleBasedStateMachine):
         self.conn.execute("select setseed(0.5)")  # device choice uses random(): replayable examples
         self.db.run("update jobsys.settings set value = 2 where key = 'max_attempts'")
         self.db.run("update jobsys.settings set value = 0 where key = 'topup_grace_sec'")  # jobs end short at once
+        self.db.run("update jobsys.settings set value = 2 where key = 'quarantine_after_failures'")
         self.workers: list[str] = []
         self.devices = 0
         self.jobs: dict[str, str] = {}  # job id -> status the model expects
@@ -75,6 +76,27 @@ class JobsysModel(RuleBasedStateMachine):
                   (serial,))
         self.call("select jobsys.maintain(true)")
 
+    @precondition(lambda self: self.devices > 0)
+    @rule(data=st.data(), move=st.sampled_from(["disabled", "draining", "enabled"]))
+    def operator_moves_a_device(self, data: st.DataObject, move: str) -> None:
+        serial = f"d{data.draw(st.integers(0, self.devices - 1))}"
+        [(device, running)] = self.call("select id, running_assignment_id from jobsys.devices where serial = %s",
+                                        (serial,))
+        self.call("select jobsys.set_device_state(%s, %s)", (device, move))
+        if move == "disabled" and running is not None:
+            self.running.pop(running, None)  # stopped: our report of it would be stale
+        for job in list(self.jobs):
+            self.jobs[job] = self.current_status(job)
+
+    @precondition(lambda self: self.devices > 0)
+    @rule(data=st.data(), rack=st.sampled_from(["A", "B"]))
+    def operator_labels_a_device(self, data: st.DataObject, rack: str) -> None:
+        serial = f"d{data.draw(st.integers(0, self.devices - 1))}"
+        self.call("select jobsys.set_device_labels((select id from jobsys.devices where serial = %s), %s)",
+                  (serial, json.dumps({"rack": rack})))
+        for job in list(self.jobs):
+            self.jobs[job] = self.current_status(job)
+
     @rule(data=st.data())
     def lease_expires(self, data: st.DataObject) -> None:
         assignment = self.pick_running(data)
@@ -87,18 +109,20 @@ class JobsysModel(RuleBasedStateMachine):
 
     # Operators -------------------------------------------------------------------------
     @rule(kind=st.sampled_from(["all_devices", "percentage", "device_count"]), value=st.integers(1, 6),
-          scheduled=st.booleans())
-    def create_job(self, kind: str, value: int, scheduled: bool) -> None:
-        healthy = self.call("select count(*) from jobsys.devices where state = 'online'"
-                            " and last_heartbeat_at > jobsys.healthy_cutoff()")[0][0]
+          scheduled=st.booleans(), rack=st.sampled_from([None, "A"]))
+    def create_job(self, kind: str, value: int, scheduled: bool, rack: str | None) -> None:
+        labels = {} if rack is None else {"rack": rack}
+        healthy = self.call("select count(*) from jobsys.devices d where state = 'online'"
+                            " and last_heartbeat_at > jobsys.healthy_cutoff()"
+                            " and d.labels || d.operator_labels @> %s", (json.dumps(labels),))[0][0]
         target_value = None if kind == "all_devices" else (value * 15 if kind == "percentage" else value)
         # A scheduled job starts an hour from now (start_time_comes moves it), with no runs until then.
-        statement = ("select jobsys.create_job('https://example.com', 5, %s, %s, p_start_at => "
+        statement = ("select jobsys.create_job('https://example.com', 5, %s, %s, p_device_labels => %s, p_start_at => "
                      + ("now() + interval '1 hour')" if scheduled else "null)"))
         if kind != "device_count" and healthy == 0 and not scheduled:
-            self.expect_error("JS409", statement, (kind, target_value))
+            self.expect_error("JS409", statement, (kind, target_value, json.dumps(labels)))
             return
-        [(reply,)] = self.call(statement, (kind, target_value))
+        [(reply,)] = self.call(statement, (kind, target_value, json.dumps(labels)))
         self.jobs[reply["job"]["id"]] = SCHEDULED if scheduled else ACTIVE
         assert reply["job"]["status"] == self.jobs[reply["job"]["id"]]
 
@@ -258,6 +282,15 @@ class JobsysModel(RuleBasedStateMachine):
                             left join jobsys.job_assignments a on a.id = d.running_assignment_id
                             where d.running_assignment_id is not null
                               and a.status is distinct from 'running'""")[0][0] == 0
+        # Disabled and quarantined devices run nothing (draining ones finish what they run).
+        assert self.call("""select count(*) from jobsys.devices
+                            where state in ('disabled', 'quarantined') and running_assignment_id is not null
+                           """)[0][0] == 0
+        # A run goes only to a device carrying its job's labels.
+        assert self.call("""select count(*) from jobsys.job_assignments a
+                            join jobsys.jobs j on j.id = a.job_id join jobsys.devices d on d.id = a.device_id
+                            where a.status in ('pending', 'running')
+                              and not (d.labels || d.operator_labels) @> j.device_labels""")[0][0] == 0
 
     @invariant()
     def paused_jobs_run_nothing_new_and_completed_reach_target(self) -> None:

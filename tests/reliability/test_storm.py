@@ -1,7 +1,8 @@
 """Concurrency storm: 50 clients, each its own JobSystem and connection, for a bounded time,
 on a fleet of worker sessions with devices:
 
-- operators create jobs (every target type), pause, resume, cancel, delete, rename and read;
+- operators create jobs (every target type, some for labelled devices only), pause, resume,
+  cancel, delete, rename and read, and disable, drain, enable and label phones;
 - claimers, five per worker contending for the same devices, claim, start and complete, fail
   (for good or to retry), release, or abandon a run as a crashed worker would;
 - keepers, one per worker, heartbeat, take a device offline and back and force maintenance
@@ -137,12 +138,14 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
     db.setting("heartbeat_lease_sec", 1)
     db.setting("max_attempts", 3)
     db.setting("maintenance_interval_ms", 200)
+    db.setting("quarantine_cooldown_sec", 1)  # flaky phones come back within the storm
     tally = Tally()
     clients = [await client(db_url) for _ in range(CLIENTS)]
     observer = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
     sessions: dict[int, uuid.UUID] = {}
     for w in range(WORKERS):
         sessions[w] = (await clients[0].register_worker(f"storm-{w}", reports(w), hostname="storm")).worker_id
+    device_ids = [d.id for d in (await clients[0].list_devices()).devices]
     live_jobs: list[uuid.UUID] = []  # created and not yet deleted, oldest first
     claims: collections.Counter[tuple[int, int]] = collections.Counter()
     violations: collections.Counter[str] = collections.Counter()
@@ -158,8 +161,16 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
     async def operator(js: JobSystem, seed: int) -> None:
         rng = random.Random(seed)
         while not over.is_set():
-            move = rng.choices(["create", "pause", "resume", "cancel", "delete", "rename", "read"],
-                               weights=[10, 25, 25, 6, 4, 5, 10])[0]
+            move = rng.choices(["create", "pause", "resume", "cancel", "delete", "rename", "read", "device"],
+                               weights=[10, 25, 25, 6, 4, 5, 10, 4])[0]
+            if move == "device":  # disable, drain or enable a phone; label it (jobs target rack=A)
+                device = rng.choice(device_ids)
+                if rng.random() < 0.3:
+                    await tally.run("label", js.set_device_labels(device, {"rack": rng.choice("AB")}))
+                else:
+                    await tally.run("device state", js.set_device_state(
+                        device, rng.choice(["disabled", "draining", "enabled", "enabled"])))
+                continue
             if move == "create" and len(live_jobs) >= MAX_LIVE_JOBS:
                 move = "delete"  # churn: the oldest job makes room
                 job_id = live_jobs[0]
@@ -169,7 +180,8 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
                          TargetType.DEVICE_COUNT: rng.randint(1, 12)}[kind]
                 created = await tally.run("create", js.create_job(
                     target_url=f"https://example.com/{seed}/{rng.random()}", duration_sec=1,
-                    target_type=kind, target_value=value))
+                    target_type=kind, target_value=value,
+                    device_labels={"rack": "A"} if rng.random() < 0.2 else {}))
                 if created is not None:
                     live_jobs.append(created.job.id)
                 continue
@@ -265,6 +277,11 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
         await asyncio.wait_for(asyncio.gather(*roles, observe()), timeout=STORM_S + 120)
         elapsed = time.monotonic() - started
         await check()  # and once more on the state the storm left
+        # A run claimed in the instant its device was disabled is given back by the next upkeep.
+        await clients[0].maintain(force=True)
+        disabled_running = (await (await observer.execute(
+            "select count(*) from jobsys.devices where state = 'disabled' and running_assignment_id is not null"
+        )).fetchone())[0]  # type: ignore[index]
         conflicts: collections.Counter[str] = collections.Counter()
         for js in clients:
             conflicts.update(js.transport.conflicts_retried)  # type: ignore[attr-defined]
@@ -303,9 +320,10 @@ async def storm(db_url: str, db: Db, caplog: pytest.LogCaptureFixture, *, restar
     # transport to retry.
     assert conflicts["40P01"] == 0, conflicts_by_function
     assert max(claims.values()) == 1  # no (assignment, attempt) claimed twice
+    assert disabled_running == 0
     # The storm did what it says: every move succeeded at least once, runs through every outcome.
     moves = ("create", "pause", "resume", "cancel", "delete", "claim", "start", "complete", "retry",
-             "release", "maintain")
+             "release", "maintain", "device state", "label")
     assert {move: tally.done[move] for move in moves if not tally.done[move]} == {}
     return {name: n for name, n in violations.items() if n}
 
