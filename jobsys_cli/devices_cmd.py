@@ -83,7 +83,7 @@ def devices_text(devices: list[Device], summary: dict[str, Any]) -> str:
         blocks.append(head + "\n" + table(["  SERIAL", "STATUS", "MODEL", "BATTERY", "JOB", "SEEN", "WHY"],
                                           [["  " + row[0], *row[1:]] for row in rows]))
     total = summary.pop("total", len(devices))
-    counts = ", ".join(f"{value} {key}" for key, value in summary.items())
+    counts = ", ".join(f"{value} {key}" for key, value in summary.items() if value or key == "connected")
     return "\n\n".join([*blocks, f"{total} devices: {counts}"]) if blocks else f"no devices ({counts})"
 
 
