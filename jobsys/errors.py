@@ -109,3 +109,12 @@ def from_sqlstate(sqlstate: str | None, message: str, detail: str | None) -> Job
         except ValueError:
             details = {"detail": detail}
     return error_type(message, details)
+
+
+class StatementTimeout(TransportError):
+    """The database cancelled the call for running past its statement_timeout (SQLSTATE
+    57014; Supabase gives `authenticated` about 8 s). The transaction rolled back, so the
+    call may be retried, preferably after a pause: the database is slow or overloaded."""
+
+    code = "statement_timeout"
+    http_status = 503

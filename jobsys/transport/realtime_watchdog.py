@@ -12,6 +12,17 @@ errored or closed by the server) tears the socket down and builds a new one, wit
 backoff and no retry limit. Each complete (re)join reports SUBSCRIBED, so the subscriber
 resyncs from the database; anything else reports DISCONNECTED, so it polls meanwhile.
 Library callbacks only enqueue; one dispatcher task awaits the handlers in order.
+
+The watchdog itself must not die: an unexpected exception in a step (a bad URL, set_auth
+failing, a library bug) is logged, reported as DISCONNECTED, and answered with a rebuild
+after backoff; should the task end anyway, it is started again.
+
+Liveness: realtime-py sends heartbeats but a socket whose server-side subscription is gone
+("zombie": heartbeats answered, broadcasts not delivered) looks healthy. Without a SQL
+function to ask the database for a ping on our own topic, the socket is rebuilt on a
+schedule (`rebuild_every_s`, jittered), each rebuild ending in SUBSCRIBED so the subscriber
+resyncs: a silent loss of push lasts at most that long (the subscriber's safety poll, 30 s
+for workers, bounds how late work is claimed meanwhile).
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import random
+import time
 from typing import Any
 
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
@@ -40,6 +53,11 @@ class RealtimeSettings:
     join_timeout_s: float = 10.0  # connect and phx_join reply, each
     heartbeat_s: int = 25  # Phoenix heartbeat; realtime-py never sends less often than 15 s
     check_interval_s: float = 15.0  # health check and token refresh while all is well
+    # Liveness: a new socket this often, so a zombie subscription lasts at most this long
+    # (0 turns it off). Each rebuild is a resync for the subscriber: one extra claim or reload.
+    # Jittered down to 3/4 of it, so a fleet started together does not rejoin in one burst
+    # (Realtime limits channel joins per second per project).
+    rebuild_every_s: float = 300.0
 
 
 def channel_options() -> RealtimeChannelOptions:
@@ -73,15 +91,16 @@ class BroadcastSubscription:
         self._broken = False
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
-        self.connects = 0  # sockets built so far (diagnostics and tests)
+        self._rebuild_at = 0.0  # monotonic: when the joined socket is replaced (liveness)
+        self.connects = 0  # sockets attempted so far (diagnostics and tests)
 
     @property
     def state(self) -> ChannelState:
         return self._state
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._watch(), name="jobsys-realtime-watchdog"),
-                       asyncio.create_task(self._dispatch(), name="jobsys-realtime-dispatch")]
+        self._tasks = [asyncio.create_task(self._dispatch(), name="jobsys-realtime-dispatch")]
+        self._start_watch()
 
     async def close(self) -> None:
         self._closed = True  # also ends the loop if a cancellation is lost (see _wait_kick)
@@ -98,20 +117,53 @@ class BroadcastSubscription:
         return (self._client is not None and self._client.is_connected and not self._broken
                 and self._joined.issuperset(self._topics))
 
+    def _on_watch_done(self, task: asyncio.Task[None]) -> None:
+        """Last line of defence: `_watch` guards each step, but if it ends anyway while the
+        subscription is open, log it and start it again, so push is never left for dead."""
+        if self._closed or task.cancelled():
+            return
+        log.error("realtime: watchdog ended unexpectedly (%r); restarting it", task.exception() or "returned")
+        self._set_state(ChannelState.DISCONNECTED)
+        # After a pause: a watchdog that keeps ending at once must not spin.
+        asyncio.get_running_loop().call_later(self._settings.reconnect_min_s, self._start_watch)
+
+    def _start_watch(self) -> None:
+        if self._closed:
+            return
+        task = asyncio.create_task(self._watch(), name="jobsys-realtime-watchdog")
+        task.add_done_callback(self._on_watch_done)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+
+    def _rebuild_due(self) -> bool:
+        return self._settings.rebuild_every_s > 0 and time.monotonic() >= self._rebuild_at
+
     async def _watch(self) -> None:
         failures = 0
         while not self._closed:
-            if self._healthy():
-                await self._refresh_token()
-            else:
-                failures = 0 if await self._rebuild() else failures + 1
+            try:
+                if self._healthy() and not self._rebuild_due():
+                    await self._refresh_token()
+                else:
+                    if self._healthy():
+                        log.info("realtime: scheduled socket rebuild (liveness)")
+                    failures = 0 if await self._rebuild() else failures + 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never fatal: a dead watchdog would leave push down with a stale state
+                log.exception("realtime: watchdog step failed; rebuilding the socket")
+                self._broken = True
+                self._set_state(ChannelState.DISCONNECTED)
+                failures += 1
             if failures:
                 settings = self._settings
-                delay_s = min(settings.reconnect_min_s * 2 ** (failures - 1), settings.reconnect_max_s)
+                delay_s = min(settings.reconnect_min_s * 2 ** (min(failures, 30) - 1), settings.reconnect_max_s)
                 log.warning("realtime: not subscribed; retry %d in %.1fs", failures, delay_s)
                 await asyncio.sleep(delay_s)
                 continue
-            await self._wait_kick(self._settings.check_interval_s)
+            wait_s = self._settings.check_interval_s
+            if self._settings.rebuild_every_s > 0:
+                wait_s = min(wait_s, max(0.0, self._rebuild_at - time.monotonic()))
+            await self._wait_kick(wait_s)
             if self._kick.is_set():
                 self._kick.clear()
                 await asyncio.sleep(self._settings.reconnect_min_s)
@@ -132,12 +184,13 @@ class BroadcastSubscription:
         self._kick.clear()  # signals from the old socket are answered by this rebuild
         await self._teardown()
         settings = self._settings
-        client = AsyncRealtimeClient(self._url, token=self._apikey, auto_reconnect=False, max_retries=1,
-                                     hb_interval=settings.heartbeat_s,
-                                     timeout=settings.join_timeout_s)  # type: ignore[arg-type]
-        self._client = client
         self.connects += 1
         try:
+            # Built inside the guard: a bad URL raises here, and is retried like any failure.
+            client = AsyncRealtimeClient(self._url, token=self._apikey, auto_reconnect=False, max_retries=1,
+                                         hb_interval=settings.heartbeat_s,
+                                         timeout=settings.join_timeout_s)  # type: ignore[arg-type]
+            self._client = client
             self._client_token = await self._token()
             await client.set_auth(self._client_token)  # sent as access_token in every phx_join
             await client.connect()
@@ -154,6 +207,7 @@ class BroadcastSubscription:
         except Exception as exc:  # anything a connect or join can raise: retried with backoff
             log.warning("realtime: connect failed (%s: %s)", type(exc).__name__, exc)
         if self._healthy():
+            self._rebuild_at = time.monotonic() + self._settings.rebuild_every_s * random.uniform(0.75, 1.0)
             return True
         self._set_state(ChannelState.DISCONNECTED)
         return False
@@ -168,7 +222,12 @@ class BroadcastSubscription:
             return
         if token != self._client_token and self._client is not None:
             self._client_token = token
-            await self._client.set_auth(token)
+            try:
+                await self._client.set_auth(token)
+            except Exception as exc:  # a socket that cannot take the new token is rebuilt with it
+                log.warning("realtime: could not send the refreshed token (%s: %s); rebuilding",
+                            type(exc).__name__, exc)
+                self._broken = True
 
     async def _teardown(self) -> None:
         client, self._client = self._client, None

@@ -21,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import itertools
 import json
 import logging
 import random
 from typing import TYPE_CHECKING, Any, Mapping, TypedDict
 
 import httpx
+import realtime as realtime_py  # the module; `realtime` below is a settings argument
 from postgrest.exceptions import APIError
 
 from jobsys import errors, rpc
-from jobsys.auth import Credentials, JobsysRole, TokenKeeper
+from jobsys.auth import AuthUnavailable, Credentials, JobsysRole, TokenKeeper
 from jobsys.transport.base import EventHandler, StateHandler
 from jobsys.transport.json_values import json_args
 from jobsys.transport.realtime_watchdog import BroadcastSubscription, RealtimeSettings
@@ -43,6 +45,37 @@ log = logging.getLogger(__name__)
 
 RETRIES_ON_CONFLICT = 5  # deadlock / serialization failures roll back, so a retry is safe
 CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+STATEMENT_TIMEOUT_SQLSTATE = "57014"  # query_canceled: Supabase's per-role statement_timeout
+# realtime-py before 2.34.0 returns from subscribe() before the join reply and misses a clean
+# server close; before 2.33.0 it sends a stale token in phx_join (supabase-py #1655).
+REALTIME_MIN_VERSION = (2, 34, 1)
+REALTIME_MAX_MAJOR = 3
+CLIENT_REQUIREMENT = "supabase>=2.34.1,<3"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numeric release of a version string ("2.34.1rc1" -> (2, 34, 1))."""
+    parts: list[int] = []
+    for piece in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(piece):
+            break
+    return tuple(parts)
+
+
+def check_client_version(installed: str | None = None) -> None:
+    """Refuse to start on a realtime-py whose behaviour the watchdog does not expect: with
+    an older one push silently never subscribes or keeps a dead channel."""
+    version = installed if installed is not None else str(getattr(realtime_py, "__version__", ""))
+    release = _release(version)
+    if not release or release < REALTIME_MIN_VERSION or release[0] >= REALTIME_MAX_MAJOR:
+        raise errors.JobsysError(
+            f"jobsys needs realtime (supabase-py's Realtime client) 2.34.1 or newer below 3, found "
+            f"{version or 'an unknown version'}: pip install '{CLIENT_REQUIREMENT}'",
+            {"realtime": version, "required": CLIENT_REQUIREMENT})
 
 
 class PostgrestCode(str, enum.Enum):
@@ -81,6 +114,10 @@ def map_api_error(exc: APIError) -> errors.JobsysError:
     code = exc.code or ""
     message = exc.message or code or "request failed"
     detail = exc.details if exc.details is None or isinstance(exc.details, str) else json.dumps(exc.details)
+    if code == STATEMENT_TIMEOUT_SQLSTATE:  # rolled back, so retryable; a generic error would stop a worker
+        return errors.StatementTimeout(
+            f"the database cancelled the call after its statement timeout ({message}); retry later",
+            {"code": code})
     typed = errors.from_sqlstate(code, message, detail)
     if typed is not None:
         return typed
@@ -120,14 +157,24 @@ class SupabaseTransport:
                       push: bool = True, realtime: RealtimeSettings | None = None) -> SupabaseTransport:
         """A transport acting as a signed-in user (`credentials`: workers, the dashboard's
         own session), as the holder of `access_token` (an API request's user), or with the
-        key alone. Signs in now, so wrong credentials fail here and not at the first call."""
+        key alone. Signs in now, so wrong credentials or role fail here and not at the first
+        call; Auth rate limiting or unreachable does not stop the start (see TokenKeeper)."""
+        check_client_version()
         client = await acreate_client(url, key, options=AsyncClientOptions(
             schema=rpc.SCHEMA, auto_refresh_token=False, persist_session=False))
         tokens = TokenKeeper(client, credentials=credentials, expected_role=expected_role,
                              fixed_token=None if credentials else (access_token or key))
         transport = cls(client, SupabaseSettings(url, key, realtime or RealtimeSettings()), tokens, push=push)
         if credentials is not None:
-            await tokens.token()
+            try:
+                await tokens.token()
+            except AuthUnavailable as exc:
+                # Rate limited or unreachable at start (a fleet restarting after a power cut):
+                # start anyway; calls fail as retryable until the keeper's backoff lets it in.
+                log.warning("starting without a session: %s", exc.message)
+            except BaseException:
+                await transport.close()
+                raise
         return transport
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@
 -- from realtime.messages as the joining user (role + request.jwt.claims + realtime.topic
 -- set for the transaction), so the policies below are the access rule:
 --   'jobsys:dashboard'        operators only
+--   'jobsys:runners'          AI batch runners only (not workers, not operators)
 --   'jobsys:worker:<uuid>'    only the worker user that registered that worker session
 -- There is no insert policy: clients never send on these topics, only the database does.
 --
@@ -29,6 +30,7 @@ create or replace function jobsys.may_receive(p_topic text) returns boolean
   as $$
   select case
     when p_topic = 'jobsys:dashboard' then jobsys.caller_role() in ('operator', 'service')
+    when p_topic = 'jobsys:runners' then jobsys.caller_role() in ('runner', 'service')
     when p_topic like 'jobsys:worker:%' then
       jobsys.caller_role() = 'service'
       or jobsys.is_own_worker(jobsys.try_uuid(substr(p_topic, length('jobsys:worker:') + 1)))
@@ -36,7 +38,7 @@ create or replace function jobsys.may_receive(p_topic text) returns boolean
   end
 $$;
 comment on function jobsys.may_receive(text) is
-  'Realtime Authorization: jobsys:dashboard for operators, jobsys:worker:<uuid> only for the worker user that registered that session.';
+  'Realtime Authorization: jobsys:dashboard for operators, jobsys:runners for AI batch runners (batch ids only; the runner claims through the database), jobsys:worker:<uuid> only for the worker user that registered that session.';
 
 -- Evidence objects live at '<worker uuid>/<file>'; a worker writes only under its own
 -- worker sessions, operators read everything.

@@ -5,7 +5,12 @@ real ones):
 - POST /auth/v1/token?grant_type=password {email, password} -> a session; 400
   invalid_credentials otherwise;
 - POST /auth/v1/token?grant_type=refresh_token {refresh_token} -> a new session (a refresh
-  token is spent once used); 400 refresh_token_not_found otherwise;
+  token is spent once used); a spent one used again within `reuse_interval_s` gets a fresh
+  session, later it is 400 refresh_token_already_used ("Invalid Refresh Token: Already
+  Used") and the whole session is revoked, as GoTrue's reuse detection does; 400
+  refresh_token_not_found otherwise;
+- either grant, and /user, answer 429 over_request_rate_limit with a Retry-After header
+  while in `rate_limited` ("password", "refresh_token", "user": GoTrue's per-IP limits);
 - GET /auth/v1/user with the access token -> the user; 403 session_not_found once that
   session was signed out or revoked;
 - POST /auth/v1/logout?scope=local with the access token -> 204, ending that session.
@@ -58,6 +63,10 @@ class AuthDouble:
         self.sessions: dict[str, Account] = {}  # live session id -> its account
         self.refresh_tokens: dict[str, str] = {}  # unspent refresh token -> session id
         self.issued: list[str] = []  # access tokens, oldest first
+        self.spent: dict[str, tuple[str, float]] = {}  # used refresh token -> session id, when (wall clock)
+        self.reuse_interval_s = 10.0  # GoTrue's GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL
+        self.rate_limited: set[str] = set()  # answered with 429: "password", "refresh_token", "user"
+        self.retry_after_s: int | None = 60  # the 429's Retry-After header; None: no header
         self.sign_in_route = router.post("/auth/v1/token", params={"grant_type": "password"}).mock(
             side_effect=self._password)
         self.refresh_route = router.post("/auth/v1/token", params={"grant_type": "refresh_token"}).mock(
@@ -99,7 +108,18 @@ class AuthDouble:
         return {"access_token": access_token, "token_type": "bearer", "expires_in": expires_in,
                 "expires_at": now + expires_in, "refresh_token": refresh_token, "user": account.user()}
 
+    def _limited(self, grant: str) -> httpx.Response | None:
+        if grant not in self.rate_limited:
+            return None
+        response = gotrue_error(429, "over_request_rate_limit", "Request rate limit reached")
+        if self.retry_after_s is not None:
+            response.headers["retry-after"] = str(self.retry_after_s)
+        return response
+
     def _password(self, request: httpx.Request) -> httpx.Response:
+        limited = self._limited("password")
+        if limited is not None:
+            return limited
         body = json.loads(request.content)
         account = self.accounts.get(body.get("email", ""))
         if account is None or account.password != body.get("password"):
@@ -107,12 +127,29 @@ class AuthDouble:
         return httpx.Response(200, json=self._session(account))
 
     def _refresh(self, request: httpx.Request) -> httpx.Response:
-        session_id = self.refresh_tokens.pop(json.loads(request.content).get("refresh_token", ""), None)
+        limited = self._limited("refresh_token")
+        if limited is not None:
+            return limited
+        presented = json.loads(request.content).get("refresh_token", "")
+        session_id = self.refresh_tokens.pop(presented, None)
+        if session_id is None and presented in self.spent:
+            session_id, spent_at = self.spent[presented]
+            if time.time() - spent_at > self.reuse_interval_s:  # reuse detection: the family is revoked
+                self.sessions.pop(session_id, None)
+                for token, owner in list(self.refresh_tokens.items()):
+                    if owner == session_id:
+                        del self.refresh_tokens[token]
+                return gotrue_error(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
+        if session_id is not None:
+            self.spent.setdefault(presented, (session_id, time.time()))  # the first use starts the interval
         if session_id is None or session_id not in self.sessions:
             return gotrue_error(400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found")
         return httpx.Response(200, json=self._session(self.sessions[session_id], session_id=session_id))
 
     def _user(self, request: httpx.Request) -> httpx.Response:
+        limited = self._limited("user")
+        if limited is not None:
+            return limited
         account = self.sessions.get(_claims(_bearer(request)).get("session_id", ""))
         if account is None:
             return gotrue_error(403, "session_not_found", "Session from session_id claim in JWT does not exist")

@@ -179,6 +179,14 @@ async def test_supabase_auth_unreachable_is_503_not_401(project: Project) -> Non
     assert_error(await project.get("/api/jobs", token), 503, "unavailable")
 
 
+async def test_supabase_auth_rate_limiting_is_503_not_401(project: Project) -> None:
+    token = project.auth.access_token(OPERATOR_EMAIL)
+    project.auth.rate_limited = {"user"}  # 429: the token may well be fine; the client retries later
+    assert_error(await project.get("/api/jobs", token), 503, "unavailable")
+    project.auth.rate_limited = set()
+    assert (await project.get("/api/jobs", token)).status_code == 200
+
+
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
     """A plain urllib request: respx mocks httpx only, so this reaches the real server."""
     request = urllib.request.Request(url, headers=headers or {})

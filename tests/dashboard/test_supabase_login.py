@@ -127,3 +127,20 @@ async def test_a_session_supabase_ended_sends_the_operator_back_to_login(
     await user.open("/devices")
     await user.should_see(marker="email", retries=50)
     assert dash.supabase.session(stored) is None and auth.SESSION_KEY not in app.storage.user
+
+
+async def test_a_rate_limited_refresh_does_not_log_the_operator_out(
+        user: User, dash: SupabaseDashboard) -> None:
+    dash.auth.expires_in_s = 30  # every page load wants a refresh
+    await log_in(user, OPERATOR)
+    await user.should_see(marker="connected-count", retries=50)
+    stored = app.storage.user[auth.SESSION_KEY]
+    dash.auth.rate_limited = {"refresh_token"}  # 429 with Retry-After: "later", not "revoked"
+    refreshes = dash.auth.refresh_route.call_count
+
+    await user.open("/devices")
+    await user.should_see(marker="connected-count", retries=50)  # the current token still serves
+    await user.open("/devices")
+    await user.should_see(marker="connected-count", retries=50)
+    assert dash.supabase.session(stored) is not None and app.storage.user[auth.SESSION_KEY] == stored
+    assert dash.auth.refresh_route.call_count == refreshes + 1  # then it waits for Retry-After

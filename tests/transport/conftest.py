@@ -35,17 +35,21 @@ from tests.transport.tokens import ANON, Identity
 
 SQL_DIR = pathlib.Path(__file__).parent / "sql"
 REALTIME_MIGRATION = ROOT / "supabase" / "migrations" / "20261122000700_jobsys_realtime_and_storage.sql"
+# Later migrations that redefine what REALTIME_MIGRATION defines: applied again after it.
+REALTIME_FOLLOW_UPS = [ROOT / "supabase" / "migrations" / "20261207002200_jobsys_runner_push.sql"]
 # Short waits so fault tests finish quickly; production defaults are in RealtimeSettings.
 FAST_REALTIME = RealtimeSettings(reconnect_min_s=0.05, reconnect_max_s=0.2, join_timeout_s=1.0,
                                  check_interval_s=0.5)
 
 
 def install_supabase_shapes(db_url: str) -> None:
-    """realtime + storage minimal shapes, then the realtime/storage migration again."""
+    """realtime + storage minimal shapes, then the realtime/storage migration again (and
+    the later ones that redefine its functions, so the database ends as migrated)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute((SQL_DIR / "realtime_shape.sql").read_text(encoding="utf-8"))
         conn.execute((SQL_DIR / "storage_shape.sql").read_text(encoding="utf-8"))
-        conn.execute(REALTIME_MIGRATION.read_text(encoding="utf-8"))
+        for migration in [REALTIME_MIGRATION, *REALTIME_FOLLOW_UPS]:
+            conn.execute(migration.read_text(encoding="utf-8"))
 
 
 @pytest.fixture

@@ -14,7 +14,17 @@ What it reproduces, because jobsys depends on it:
 - scalar results are the JSON value, set-returning ones a JSON array, void is 204;
 - database errors are {code, message, details, hint} with PostgREST's SQLSTATE -> HTTP
   status table.
-What it does not: verify JWT signatures, table endpoints, GET rpc, Prefer headers.
+- the role's statement_timeout (`statement_timeouts`, as Supabase sets 8 s for
+  `authenticated`) is set for the request, and `slow_s` makes every call sleep first, so
+  a call can really be cancelled with SQLSTATE 57014 (HTTP 500);
+- `gateway_status` answers every request with a proxy's HTML error page (Cloudflare's 520-524,
+  a 502 from the API gateway), as Supabase's edge does when PostgREST is unreachable.
+- the JWT's signature is checked (HS256, the test secret of tests/transport/tokens.py):
+  a bad one is 401 PGRST301;
+- functions are looked up in a schema cache read at `open()`, as PostgREST's: a function
+  created later is 404 PGRST202 until `reload_schema()` (PostgREST: `notify pgrst, 'reload
+  schema'`);
+What it does not: table endpoints, GET rpc, Prefer headers.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from psycopg import sql
 
 from jobsys.auth import unverified_claims
 from jobsys.transport.supabase import PostgrestErrorBody
+from tests.transport.tokens import signature_valid
 
 RPC_PREFIX = "/rest/v1/rpc/"
 
@@ -85,10 +96,29 @@ class PostgrestDouble:
     def __init__(self, db_url: str, schemas: list[str]) -> None:
         self.schemas = schemas
         self.calls: list[Recorded] = []
+        self.statement_timeouts: dict[str, str] = {}  # Postgres role -> statement_timeout, e.g. "8s"
+        self.slow_s = 0.0  # every call sleeps this long in the database first
+        self.gateway_status: int | None = None
         self._pool = psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=8, open=False)
+        self._cache: dict[tuple[str, str], list[tuple[Any, ...]]] = {}  # (schema, name) -> pg_proc rows
 
     async def open(self) -> None:
         await self._pool.open()
+        await self.reload_schema()
+
+    async def reload_schema(self) -> None:
+        """Read the functions of every schema again (PostgREST on `notify pgrst, 'reload schema'`)."""
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute("""
+                select n.nspname, p.proname, p.proargnames[1:p.pronargs],
+                       array(select format_type(t, null) from unnest(p.proargtypes) t),
+                       p.pronargs - p.pronargdefaults, p.proretset, p.prorettype = 'void'::regtype
+                from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                where n.nspname not in ('pg_catalog', 'information_schema')""")).fetchall()
+        cache: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for schema, name, *rest in rows:
+            cache.setdefault((schema, name), []).append(tuple(rest))
+        self._cache = cache
 
     async def close(self) -> None:
         await self._pool.close()
@@ -101,6 +131,10 @@ class PostgrestDouble:
         return response
 
     async def _answer(self, request: httpx.Request, body: Any) -> httpx.Response:
+        if self.gateway_status is not None:
+            return httpx.Response(self.gateway_status, headers={"content-type": "text/html; charset=UTF-8"},
+                                  text=f"<!DOCTYPE html><html><head><title>{self.gateway_status}: origin error"
+                                       "</title></head><body>cloudflare</body></html>")
         if not (request.headers.get("apikey") or request.url.params.get("apikey")):
             return httpx.Response(401, json={"message": "No API key found in request",
                                              "hint": "No `apikey` request header or url param was found."})
@@ -109,6 +143,8 @@ class PostgrestDouble:
             return error(406, "PGRST106", "Invalid schema: " + schema,
                          hint="Only the following schemas are exposed: " + ", ".join(self.schemas))
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if token and not signature_valid(token):
+            return error(401, "PGRST301", "JWSError JWSInvalidSignature")
         claims: dict[str, Any] = dict(unverified_claims(token)) if token else {}
         if claims.get("exp") and claims["exp"] < time.time():
             return error(401, "PGRST303", "JWT expired")
@@ -116,9 +152,8 @@ class PostgrestDouble:
         name = request.url.path.removeprefix(RPC_PREFIX)
         if not isinstance(body, dict):
             return error(400, "PGRST102", "An object is expected for rpc arguments")
+        signature = self._resolve(schema, name, set(body))
         async with self._pool.connection() as conn:
-            signature = await self._resolve(conn, schema, name, set(body))
-            await conn.rollback()
             if signature is None:
                 keys = ", ".join(sorted(body))
                 return error(404, "PGRST202", f"Could not find the function {schema}.{name}({keys}) in the schema cache",
@@ -128,6 +163,11 @@ class PostgrestDouble:
             try:
                 async with conn.transaction():
                     await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+                    if role in self.statement_timeouts:  # PostgREST applies the role's settings
+                        await conn.execute("select set_config('statement_timeout', %s, true)",
+                                           (self.statement_timeouts[role],))
+                    if self.slow_s:
+                        await conn.execute("select pg_sleep(%s)", (self.slow_s,))
                     await conn.execute(
                         "select set_config('request.jwt.claims', %s, true), set_config('request.method', 'POST', true),"
                         " set_config('request.path', %s, true), set_config('search_path', %s, true)",
@@ -143,14 +183,8 @@ class PostgrestDouble:
         return httpx.Response(200, content=text.encode(),
                               headers={"content-type": "application/json; charset=utf-8"})
 
-    async def _resolve(self, conn: psycopg.AsyncConnection[Any], schema: str, name: str,
-                       keys: set[str]) -> Signature | None:
-        rows = await (await conn.execute("""
-            select p.proargnames[1:p.pronargs], array(select format_type(t, null) from unnest(p.proargtypes) t),
-                   p.pronargs - p.pronargdefaults, p.proretset, p.prorettype = 'void'::regtype
-            from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-            where n.nspname = %s and p.proname = %s""", (schema, name))).fetchall()
-        for names, types, required_count, returns_set, returns_void in rows:
+    def _resolve(self, schema: str, name: str, keys: set[str]) -> Signature | None:
+        for names, types, required_count, returns_set, returns_void in self._cache.get((schema, name), []):
             params = dict(zip(names or [], types))
             required = frozenset((names or [])[:required_count])
             if keys <= set(params) and required <= keys:

@@ -10,8 +10,20 @@ the Phoenix channel protocol as Realtime does with realtime-py (vsn 1.0.0, JSON 
   (`answer_joins = False`: the client's join times out);
 - `broadcast` to joined sockets of the same topic and privacy, fed from
   realtime.messages through the stand-in trigger of tests/transport/sql/realtime_shape.sql;
-- faults on demand: server close (1000), abrupt drop (TCP abort), `phx_close` /
-  `phx_error` on a channel, server down and back on the same port.
+- a join with an expired `exp` is refused ("InvalidJWTToken: Token has expired ..."), as is
+  any join while `join_error` is set (e.g. Realtime's "unable to connect to the project
+  database"); an `access_token` push is checked the same way (expiry, then the policies
+  again), and a channel whose token fails gets a `system` error and a `phx_close`;
+- broadcasts carry `meta: {id}` as Realtime adds it;
+- faults on demand: server close (1000), node drain (1001), abrupt drop (TCP abort),
+  `phx_close` / `phx_error` on a channel, token expiry (system error + phx_close), zombie
+  sockets (heartbeats answered, broadcasts no longer delivered), server down and back on
+  the same port.
+- the JWT's signature is checked (the test secret of tests/transport/tokens.py) at join and
+  on `access_token`;
+- a socket that sent no heartbeat for `heartbeat_timeout_s` (Realtime: about 60 s) is
+  closed; broadcasts past `max_messages_per_s` deliveries in a second are dropped silently
+  (`dropped` counts them), the channel staying joined, as Realtime's quota does.
 """
 
 from __future__ import annotations
@@ -22,7 +34,9 @@ import dataclasses
 import enum
 import http
 import json
+import time
 import urllib.parse
+import uuid
 from typing import Any, Awaitable, Callable, NotRequired, TypedDict
 
 import psycopg
@@ -31,6 +45,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from jobsys.auth import unverified_claims
+from jobsys.errors import Forbidden
+from tests.transport.tokens import signature_valid
 
 WEBSOCKET_PATH = "/realtime/v1/websocket"
 PROTOCOL_VSN = "1.0.0"
@@ -46,6 +62,7 @@ class PhoenixEvent(str, enum.Enum):
     ERROR = "phx_error"
     HEARTBEAT = "heartbeat"
     BROADCAST = "broadcast"
+    SYSTEM = "system"
     ACCESS_TOKEN = "access_token"
 
 
@@ -100,6 +117,8 @@ class _Socket:
     ws: ServerConnection
     apikey: str
     channels: dict[str, tuple[str | None, bool]] = dataclasses.field(default_factory=dict)  # topic -> join_ref, private
+    zombie: bool = False  # heartbeats still answered, broadcasts silently dropped
+    last_heartbeat: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class RealtimeDouble:
@@ -111,6 +130,11 @@ class RealtimeDouble:
         self.port = 0
         self._stopping = False
         self.answer_joins = True
+        self.join_error: str | None = None  # every join refused with this reason while set
+        self.heartbeat_timeout_s: float | None = None  # Realtime closes a silent socket after ~60 s
+        self.max_messages_per_s: int | None = None  # the project's quota: deliveries per second
+        self.dropped = 0  # broadcasts the quota dropped
+        self._window: tuple[int, int] = (0, 0)  # (second, deliveries in it)
         self.joins: list[JoinRecord] = []
         self.heartbeats = 0
         self.tokens_pushed: list[str] = []
@@ -164,6 +188,29 @@ class RealtimeDouble:
     async def error_channel(self, topic: str) -> None:
         await self._to_channel(topic, PhoenixEvent.ERROR)
 
+    def make_zombies(self) -> int:
+        """Sockets open now keep answering heartbeats but get no more broadcasts (the
+        server-side subscription is gone); sockets opened later are healthy."""
+        for socket in self._sockets:
+            socket.zombie = True
+        return len(self._sockets)
+
+    async def expire_token(self, topic: str) -> None:
+        """What Realtime does when a joined channel's JWT expires: a `system` error, then
+        `phx_close`."""
+        full = TOPIC_PREFIX + topic
+        for socket in list(self._sockets):
+            if full in socket.channels:
+                await self._shut(socket, full, "Token has expired 0 seconds ago")
+
+    async def _shut(self, socket: _Socket, full_topic: str, why: str) -> None:
+        join_ref, _ = socket.channels.pop(full_topic)
+        await self._send(socket, {"topic": full_topic, "event": PhoenixEvent.SYSTEM.value, "ref": None,
+                                  "payload": {"channel": full_topic.removeprefix(TOPIC_PREFIX), "extension": "system",
+                                              "message": why, "status": "error"}})
+        await self._send(socket, {"topic": full_topic, "event": PhoenixEvent.CLOSE.value, "payload": {},
+                                  "ref": join_ref, "join_ref": join_ref})
+
     async def _to_channel(self, topic: str, event: PhoenixEvent) -> None:
         full = TOPIC_PREFIX + topic
         for socket in list(self._sockets):
@@ -178,11 +225,23 @@ class RealtimeDouble:
         sent = 0
         for socket in list(self._sockets):
             joined = socket.channels.get(full)
-            if joined is not None and joined[1] == private:
+            if joined is not None and joined[1] == private and not socket.zombie and self._over_quota():
+                self.dropped += 1
+            elif joined is not None and joined[1] == private and not socket.zombie:
                 await self._send(socket, {"topic": full, "event": PhoenixEvent.BROADCAST.value, "ref": None,
-                                          "payload": {"type": "broadcast", "event": event, "payload": payload}})
+                                          "payload": {"type": "broadcast", "event": event, "payload": payload,
+                                                      "meta": {"id": str(uuid.uuid4())}}})
                 sent += 1
         return sent
+
+    def _over_quota(self) -> bool:
+        """Counts one delivery against the per-second quota; True when it must be dropped."""
+        if self.max_messages_per_s is None:
+            return False
+        second = int(time.monotonic())
+        start, count = self._window if self._window[0] == second else (second, 0)
+        self._window = (start, count + 1)
+        return count >= self.max_messages_per_s
 
     async def feed_from(self, db_url: str) -> None:
         """Deliver what realtime.send() stores, once committed (replication stand-in)."""
@@ -221,13 +280,28 @@ class RealtimeDouble:
         socket = _Socket(ws, query["apikey"])
         self._sockets.add(socket)
         self.handshakes += 1
+        watcher = asyncio.create_task(self._close_when_silent(socket))
         try:
             async for raw in ws:
                 await self._on_message(socket, json.loads(raw))
         except ConnectionClosed:
             pass
         finally:
+            watcher.cancel()
             self._sockets.discard(socket)
+
+    async def _close_when_silent(self, socket: _Socket) -> None:
+        """Realtime's heartbeat timeout: no heartbeat for that long, and the socket is closed
+        (for sockets opened while `heartbeat_timeout_s` is set)."""
+        timeout_s = self.heartbeat_timeout_s
+        if timeout_s is None:
+            return
+        while True:
+            silent_s = time.monotonic() - socket.last_heartbeat
+            if silent_s >= timeout_s:
+                await socket.ws.close(1000, "heartbeat timeout")
+                return
+            await asyncio.sleep(timeout_s - silent_s)
 
     async def _send(self, socket: _Socket, message: PhoenixMessage) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -242,6 +316,7 @@ class RealtimeDouble:
         event = message["event"]
         if event == PhoenixEvent.HEARTBEAT and message["topic"] == "phoenix":
             self.heartbeats += 1
+            socket.last_heartbeat = time.monotonic()
             await self._reply(socket, message, "ok", {})
         elif event == PhoenixEvent.JOIN:
             await self._join(socket, message)
@@ -249,7 +324,30 @@ class RealtimeDouble:
             socket.channels.pop(message["topic"], None)
             await self._reply(socket, message, "ok", {})
         elif event == PhoenixEvent.ACCESS_TOKEN:
-            self.tokens_pushed.append(str(message["payload"].get("access_token")))
+            token = str(message["payload"].get("access_token"))
+            self.tokens_pushed.append(token)
+            joined = socket.channels.get(message["topic"])
+            if joined is not None:  # Realtime checks a new token as at join: expiry, then the policies
+                refusal = await self._refusal(message["topic"].removeprefix(TOPIC_PREFIX), joined[1], token)
+                if refusal is not None:
+                    await self._shut(socket, message["topic"], refusal)
+
+    async def _refusal(self, topic: str, private: bool, token: str) -> str | None:
+        """Why this token may not hold this channel, or None."""
+        if self.join_error is not None:
+            return self.join_error
+        try:
+            claims = dict(unverified_claims(token))
+        except Forbidden:
+            return "InvalidJWTToken: the access token is not a JWT"
+        if not signature_valid(token):
+            return "InvalidJWTToken: Signature error"
+        expired_s = int(time.time()) - int(claims.get("exp") or 0)
+        if "exp" in claims and expired_s >= 0:
+            return f"InvalidJWTToken: Token has expired {expired_s} seconds ago"
+        if private and self._authorize is not None and not await self._authorize(topic, claims):
+            return f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+        return None
 
     async def _join(self, socket: _Socket, message: PhoenixMessage) -> None:
         topic = message["topic"].removeprefix(TOPIC_PREFIX)
@@ -260,12 +358,11 @@ class RealtimeDouble:
         self.joins.append(record)
         if not self.answer_joins:
             return
-        if private and self._authorize is not None:
-            if not await self._authorize(topic, dict(unverified_claims(token))):
-                record.accepted = False
-                await self._reply(socket, message, "error", {
-                    "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"})
-                return
+        refusal = await self._refusal(topic, private, token)
+        if refusal is not None:
+            record.accepted = False
+            await self._reply(socket, message, "error", {"reason": refusal})
+            return
         record.accepted = True
         socket.channels[message["topic"]] = (message.get("join_ref"), private)
         await self._reply(socket, message, "ok", {"postgres_changes": []})

@@ -4,22 +4,29 @@ against our doubles.
 
 Needs a project with the migrations pushed (docs/supabase.md) and
 SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY in the environment. The service
-role key only creates and deletes the two throwaway users; the scenario runs as them.
+role key only creates and deletes the throwaway users (and signs one out); the scenarios
+run as them. Besides the acceptance scenario: a private join the policies refuse, a user
+signed out by an admin (the worker signs in again, an operator's session ends), and, with
+JOBSYS_LIVE_SHORT_JWT=1 on a project whose JWT expiry is set short (Auth settings, e.g.
+60 s), channels that outlive their first token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import pathlib
 import secrets
+import time
 import uuid
 from typing import AsyncIterator
 
 import pytest
 
 from jobsys import Forbidden, NotFound
-from jobsys.auth import Credentials, JobsysRole, create_user
+from jobsys.auth import Credentials, JobsysRole, TokenKeeper, create_user
 from jobsys.connect import connect_supabase
 from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, EventName, worker_topic
 from jobsys.models import DeviceReport, JobStatus
@@ -38,8 +45,19 @@ pytestmark = pytest.mark.skipif(
            "here only against the local doubles")
 
 
+@dataclasses.dataclass
+class Live:
+    operator: JobSystem
+    worker: JobSystem
+    url: str
+    anon: str
+    service: str
+    emails: dict[JobsysRole, str]
+    password: str
+
+
 @pytest.fixture
-async def live() -> AsyncIterator[tuple[JobSystem, JobSystem]]:
+async def live_project() -> AsyncIterator[Live]:
     url, anon, service = (os.environ[name] for name in ENV)
     run = uuid.uuid4().hex[:8]
     password = secrets.token_urlsafe(18)
@@ -50,7 +68,7 @@ async def live() -> AsyncIterator[tuple[JobSystem, JobSystem]]:
     worker = await connect_supabase(url, anon, credentials=Credentials(emails[JobsysRole.WORKER], password),
                                     role=JobsysRole.WORKER)
     try:
-        yield operator, worker
+        yield Live(operator, worker, url, anon, service, emails, password)
     finally:
         await operator.close()
         await worker.close()
@@ -60,6 +78,23 @@ async def live() -> AsyncIterator[tuple[JobSystem, JobSystem]]:
                                                                              persist_session=False))
         for user_id in ids:
             await admin.auth.admin.delete_user(user_id)
+
+
+@pytest.fixture
+async def live(live_project: Live) -> tuple[JobSystem, JobSystem]:
+    return live_project.operator, live_project.worker
+
+
+def keeper_of(system: JobSystem) -> TokenKeeper:
+    assert isinstance(system.transport, SupabaseTransport)
+    return system.transport.tokens
+
+
+def refresh_due_now(tokens: TokenKeeper) -> None:
+    """Make the next call refresh (as an hour-old session would), without waiting an hour."""
+    session = tokens._session
+    assert session is not None
+    tokens._session = session.model_copy(update={"expires_at": int(time.time())})
 
 
 async def test_acceptance_on_a_real_project(live: tuple[JobSystem, JobSystem], tmp_path: pathlib.Path) -> None:
@@ -107,3 +142,65 @@ async def test_acceptance_on_a_real_project(live: tuple[JobSystem, JobSystem], t
         await operator.get_job(job_id)
     await worker.stop_worker(session.worker_id)
     await asyncio.gather(worker_sub.close(), dashboard_sub.close())
+
+
+async def test_a_private_join_the_policies_refuse_stays_down(live: tuple[JobSystem, JobSystem]) -> None:
+    _, worker = live
+    subscription = await worker.subscribe_dashboard(lambda event: None)  # operators only
+    await wait_until(lambda: getattr(subscription, "connects", 0) >= 2, timeout_s=LIVE_DEADLINE_S,
+                     what="the refused join retried")
+    assert subscription.state is ChannelState.DISCONNECTED
+    await subscription.close()
+
+
+async def test_a_user_signed_out_by_an_admin(live_project: Live) -> None:
+    from supabase import AsyncClientOptions, acreate_client
+
+    worker_tokens = keeper_of(live_project.worker)
+    old = await worker_tokens.token()
+    admin = await acreate_client(live_project.url, live_project.service, options=AsyncClientOptions(
+        auto_refresh_token=False, persist_session=False))
+    await admin.auth.admin.sign_out(old, "global")  # every refresh token of the user revoked
+    refresh_due_now(worker_tokens)
+    await live_project.worker.list_devices()  # the refresh is refused: the worker signs in again
+    assert await worker_tokens.token() != old
+
+    project = live_project
+    operator_session = await connect_supabase(project.url, project.anon, credentials=Credentials(
+        project.emails[JobsysRole.OPERATOR], project.password), role=JobsysRole.OPERATOR, push=False)
+    tokens = keeper_of(operator_session)
+    session_only = TokenKeeper(tokens._client, session=tokens._session)  # a dashboard page: no password
+    await admin.auth.admin.sign_out(await tokens.token(), "global")
+    refresh_due_now(session_only)
+    with pytest.raises(Forbidden, match="session ended"):
+        await session_only.token()
+    await operator_session.close()
+
+
+@pytest.mark.skipif(os.environ.get("JOBSYS_LIVE_SHORT_JWT") != "1",
+                    reason="set JOBSYS_LIVE_SHORT_JWT=1 on a project whose JWT expiry is short (e.g. 60 s)")
+async def test_channels_outlive_their_first_token(live: tuple[JobSystem, JobSystem]) -> None:
+    operator, _ = live
+    tokens = keeper_of(operator)
+    first = await tokens.token()
+    events: list[Event] = []
+    subscription = await operator.subscribe_dashboard(events.append)
+    await wait_until(lambda: subscription.state is ChannelState.SUBSCRIBED, timeout_s=LIVE_DEADLINE_S,
+                     what="joined")
+    session = tokens._session
+    assert session is not None and session.expires_at is not None
+    expiry_s = max(0.0, session.expires_at - time.time())
+
+    async def past_first_expiry() -> bool:
+        return time.time() > (session.expires_at or 0) and await tokens.token() != first
+
+    await wait_until(past_first_expiry, timeout_s=expiry_s + LIVE_DEADLINE_S, what="the first token expired")
+    await wait_until(lambda: subscription.state is ChannelState.SUBSCRIBED, timeout_s=LIVE_DEADLINE_S,
+                     what="subscribed with a later token")
+    created = await operator.create_job(target_url="https://example.com/live-expiry", duration_sec=1,
+                                        target_type="device_count", target_value=1)
+    await wait_until(lambda: any(e.payload.get("job_id") == str(created.job.id) for e in events),
+                     timeout_s=LIVE_DEADLINE_S, what="an event after the first token expired")
+    with contextlib.suppress(Exception):
+        await operator.delete_job(created.job.id)
+    await subscription.close()

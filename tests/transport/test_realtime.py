@@ -1,23 +1,28 @@
 """Realtime push against our Phoenix-protocol double: private joins with the user's JWT,
 delivery to sync and async handlers, heartbeats, and recovery from every fault the
-double can produce (server close, abrupt drop, join timeout, refused join, channel
-close/error, server down for longer than realtime-py retries), each ending in a fresh
-SUBSCRIBED so the subscriber resyncs."""
+double can produce (server close, node drain, abrupt drop, join timeout, refused join,
+channel close/error, token expiry, zombie sockets, server down for longer than
+realtime-py retries), each ending in a fresh SUBSCRIBED so the subscriber resyncs; and a
+watchdog that survives its own failures."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any, AsyncIterator
 
 import pytest
 
+from jobsys import errors
 from jobsys.connect import connect_supabase
 from jobsys.events import DASHBOARD_TOPIC, ChannelState, Event, worker_topic
 from jobsys.system import JobSystem
+from jobsys.transport import realtime_watchdog, supabase
 from jobsys.transport.realtime_watchdog import BroadcastSubscription
 from tests.support.waiting import wait_until
 from tests.transport.conftest import FAST_REALTIME
 from tests.transport.realtime_double import RealtimeDouble
-from tests.transport.tokens import ANON, user
+from tests.transport.tokens import ANON, forged, make_token, user
 
 OPERATOR = user("operator", "operator")
 S, D = ChannelState.SUBSCRIBED, ChannelState.DISCONNECTED
@@ -113,12 +118,17 @@ async def test_one_subscription_joins_every_topic_before_it_reports_subscribed(
     await wait_until(lambda: [e.topic for e in recorder.events] == [topics[1]], what="worker-topic event")
 
 
-@pytest.mark.parametrize("fault", ["server_close", "abrupt_drop", "channel_close", "channel_error"])
+@pytest.mark.parametrize("fault", ["server_close", "node_drain", "abrupt_drop", "channel_close", "channel_error",
+                                   "token_expired"])
 async def test_faults_end_in_a_fresh_subscribe(jobs: JobSystem, server: RealtimeDouble, fault: str) -> None:
     recorder = Recorder()
     subscription = await subscribed(jobs, recorder)
     if fault == "server_close":
         await server.close_all(1000)
+    elif fault == "node_drain":
+        await server.close_all(1001)  # going away: Realtime drains a node on deploys
+    elif fault == "token_expired":
+        await server.expire_token(DASHBOARD_TOPIC)  # system error, then phx_close
     elif fault == "abrupt_drop":
         server.drop_all()
     elif fault == "channel_close":
@@ -187,3 +197,192 @@ async def test_without_push_nothing_connects(server: RealtimeDouble) -> None:
     assert subscription.state is D and server.handshakes == 0
     await subscription.close()
     await jobs.close()
+
+
+def direct_subscription(server: RealtimeDouble, recorder: Recorder, token: Any,
+                        settings: realtime_watchdog.RealtimeSettings = FAST_REALTIME,
+                        url: str | None = None) -> BroadcastSubscription:
+    subscription = BroadcastSubscription(url or f"ws://127.0.0.1:{server.port}/realtime/v1", ANON.token,
+                                         [DASHBOARD_TOPIC], recorder.on_event, recorder.on_state,
+                                         token=token, settings=settings)
+    subscription.start()
+    return subscription
+
+
+def expired_operator_token() -> str:
+    return make_token({**OPERATOR.claims, "exp": int(time.time()) - 5})
+
+
+async def test_an_expired_token_is_refused_at_join_until_a_fresh_one_comes(server: RealtimeDouble) -> None:
+    tokens = [expired_operator_token()]
+
+    async def token() -> str:
+        return tokens[-1]
+
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token)
+    await wait_until(lambda: sum(1 for j in server.joins if j.accepted is False) >= 2, what="refused joins")
+    assert recorder.states == [D]
+    tokens.append(OPERATOR.token)
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed with the fresh token")
+    await subscription.close()
+
+
+async def test_a_pushed_token_that_fails_closes_the_channel_and_it_rejoins(server: RealtimeDouble,
+                                                                          gate: Gate) -> None:
+    tokens = [OPERATOR.token]
+
+    async def token() -> str:
+        return tokens[-1]
+
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token)
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed")
+    gate.allow = False  # the policies, checked again for the pushed token, now refuse
+    tokens.append(user("operator", "operator").token)
+    await wait_until(lambda: recorder.states[-1:] == [D], what="channel closed by the server")
+    gate.allow = True
+    await wait_until(lambda: recorder.states[-1:] == [S], what="rejoined")
+    assert recorder.states == [S, D, S]
+    await subscription.close()
+
+
+async def test_database_unreachable_join_errors_are_retried(jobs: JobSystem, server: RealtimeDouble) -> None:
+    server.join_error = "Realtime was unable to connect to the project database"
+    recorder = Recorder()
+    await jobs.subscribe_dashboard(recorder.on_event, recorder.on_state)
+    await wait_until(lambda: sum(1 for j in server.joins if j.accepted is False) >= 2, what="two refusals")
+    server.join_error = None
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed once the database is back")
+    assert recorder.states == [D, S]
+
+
+async def test_a_zombie_socket_is_replaced_by_the_scheduled_rebuild(server: RealtimeDouble) -> None:
+    async def token() -> str:
+        return OPERATOR.token
+
+    recorder = Recorder()
+    settings = dataclasses.replace(FAST_REALTIME, rebuild_every_s=2.0)  # none before the zombie is made
+    subscription = direct_subscription(server, recorder, token, settings)
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed")
+    connects = subscription.connects
+    assert server.make_zombies() == 1
+    assert await server.broadcast(DASHBOARD_TOPIC, "lost", {}) == 0  # heartbeats still answered
+    await wait_until(lambda: subscription.connects > connects and recorder.states[-1:] == [S]
+                     and server.subscribers(DASHBOARD_TOPIC) == 1, what="a new socket")
+
+    async def delivered() -> bool:  # a later scheduled rebuild may be under way: send until one lands
+        await server.broadcast(DASHBOARD_TOPIC, "after", {})
+        return any(e.event == "after" for e in recorder.events)
+
+    await wait_until(delivered, what="an event on the new socket")
+    assert D not in recorder.states  # a scheduled rebuild is a resync (SUBSCRIBED again), not an outage
+    assert [e.event for e in recorder.events if e.event == "lost"] == []
+    await subscription.close()
+
+
+class FailingSetAuth(realtime_watchdog.AsyncRealtimeClient):
+    fail = False
+
+    async def set_auth(self, token: str | None) -> None:
+        if FailingSetAuth.fail:
+            raise RuntimeError("set_auth broke")
+        await super().set_auth(token)
+
+
+async def test_the_watchdog_survives_set_auth_failing(server: RealtimeDouble,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(realtime_watchdog, "AsyncRealtimeClient", FailingSetAuth)
+    monkeypatch.setattr(FailingSetAuth, "fail", False)
+    tokens = [OPERATOR.token]
+
+    async def token() -> str:
+        return tokens[-1]
+
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token)
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed")
+    FailingSetAuth.fail = True
+    tokens.append(user("operator", "operator").token)  # the next check pushes it: set_auth raises
+    await wait_until(lambda: recorder.states[-1:] == [D], what="the failure reported")
+    FailingSetAuth.fail = False
+    await wait_until(lambda: recorder.states[-1:] == [S], what="rebuilt and subscribed")
+    assert server.joins[-1].access_token == tokens[-1]
+    await subscription.close()
+
+
+async def test_a_bad_url_is_retried_not_fatal(server: RealtimeDouble) -> None:
+    async def token() -> str:
+        return OPERATOR.token
+
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token, url="not a url")
+    await wait_until(lambda: subscription.connects >= 3, what="attempts after the first failure")
+    assert recorder.states == [D] and all(not t.done() for t in subscription._tasks)
+    await subscription.close()
+
+
+async def test_a_watchdog_that_ends_anyway_is_restarted(server: RealtimeDouble,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def token() -> str:
+        return OPERATOR.token
+
+    calls = [0]
+    real_watch = BroadcastSubscription._watch
+
+    async def watch_ends_at_first(self: BroadcastSubscription) -> None:
+        calls[0] += 1
+        if calls[0] > 1:
+            await real_watch(self)
+        # the first one ends at once, as if something had escaped its guard
+
+    monkeypatch.setattr(BroadcastSubscription, "_watch", watch_ends_at_first)
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token)
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed after the restart")
+    assert calls[0] >= 2
+    await subscription.close()
+
+
+@pytest.mark.parametrize("version", ["2.33.0", "2.34.0", "3.0.0", "garbage"])
+def test_an_unsupported_realtime_client_is_refused_at_start(version: str) -> None:
+    with pytest.raises(errors.JobsysError, match=r"supabase>=2\.34\.1,<3") as info:
+        supabase.check_client_version(version)
+    assert info.value.details["realtime"] == version
+
+
+def test_the_installed_realtime_client_is_supported() -> None:
+    supabase.check_client_version()  # the pin in pyproject.toml installs one
+
+
+async def test_connect_checks_the_realtime_client_version(server: RealtimeDouble,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supabase.realtime_py, "__version__", "2.33.0")
+    with pytest.raises(errors.JobsysError, match="realtime"):
+        await connect_supabase(server.url, ANON.token, access_token=OPERATOR.token)
+
+
+async def test_a_token_with_a_bad_signature_is_refused_at_join(server: RealtimeDouble) -> None:
+    tokens = [forged(user("intruder", None).token, app_metadata={"jobsys_role": "operator"})]
+
+    async def token() -> str:
+        return tokens[-1]
+
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token)
+    await wait_until(lambda: any(j.accepted is False for j in server.joins), what="the forged token refused")
+    assert recorder.states == [D]
+    tokens.append(OPERATOR.token)
+    await wait_until(lambda: recorder.states[-1:] == [S], what="subscribed with a signed token")
+    await subscription.close()
+
+
+async def test_a_socket_closed_for_missing_heartbeats_is_rebuilt(server: RealtimeDouble) -> None:
+    async def token() -> str:
+        return OPERATOR.token
+
+    server.heartbeat_timeout_s = 1.0  # the client heartbeats every 25 s: every socket times out
+    recorder = Recorder()
+    subscription = direct_subscription(server, recorder, token)
+    await wait_until(lambda: recorder.states[:3] == [S, D, S], what="closed for silence, then rejoined")
+    await subscription.close()

@@ -20,6 +20,7 @@ OPERATOR = user("operator", "operator")
 WORKER_A = user("worker-a", "worker")
 WORKER_B = user("worker-b", "worker")
 NO_ROLE = user("nobody", None)
+RUNNER = user("runner", "runner")
 BUCKET = "jobsys-evidence"
 
 
@@ -55,9 +56,12 @@ def test_the_migration_can_run_again(supabase_db: str, db: Db) -> None:
 async def test_realtime_topics_are_readable_only_by_their_audience(supabase_db: str) -> None:
     worker_a, worker_b = register(supabase_db, WORKER_A, "a1"), register(supabase_db, WORKER_B, "b1")
     topic_a, topic_b = f"jobsys:worker:{worker_a}", f"jobsys:worker:{worker_b}"
-    dashboard = "jobsys:dashboard"
+    dashboard, runners = "jobsys:dashboard", "jobsys:runners"
     expected: list[tuple[Identity, str, bool]] = [
         (OPERATOR, dashboard, True), (OPERATOR, topic_a, False), (OPERATOR, "chat:lobby", False),
+        (OPERATOR, runners, False),
+        (RUNNER, runners, True), (RUNNER, dashboard, False), (RUNNER, topic_a, False),
+        (WORKER_A, runners, False), (NO_ROLE, runners, False), (ANON, runners, False), (SERVICE, runners, True),
         (WORKER_A, topic_a, True), (WORKER_A, topic_b, False), (WORKER_A, dashboard, False),
         (WORKER_A, "jobsys:worker:not-a-uuid", False),
         (WORKER_B, topic_b, True), (WORKER_B, topic_a, False),

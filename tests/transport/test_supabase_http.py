@@ -25,13 +25,15 @@ from jobsys import (
 )
 from jobsys.auth import Credentials, JobsysRole
 from jobsys.connect import connect_from_env, connect_supabase
+from jobsys.errors import StatementTimeout
 from jobsys.models import DeviceReport
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
 from jobsys.transport.supabase import RETRIES_ON_CONFLICT, PostgrestErrorBody, SupabaseTransport
 from jobsys.transport.supabase_storage import EVIDENCE_BUCKET, EvidenceStore
+from tests.support.postgres import Db
 from tests.transport.conftest import SupabaseDoubles, rpc_calls
-from tests.transport.tokens import ANON, Identity, make_token, user
+from tests.transport.tokens import ANON, Identity, forged, make_token, user
 
 URL = "http://supabase.test"
 OPERATOR = user("operator", "operator")
@@ -64,7 +66,7 @@ async def test_calls_are_postgrest_rpc_posts_in_the_jobsys_schema(doubles: Supab
     assert create.body == {"p_target_url": "https://example.com/a", "p_duration_sec": 7,
                            "p_target_type": "device_count", "p_target_value": 1, "p_title": "example.com/a",
                            "p_action": "open_url", "p_max_attempts": None, "p_timeout_sec": None,
-                           "p_topup_grace_sec": None, "p_start_at": None}
+                           "p_topup_grace_sec": None, "p_start_at": None, "p_device_labels": None}
     [claim] = rpc_calls(doubles, "claim_assignments")
     assert claim.headers["authorization"] == f"Bearer {WORKER.token}"
     assert claim.body == {"p_worker_id": str(session.worker_id), "p_device_ids": [str(session.devices[0].id)],
@@ -115,6 +117,7 @@ ERROR_CASES: list[tuple[str, int, Any, type[JobsysError]]] = [
     ("PGRST001", 503, postgrest_error("PGRST001", "Database client error. Retrying the connection."), TransportError),
     ("P0001", 400, postgrest_error("P0001", "raised without a code"), JobsysError),
     ("XX000", 500, postgrest_error("XX000", "internal error"), JobsysError),
+    ("57014", 500, postgrest_error("57014", "canceling statement due to statement timeout"), StatementTimeout),
 ]
 
 
@@ -132,7 +135,7 @@ async def test_postgrest_errors_become_the_same_typed_errors(api: respx.MockRout
     await jobs.close()
 
 
-@pytest.mark.parametrize("status", [502, 503, 504])
+@pytest.mark.parametrize("status", [502, 503, 504, 520, 522, 524])
 async def test_gateway_errors_without_a_postgrest_body_are_transport_errors(api: respx.MockRouter,
                                                                           status: int) -> None:
     api.post("/rest/v1/rpc/list_jobs").respond(status, text="<html>upstream unavailable</html>",
@@ -164,6 +167,57 @@ async def test_deadlocks_are_retried_inside_and_then_reported(api: respx.MockRou
     with pytest.raises(TransportError):
         await jobs.mark_stale()
     await jobs.close()
+
+
+async def test_a_statement_timeout_is_a_retryable_typed_error(doubles: SupabaseDoubles) -> None:
+    """Supabase cancels `authenticated` calls after its statement_timeout (8 s); the worker
+    retries TransportErrors at its next round instead of stopping on a generic error."""
+    doubles.postgrest.statement_timeouts = {"authenticated": "50ms"}
+    doubles.postgrest.slow_s = 5.0  # cancelled by the database at 50 ms
+    worker = await doubles.connect(WORKER)
+    with pytest.raises(StatementTimeout) as info:
+        await worker.register_worker("w", [DeviceReport(serial="s1")], hostname="pc")
+    assert isinstance(info.value, TransportError) and info.value.details["code"] == "57014"
+    assert rpc_calls(doubles, "register_worker")[-1].status == 500
+    doubles.postgrest.slow_s = 0.0
+    session = await worker.register_worker("w", [DeviceReport(serial="s1")], hostname="pc")  # rolled back: retry works
+    assert len(session.devices) == 1
+    await worker.close()
+
+
+async def test_a_function_missing_from_the_schema_cache_says_what_to_do(doubles: SupabaseDoubles, db: Db) -> None:
+    """PostgREST knows functions from its schema cache: one created after it loaded (a
+    migration pushed while it ran) is PGRST202 until the cache is reloaded."""
+    db.run("create function jobsys.cache_probe() returns integer language sql as 'select 7'")
+    probe = rpc.SqlFunction("cache_probe", {})
+    operator = await doubles.connect(OPERATOR)
+    with pytest.raises(JobsysError, match="migrations applied") as info:
+        await operator.transport.call(probe)
+    assert info.value.details["code"] == "PGRST202"
+    await doubles.postgrest.reload_schema()  # notify pgrst, 'reload schema'
+    assert await operator.transport.call(probe) == 7
+    await operator.close()
+
+
+async def test_a_token_whose_claims_were_altered_is_refused(doubles: SupabaseDoubles) -> None:
+    """PostgREST checks the signature: a worker cannot make itself an operator by editing its JWT."""
+    jobs = await connect_supabase(doubles.url, ANON.token, push=False,
+                                  access_token=forged(WORKER.token, app_metadata={"jobsys_role": "operator"}))
+    with pytest.raises(Forbidden) as info:
+        await jobs.list_jobs()
+    assert info.value.details["code"] == "PGRST301"
+    await jobs.close()
+
+
+async def test_a_gateway_error_page_from_the_edge_is_a_transport_error(doubles: SupabaseDoubles) -> None:
+    doubles.postgrest.gateway_status = 522  # Cloudflare: connection to the origin timed out
+    operator = await doubles.connect(OPERATOR)
+    with pytest.raises(TransportError) as info:
+        await operator.list_jobs()
+    assert info.value.details["code"] == "522"
+    doubles.postgrest.gateway_status = None
+    assert (await operator.list_jobs()) is not None
+    await operator.close()
 
 
 # Sign-in and tokens --------------------------------------------------------------------
@@ -204,8 +258,12 @@ async def test_wrong_role_or_bad_password_fails_at_connect(api: respx.MockRouter
     with pytest.raises(Forbidden):
         await connect_supabase(URL, ANON.token, credentials=Credentials("w@example.test", "bad"), push=False)
     password_route(api).mock(side_effect=httpx.ConnectError("offline"))
-    with pytest.raises(TransportError):
-        await connect_supabase(URL, ANON.token, credentials=Credentials("w@example.test", "pw"), push=False)
+    # Auth unreachable at start is not fatal (a PC booting before its network): calls fail as
+    # retryable until the backoff lets the next sign-in out.
+    offline = await connect_supabase(URL, ANON.token, credentials=Credentials("w@example.test", "pw"), push=False)
+    with pytest.raises(TransportError, match="unreachable"):
+        await offline.mark_stale()
+    await offline.close()
 
 
 async def test_tokens_are_refreshed_before_expiry_and_sign_in_repeats_when_revoked(api: respx.MockRouter) -> None:

@@ -9,14 +9,17 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from jobsys.auth import AuthState, Credentials, JobsysRole
+from jobsys.connect import connect_supabase
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import JobStatus
 from jobsys.transport.supabase import SupabaseTransport
 from tests.support.postgres import Db
 from tests.support.runners import WorkerPool, until_ready
 from tests.support.waiting import wait_until
-from tests.transport.conftest import SupabaseDoubles
-from tests.transport.tokens import user
+from tests.dashboard.supabase_auth_double import AuthDouble
+from tests.transport.conftest import FAST_REALTIME, SupabaseDoubles
+from tests.transport.tokens import ANON, user
 from worker.agent import Worker
 from worker.options import WorkerOptions
 
@@ -89,3 +92,53 @@ async def test_after_a_push_outage_the_resubscribe_resyncs_the_worker(
         raise AssertionError(f"{exc}; created={created.assigned} job={detail.model_dump_json()}"
                              f" runs={list(worker.runs)}") from exc
     await operator.close()
+
+
+async def test_pushes_dropped_by_the_realtime_quota_are_covered_by_the_safety_poll(
+        doubles: SupabaseDoubles, start_worker: StartWorker) -> None:
+    """Realtime drops broadcasts over the project's messages-per-second quota while the channel
+    stays SUBSCRIBED; the worker's safety poll still finds the work (docs/supabase.md §7)."""
+    worker = await start_worker(devices=2, poll_interval_s=0.5)  # the safety poll, shortened
+    doubles.realtime.max_messages_per_s = 0  # every push dropped
+    operator = await doubles.connect(OPERATOR)
+    created = await operator.create_job(target_url="https://example.com/quota", duration_sec=1)
+
+    async def completed() -> bool:
+        return (await operator.get_job(created.job.id)).status is JobStatus.COMPLETED
+
+    await wait_until(completed, timeout_s=30, what="job completed without a single push")
+    assert doubles.realtime.dropped > 0 and worker.push_state is ChannelState.SUBSCRIBED
+    await operator.close()
+
+
+async def test_a_worker_signed_in_with_a_password_keeps_working_while_auth_rate_limits(
+        doubles: SupabaseDoubles, db: Db, tmp_path: pathlib.Path) -> None:
+    """Auth answering 429 to every refresh and sign-in (a fleet behind one NAT) must not stop
+    the worker: it keeps its still-valid token, does not hammer Auth, and finishes its work."""
+    auth = AuthDouble(doubles.router, expires_in_s=45)  # inside the refresh margin: refreshes are due at once
+    auth.add("pc-01@example.test", "pw", "worker")
+    jobs = await connect_supabase(doubles.url, ANON.token, credentials=Credentials("pc-01@example.test", "pw"),
+                                  role=JobsysRole.WORKER, realtime=FAST_REALTIME)
+    auth.rate_limited = {"password", "refresh_token"}
+    auth.retry_after_s = 3600
+    pool = WorkerPool()
+    options = WorkerOptions(name="pc-01", evidence_dir=tmp_path / "evidence", sim_devices=2, sim_speed=50.0,
+                            heartbeat_interval_s=0.5, poll_interval_s=0.2, safety_poll_s=0.2, shutdown_grace_s=5.0)
+    worker = Worker(jobs, options)
+    task = pool.run(worker, jobs)
+    try:
+        await until_ready(task, lambda: worker.push_state is ChannelState.SUBSCRIBED, "worker subscribed")
+        operator = await doubles.connect(OPERATOR)
+        created = await operator.create_job(target_url="https://example.com/limited", duration_sec=1)
+
+        async def completed() -> bool:
+            return (await operator.get_job(created.job.id)).status is JobStatus.COMPLETED
+
+        await wait_until(completed, timeout_s=30, what="job completed while Auth rate-limits")
+        assert not task.done()  # a Forbidden from the token would have stopped the worker
+        assert auth.sign_in_route.call_count == 1 and auth.refresh_route.call_count == 1  # then it waits
+        assert isinstance(jobs.transport, SupabaseTransport)
+        assert jobs.transport.tokens.state is AuthState.RETRYING
+        await operator.close()
+    finally:
+        await pool.stop_all()
