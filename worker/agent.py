@@ -4,6 +4,12 @@ database, runs one assignment per device at a time, heartbeats, and shuts down c
 Side tasks (claim loop, heartbeat, reporter, device watcher) are watched: one failing
 stops the worker, as in Procrastinate. A push only wakes the claim loop; the claim is
 always made through the database, and a poll runs every 3 s while push is down.
+
+An operator's reboot request arrives as a push (device_reboot) or in a heartbeat's reply
+(`reboot`), whichever comes first; each is handled once, in a task of its own: the phone
+takes no work, is rebooted, must go away, come back and pass its probe within
+`reboot_timeout_s`, and the server gets the answer (device_rebooted, with the reason when
+it failed). A device with a run on it is skipped: the server refuses reboots of busy phones.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from jobsys import __version__, aio, errors
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import ClaimedAssignment, RefusedDevice
 from jobsys.system import JobSystem, Subscription
-from worker.drivers import DeviceDriver, StopReason, create_driver
+from worker.drivers import DeviceDriver, DeviceError, DeviceHealth, StopReason, create_driver
 from worker.executor import execute
 from worker.fleet import Fleet
 from worker.options import WorkerOptions
@@ -33,6 +39,8 @@ DRAIN_TIMEOUT_S = 10.0  # at shutdown, how long to keep trying to deliver buffer
 STARTUP_PROBE_WAIT_S = 5.0  # before the first registration: probes that finish by then count
 READY_HEARTBEATS = 3  # not ready once this many heartbeat intervals passed without an answer
 HARD_STOP_WAIT_S = 3.0  # past the grace: runs see SHUTDOWN within a step; one stuck on a phone is cancelled
+REBOOT_ANSWER_RETRY_MAX_S = 5.0  # device_rebooted waits for the database with this backoff at most
+REBOOT_ANSWER_AT_STOP_S = 3.0  # at shutdown: how long an interrupted reboot's answer may take
 
 
 @dataclasses.dataclass
@@ -48,8 +56,10 @@ class Worker:
         self.options = options
         self.driver = driver or create_driver(options.driver, **options.driver_options())
         # Probes run in their own tasks; a finished one wakes the heartbeat to report it.
+        # Every device carries the PC's name as the label `pc`, so jobs can target a PC.
         self.fleet = Fleet(self.driver, on_change=lambda: self._devices_changed.set(),
-                           probe_retry_s=options.heartbeat_interval_s)
+                           probe_retry_s=options.heartbeat_interval_s, labels={"pc": options.name},
+                           vitals_interval_s=options.vitals_interval_s, vitals_report_s=options.vitals_report_s)
         self.reporter = Reporter(jobs)
         self.evidence = jobs.evidence_store()  # Supabase mode: screenshots go to Storage
         self.worker_id: uuid.UUID | None = None
@@ -79,6 +89,8 @@ class Worker:
         self._subscription: Subscription | None = None
         self._reported_meta: dict[str, str] | None = None
         self._answered_at: float | None = None  # monotonic time of the last registration or heartbeat
+        self.reboots: dict[uuid.UUID, asyncio.Task[None]] = {}  # device id -> its reboot, while it runs
+        self._busy_reboots: set[uuid.UUID] = set()  # skipped because a run was on the device (logged once)
 
     # Lifecycle -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -108,8 +120,9 @@ class Worker:
     async def _register(self) -> None:
         backoff_s = 0.2
         while True:
+            outbox = self.fleet.snapshot()
             try:
-                session = await self.jobs.register_worker(self.options.name, self.fleet.reports(),
+                session = await self.jobs.register_worker(self.options.name, outbox.reports,
                                                           hostname=socket.gethostname())
                 break
             except errors.TransportError as exc:
@@ -121,7 +134,7 @@ class Worker:
         self._reported_meta = None  # a new session: say it again
         self.reporter.bind(session.worker_id)
         self.fleet.remember_ids(session.devices)
-        self._reported_version = self.fleet.version
+        self.fleet.reported(outbox)
         self._note_refused(session.refused)
         self.registered.set()
         log.info("worker_registered id=%s name=%s devices=%d driver=%s%s", session.worker_id, self.options.name,
@@ -142,6 +155,7 @@ class Worker:
         reports, while the side tasks (the reporter above all) still run."""
         log.info("worker_stopping running=%d grace_s=%.0f", len(self.runs), self.options.shutdown_grace_s)
         self._claiming = False
+        await self._abandon_reboots()
         running = [slot.task for slot in self.runs.values()]
         if running:
             _, late = await asyncio.wait(running, timeout=self.options.shutdown_grace_s)
@@ -187,6 +201,8 @@ class Worker:
             self.paused_jobs.add(uuid.UUID(job_id))
         elif event.event == EventName.JOB_CANCELLED and job_id:
             self._stop_job(uuid.UUID(job_id))
+        elif event.event == EventName.DEVICE_REBOOT and event.payload.get("device_id"):
+            self._request_reboot(uuid.UUID(str(event.payload["device_id"])), event.payload.get("serial"))
 
     def _stop_job(self, job_id: uuid.UUID) -> None:
         for slot in self.runs.values():
@@ -205,20 +221,22 @@ class Worker:
 
     async def _claim_round(self) -> None:
         assert self.worker_id is not None
-        free = self.fleet.healthy_ids(set(self.runs))
-        if not free:
-            return
         try:
             # start=True: a device begins as soon as it has its run, so claim and start are one call.
+            # The free devices are chosen and the runs launched inside the turn: a reboot begins in
+            # the turn too, so a device is never both claimed for and rebooted.
             async with self._db_turn:
+                free = self.fleet.healthy_ids(set(self.runs))
+                if not free:
+                    return
                 claimed = await self.jobs.claim_assignments(self.worker_id, free, start=True)
+                for run in claimed:
+                    self._launch(run)
         except errors.TransportError as exc:
             log.warning("claim waits for the database: %s", exc.message)
             return
         if len(claimed) < len(free):
             self._claim_after_reports.update(self.reporter.pending_ids())
-        for run in claimed:
-            self._launch(run)
 
     def _launch(self, run: ClaimedAssignment) -> None:
         slot_holder: list[RunSlot] = []
@@ -258,8 +276,10 @@ class Worker:
     async def heartbeat_once(self) -> None:
         assert self.worker_id is not None
         await self.fleet.refresh()
-        version = self.fleet.version
-        devices = self.fleet.reports() if version != self._reported_version or self.refused else None
+        # State changes go at once; vitals alone at most every vitals_report_s. Refused phones
+        # are reported again each time, so they join as soon as they may.
+        outbox = self.fleet.outbox(force=bool(self.refused))
+        devices = None if outbox is None else outbox.reports
         meta = self._session_meta()
         try:
             async with self._db_turn:
@@ -279,8 +299,13 @@ class Worker:
             return
         self._reported_meta = meta
         self._answered_at = time.monotonic()
-        if devices is not None:
-            self._reported_version = version
+        # The polling path of device_reboot. Handled with no await since the turn ended, so a
+        # reboot answered (in the turn too) before this reply is still in self.reboots or no
+        # longer listed: a request is never taken twice.
+        for device_id in reply.reboot:
+            self._request_reboot(device_id, None)
+        if outbox is not None:
+            self.fleet.reported(outbox)
             self._note_refused(reply.refused)
             if not self.fleet.knows_all():
                 self.fleet.remember_ids(await self.jobs.worker_devices(self.worker_id))
@@ -293,6 +318,116 @@ class Worker:
         for slot in self.runs.values():
             if slot.run.assignment_id in stop:
                 slot.stop = StopReason.CANCELLED
+
+    # Reboot ----------------------------------------------------------------------------------
+    def _request_reboot(self, device_id: uuid.UUID, serial: str | None) -> None:
+        """An operator asked to reboot a device: start its reboot unless one runs already."""
+        if device_id in self.reboots:
+            return  # the push and the heartbeat both said so: handled once
+        known = self.fleet.serial_of(device_id)
+        serial = known or serial
+        if serial is None:
+            log.warning("device_reboot_unknown device=%s: not a device of this session", device_id)
+            return
+        self.reboots[device_id] = asyncio.create_task(self._reboot(device_id, serial), name=f"reboot-{serial}")
+
+    async def _reboot(self, device_id: uuid.UUID, serial: str) -> None:
+        try:
+            async with self._db_turn:  # no claim runs meanwhile: the device is busy or out of work
+                busy = serial in self.runs
+                if not busy:
+                    self.fleet.begin_reboot(serial)
+            if busy:  # left pending: a later heartbeat lists it again once the run is over
+                if device_id not in self._busy_reboots:
+                    log.warning("device_reboot_skipped serial=%s: a run is on it (the server refuses reboots"
+                                " of busy devices)", serial)
+                    self._busy_reboots.add(device_id)
+                return
+            self._busy_reboots.discard(device_id)
+            self._devices_changed.set()  # report it offline, rebooting, now
+            log.info("device_rebooting serial=%s", serial)
+            try:
+                error = await self._reboot_and_wait(serial)
+            except Exception as exc:  # a driver bug: answered all the same, or the request comes back
+                log.exception("reboot of %s crashed", serial)
+                error = f"the reboot crashed in the worker: {type(exc).__name__}: {exc}"
+            self.fleet.end_reboot(serial, passed=error is None)
+            if error is None:
+                log.info("device_rebooted serial=%s", serial)
+                with contextlib.suppress(errors.JobsysError):  # the heartbeat loop meets it too
+                    await self.heartbeat_once()  # the server hears it is online before it hears it is back
+            else:
+                log.warning("device_reboot_failed serial=%s: %s", serial, error)
+            await self._answer_reboot(device_id, error)
+        finally:
+            self.reboots.pop(device_id, None)
+            self._wake.set()  # back in service (or not): claim for it
+
+    async def _reboot_and_wait(self, serial: str) -> str | None:
+        """Reboot, then wait for the phone to leave adb's list, return and pass its probe.
+        None when it did; else why not."""
+        timeout_s = self.options.reboot_timeout_s
+        deadline = time.monotonic() + timeout_s
+        try:
+            await self.driver.reboot(serial)
+        except DeviceError as exc:
+            return f"the phone did not reboot: {exc}"
+        # Right after the command the phone may still answer as before, so a probe counts only
+        # once a refresh (this loop's, or a heartbeat's woken by adb's device tracker) has seen
+        # it gone: adb listed it offline or not at all.
+        last_probe: str | None = None
+        while True:
+            await self.fleet.refresh()
+            gone = self.fleet.gone_since_reboot(serial)
+            if gone and self.fleet.health(serial) is DeviceHealth.ONLINE:
+                try:
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                        if await self.driver.probe(serial):
+                            await self.fleet.refresh()  # the labels it read come with the report
+                            return None
+                    last_probe = "probe failed"
+                except DeviceError as exc:
+                    last_probe = str(exc)
+                except TimeoutError:
+                    last_probe = "probe did not finish in time"
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                if not gone:
+                    return f"the phone did not go offline within {timeout_s:.0f} s of the reboot command"
+                if last_probe is None:
+                    return f"the phone did not come back within {timeout_s:.0f} s"
+                return f"the phone did not come back within {timeout_s:.0f} s (last probe: {last_probe})"
+            await asyncio.sleep(min(self.options.reboot_poll_s, left_s))  # pacing the adb polls
+
+    async def _answer_reboot(self, device_id: uuid.UUID, error: str | None) -> None:
+        """device_rebooted, retried while the database is away."""
+        backoff_s = 0.2
+        while True:
+            assert self.worker_id is not None
+            try:
+                async with self._db_turn:  # see heartbeat_once: no reply still to handle lists it
+                    await self.jobs.device_rebooted(self.worker_id, device_id, error)
+                return
+            except errors.TransportError as exc:
+                log.warning("device_rebooted waits for the database (%s); retry in %.1fs", exc.message, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, REBOOT_ANSWER_RETRY_MAX_S)
+            except errors.JobsysError as exc:  # e.g. the request was withdrawn: nothing to retry
+                log.warning("device_rebooted refused for device %s: %s", device_id, exc.message)
+                return
+
+    async def _abandon_reboots(self) -> None:
+        """At shutdown: stop waiting for rebooting phones and tell the server, briefly."""
+        pending = dict(self.reboots)
+        if not pending:
+            return
+        await aio.cancel_and_wait(pending.values())
+        for device_id in pending:
+            with contextlib.suppress(errors.JobsysError, TimeoutError):
+                async with asyncio.timeout(REBOOT_ANSWER_AT_STOP_S):
+                    assert self.worker_id is not None
+                    await self.jobs.device_rebooted(self.worker_id, device_id,
+                                                    "the worker stopped before the phone came back")
 
     def readiness(self) -> dict[str, str | None]:
         """For a supervisor (`jobsys worker --health-port`): each check None when fine, else why not."""

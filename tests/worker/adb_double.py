@@ -12,7 +12,8 @@ The real adbutils client (and the real uiautomator2.connect) talk to it over TCP
 
 Each `PhoneDouble` plays one phone: screen awake or asleep, keyguard, default browser,
 App Links, Chrome's first-run screen, the chooser, a black screen, a process holding the
-UiAutomation service, and faults: calls that never return (they block on `AdbDouble.release`,
+UiAutomation service, its properties (getprop), its battery (dumpsys battery), a reboot
+(`reboot` takes it offline until the test calls `AdbDouble.boot`), and faults: calls that never return (they block on `AdbDouble.release`,
 which only the test's teardown sets), transient broken answers and null focus.
 Latencies are device seconds added to a `FakeClock` the driver also reads, so tests are
 exact and fast. The dumpsys texts are shaped after real phones' (the lines the driver
@@ -114,6 +115,14 @@ class PhoneDouble:
     model: str = "Pixel_7"
     usb: str = "1-1"
     sdk: int = 34
+    manufacturer: str = "Google"
+    android_version: str = "14"
+    abi: str = "arm64-v8a"
+    booted: bool = True  # sys.boot_completed: adb lists a booting phone as `device` before it is 1
+    battery: str | None = None  # what `dumpsys battery` answers; None: a Pixel's, from the fields below
+    battery_level: int = 85
+    battery_tenths_c: int = 291
+    usb_powered: bool = True
     awake: bool = True
     locked: bool = False  # keyguard showing
     default_browser: str | None = CHROME  # None: no default chosen, a bare VIEW shows the chooser
@@ -142,6 +151,7 @@ class PhoneDouble:
     files: dict[str, bytes] = dataclasses.field(default_factory=dict)
     u2_running: bool = False
     u2_launches: int = 0
+    reboots: int = 0
     transport_id: int = 0  # given by AdbDouble.add
     _stream_stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _shown_next: list[tuple[str, str]] = dataclasses.field(default_factory=list)
@@ -160,9 +170,12 @@ class PhoneDouble:
     def run(self, argv: list[str]) -> tuple[bytes, int]:  # noqa: C901 - one branch per command
         word = verb(argv)
         if word == "getprop":
-            props = {"ro.product.model": self.model, "ro.build.version.sdk": str(self.sdk),
-                     "ro.serialno": self.serial}
+            props = self.props()
+            if len(argv) == 1:  # the whole listing, as `getprop` prints it
+                return "".join(f"[{k}]: [{v}]\n" for k, v in props.items()).encode(), 0
             return (props.get(argv[1], "") + "\n").encode(), 0
+        if word == "dumpsys battery":
+            return (self.battery if self.battery is not None else self._dumpsys_battery()).encode(), 0
         if word == "md5sum":
             data = self.files.get(argv[-1])
             if data is None:
@@ -223,6 +236,22 @@ class PhoneDouble:
         if word == "wm":
             return f"Physical size: {SCREEN_PX[0]}x{SCREEN_PX[1]}\n".encode(), 0
         return f"/system/bin/sh: {argv[0] if argv else ''}: inaccessible or not found\n".encode(), 127
+
+    def props(self) -> dict[str, str]:
+        return {"dalvik.vm.heapsize": "512m", "ro.build.version.release": self.android_version,
+                "ro.build.version.sdk": str(self.sdk), "ro.product.cpu.abi": self.abi,
+                "ro.product.cpu.abilist": f"{self.abi},armeabi-v7a,armeabi",
+                "ro.product.manufacturer": self.manufacturer, "ro.product.model": self.model,
+                "ro.serialno": self.serial, "sys.boot_completed": "1" if self.booted else ""}
+
+    def _dumpsys_battery(self) -> str:
+        usb = str(self.usb_powered).lower()
+        return ("Current Battery Service state:\n  AC powered: false\n"
+                f"  USB powered: {usb}\n  Wireless powered: false\n  Dock powered: false\n"
+                "  Max charging current: 500000\n  Max charging voltage: 5000000\n  Charge counter: 3719000\n"
+                f"  status: {2 if self.usb_powered else 3}\n  health: 2\n  present: true\n"
+                f"  level: {self.battery_level}\n  scale: 100\n  voltage: 4187\n"
+                f"  temperature: {self.battery_tenths_c}\n  technology: Li-ion\n")
 
     def _key(self, key: str) -> bytes:
         if key == "WAKEUP":
@@ -383,6 +412,14 @@ class AdbDouble:
             phone.state = state
         self._push()
 
+    def boot(self, phone: PhoneDouble, completed: bool = True) -> None:
+        """The rebooted phone is back on USB (adb lists it as a device); `completed`: and Android
+        has finished booting."""
+        with self._lock:
+            phone.state = "device"
+            phone.booted = completed
+        self._push()
+
     def tracker_count(self) -> int:
         with self._lock:
             return len(self._trackers)
@@ -541,6 +578,14 @@ class AdbDouble:
             return  # the answer is cut off: no output, no exit code
         if word == "app_process":
             self._launch_u2(conn, phone)
+            return
+        if word == "reboot":  # the phone goes down: its server dies and adb lists it offline
+            with self._lock:
+                phone.reboots += 1
+                phone.state, phone.booted, phone.awake = "offline", False, False
+                phone.foreground = (LAUNCHER, ACTIVITIES[LAUNCHER])
+            phone._stream_stop.set()
+            self._push()
             return
         with self._lock:
             output, code = phone.run(argv)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import pytest
 
+from tests.support.waiting import wait_until
 from worker.drivers import base, create_driver, sim
 
 FAST_SPEED = 1000.0  # a 5 s simulated job takes 5 ms
@@ -215,3 +216,99 @@ def test_create_driver_builds_by_name() -> None:
     assert driver.simulated is True and driver.serials == ["sim-lab-001", "sim-lab-002"]
     with pytest.raises(ValueError, match="unknown device driver"):
         create_driver("appium")
+
+
+# --- labels, battery and heat, reboot ------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.asyncio
+async def test_simulated_devices_report_fixed_labels_jobs_can_target() -> None:
+    [device] = await make_driver(count=1).discover()
+
+    assert device.labels == {"driver": "sim", "manufacturer": "jobsys", "model": "Simulated",
+                             "android_version": "14", "sdk": "34", "abi": "x86_64"}
+
+
+@pytest.mark.asyncio
+async def test_a_run_drains_and_heats_per_second_and_an_idle_phone_charges_and_cools(tmp_path: pathlib.Path) -> None:
+    clock = FakeClock()
+    model = sim.SimVitalsModel(battery_pct=50.0, temperature_c=30.0, ambient_c=30.0, drain_pct_per_s=1.0,
+                               charge_pct_per_s=0.5, heat_c_per_s=0.5, cool_c_per_s=0.25)
+    fast = make_driver(count=1, vitals=model, clock=clock, speed=FAST_SPEED)  # the clock stands still
+    serial = "sim-pc1-001"
+    assert await fast.read_vitals(serial) == base.Vitals(battery_pct=50, charging=True, temperature_c=30.0,
+                                                         screen_on=False)
+    during: list[base.Vitals] = []
+
+    async def look() -> None:
+        during.append(await fast.read_vitals(serial))
+
+    looks: list[asyncio.Task[None]] = []
+    # At the fifth check: read while the run goes on (the look runs at the run's next step).
+    stop = StopAfter(on_call=lambda call: looks.append(asyncio.ensure_future(look())) if call == 5 else None)
+    await fast.open_url(request_for(serial, tmp_path, duration_sec=10.0), stop)
+    await asyncio.gather(*looks)
+    # 4 seconds run by then; running: screen on, not charging
+    assert during == [base.Vitals(battery_pct=46, charging=False, temperature_c=32.0, screen_on=True)]
+    after_run = await fast.read_vitals(serial)
+    assert after_run == base.Vitals(battery_pct=40, charging=True, temperature_c=35.0, screen_on=False)
+
+    clock.now += 8.0 / FAST_SPEED  # 8 device seconds idle
+    assert await fast.read_vitals(serial) == base.Vitals(battery_pct=44, charging=True, temperature_c=33.0,
+                                                         screen_on=False)
+    clock.now += 1000.0 / FAST_SPEED  # long idle: full, and no cooler than the room
+    assert await fast.read_vitals(serial) == base.Vitals(battery_pct=100, charging=True, temperature_c=30.0,
+                                                         screen_on=False)
+
+
+@pytest.mark.asyncio
+async def test_a_test_can_drive_a_phone_below_the_battery_floor_and_above_the_heat_ceiling_and_back() -> None:
+    clock = FakeClock()
+    model = sim.SimVitalsModel(charge_pct_per_s=1.0, cool_c_per_s=0.5)
+    driver = make_driver(count=2, vitals=model, clock=clock, speed=1.0)
+
+    driver.set_vitals("sim-pc1-001", battery_pct=10.0)
+    driver.set_vitals("sim-pc1-002", temperature_c=47.0)
+    low, hot = await driver.read_vitals("sim-pc1-001"), await driver.read_vitals("sim-pc1-002")
+    assert low.battery_pct == 10 and hot.temperature_c == 47.0
+    assert (await driver.read_vitals("sim-pc1-001")).temperature_c == 30.0  # the other values are untouched
+
+    clock.now += 5.0  # idle: charging and cooling
+    low, hot = await driver.read_vitals("sim-pc1-001"), await driver.read_vitals("sim-pc1-002")
+    assert low.battery_pct == 15 and hot.temperature_c == 44.5
+
+
+@pytest.mark.asyncio
+async def test_a_reboot_takes_the_device_offline_and_it_comes_back() -> None:
+    driver = make_driver(count=2, reboot_s=20.0)  # 20 ms at FAST_SPEED
+
+    await driver.reboot("sim-pc1-001")
+    health = {d.serial: d.health for d in await driver.discover()}
+    assert health == {"sim-pc1-001": base.DeviceHealth.OFFLINE, "sim-pc1-002": base.DeviceHealth.ONLINE}
+    assert await driver.probe("sim-pc1-001") is False and driver.reboots == ["sim-pc1-001"]
+    with pytest.raises(base.DeviceError, match="offline"):
+        await driver.reboot("sim-pc1-001")  # not while it is down
+
+    await wait_until(lambda: driver.probe("sim-pc1-001"), timeout_s=WAIT_TIMEOUT_S, what="back after the reboot")
+    assert driver.reboots == ["sim-pc1-001"]
+
+
+@pytest.mark.asyncio
+async def test_a_device_set_never_to_come_back_stays_offline_and_an_unplugged_one_cannot_reboot() -> None:
+    driver = make_driver(count=2, reboot_s=float("inf"))
+
+    await driver.reboot("sim-pc1-001")
+    assert not driver._returns and await driver.probe("sim-pc1-001") is False
+
+    driver.remove_device("sim-pc1-002")
+    with pytest.raises(base.DeviceError, match="not connected"):
+        await driver.reboot("sim-pc1-002")
+    await driver.close()

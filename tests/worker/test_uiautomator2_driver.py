@@ -549,8 +549,10 @@ async def test_discover_maps_adb_states(adb: AdbDouble) -> None:
         "R58M4": base.DeviceHealth.UNAUTHORIZED,
     }
     assert devices["R58M1"].model == "Pixel_7" and devices["R58M1"].labels["transport_id"] == "1"
-    assert devices["R58M3"].labels["adb_state"] == "unauthorized"
-    assert devices["R58M4"].labels["adb_state"] == "no permissions"
+    # adb's word travels as vitals.adb_state (it changes), never as a label (jobs target labels).
+    assert {s: d.adb_state for s, d in devices.items()} == {
+        "R58M1": "device", "R58M2": "offline", "R58M3": "unauthorized", "R58M4": "no permissions"}
+    assert not any("adb_state" in d.labels for d in devices.values())
     assert not any(d.simulated for d in devices.values())
 
 
@@ -656,3 +658,103 @@ def test_the_worker_flags_reach_the_driver(tmp_path: pathlib.Path) -> None:
     options = worker_cmd.worker_options(args, name="pc1", driver="uiautomator2")
 
     assert options.driver_options() == {"adb_host": "10.0.0.5", "adb_port": 5038, "browser_package": SAMSUNG_BROWSER}
+
+
+# --- labels, vitals, reboot ------------------------------------------------------------------
+
+
+async def test_the_phones_properties_are_read_once_at_probe_and_reported_as_labels(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, model="SM-A536B", manufacturer="samsung", android_version="13", sdk=33))
+    driver = make_driver(adb)
+    [before] = await driver.discover()
+    assert "manufacturer" not in before.labels  # not probed yet: only what adb's list says
+
+    assert await driver.probe(SERIAL) is True
+    assert await driver.probe(SERIAL) is True  # a later probe does not read them again
+    [after] = await driver.discover()
+
+    assert {k: after.labels[k] for k in ("manufacturer", "model", "android_version", "sdk", "abi")} == {
+        "manufacturer": "samsung", "model": "SM-A536B", "android_version": "13", "sdk": "33", "abi": "arm64-v8a"}
+    assert after.labels["usb"] == "1-1" and after.labels["transport_id"] == "1"  # adb's tags stay
+    assert [argv for argv in phone.ran("getprop") if len(argv) == 1] == [["getprop"]]
+
+
+async def test_vitals_are_read_on_the_phones_lane_from_dumpsys_battery_and_power(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL, battery_level=14, battery_tenths_c=457, usb_powered=False, awake=False))
+    driver = await ready(adb, phone)
+    keys_before = len(keys(phone))
+
+    vitals = await driver.read_vitals(SERIAL)
+
+    assert vitals == base.Vitals(battery_pct=14, charging=False, temperature_c=45.7, screen_on=False)
+    assert phone.awake is False and len(keys(phone)) == keys_before  # reading wakes nothing
+    assert phone.ran("dumpsys battery") == [["dumpsys", "battery"]]
+    phone.battery_level, phone.usb_powered, phone.awake = 15, True, True
+    assert await driver.read_vitals(SERIAL) == base.Vitals(battery_pct=15, charging=True, temperature_c=45.7,
+                                                           screen_on=True)
+
+
+async def test_reboot_takes_the_phone_down_and_it_serves_again_after_a_fresh_connect(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    assert phone.u2_launches == 1
+
+    await driver.reboot(SERIAL)
+
+    assert phone.reboots == 1 and phone.ran("reboot") == [["reboot"]]
+    [listed] = await driver.discover()
+    assert listed.health is base.DeviceHealth.OFFLINE and listed.adb_state == "offline"
+
+    adb.boot(phone, completed=False)  # adb lists it as a device before Android has booted
+    [listed] = await driver.discover()
+    assert listed.health is base.DeviceHealth.ONLINE
+    with pytest.raises(base.DeviceNotReady, match="still booting"):  # not a failure: it will be fine
+        await driver.probe(SERIAL)
+
+    phone.booted = True
+    assert await driver.probe(SERIAL) is True
+    assert phone.u2_launches == 2 and phone.u2_running  # the old server died with the phone
+
+
+async def test_a_reboot_of_a_phone_adb_does_not_list_is_a_device_error(adb: AdbDouble) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    adb.set_state(phone, "offline")
+    await driver.discover()
+
+    with pytest.raises(base.DeviceError, match="not connected"):
+        await driver.reboot(SERIAL)
+    assert phone.reboots == 0
+
+
+# --- the screen is awake only while running ------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure", "cancel"])
+@pytest.mark.parametrize("was_awake", [False, True])
+async def test_the_screen_is_awake_while_running_and_as_found_after_any_outcome(
+        adb: AdbDouble, tmp_path: pathlib.Path, outcome: str, was_awake: bool) -> None:
+    phone = adb.add(PhoneDouble(SERIAL))
+    driver = await ready(adb, phone)
+    phone.awake = was_awake
+    awake_while_running: list[bool] = []
+
+    def check() -> base.StopReason | None:
+        if phone.ran("am start"):  # the page is open: the run is on
+            awake_while_running.append(phone.awake)
+            if outcome == "cancel" and len(awake_while_running) == 2:
+                return base.StopReason.CANCELLED
+        return None
+
+    phone.black_screen = outcome == "failure"  # this run fails at its screenshot
+    if outcome == "failure":
+        with pytest.raises(base.DeviceError, match="screenshot"):
+            await driver.open_url(request_for(tmp_path, duration_sec=3), check)
+    else:
+        result = await driver.open_url(request_for(tmp_path, duration_sec=3), check)
+        assert (result.stopped is None) == (outcome == "success")
+
+    assert awake_while_running and all(awake_while_running)
+    assert phone.awake is was_awake  # put back to sleep only when it was asleep
+    assert ("KEYCODE_SLEEP" in keys(phone)) is (not was_awake)
+    assert phone.force_stopped == [CHROME] and phone.foreground[0] == LAUNCHER

@@ -13,10 +13,12 @@ from worker.drivers.base import (
     DeviceError,
     DeviceHealth,
     DeviceInfo,
+    DeviceNotReady,
     OpenUrlRequest,
     RunResult,
     StopCheck,
     StopReason,
+    Vitals,
 )
 
 DRIVER_NAMES = ("sim", "uiautomator2")
@@ -27,10 +29,12 @@ __all__ = [
     "DeviceError",
     "DeviceHealth",
     "DeviceInfo",
+    "DeviceNotReady",
     "OpenUrlRequest",
     "RunResult",
     "StopCheck",
     "StopReason",
+    "Vitals",
     "create_driver",
 ]
 

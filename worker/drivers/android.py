@@ -11,7 +11,11 @@ phone's shell unquoted. What the dumpsys texts look like (and so what is parsed 
   lock screen; the policy section says whether the keyguard shows (`isKeyguardShowing=`,
   `mShowingLockscreen=`, `mDreamingLockscreen=`); `mFocusedApp=` names the app under a popup;
 - `cmd package resolve-activity --brief`: the last line is `<package>/<activity>` of the
-  default handler; the chooser (`android`, `com.android.intentresolver`) when none is set.
+  default handler; the chooser (`android`, `com.android.intentresolver`) when none is set;
+- `dumpsys battery`: `level: 85`, `scale: 100`, `temperature: 291` (tenths of a degree C),
+  `status: 2` (2 charging, 5 full), `AC powered: true` / `USB powered:` / `Wireless powered:`;
+  builds add lines of their own (Samsung: many) and some leave fields out;
+- `getprop` with no argument: one `[name]: [value]` line per property.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 import adbutils
 from PIL import Image, UnidentifiedImageError
+
+from worker.drivers import base
 
 VIEW_ACTION = "android.intent.action.VIEW"
 CHROME_PACKAGE = "com.android.chrome"  # the browser when the phone has no default one
@@ -40,12 +46,24 @@ UIAUTOMATION_HOLDER_PACKAGES = ("io.appium.uiautomator2.server", "io.appium.uiau
 UIAUTOMATION_HOLDER_PATTERNS = ("uiautomator", "com.wetest.uia2")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BLACK_LUMA_MAX = 4  # a frame whose brightest pixel is at most this is black (screen off, secure window)
+BATTERY_STATUS_CHARGING = 2  # BatteryManager.BATTERY_STATUS_CHARGING
+POWER_SOURCES = ("AC powered", "USB powered", "Wireless powered", "Dock powered")
+# Labels a phone reports, read once with getprop: label -> property.
+PROP_LABELS = {"manufacturer": "ro.product.manufacturer", "model": "ro.product.model",
+               "android_version": "ro.build.version.release", "sdk": "ro.build.version.sdk",
+               "abi": "ro.product.cpu.abi"}
+LABEL_VALUE_MAX_CHARS = 256  # the server's bound on a label value
+BOOT_COMPLETED_PROP = "sys.boot_completed"  # "1" once Android has finished booting
 STAY_AWAKE_HINT = ("keep the phone awake while charging (`adb shell svc power stayon usb`) and set its "
                    "screen lock to None")
 
 
 class PhoneFault(Exception):
     """The phone answered, but not what a run needs; the message is for operators."""
+
+
+class PhoneNotReady(PhoneFault):
+    """The phone is still booting: it will be fine, just not yet."""
 
 
 class PhoneDevice(adbutils.AdbDevice):
@@ -106,6 +124,77 @@ def screen_awake(dev: PhoneDevice) -> bool:
     if match:
         return match.group(1) == "Awake"
     return "mHoldingDisplaySuspendBlocker=true" in output
+
+
+def parse_battery(text: str) -> base.Vitals:
+    """`dumpsys battery` as battery_pct, charging and temperature_c; a field the phone left out
+    (or wrote in a form not known here) stays None."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep and key not in fields:  # the first section is the current state
+            fields[key.strip()] = value.strip()
+    level, scale = _int(fields.get("level")), _int(fields.get("scale"))
+    battery_pct = None
+    if level is not None:
+        battery_pct = round(level * 100 / scale) if scale and scale > 0 else level
+        battery_pct = min(max(battery_pct, 0), 100)
+    tenths = _int(fields.get("temperature"))
+    powered = [fields[source].lower() == "true" for source in POWER_SOURCES if source in fields]
+    status = _int(fields.get("status"))
+    charging: bool | None = None
+    if powered or status is not None:
+        charging = any(powered) or status == BATTERY_STATUS_CHARGING
+    return base.Vitals(battery_pct=battery_pct, charging=charging,
+                       temperature_c=None if tenths is None else tenths / 10, screen_on=None)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def read_vitals(dev: PhoneDevice) -> base.Vitals:
+    """Battery (dumpsys battery) and screen (dumpsys power): two short calls."""
+    battery = parse_battery(run(dev, ["dumpsys", "battery"]).output)
+    return dataclasses.replace(battery, screen_on=screen_awake(dev))
+
+
+def parse_props(text: str) -> dict[str, str]:
+    """`getprop`'s listing as name -> value."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\[([^\]]+)\]: \[(.*)\]\s*$", text, re.MULTILINE)}
+
+
+def prop_labels(props: dict[str, str]) -> dict[str, str]:
+    """The labels a phone reports about itself, for the properties it has."""
+    return {label: props[prop][:LABEL_VALUE_MAX_CHARS] for label, prop in PROP_LABELS.items() if props.get(prop)}
+
+
+def read_props(dev: PhoneDevice) -> dict[str, str]:
+    return parse_props(run(dev, ["getprop"]).output)
+
+
+def check_booted(dev: PhoneDevice) -> None:
+    """adb lists a phone as `device` long before Android has booted; until then apps, the
+    package manager and uiautomator2 fail in odd ways."""
+    if run(dev, ["getprop", BOOT_COMPLETED_PROP]).output.strip() != "1":
+        raise PhoneNotReady("still booting (sys.boot_completed is not 1 yet)")
+
+
+def reboot(dev: PhoneDevice) -> None:
+    """`reboot`, as adbutils' device.reboot() sends it. adb refusing it (offline,
+    unauthorized) raises; the phone dropping the stream as it goes down is the reboot
+    working, so the read after it never fails it (the worker then waits to see it gone)."""
+    conn = dev.open_shell("reboot")
+    try:
+        conn.conn.settimeout(dev.io_timeout_s)
+        conn.read_until_close()
+    except (OSError, adbutils.AdbError):
+        pass
+    finally:
+        conn.close()
 
 
 def parse_foreground(text: str) -> Foreground:

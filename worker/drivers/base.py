@@ -29,7 +29,22 @@ class DeviceInfo:
     health: DeviceHealth
     model: str = ""
     simulated: bool = False
+    # Facts about the phone, targetable by jobs: read once per phone (manufacturer, model,
+    # android_version, sdk, abi) plus what adb's device list says (usb, product, ...).
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    # adb's own word for the phone (device, unauthorized, offline, no permissions, ...);
+    # None for a driver without adb. Travels as vitals.adb_state, not as a label: it changes.
+    adb_state: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Vitals:
+    """One reading of a phone's battery, heat and screen; None where the phone did not say."""
+
+    battery_pct: int | None = None
+    charging: bool | None = None
+    temperature_c: float | None = None
+    screen_on: bool | None = None
 
 
 class StopReason(str, enum.Enum):
@@ -85,6 +100,11 @@ class DeviceError(Exception):
     """The device could not do the action; the message is shown to operators."""
 
 
+class DeviceNotReady(DeviceError):
+    """The device is on its way (still booting): probed again later, and not counted as a
+    failed probe, so a phone plugged in mid-boot is not given up on."""
+
+
 class DeviceDriver(Protocol):
     name: str
     simulated: bool
@@ -99,6 +119,15 @@ class DeviceDriver(Protocol):
         """Health check before a device serves (and again while it is in error): True when
         healthy; False, or DeviceError with the reason, when not. The fleet runs probes in
         their own tasks, never inside a heartbeat."""
+
+    async def read_vitals(self, serial: str) -> Vitals:
+        """Battery, charging, temperature and screen now. The fleet calls it at most once a
+        minute per phone, in its own task (never inside a heartbeat); DeviceError when the
+        phone did not answer (the last reading stays)."""
+
+    async def reboot(self, serial: str) -> None:
+        """Ask the phone to restart and return; the worker then waits for it to go away,
+        come back and pass its probe. DeviceError when the phone refused or is not there."""
 
     async def open_url(self, request: OpenUrlRequest, should_stop: StopCheck) -> RunResult:
         """VIEW intent, keep foreground for duration_sec checking should_stop each second,

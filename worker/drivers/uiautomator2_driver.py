@@ -4,10 +4,14 @@ adbutils lists the phones and streams plug/unplug events; every phone gets its o
 (one daemon thread, worker/drivers/lanes.py), so a phone that stops answering holds up no
 other phone, no heartbeat and no shutdown. Every library call has an explicit timeout.
 
-A phone serves only after its probe: uiautomator2 connected through the configured adb
-server (a held UiAutomation service is freed and the connect retried once), the screen
-checked (woken, not locked, put back as it was) and the browser resolved (the configured
-package, else the phone's default browser, else Chrome).
+A phone serves only after its probe: booted (sys.boot_completed), its properties read once
+(the labels manufacturer, model, android_version, sdk, abi), uiautomator2 connected through
+the configured adb server (a held UiAutomation service is freed and the connect retried
+once), the screen checked (woken, not locked, put back as it was) and the browser resolved
+(the configured package, else the phone's default browser, else Chrome).
+
+Vitals (dumpsys battery, dumpsys power) and a reboot (adb's `reboot`) run on the phone's
+lane like everything else; the fleet decides when to read vitals (at most once a minute).
 
 A run opens the URL in that browser and nowhere else (`-p`, one reused tab), wakes the
 screen, and fails rather than report a false success: a lock screen, the "Open with"
@@ -68,6 +72,7 @@ class _Phone:
     connect_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     handle: Any = None  # the uiautomator2 Device, once connected
     browser: str | None = None  # resolved at probe
+    labels: dict[str, str] | None = None  # from getprop, read at the first probe
 
 
 @dataclasses.dataclass
@@ -127,10 +132,12 @@ class Uiautomator2Driver:
         devices = []
         for entry, name in zip(listed, self._name_all(listed)):
             info = _device_info(entry, name)
-            devices.append(info)
             if info.health is base.DeviceHealth.ONLINE:
                 tid = _transport_id(entry)
-                self._keep_phone(name, (entry.serial, tid if entry.serial in shared else None))
+                phone = self._keep_phone(name, (entry.serial, tid if entry.serial in shared else None))
+                if phone.labels:
+                    info = dataclasses.replace(info, labels={**info.labels, **phone.labels})
+            devices.append(info)
         online = {d.serial for d in devices if d.health is base.DeviceHealth.ONLINE}
         for name in list(self._phones):
             if name not in online:
@@ -156,10 +163,10 @@ class Uiautomator2Driver:
             taken.add(name)
         return [self._names[key] for key in keys]
 
-    def _keep_phone(self, name: str, address: tuple[str, int | None]) -> None:
+    def _keep_phone(self, name: str, address: tuple[str, int | None]) -> _Phone:
         phone = self._phones.get(name)
         if phone is not None and phone.address == address:
-            return
+            return phone
         if phone is not None:
             self._drop_phone(name)
         serial, transport_id = address
@@ -167,7 +174,8 @@ class Uiautomator2Driver:
         # per-serial lock (and logs) apart.
         device = android.PhoneDevice(self._adb, serial=name if transport_id else serial, transport_id=transport_id,
                                      io_timeout_s=self._call_timeout_s)
-        self._phones[name] = _Phone(name, address, device, lanes.Lane(f"phone-{name}"))
+        phone = self._phones[name] = _Phone(name, address, device, lanes.Lane(f"phone-{name}"))
+        return phone
 
     def _drop_phone(self, name: str) -> None:
         phone = self._phones.pop(name, None)
@@ -198,9 +206,14 @@ class Uiautomator2Driver:
     # --- probe ------------------------------------------------------------------------
 
     async def probe(self, serial: str) -> bool:
-        """Connect, check the screen, resolve the browser. True, or DeviceError with the reason."""
+        """Booted, labels read, connect, check the screen, resolve the browser. True, or
+        DeviceError with the reason."""
         phone = self._known(serial)
         async with phone.connect_lock:
+            await self._call(phone, "check that the phone has booted", android.check_booted, phone.device)
+            if phone.labels is None:  # once per phone: these never change while it is plugged in
+                props = await self._call(phone, "read the phone's properties", android.read_props, phone.device)
+                phone.labels = android.prop_labels(props)
             if phone.handle is None:
                 phone.handle = await self._call(phone, "connect uiautomator2", self._connect_blocking, phone,
                                                 timeout_s=self._connect_timeout_s,
@@ -239,6 +252,23 @@ class Uiautomator2Driver:
         if stop is not None:
             atexit.unregister(stop)
         return handle
+
+    # --- vitals and reboot -------------------------------------------------------------
+
+    async def read_vitals(self, serial: str) -> base.Vitals:
+        """dumpsys battery and dumpsys power, on the phone's lane (the fleet rate-limits)."""
+        phone = self._known(serial)
+        return await self._call(phone, "read the battery and screen", android.read_vitals, phone.device)
+
+    async def reboot(self, serial: str) -> None:
+        """adb reboot on the phone's lane. The uiautomator2 handle dies with the phone's
+        server, so it is dropped: the next probe connects afresh."""
+        phone = self._known(serial)
+        await self._call(phone, "reboot", android.reboot, phone.device, prefix="reboot failed")
+        if phone.handle is not None:
+            phone.lane.submit("release the uiautomator2 handle", _release_handle, phone.handle)
+            phone.handle = None
+        phone.browser = None
 
     # --- the action -------------------------------------------------------------------
 
@@ -355,6 +385,8 @@ class Uiautomator2Driver:
                     raise
                 log.info("phone %s: %s failed once (%s); trying again", phone.name, what, _describe(exc))
                 return await phone.lane.call(what, fn, *args, timeout_s=timeout_s or self._call_timeout_s)
+        except android.PhoneNotReady as exc:
+            raise base.DeviceNotReady(f"{phone.name}: {exc}") from exc
         except android.PhoneFault as exc:
             raise base.DeviceError(f"{phone.name}: {exc}") from exc
         except lanes.LaneHung as exc:
@@ -465,10 +497,11 @@ def _device_info(entry: Any, name: str) -> base.DeviceInfo:
         health, state = base.DeviceHealth.UNAUTHORIZED, ADB_UNAUTHORIZED_STATES[entry.state]
     else:
         health, state = base.DeviceHealth.OFFLINE, entry.state
-    labels = {"adb_state": state, **{k: v for k, v in tags.items() if k != "model"}}
+    labels = {k: v for k, v in tags.items() if k != "model"}
     if name != entry.serial:
         labels["adb_serial"] = entry.serial
-    return base.DeviceInfo(serial=name, health=health, model=tags.get("model", ""), simulated=False, labels=labels)
+    return base.DeviceInfo(serial=name, health=health, model=tags.get("model", ""), simulated=False, labels=labels,
+                           adb_state=state)
 
 
 def _describe(exc: BaseException) -> str:
