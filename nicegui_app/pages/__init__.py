@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from nicegui_app.pages import background_jobs, devices, jobs, login, pcs
+from nicegui_app.pages import background_jobs, device_detail, devices, jobs, login, pcs
 
 
 def create_all() -> None:
     login.create()
     jobs.create()
     devices.create()
+    device_detail.create()
     background_jobs.create()
     pcs.create()

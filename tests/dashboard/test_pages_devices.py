@@ -1,13 +1,16 @@
-"""Devices page and the header's live device count."""
+"""Devices page and the header's live device count; fleet management (issue 19): statuses and
+their reasons, vitals, worker and operator labels apart, and the actions (drain, disable,
+enable, reboot, label edit) changing the database."""
 
 from __future__ import annotations
 
 from nicegui.testing import User
 
+from jobsys.models import DeviceReport, DeviceVitals
 from jobsys.system import JobSystem
 from tests.core.helpers import add_worker
 from tests.dashboard.pages import finish_runs, login
-from tests.support.pages import element, texts
+from tests.support.pages import element, text_of, texts
 from tests.support.postgres import Db
 from tests.support.waiting import wait_until
 
@@ -68,3 +71,249 @@ async def test_devices_grouped_by_worker_with_state_job_and_badge(
         lambda: f"현재 작업: {str(job.id)[:8]}" in texts(user, f"device-{busy}"), what="busy device"
     )
     assert "작업중" in texts(user, f"device-{busy}")
+
+
+# Fleet management (issue 19) ---------------------------------------------------------------
+
+
+def device_state(db: Db, serial: str) -> str:
+    return str(db.value("select state from jobsys.devices where serial = %s", (serial,)))
+
+
+async def click_in(user: User, serial: str, marker: str) -> None:
+    """Click a device's action button on the list (the rows are rebuilt on each refresh, so
+    wait for it first)."""
+    await user.should_see(marker=f"device-{serial}", retries=50)
+    with user.scope(marker=f"device-{serial}"):
+        await user.should_see(marker=marker, retries=50)
+        user.find(marker=marker).click()
+
+
+async def test_statuses_reasons_vitals_and_labels_shown_in_korean(
+    user: User, jobs: JobSystem, db: Db
+) -> None:
+    # A phone quarantined the real way: its last run failed (quarantine after one failure here).
+    db.setting("quarantine_after_failures", 1)
+    flaky = await add_worker(jobs, "flaky", 1)
+    await jobs.create_job(
+        target_url="https://example.com", duration_sec=5, target_type="device_count", target_value=1
+    )
+    await finish_runs(jobs, flaky.worker_id, failed=1)
+    assert device_state(db, "flaky-000") == "quarantined"
+
+    reports = [
+        DeviceReport(
+            serial="rack-ok",
+            simulated=True,
+            labels={"android": "13"},
+            vitals=DeviceVitals(battery_pct=80, charging=True, temperature_c=31.5),
+        ),
+        DeviceReport(serial="rack-unauth", state="unauthorized", simulated=True),
+        DeviceReport(serial="rack-low", simulated=True, vitals=DeviceVitals(battery_pct=10, charging=False)),
+        DeviceReport(
+            serial="rack-hot", simulated=True, vitals=DeviceVitals(battery_pct=90, temperature_c=50)
+        ),
+        DeviceReport(serial="rack-off", simulated=True),
+    ]
+    session = await jobs.register_worker("rack", reports, hostname="test")
+    ids = {d.serial: d.id for d in session.devices}
+    await jobs.set_device_state(ids["rack-off"], "disabled")
+    await jobs.set_device_labels(ids["rack-ok"], {"rack": "A"})
+
+    await login(user, "/devices")
+    await user.should_see(marker="device-rack-ok", retries=50)
+    summary = {
+        key: text_of(user, f"device-summary-{key}-value")
+        for key in ("total", "idle", "unauthorized", "low_battery", "overheated", "quarantined", "disabled")
+    }
+    assert summary == {
+        "total": "6",
+        "idle": "1",
+        "unauthorized": "1",
+        "low_battery": "1",
+        "overheated": "1",
+        "quarantined": "1",
+        "disabled": "1",
+    }
+    expected = {
+        "rack-unauth": ["권한 없음", "adb 권한 없음: 휴대폰에서 USB 디버깅을 허용하세요"],
+        "rack-low": ["배터리 부족", "배터리 10% (기준 15% 미만)", "배터리 10%", "충전 안 함"],
+        "rack-hot": ["과열", "배터리 온도 50°C (기준 45°C 초과)", "50°C"],
+        "rack-off": ["비활성", "운영자가 비활성화함"],
+        "flaky-000": ["격리됨", "연속 1회 실패 (마지막 오류: screen locked)"],
+        "rack-ok": ["대기", "배터리 80%", "충전 중", "31.5°C"],
+    }
+    for serial, shown in expected.items():
+        row = texts(user, f"device-{serial}")
+        for text in shown:
+            assert text in row, (serial, text, row)
+    with user.scope(marker="device-flaky-000"):
+        await user.should_see(marker="device-quarantined-until")
+        assert text_of(user, "device-quarantined-until").endswith("까지 격리")
+    # The worker's labels and the operator's, apart; and a link to the device's page.
+    with user.scope(marker="device-rack-ok"):
+        assert "android=13" in texts(user, "device-worker-labels")
+        assert "rack=A" not in texts(user, "device-worker-labels")
+        assert "rack=A" in texts(user, "device-operator-labels")
+        assert element(user, "device-link").props["href"] == f"/devices/{ids['rack-ok']}"
+        await user.should_see(marker="device-disable")
+        await user.should_not_see(marker="device-enable")  # nothing to enable
+    with user.scope(marker="device-rack-off"):
+        await user.should_see(marker="device-enable")
+        await user.should_not_see(marker="device-disable")
+
+
+async def test_drain_disable_and_enable_through_the_buttons(user: User, jobs: JobSystem, db: Db) -> None:
+    db.setting("progress_event_interval_ms", 0)
+    session = await add_worker(jobs, "rack", 2)
+    job = (
+        await jobs.create_job(
+            target_url="https://example.com", duration_sec=60, target_type="device_count", target_value=1
+        )
+    ).job
+    await finish_runs(jobs, session.worker_id, running=1)
+    busy = next(a for a in (await jobs.get_job(job.id)).assignments if a.status.value == "running")
+    await login(user, "/devices")
+
+    # Drain: the run goes on, then the phone is disabled.
+    await click_in(user, busy.serial, "device-drain")
+    await wait_until(lambda: device_state(db, busy.serial) == "draining", what="draining")
+    await wait_until(lambda: "마무리 중" in texts(user, f"device-{busy.serial}"), what="draining shown")
+    await user.should_see(f"{busy.serial} 기기는 실행 중인 작업을 마친 뒤 비활성화됩니다", retries=50)
+    assert "실행 중인 작업을 마치면 비활성화됩니다" in texts(user, f"device-{busy.serial}")
+    assert db.value("select status from jobsys.job_assignments where id = %s", (busy.id,)) == "running"
+
+    await click_in(user, busy.serial, "device-enable")
+    await wait_until(lambda: device_state(db, busy.serial) == "online", what="enabled again")
+    await wait_until(lambda: "작업중" in texts(user, f"device-{busy.serial}"), what="busy again")
+
+    # Disable asks first (it stops the run): cancelling changes nothing.
+    await click_in(user, busy.serial, "device-disable")
+    await user.should_see(marker="device-confirm-question", retries=50)
+    assert busy.serial in text_of(user, "device-confirm-question")
+    user.find(marker="device-confirm-cancel").click()
+    await user.should_not_see(marker="device-confirm-question", retries=50)
+    assert device_state(db, busy.serial) == "online"
+
+    await click_in(user, busy.serial, "device-disable")
+    await user.should_see(marker="device-confirm-ok", retries=50)
+    user.find(marker="device-confirm-ok").click()
+    await wait_until(lambda: device_state(db, busy.serial) == "disabled", what="disabled")
+    # Its run stopped there and went back to the queue.
+    assert (
+        db.value(
+            "select count(*) from jobsys.job_assignments where device_id = %s and status = 'running'",
+            (busy.device_id,),
+        )
+        == 0
+    )
+    assert (
+        db.value("select running_assignment_id from jobsys.devices where id = %s", (busy.device_id,)) is None
+    )
+    await wait_until(lambda: "비활성" in texts(user, f"device-{busy.serial}"), what="disabled shown")
+    await wait_until(lambda: text_of(user, "device-summary-disabled-value") == "1", what="summary")
+
+    await click_in(user, busy.serial, "device-enable")
+    await wait_until(lambda: device_state(db, busy.serial) == "online", what="enabled")
+    await wait_until(lambda: "대기" in texts(user, f"device-{busy.serial}"), what="idle shown")
+
+    # Draining a phone that runs nothing disables it at once, and says so.
+    idle = next(d.serial for d in (await jobs.list_devices()).devices if d.serial != busy.serial)
+    await click_in(user, idle, "device-drain")
+    await wait_until(lambda: device_state(db, idle) == "disabled", what="drained at once")
+    await user.should_see(f"{idle} 기기를 비활성화했습니다", retries=50)
+
+
+async def test_reboot_through_the_button_and_refused_while_busy(user: User, jobs: JobSystem, db: Db) -> None:
+    session = await add_worker(jobs, "rack", 2)  # a registered worker with a live session
+    await jobs.create_job(
+        target_url="https://example.com", duration_sec=60, target_type="device_count", target_value=1
+    )
+    await finish_runs(jobs, session.worker_id, running=1)
+    busy, idle = (
+        db.value("select serial from jobsys.devices where running_assignment_id is not null"),
+        db.value("select serial from jobsys.devices where running_assignment_id is null"),
+    )
+    await login(user, "/devices")
+
+    await click_in(user, idle, "device-reboot")
+    await user.should_see(marker="device-confirm-question", retries=50)
+    assert "재부팅할까요?" in text_of(user, "device-confirm-question")
+    user.find(marker="device-confirm-ok").click()
+    await wait_until(
+        lambda: db.value(
+            "select reboot_requested_at is not null from jobsys.devices where serial = %s", (idle,)
+        ),
+        what="reboot requested",
+    )
+    await user.should_see(f"{idle} 기기의 재부팅을 요청했습니다", retries=50)
+    await wait_until(
+        lambda: any(t.startswith("재부팅 요청됨:") for t in texts(user, f"device-{idle}")),
+        what="reboot request shown",
+    )
+    assert (await jobs.heartbeat(session.worker_id)).reboot == [
+        db.value("select id from jobsys.devices where serial = %s", (idle,))
+    ]  # the worker is told
+
+    await click_in(user, busy, "device-reboot")
+    await user.should_see(marker="device-confirm-ok", retries=50)
+    user.find(marker="device-confirm-ok").click()
+    await user.should_see(
+        "실행 중인 작업이 있어 지금은 재부팅할 수 없습니다. 먼저 '마무리 후 비활성화'를 하세요.", retries=50
+    )
+    assert db.value("select reboot_requested_at from jobsys.devices where serial = %s", (busy,)) is None
+
+
+async def test_label_edit_saves_operator_labels_and_refuses_bad_ones(
+    user: User, jobs: JobSystem, db: Db
+) -> None:
+    session = await jobs.register_worker(
+        "rack", [DeviceReport(serial="phone-1", simulated=True, labels={"android": "13"})], hostname="test"
+    )
+    device_id = session.devices[0].id
+    await login(user, "/devices")
+
+    await click_in(user, "phone-1", "device-edit-labels")
+    await user.should_see(marker="labels-input", retries=50)
+    assert "android=13" in texts(user, "labels-dialog-worker")  # the worker's, for reference
+    user.find(marker="labels-input").type("rack=A\ngroup = qa")
+    user.find(marker="labels-save").click()
+    await user.should_not_see(marker="labels-input", retries=50)
+    assert db.value("select operator_labels from jobsys.devices where id = %s", (device_id,)) == {
+        "rack": "A",
+        "group": "qa",
+    }
+    await wait_until(lambda: "rack=A" in texts(user, "device-operator-labels"), what="labels shown")
+    assert "group=qa" in texts(user, "device-operator-labels")
+    assert "rack=A" not in texts(user, "device-worker-labels")
+
+    before = db.dump()
+    await click_in(user, "phone-1", "device-edit-labels")
+    await user.should_see(marker="labels-input", retries=50)
+    assert element(user, "labels-input").value == "group=qa\nrack=A"  # what is stored, to edit
+    user.find(marker="labels-input").clear().type("no equals sign")
+    assert text_of(user, "labels-error") == "1번째 줄이 키=값 형식이 아닙니다"
+    assert not element(user, "labels-save").enabled
+    user.find(marker="labels-input").clear().type("bad key=1")
+    assert element(user, "labels-save").enabled
+    user.find(marker="labels-save").click()
+    await wait_until(
+        lambda: (
+            text_of(user, "labels-error") == "라벨 키는 1~64자의 영문자, 숫자와 _ . : / - 만 쓸 수 있습니다"
+        ),
+        what="bad key refused",
+    )
+    user.find(marker="labels-input").clear().type("android=14")  # the worker's key
+    user.find(marker="labels-save").click()
+    await wait_until(
+        lambda: text_of(user, "labels-error") == "'android' 라벨은 워커가 보고하는 라벨이라 바꿀 수 없습니다",
+        what="worker key refused",
+    )
+    await user.should_see(marker="labels-input")  # still open
+    assert db.dump() == before  # nothing stored
+    user.find(marker="labels-cancel").click()
+    await user.should_not_see(marker="labels-input", retries=50)
+    assert db.value("select operator_labels from jobsys.devices where id = %s", (device_id,)) == {
+        "rack": "A",
+        "group": "qa",
+    }

@@ -1,5 +1,5 @@
 """New job dialog: validated as you type, title from the URL, live target hints, each target
-type, API errors inline."""
+type, API errors inline, and the device-label filter with live counts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 
 from nicegui.testing import User
 
-from jobsys.models import TargetType
+from jobsys.models import DeviceReport, TargetType
 from jobsys.system import JobSystem
 from nicegui_app.pages.new_job_dialog import expected_devices
 from tests.core.helpers import add_worker
@@ -192,3 +192,74 @@ async def test_more_options_set_the_time_limit_grace_and_start(user: User, jobs:
     await user.should_not_see(marker="new-job-url", retries=50)
     job = (await jobs.list_jobs()).jobs[0]
     assert (job.status.value, job.timeout_sec, job.topup_grace_sec, job.start_at) == ("scheduled", 600, 0, start)
+
+
+def label_options(user: User) -> list[str]:
+    return list(element(user, "new-job-labels").options.values())
+
+
+async def test_device_label_filter_counts_hint_and_created_job(user: User, jobs: JobSystem) -> None:
+    reports = [DeviceReport(serial=f"p{i}", simulated=True, labels={"android": "13" if i < 4 else "14"})
+               for i in range(5)]
+    session = await jobs.register_worker("w1", reports, hostname="test")
+    ids = {d.serial: d.id for d in session.devices}
+    for serial in ("p0", "p1", "p4"):
+        await jobs.set_device_labels(ids[serial], {"rack": "A"})
+    await jobs.set_device_labels(ids["p2"], {"rack": "B"})
+    await login(user)
+    await open_dialog(user)
+    user.find(marker="new-job-url").type(URL)
+    # The fleet's label pairs with the healthy devices carrying each (worker's and operator's labels).
+    await wait_until(lambda: "rack=A: 3대" in label_options(user), what="label choices")
+    assert {"rack=B: 1대", "android=13: 4대", "android=14: 1대"} <= set(label_options(user))
+    assert element(user, "new-job-hint").text == "연결된 모든 기기: 5대"
+
+    element(user, "new-job-labels").value = ["rack=A"]
+    await wait_until(lambda: element(user, "new-job-hint").text == "라벨이 맞는 연결된 기기: 3대", what="hint")
+    await wait_until(lambda: "android=13: 2대" in label_options(user), what="counts among rack=A")
+    element(user, "new-job-labels").value = ["rack=A", "android=13"]  # both: AND
+    await wait_until(lambda: element(user, "new-job-hint").text == "라벨이 맞는 연결된 기기: 2대", what="AND")
+    element(user, "new-job-target").value = TargetType.PERCENTAGE.value
+    user.find(marker="new-job-percentage").clear().type("50")
+    assert element(user, "new-job-hint").text == "예상 기기 수: 1대 (라벨이 맞는 연결된 2대 중)"
+
+    # Live: a phone gets the label elsewhere, and the counts follow.
+    await jobs.set_device_labels(ids["p3"], {"rack": "A"})
+    await wait_until(lambda: element(user, "new-job-hint").text == "예상 기기 수: 2대 (라벨이 맞는 연결된 3대 중)",
+                     what="hint after a label was set")
+    assert "rack=A: 3대" in label_options(user)
+
+    element(user, "new-job-target").value = TargetType.ALL_DEVICES.value
+    assert create_enabled(user)
+    user.find(marker="new-job-create").click()
+    await user.should_not_see(marker="new-job-url", retries=50)
+    job = (await jobs.list_jobs()).jobs[0]
+    assert (job.device_labels, job.target_count) == ({"rack": "A", "android": "13"}, 3)
+    assigned = {a.serial for a in (await jobs.get_job(job.id)).assignments}
+    assert assigned == {"p0", "p1", "p3"}
+
+
+async def test_device_label_filter_one_value_per_key_and_no_match_warning(
+        user: User, jobs: JobSystem) -> None:
+    session = await jobs.register_worker(
+        "w1", [DeviceReport(serial=f"p{i}", simulated=True) for i in range(2)], hostname="test")
+    await jobs.set_device_labels(session.devices[0].id, {"rack": "A"})
+    await jobs.set_device_labels(session.devices[1].id, {"rack": "B"})
+    await login(user, language="en")
+    await open_dialog(user)
+    await wait_until(lambda: "rack=B: 1 devices" in label_options(user), what="label choices")
+    element(user, "new-job-labels").value = ["rack=A"]
+    element(user, "new-job-labels").value = ["rack=A", "rack=B"]  # a second value of a key replaces the first
+    assert element(user, "new-job-labels").value == ["rack=B"]
+    await wait_until(lambda: element(user, "new-job-hint").text == "Connected devices with these labels: 1",
+                     what="hint for rack=B")
+
+    await jobs.set_device_state(session.devices[1].id, "disabled")  # the only rack=B phone goes away
+    await wait_until(lambda: element(user, "new-job-hint").text == "Connected devices with these labels: 0",
+                     what="hint after the phone went")
+    assert element(user, "new-job-warning").text.startswith("No connected device carries these labels")
+    await wait_until(lambda: "rack=B: 0 devices (of 1)" in label_options(user), what="healthy of all")
+    element(user, "new-job-labels").value = []
+    await wait_until(lambda: element(user, "new-job-hint").text == "All connected devices: 1",
+                     what="no filter")
+    await user.should_not_see(marker="new-job-warning")
