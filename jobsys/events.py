@@ -23,6 +23,7 @@ class EventName(str, enum.Enum):
     JOB_RESUMED = "job_resumed"
     JOB_CANCELLED = "job_cancelled"  # payload.reason: cancelled | deleted
     DEVICE_REBOOT = "device_reboot"  # payload: device_id, serial; an operator asked to reboot the phone
+    RUN_STOPPED = "run_stopped"  # payload: assignment_id, job_id, reason; e.g. its device was disabled
     # dashboard topic
     JOB_PROGRESS = "job_progress"
     JOB_DELETED = "job_deleted"

@@ -515,6 +515,29 @@ class DeviceUpdate(pydantic.BaseModel):
         return "draining" if self.drain else self.state
 
 
+class AuditEntry(pydantic.BaseModel):
+    """One operator action, as the function that performed it recorded it."""
+
+    id: int
+    at: dt.datetime
+    actor_role: str
+    actor_id: uuid.UUID | None = None
+    actor_name: str | None = None
+    action: str
+    object_type: Literal["job", "device", "worker_account", "background_job", "system"]
+    object_id: str | None = None
+    detail: dict[str, Any] = {}
+
+
+class AuditPage(pydantic.BaseModel):
+    entries: list[AuditEntry]
+
+    @property
+    def next_before_id(self) -> int | None:
+        """Pass as before_id for the next (older) page; None when this page is the last."""
+        return self.entries[-1].id if self.entries else None
+
+
 class FleetLabel(pydantic.BaseModel):
     key: str
     value: str

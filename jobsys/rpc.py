@@ -72,6 +72,11 @@ HUB_CLAIMS = _fn("hub_claims", p_token_hash="text")
 MAY_RECEIVE = _fn("may_receive", p_topic="text")
 
 SCHEMA_VERSION = _fn("schema_version")  # readiness: anyone may ask
+# Operations: the audit log, the metrics snapshot, the runs whose screenshots to keep
+LIST_AUDIT = _fn("list_audit", p_actor="text", p_object_type="text", p_object_id="text",
+                 p_since="timestamp with time zone", p_limit="integer", p_before_id="bigint")
+METRICS_SNAPSHOT = _fn("metrics_snapshot")
+EXISTING_RUNS = _fn("existing_runs", p_ids="bigint[]")
 
 RESCUE_EXPIRED_LEASES = _fn("rescue_expired_leases")
 MARK_STALE = _fn("mark_stale")
@@ -84,6 +89,7 @@ DEVICE_JOBS: tuple[SqlFunction, ...] = (
     CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
     ADD_WORKER_ACCOUNT, LIST_WORKER_ACCOUNTS, REVOKE_WORKER_ACCOUNT, HUB_CLAIMS, SCHEMA_VERSION,
+    LIST_AUDIT, METRICS_SNAPSHOT, EXISTING_RUNS,
     RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
 )
 

@@ -7,13 +7,14 @@ The worker and the dashboard reach transports only through here: the push types
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any, Iterable, Literal, Sequence
 
 from jobsys import errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
-    ClaimedAssignment, CreatedJob, Device, DeviceDetail, DeviceList, DeviceReport, DeviceUpdate, FinishedRun,
+    AuditPage, ClaimedAssignment, CreatedJob, Device, DeviceDetail, DeviceList, DeviceReport, DeviceUpdate, FinishedRun,
     FleetLabels, HeartbeatReply, Job, JobCreate, JobDetail, JobList, JobRunRow, JobStatus, JobUpdate,
     RegisteredDevice, RetriedJob, RunReport, RunState, WorkerSession,
 )
@@ -285,6 +286,24 @@ class JobSystem:
         return [FinishedRun.model_validate(item) for item in answer]
 
     # Upkeep (runs automatically from heartbeats; exposed for tests and admin) ----------
+    # Operators: operations ---------------------------------------------------------------
+    async def list_audit(self, *, actor: str | None = None, object_type: str | None = None,
+                         object_id: str | None = None, since: dt.datetime | None = None, limit: int = 100,
+                         before_id: int | None = None) -> AuditPage:
+        """The audit log, newest first; `before_id` pages to older entries."""
+        return AuditPage.model_validate(await self.transport.call(rpc.LIST_AUDIT, {
+            "p_actor": actor, "p_object_type": object_type, "p_object_id": object_id,
+            "p_since": since.isoformat() if since is not None else None, "p_limit": limit,
+            "p_before_id": before_id}))
+
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """What GET /metrics exposes from the database (jobsys.metrics)."""
+        return dict(await self.transport.call(rpc.METRICS_SNAPSHOT))
+
+    async def existing_runs(self, ids: Sequence[int]) -> set[int]:
+        """Which of these run ids still exist (retention purges the others)."""
+        return set(await self.transport.call(rpc.EXISTING_RUNS, {"p_ids": list(ids)}) or [])
+
     async def schema_version(self) -> str | None:
         """The newest migration applied to the database (readiness); None if none was recorded."""
         return await self.transport.call(rpc.SCHEMA_VERSION)

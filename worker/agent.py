@@ -201,12 +201,19 @@ class Worker:
             self.paused_jobs.add(uuid.UUID(job_id))
         elif event.event == EventName.JOB_CANCELLED and job_id:
             self._stop_job(uuid.UUID(job_id))
+        elif event.event == EventName.RUN_STOPPED and isinstance(event.payload.get("assignment_id"), int):
+            self._stop_runs({event.payload["assignment_id"]})
         elif event.event == EventName.DEVICE_REBOOT and event.payload.get("device_id"):
             self._request_reboot(uuid.UUID(str(event.payload["device_id"])), event.payload.get("serial"))
 
     def _stop_job(self, job_id: uuid.UUID) -> None:
         for slot in self.runs.values():
             if slot.run.job_id == job_id:
+                slot.stop = StopReason.CANCELLED
+
+    def _stop_runs(self, assignment_ids: set[int]) -> None:
+        for slot in self.runs.values():
+            if slot.run.assignment_id in assignment_ids:
                 slot.stop = StopReason.CANCELLED
 
     # Claiming --------------------------------------------------------------------------
@@ -314,10 +321,7 @@ class Worker:
         if delivered:  # a device those reports free may take its next run now
             self._claim_after_reports -= delivered
             self._wake.set()
-        stop = set(reply.stop)
-        for slot in self.runs.values():
-            if slot.run.assignment_id in stop:
-                slot.stop = StopReason.CANCELLED
+        self._stop_runs(set(reply.stop))
 
     # Reboot ----------------------------------------------------------------------------------
     def _request_reboot(self, device_id: uuid.UUID, serial: str | None) -> None:

@@ -29,12 +29,17 @@ insert into jobsys.settings (key, value, description) values
    'a device whose last this many runs failed in a row is quarantined (takes no new runs); 0 turns it off'),
   ('quarantine_cooldown_sec', 1800, 'a quarantined device takes work again after this long (or when an operator enables it)'),
   ('min_battery_pct', 15, 'a phone whose battery is below this takes no new runs until it recovers'),
-  ('max_battery_temp_c', 45, 'a phone whose battery is hotter than this takes no new runs until it cools down');
+  ('max_battery_temp_c', 45, 'a phone whose battery is hotter than this takes no new runs until it cools down'),
+  ('retention_days', 30,
+   'finished jobs and AI batches older than this are purged by upkeep, a few at a time (0 keeps them)'),
+  ('metrics_device_series', 200,
+   'GET /metrics gives per-device battery and temperature series for at most this many devices');
 
 -- Maintenance bookkeeping: one row, so periodic work runs once however many workers call it.
 create table jobsys.maintenance_state (
   id boolean primary key default true check (id),
-  last_run_at timestamptz not null default '-infinity'
+  last_run_at timestamptz not null default '-infinity',
+  last_purge_at timestamptz not null default '-infinity'  -- retention runs at most once a minute
 );
 comment on table jobsys.maintenance_state is
   'One row: when jobsys.maintain() last ran, so periodic work runs once per interval however many workers call it.';
@@ -325,3 +330,21 @@ create table jobsys.background_job_logs (
 comment on table jobsys.background_job_logs is
   'Insert-only log of a background job (created, claimed, taken over, failed items, finished), read newest first.';
 create index background_job_logs_job_idx on jobsys.background_job_logs (job_id, id desc);
+
+-- The audit log ========================================================================
+-- Every operator action, written by the SQL function that performs it, in its transaction.
+create table jobsys.audit_log (
+  id bigint generated always as identity primary key,
+  at timestamptz not null default now(),
+  actor_role text not null,  -- jobsys.caller_role(): operator, service...
+  actor_id uuid,  -- auth.uid(): the operator's account (null for the service)
+  actor_name text check (length(actor_name) <= 320),  -- the account's email, when its token says
+  action text not null check (action ~ '^[a-z_]{1,40}$'),
+  object_type text not null check (object_type in ('job', 'device', 'worker_account', 'background_job', 'system')),
+  object_id text check (length(object_id) <= 200),
+  detail jsonb not null default '{}' check (octet_length(detail::text) <= 8192)
+);
+comment on table jobsys.audit_log is
+  'Insert-only record of every operator action (who, when, what, in brief), written by the function that performs it; never a token or a secret. Outlives what it names (a deleted job).';
+create index audit_log_at_idx on jobsys.audit_log (at desc);
+create index audit_log_object_idx on jobsys.audit_log (object_type, object_id, id desc);

@@ -562,6 +562,9 @@ begin
           p_timeout_sec, p_topup_grace_sec,
           case when v_scheduled then 'scheduled' else 'active' end, p_start_at, v_labels)
   returning * into v_job;
+  perform jobsys.audit('create', 'job', v_job.id::text, jsonb_build_object(
+    'title', v_title, 'target_type', p_target_type, 'target_value', v_target_value, 'device_labels', v_labels,
+    'start_at', p_start_at));
 
   if v_scheduled then
     -- No runs until start_at (jobsys.release_scheduled_jobs distributes it then).
@@ -620,6 +623,7 @@ begin
   if v_job.status not in ('active', 'scheduled') then
     perform jobsys.illegal_move(v_job, 'pause');
   end if;
+  perform jobsys.audit('pause', 'job', p_job_id::text, jsonb_build_object('from', v_job.status));
   update jobsys.job_assignments set status = 'paused' where job_id = p_job_id and status = 'pending';
   update jobsys.jobs set status = 'paused', paused_at = now(), waiting_since = null where id = p_job_id;
   v_job := jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true);
@@ -646,6 +650,7 @@ begin
   if v_job.status <> 'paused' then
     perform jobsys.illegal_move(v_job, 'resume');
   end if;
+  perform jobsys.audit('resume', 'job', p_job_id::text);
   if v_job.start_at is not null and v_job.assigned_count = 0 then
     if v_job.start_at > now() then
       update jobsys.jobs set status = 'scheduled', paused_at = null where id = p_job_id;
@@ -733,6 +738,7 @@ begin
   if v_job.status not in ('active', 'paused', 'scheduled') then
     perform jobsys.illegal_move(v_job, 'cancel');
   end if;
+  perform jobsys.audit('cancel', 'job', p_job_id::text, jsonb_build_object('from', v_job.status));
   v_job := jobsys.end_job(p_job_id, 'cancelled', null, 'job cancelled');
   return jobsys.job_json(v_job);
 end
@@ -744,9 +750,13 @@ create or replace function jobsys.delete_job(p_job_id uuid) returns void
   language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
+declare
+  v_job jobsys.jobs;
 begin
   perform jobsys.require_operator();
-  perform jobsys.lock_job(p_job_id);
+  v_job := jobsys.lock_job(p_job_id);
+  perform jobsys.audit('delete', 'job', p_job_id::text, jsonb_build_object(
+    'title', v_job.title, 'status', v_job.status, 'completed', v_job.completed_count, 'failed', v_job.failed_count));
   -- Tell workers before the rows that name them are gone; delivered at commit.
   perform jobsys.emit_to_job_workers(p_job_id, 'job_cancelled',
     jsonb_build_object('job_id', p_job_id, 'reason', 'deleted'));
@@ -775,6 +785,7 @@ declare
 begin
   perform jobsys.require_operator();
   perform jobsys.lock_job(p_job_id);
+  perform jobsys.audit('rename', 'job', p_job_id::text, jsonb_build_object('title', v_title));
   update jobsys.jobs set title = v_title where id = p_job_id;
   return jobsys.job_json(jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true));
 end
@@ -863,6 +874,7 @@ begin
     update jobsys.devices d set queue_floor = k.floor from locked k where d.id = k.id
   )
   select count(*) into v_retried from retried;
+  perform jobsys.audit('retry', 'job', p_job_id::text, jsonb_build_object('retried', v_retried));
   if v_job.status = 'incomplete' then
     update jobsys.jobs set status = 'active', end_reason = null, finished_at = null, waiting_since = null
     where id = p_job_id;
@@ -893,6 +905,7 @@ begin
   if not found then
     perform jobsys.raise_error('JS404', 'job not found', jsonb_build_object('job_id', p_job_id));
   end if;
+  perform jobsys.audit('clone', 'job', p_job_id::text);  -- the new job's own entry is its create
   return jobsys.create_job(v_job.target_url, v_job.duration_sec, v_job.target_type, v_job.target_value,
     v_job.title, v_job.action, v_job.max_attempts, v_job.timeout_sec, v_job.topup_grace_sec, null,
     v_job.device_labels);

@@ -239,6 +239,8 @@ begin
     perform jobsys.raise_error('JS400', format('label %s is reported by the device''s worker and cannot be set', v_key),
       jsonb_build_object('field', 'labels', 'rule', 'worker_label', 'key', v_key));
   end if;
+  perform jobsys.audit('label', 'device', p_device_id::text, jsonb_build_object(
+    'serial', v_device.serial, 'before', v_device.operator_labels, 'after', p_labels));
   update jobsys.devices set operator_labels = p_labels where id = p_device_id returning * into v_device;
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('device_id', p_device_id));
   perform jobsys.top_up();  -- jobs targeting these labels may now have a device
@@ -273,6 +275,7 @@ begin
     perform jobsys.raise_error('JS409', 'no worker holds the device now, so none can reboot it',
       jsonb_build_object('device_id', p_device_id, 'reason', 'offline'));
   end if;
+  perform jobsys.audit('reboot', 'device', p_device_id::text, jsonb_build_object('serial', v_device.serial));
   update jobsys.devices set reboot_requested_at = now() where id = p_device_id returning * into v_device;
   insert into jobsys.device_events (device_id, event, state) values (p_device_id, 'reboot_requested', v_device.state);
   perform jobsys.emit(jobsys.worker_topic(v_device.worker_id), 'device_reboot',
@@ -372,7 +375,7 @@ begin
     ), pairs as (
       select p.key, p.value #>> '{}' as value, count(*) as total, count(*) filter (where m.healthy) as healthy
       from matching m cross join lateral jsonb_each(m.labels) p
-      where p.key not in ('error', 'probe', 'adb_serial', 'transport_id')
+      where p.key not in ('error', 'probe', 'reboot', 'adb_serial', 'transport_id')  -- the worker's notes, not choices
       group by 1, 2
     )
     select jsonb_build_object(

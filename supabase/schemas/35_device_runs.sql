@@ -88,7 +88,8 @@ begin
      order by a.id limit 1)
     limit 1) q
   where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
-    and (p_device_ids is null or d.id = any(p_device_ids));
+    and (p_device_ids is null or d.id = any(p_device_ids))
+    and (d.reboot_requested_at is null or d.reboot_requested_at < now() - interval '10 minutes');
   if v_jobs is null then
     return;
   end if;
@@ -105,6 +106,8 @@ begin
       select d.id, d.queue_floor from jobsys.devices d
       where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
         and (p_device_ids is null or d.id = any(p_device_ids))
+        -- a phone about to reboot takes nothing new (request_device_reboot; the worker answers)
+        and (d.reboot_requested_at is null or d.reboot_requested_at < now() - interval '10 minutes')
       for no key update skip locked
     ) f
     cross join lateral (
@@ -716,6 +719,7 @@ declare
   v_topped integer;
   v_ended integer;
   v_refit integer;
+  v_purged integer := 0;
   v_job jobsys.jobs;
 begin
   perform jobsys.require_signed_in();
@@ -734,6 +738,11 @@ begin
   v_topped := jobsys.top_up();
   v_ended := jobsys.settle_jobs();
   v_refit := jobsys.refit_devices();
+  update jobsys.maintenance_state set last_purge_at = clock_timestamp()
+  where last_purge_at < clock_timestamp() - interval '1 minute';
+  if found then
+    v_purged := jobsys.purge_expired();
+  end if;
   -- Trailing job_progress for jobs whose last change fell inside a throttle window.
   for v_job in
     select * from jobsys.jobs
@@ -745,11 +754,11 @@ begin
   end loop;
   return jsonb_build_object('ran', true, 'rescued', v_rescued, 'offline_devices', v_stale,
                             'started_jobs', v_started, 'topped_up', v_topped, 'ended_jobs', v_ended,
-                            'refit_devices', v_refit);
+                            'refit_devices', v_refit, 'purged', v_purged);
 end
 $$;
 comment on function jobsys.maintain(boolean) is
-  'Periodic upkeep (lease rescue, stale marking, starting scheduled jobs at their start_at, top-up, ending jobs past their time limit or top-up grace, ending quarantines and drains, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
+  'Periodic upkeep (lease rescue, stale marking, starting scheduled jobs at their start_at, top-up, ending jobs past their time limit or top-up grace, ending quarantines and drains, retention at most once a minute, trailing job_progress), run from every worker heartbeat and claim loop; an advisory lock and maintenance_interval_ms make it run once per interval however many call it.';
 
 -- Workers and devices -------------------------------------------------------------------
 -- A serial belongs to the worker account whose live session lists it. Held against p_user:
@@ -1205,6 +1214,9 @@ begin
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
   end if;
+  perform jobsys.audit(case p_state when 'disabled' then 'disable' when 'draining' then 'drain' else 'enable' end,
+                       'device', p_device_id::text,
+                       jsonb_build_object('serial', (select d.serial from jobsys.devices d where d.id = p_device_id)));
   if p_state = 'disabled' then
     perform jobsys.requeue_device_run(p_device_id, false, 'device disabled by an operator');
   end if;
@@ -1261,6 +1273,8 @@ begin
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
   end if;
+  perform jobsys.audit('release', 'device', p_device_id::text,
+                       jsonb_build_object('serial', (select d.serial from jobsys.devices d where d.id = p_device_id)));
   perform jobsys.requeue_device_run(p_device_id, true, 'device released by an operator');
   update jobsys.devices d set worker_id = null,
     state = case when jobsys.sticky_state(d.state) then d.state else 'offline' end,

@@ -49,6 +49,7 @@ begin
                                                 btrim(p_name)), jsonb_build_object('name', btrim(p_name)));
   end if;
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('account_id', v_account.id));
+  perform jobsys.audit('add_pc', 'worker_account', v_account.id::text, jsonb_build_object('name', v_account.name));
   return jobsys.worker_account_json(v_account);
 end
 $$;
@@ -97,6 +98,7 @@ begin
     reported_state = 'offline'
   where worker_id = any(v_sessions) and ((state <> 'offline' and not jobsys.sticky_state(state)) or reported_state <> 'offline');
   perform jobsys.emit('jobsys:hub', 'account_revoked', jsonb_build_object('account_id', v_account.id));
+  perform jobsys.audit('revoke_pc', 'worker_account', v_account.id::text, jsonb_build_object('name', v_account.name));
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('account_id', v_account.id));
   perform jobsys.release_unhealthy_queues();
   perform jobsys.top_up();

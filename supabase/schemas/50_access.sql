@@ -21,6 +21,7 @@ alter table jobsys.background_job_logs enable row level security;
 alter table jobsys.worker_accounts enable row level security;
 alter table jobsys.device_events enable row level security;
 alter table jobsys.device_vitals enable row level security;
+alter table jobsys.audit_log enable row level security;
 
 -- Whether the calling worker user owns this worker session.
 create or replace function jobsys.is_own_worker(p_worker_id uuid) returns boolean
@@ -45,6 +46,8 @@ create policy devices_read on jobsys.devices for select to authenticated
 create policy device_events_operator_read on jobsys.device_events for select to authenticated
   using (jobsys.caller_role() = 'operator');
 create policy device_vitals_operator_read on jobsys.device_vitals for select to authenticated
+  using (jobsys.caller_role() = 'operator');
+create policy audit_log_operator_read on jobsys.audit_log for select to authenticated
   using (jobsys.caller_role() = 'operator');
 
 -- Worker accounts: operators read them, never the token digest (column grants below).
@@ -90,6 +93,9 @@ grant execute on function
   jobsys.set_device_state(uuid, text), jobsys.release_device(uuid),
   jobsys.set_device_labels(uuid, jsonb), jobsys.request_device_reboot(uuid), jobsys.get_device(uuid),
   jobsys.fleet_labels(jsonb),
+  -- operations: operators
+  jobsys.list_audit(text, text, text, timestamp with time zone, integer, bigint), jobsys.metrics_snapshot(),
+  jobsys.existing_runs(bigint[]),
   jobsys.add_worker_account(text, text), jobsys.list_worker_accounts(boolean),
   jobsys.revoke_worker_account(text),
   -- device jobs: workers

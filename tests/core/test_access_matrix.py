@@ -56,6 +56,8 @@ CALLS: dict[str, frozenset[str]] = {
     # worker accounts (the hub's PCs): operators; the hub's own token lookup: the service alone
     "add_worker_account": OPERATORS, "list_worker_accounts": OPERATORS, "revoke_worker_account": OPERATORS,
     "hub_claims": frozenset({"service"}),
+    # operations: operators
+    "list_audit": OPERATORS, "metrics_snapshot": OPERATORS, "existing_runs": OPERATORS,
     # readiness probes: anyone, signed in or not
     "schema_version": frozenset(ROLES),
     # device jobs: workers, each only as itself
@@ -96,6 +98,7 @@ READS: dict[str, dict[str, str]] = {
     "worker_accounts": ALL_ROWS,  # without the token digest: READ_COLUMNS
     "device_events": ALL_ROWS,  # a device's history: operators
     "device_vitals": ALL_ROWS,
+    "audit_log": ALL_ROWS,  # who did what: operators
 }
 # Tables whose readers see some columns only; the rest is the service's.
 READ_COLUMNS = {"worker_accounts": "id, name, created_at, last_seen_at, revoked_at"}
@@ -163,7 +166,8 @@ class World:
             "p_target_url": "https://example.com/", "p_duration_sec": 5, "p_target_type": "all_devices",
             "p_target_value": None, "p_title": "matrix", "p_action": "open_url",
             "p_max_attempts": None, "p_timeout_sec": None, "p_topup_grace_sec": None,
-            "p_start_at": None, "p_device_labels": None, "p_labels": json.dumps({"rack": "A"}),
+            "p_start_at": None, "p_device_labels": None, "p_actor": None, "p_object_type": None,
+            "p_object_id": None, "p_since": None, "p_ids": [self.assignment_b], "p_labels": json.dumps({"rack": "A"}),
             "p_status": "paused" if fn.name == "update_job" else None, "p_q": None,
             "p_limit": 10, "p_offset": 0, "p_before_id": None, "p_start": False, "p_force": True,
             "p_result": json.dumps({}), "p_error": "matrix", "p_retry": False, "p_reason": "matrix",

@@ -136,7 +136,7 @@ async def test_drain_lets_the_run_finish_then_disables(jobs: JobSystem, db: Db) 
     session = await jobs.register_worker("pc", [phone("d1"), phone("d2")], hostname="h")
     await jobs.create_job(target_url=URL, duration_sec=60, target_type="device_count", target_value=1)
     queued = (await jobs.create_job(target_url=URL + "/2", duration_sec=60)).job
-    [first, *_] = await jobs.claim_assignments(session.worker_id, start=True)
+    [first] = await jobs.claim_assignments(session.worker_id, limit=1, start=True)
     draining = await jobs.set_device_state(first.device_id, "draining")
     assert draining.status is DeviceStatus.DRAINING and draining.current_job_id == first.job_id
     # Its queued run of the second job moved on; the running one goes on.
@@ -144,7 +144,8 @@ async def test_drain_lets_the_run_finish_then_disables(jobs: JobSystem, db: Db) 
     await jobs.complete_assignment(first.assignment_id, first.attempt, {})
     await jobs.maintain(force=True)
     assert await status(jobs, first.serial) == (DeviceStatus.DISABLED, "drained: disabled by an operator")
-    idle = await jobs.set_device_state(device_id(db, "d2"), "draining")  # nothing running: disabled at once
+    other = "d2" if first.serial == "d1" else "d1"
+    idle = await jobs.set_device_state(device_id(db, other), "draining")  # nothing running: disabled at once
     assert idle.status is DeviceStatus.DISABLED
     assert db.counters_match() == []
     history = [e.state for e in (await jobs.get_device(first.device_id)).events if e.event == "state"]

@@ -26,10 +26,10 @@ async def start_worker(db_url: str, tmp_path: pathlib.Path) -> AsyncIterator[Sta
                     failure_rate: float = 0.0, driver: SimDriver | None = None, **overrides: Any) -> Worker:
         """`overrides`: further WorkerOptions fields (reboot_timeout_s, vitals_interval_s, ...)."""
         jobs = await JobSystem.connect(db_url, push=push)
+        settings: dict[str, Any] = {"heartbeat_interval_s": 0.5, "poll_interval_s": 0.2, "safety_poll_s": 30.0,
+                                    "shutdown_grace_s": 5.0, **overrides}
         options = WorkerOptions(name=name, evidence_dir=tmp_path / "evidence", sim_devices=devices,
-                                sim_speed=speed, sim_failure_rate=failure_rate, push=push,
-                                heartbeat_interval_s=0.5, poll_interval_s=0.2, safety_poll_s=30.0,
-                                shutdown_grace_s=5.0, **overrides)
+                                sim_speed=speed, sim_failure_rate=failure_rate, push=push, **settings)
         worker = Worker(jobs, options, driver=driver)
         task = pool.run(worker, jobs)
         await until_ready(task, worker.registered.is_set, "worker registered")

@@ -276,3 +276,18 @@ async def test_a_worker_stopping_during_a_reboot_answers_why(
 
     await wait_until(lambda: answered(db, serial), what="the answer")
     assert reboot_events(db, serial)[-1] == ("reboot_failed", "the worker stopped before the phone came back")
+
+
+# --- disable stops the run now -------------------------------------------------------------------
+
+
+async def test_disabling_a_busy_phone_stops_its_run_by_push(jobs: JobSystem, db: Db, start_worker: StartWorker) -> None:
+    # Heartbeats an hour apart: only the run_stopped push can stop the run within the wait.
+    worker = await start_worker("pc-a", devices=1, speed=1.0, heartbeat_interval_s=3600.0)
+    await all_online(db, 1)
+    created = await jobs.create_job(target_url="https://example.com/long", duration_sec=3600)
+    await wait_until(lambda: bool(worker.runs), what="the run started")
+    await jobs.set_device_state(device_id(db, "sim-pc-a-001"), "disabled")
+    await wait_until(lambda: not worker.runs, what="the worker stopped the run")
+    job = await jobs.get_job(created.job.id)
+    assert (job.running_count, job.completed_count, job.failed_count) == (0, 0, 0)
