@@ -76,6 +76,12 @@ def evidence_file_name(assignment_id: int, attempt: int, content_type: str) -> s
     return f"{int(assignment_id)}-{int(attempt)}{EVIDENCE_TYPES[content_type]}"
 
 
+def evidence_run(file_name: str) -> int | None:
+    """The run (assignment id) a stored screenshot's file name belongs to, or None."""
+    match = _EVIDENCE_NAME.match(file_name)
+    return int(match.group(1)) if match else None
+
+
 def evidence_uri(assignment_id: int, attempt: int, content_type: str) -> str:
     return EVIDENCE_URI_PREFIX + evidence_file_name(assignment_id, attempt, content_type)
 

@@ -9,12 +9,12 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, Any
 
-from jobsys import config, hub_protocol
+from jobsys import aio, config, hub_protocol
 from jobsys.embedded import default_data_dir
 from jobsys.system import JobSystem
 from jobsys_cli import process
 from jobsys_cli.options import add_database_options, add_server_options
-from jobsys_cli.upkeep import upkeep
+from jobsys_cli.upkeep import sweep_screenshots, upkeep
 
 if TYPE_CHECKING:
     from nicegui_app.server import TlsFiles
@@ -42,11 +42,17 @@ async def serve_dashboard(jobs: JobSystem, args: argparse.Namespace) -> None:
     async with Hub(jobs.transport, data_dir) as hub:  # type: ignore[arg-type]  # Postgres here
         print(f"hub: PCs join with `jobsys worker --server {public_url(args)} --token <token>`; "
               "`jobsys workers add NAME` makes a PC's token", flush=True)
-        await serve(jobs, host=args.host, port=args.port, token=token,
-                    storage_secret=load_or_create_session_secret(data_dir),
-                    storage_dir=data_dir / "nicegui", public_docs=args.public_docs,
-                    mounts={hub_protocol.MOUNT: hub.app}, ready_checks={"hub_push": hub.ready_check},
-                    tls=tls_files(args), evidence_dir=hub.evidence_dir)
+        sweeper = asyncio.create_task(sweep_screenshots(jobs, hub.evidence_dir), name="screenshot sweep")
+        try:
+            await serve(jobs, host=args.host, port=args.port, token=token,
+                        storage_secret=load_or_create_session_secret(data_dir),
+                        storage_dir=data_dir / "nicegui", public_docs=args.public_docs,
+                        mounts={hub_protocol.MOUNT: hub.app}, ready_checks={"hub_push": hub.ready_check},
+                        tls=tls_files(args), evidence_dir=hub.evidence_dir, metrics_public=args.metrics_public,
+                        gauges={"jobsys_hub_websockets": ("Push sockets of PCs open on this hub",
+                                                          lambda: hub.fanout.peer_count)})
+        finally:
+            await aio.cancel_and_wait([sweeper])
 
 
 def public_url(args: argparse.Namespace) -> str:
@@ -95,7 +101,8 @@ async def _supabase_dashboard_main(args: argparse.Namespace) -> None:
             # Operator sessions live in memory only, so a per-process cookie secret loses nothing.
             dashboard = serve(jobs, host=args.host, port=args.port, token="", supabase=supabase,
                               storage_secret=secrets.token_hex(32),
-                              storage_dir=default_data_dir() / "nicegui", public_docs=args.public_docs)
+                              storage_dir=default_data_dir() / "nicegui", public_docs=args.public_docs,
+                              metrics_public=args.metrics_public)
             await process.until_stopped(stop, [asyncio.create_task(dashboard, name="dashboard")])
         finally:
             await supabase.close()

@@ -1,7 +1,9 @@
 """`--health-port [HOST:]PORT`: GET /healthz and /readyz of a long-running process (the worker),
 for process supervisors: /healthz while it serves, /readyz 200 or 503 naming the failing
-checks (jobsys.health), the same answers as the dashboard's. Loopback unless HOST says
-otherwise; the answers hold nothing but check names and short reasons."""
+checks (jobsys.health), the same answers as the dashboard's; and GET /metrics, the process's
+own Prometheus metrics (a worker's runs by outcome, their claim-to-report time, heartbeat
+failures, push). Loopback unless HOST says otherwise; the answers hold nothing but check
+names, short reasons and counts."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from typing import Callable, Mapping
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jobsys import aio
+from jobsys import aio, metrics
 from jobsys.health import Health, readiness
 
 Checks = Callable[[], Mapping[str, str | None]]
+Exposition = Callable[[], bytes]
 
 
 def health_address(text: str) -> tuple[str, int]:
@@ -35,7 +38,7 @@ def health_address(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), number
 
 
-def health_app(checks: Checks) -> Starlette:
+def health_app(checks: Checks, exposition: Exposition | None = None) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse(Health(status="ok").model_dump())
 
@@ -43,7 +46,10 @@ def health_app(checks: Checks) -> Starlette:
         body = readiness(checks())
         return JSONResponse(body.model_dump(), status_code=body.http_status)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    async def metrics_text(_: Request) -> Response:
+        return Response(exposition() if exposition else b"", media_type=metrics.CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_text)])
 
 
 class _QuietServer(uvicorn.Server):
@@ -52,12 +58,12 @@ class _QuietServer(uvicorn.Server):
         yield  # the process handles signals itself
 
 
-async def serve_health(address: tuple[str, int], checks: Checks) -> None:
+async def serve_health(address: tuple[str, int], checks: Checks, exposition: Exposition | None = None) -> None:
     """Serve until cancelled. The port is bound here (OSError if busy), not by uvicorn, which
     would end the process on a busy port."""
     host, port = address
     sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    server = _QuietServer(uvicorn.Config(health_app(checks), log_level="warning", lifespan="off"))
+    server = _QuietServer(uvicorn.Config(health_app(checks, exposition), log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="health port server")
     try:
         await asyncio.shield(task)

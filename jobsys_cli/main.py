@@ -14,6 +14,7 @@ from jobsys_cli import (
     dashboard,
     devices_cmd,
     jobs_cmd,
+    log_format,
     migrate,
     process,
     up,
@@ -29,6 +30,9 @@ PRIVATE_UMASK = 0o077
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jobsys", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("JOBSYS_LOG_FORMAT", "text"),
+                        help="text (default; $JOBSYS_LOG_FORMAT) or json: one object per line, with the ids "
+                             "of each line (job, run, worker, device) as fields")
     sub = parser.add_subparsers(dest="command", required=True)
     up.add_parser(sub)
     dashboard.add_parser(sub)
@@ -45,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.umask(PRIVATE_UMASK)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_format.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     if not args.verbose:
         logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
         logging.getLogger("psycopg.pool").setLevel(logging.WARNING)

@@ -27,6 +27,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-docs", action="store_true",
                         help="serve the API docs (/docs, /openapi.json) to anyone; by default /openapi.json "
                              "needs the bearer token and /docs a browser logged in to the dashboard")
+    parser.add_argument("--metrics-public", action="store_true",
+                        help="serve GET /metrics (Prometheus) to anyone; by default it needs the bearer token")
     parser.add_argument("--tls-cert", type=pathlib.Path, metavar="PEM",
                         help="serve HTTPS and WSS with this certificate (chain), with --tls-key")
     parser.add_argument("--tls-key", type=pathlib.Path, metavar="PEM", help="the certificate's private key")

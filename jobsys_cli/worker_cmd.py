@@ -59,7 +59,8 @@ async def run_worker(jobs: JobSystem, options: WorkerOptions, stop: asyncio.Even
 
     worker = Worker(jobs, options)
     task = asyncio.create_task(worker.run(), name="worker")
-    others = [] if health is None else [asyncio.create_task(serve_health(health, worker.readiness),
+    others = [] if health is None else [asyncio.create_task(serve_health(health, worker.readiness,
+                                                                         worker.metrics.exposition),
                                                             name="health port")]
     await process.until_stopped(stop, others, graceful=[task], on_stop=worker.request_stop)
 
@@ -150,7 +151,7 @@ def add_parser(subparsers: Any) -> None:
                         help="browser that opens the URLs on every phone, e.g. com.android.chrome (default: each "
                              "phone's default browser, else Chrome); it is force-stopped after each run")
     worker.add_argument("--health-port", type=health_address, metavar="[HOST:]PORT",
-                        help="serve GET /healthz and /readyz there for a process supervisor (host default "
+                        help="serve GET /healthz, /readyz and /metrics there for a process supervisor (host default "
                              "127.0.0.1); readyz is 503 naming the failing check: registered, database "
                              "(a heartbeat answered within 3 intervals), push")
     worker.add_argument("--no-push", action="store_true", help="do not LISTEN; poll only")

@@ -7,7 +7,8 @@ declared type (415), the size (413, reading no further than the limit) and that 
 magic number matches the declared type (415). The file is written whole or not at all
 (temporary file, then rename) as `<data dir>/evidence/hub/<assignment>-<attempt>.<ext>`;
 sending it again overwrites it. Operators read it through the dashboard's API
-(nicegui_app.screenshots), never here: the hub's routes take worker tokens only.
+(nicegui_app.screenshots), never here: the hub's routes take worker tokens only. The
+screenshots of runs that no longer exist (a deleted job, retention) are swept (`sweep`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from jobsys_hub import app as hub_app  # the hub's module, which imports this on
 from jobsys_hub import tokens
 
 if TYPE_CHECKING:
+    from jobsys.system import JobSystem
     from jobsys_hub.app import Hub
 
 # Whether the run is this PC's: the assignment row is visible to the account (RLS: its
@@ -123,3 +125,29 @@ def routes(hub: Hub) -> list[Any]:
 
     path = hub_protocol.EVIDENCE_PATH.removeprefix(hub_protocol.MOUNT)
     return [Route(path, put_evidence, methods=["PUT"])]
+
+
+SWEEP_CHUNK = 10_000  # ids per existing_runs call (its bound)
+
+
+async def sweep(jobs: JobSystem, directory: pathlib.Path) -> int:
+    """Delete the screenshots of runs that no longer exist (their job was deleted, or purged by
+    retention); returns how many files went. Files still being written carry temporary names
+    and are left alone."""
+    files: dict[int, list[pathlib.Path]] = {}
+    if directory.is_dir():
+        for path in directory.iterdir():
+            run = hub_protocol.evidence_run(path.name)
+            if run is not None:
+                files.setdefault(run, []).append(path)
+    removed = 0
+    runs = sorted(files)
+    for start in range(0, len(runs), SWEEP_CHUNK):
+        chunk = runs[start:start + SWEEP_CHUNK]
+        kept = await jobs.existing_runs(chunk)
+        for run in chunk:
+            if run not in kept:
+                for path in files[run]:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+    return removed

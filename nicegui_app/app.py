@@ -25,6 +25,7 @@ from nicegui_app import pages, screenshots, services
 from nicegui_app.api import DOCS_URL, create_api_app, swagger_page
 from nicegui_app.api.errors import error_response
 from nicegui_app.api.health import ReadyCheck
+from nicegui_app.api.metrics import Gauge
 from nicegui_app.hub import EventHub, PushStatus
 from nicegui_app.pages import guard
 
@@ -41,11 +42,14 @@ def install_pages(svc: services.Services) -> None:
 
 def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool = False,
               mounts: Mapping[str, ASGIApp] | None = None,
-              ready_checks: Mapping[str, ReadyCheck] | None = None) -> FastAPI:
+              ready_checks: Mapping[str, ReadyCheck] | None = None,
+              gauges: Mapping[str, Gauge] | None = None, metrics_public: bool = False) -> FastAPI:
     """`mounts`: other apps served beside the dashboard (the hub at /hub), mounted before
-    NiceGUI takes /. `ready_checks`: more checks for GET /readyz (the hub's listener)."""
+    NiceGUI takes /. `ready_checks`: more checks for GET /readyz (the hub's listener);
+    `gauges`: more gauges for GET /metrics (the hub's sockets)."""
     app = create_api_app(svc.jobs, svc.token, svc.supabase, public_docs=public_docs, docs_page=public_docs,
-                         evidence_dir=svc.evidence_dir)
+                         evidence_dir=svc.evidence_dir, metrics_public=metrics_public)
+    app.state.gauges.update(gauges or {})
     if svc.hub.push:  # a dashboard without push (polling by design) is not unready for it
         app.state.ready_checks["push"] = _push_check(svc.hub)
     app.state.ready_checks.update(ready_checks or {})

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp
 from jobsys import aio
 from jobsys.system import JobSystem
 from nicegui_app.api.health import ReadyCheck
+from nicegui_app.api.metrics import Gauge
 from nicegui_app.app import build_app
 from nicegui_app.auth import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ApiToken, load_or_create_token, private_dir
 from nicegui_app.hub import EventHub
@@ -92,6 +93,8 @@ async def serve(
     ready_checks: Mapping[str, ReadyCheck] | None = None,
     tls: TlsFiles | None = None,
     evidence_dir: pathlib.Path | None = None,
+    gauges: Mapping[str, Gauge] | None = None,
+    metrics_public: bool = False,
 ) -> None:
     """Serve the dashboard and the REST API on host:port until cancelled.
 
@@ -100,15 +103,16 @@ async def serve(
     `supabase`: Supabase mode, where operators log in with their Supabase accounts (pages)
     and access tokens (API) instead of `token`; the caller closes it.
     `public_docs`: /docs and /openapi.json without a token or login.
-    `mounts`: other apps on the same port (the hub at /hub); `ready_checks`: theirs for /readyz.
+    `mounts`: other apps on the same port (the hub at /hub); `ready_checks`: theirs for /readyz;
+    `gauges`: theirs for /metrics. `metrics_public`: /metrics without a token.
     `tls`: serve HTTPS (and WSS) with this certificate and key.
     `evidence_dir`: the hub's screenshots, served to operators (nicegui_app.screenshots)."""
     previous_umask = os.umask(PRIVATE_UMASK)
     try:
         await _serve(jobs, host=host, port=port, token=token, storage_secret=storage_secret,
                      storage_dir=storage_dir, supabase=supabase, public_docs=public_docs, mounts=mounts,
-                     ready_checks=ready_checks,
-                     tls=tls, evidence_dir=evidence_dir)
+                     ready_checks=ready_checks, tls=tls, evidence_dir=evidence_dir, gauges=gauges,
+                     metrics_public=metrics_public)
     finally:
         os.umask(previous_umask)
 
@@ -136,6 +140,8 @@ async def _serve(
     ready_checks: Mapping[str, ReadyCheck] | None,
     tls: TlsFiles | None,
     evidence_dir: pathlib.Path | None = None,
+    gauges: Mapping[str, Gauge] | None = None,
+    metrics_public: bool = False,
 ) -> None:
     if storage_dir is not None:
         Storage.path = storage_dir.resolve()
@@ -151,7 +157,7 @@ async def _serve(
 
         svc = Services(jobs=jobs, hub=hub, token=token, supabase=supabase, evidence_dir=evidence_dir)
         app = build_app(svc, storage_secret=storage_secret, public_docs=public_docs, mounts=mounts,
-                        ready_checks=ready_checks)
+                        ready_checks=ready_checks, gauges=gauges, metrics_public=metrics_public)
         server = _EmbeddedServer(
             uvicorn.Config(
                 app,

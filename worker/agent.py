@@ -23,6 +23,7 @@ import time
 import uuid
 
 from jobsys import __version__, aio, errors
+from jobsys.metrics import WorkerMetrics
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.models import ClaimedAssignment, RefusedDevice
 from jobsys.system import JobSystem, Subscription
@@ -65,6 +66,7 @@ class Worker:
         self.worker_id: uuid.UUID | None = None
         self.push_state = ChannelState.DISCONNECTED
         self.runs: dict[str, RunSlot] = {}  # serial -> the run on that device
+        self.metrics = WorkerMetrics(lambda: self.push_state is ChannelState.SUBSCRIBED)
         self.paused_jobs: set[uuid.UUID] = set()
         # Serials the server refused: a live session of another worker account holds them.
         # Reported again with every heartbeat until they join (that session went stale or let
@@ -258,12 +260,15 @@ class Worker:
         self.runs[run.serial] = slot
 
     async def _execute(self, run: ClaimedAssignment, should_stop: object) -> None:
+        claimed_at = time.monotonic()
         try:
-            await execute(run, jobs=self.jobs, driver=self.driver, fleet=self.fleet, reporter=self.reporter,
-                          should_stop=should_stop,  # type: ignore[arg-type]
-                          evidence_dir=self.options.evidence_dir, evidence_store=self.evidence,
-                          worker_id=self.worker_id)
+            outcome = await execute(run, jobs=self.jobs, driver=self.driver, fleet=self.fleet,
+                                    reporter=self.reporter, should_stop=should_stop,  # type: ignore[arg-type]
+                                    evidence_dir=self.options.evidence_dir, evidence_store=self.evidence,
+                                    worker_id=self.worker_id)
+            self.metrics.finished(outcome, time.monotonic() - claimed_at)
         except Exception:
+            self.metrics.finished("crashed", time.monotonic() - claimed_at)
             log.exception("run %s crashed in the worker; its lease will expire and it re-runs", run.assignment_id)
         finally:
             self.runs.pop(run.serial, None)
@@ -302,6 +307,7 @@ class Worker:
             await self._subscribe()
             return
         except errors.TransportError as exc:
+            self.metrics.heartbeat_failures.inc()
             log.warning("heartbeat waits for the database: %s", exc.message)
             return
         self._reported_meta = meta

@@ -63,16 +63,18 @@ async def execute(
     run: ClaimedAssignment, *, jobs: JobSystem, driver: DeviceDriver, fleet: Fleet, reporter: Reporter,
     should_stop: StopCheck, evidence_dir: pathlib.Path,
     evidence_store: EvidenceUploader | None = None, worker_id: uuid.UUID | None = None,
-) -> None:
+) -> str:
+    """Run it and hand its outcome to the reporter; returns what happened, for the metrics:
+    completed, failed, released, stopped (the server ended it) or not_started."""
     fields = f"run={run.assignment_id} attempt={run.attempt} job={run.job_id} device={run.serial}"
     try:
         if not run.started and not await _start(jobs, run):
             log.info("run_gone %s", fields)
-            return
+            return "not_started"
     except errors.TransportError:
         # The claim lease expires on the server and the run is re-queued; nothing is lost.
         log.warning("run_not_started %s reason=database-unavailable", fields)
-        return
+        return "not_started"
     log.info("run_started %s url=%s duration_sec=%s", fields, run.target_url, run.duration_sec)
     request = OpenUrlRequest(serial=run.serial, url=run.target_url, duration_sec=float(run.duration_sec),
                              evidence_dir=evidence_dir / str(run.job_id),
@@ -90,13 +92,15 @@ async def execute(
         log.warning("run_failed %s error=%r", fields, str(exc))
         reporter.submit(Outcome(run.assignment_id, run.attempt, "fail", error=str(exc),
                                 result={"simulated": driver.simulated}))
-        return
+        return "failed"
     if result.stopped is StopReason.CANCELLED:
         log.info("run_stopped %s reason=cancelled", fields)  # the server already cancelled it
-    elif result.stopped is StopReason.SHUTDOWN:
+        return "stopped"
+    if result.stopped is StopReason.SHUTDOWN:
         log.info("run_released %s reason=shutdown", fields)
         reporter.submit(Outcome(run.assignment_id, run.attempt, "release", error="worker shut down"))
-    else:
-        reported = await _store_evidence(result.as_json(), run, evidence_store, worker_id, fields)
-        log.info("run_completed %s elapsed_sec=%.1f", fields, result.elapsed_sec)
-        reporter.submit(Outcome(run.assignment_id, run.attempt, "complete", result=reported))
+        return "released"
+    reported = await _store_evidence(result.as_json(), run, evidence_store, worker_id, fields)
+    log.info("run_completed %s elapsed_sec=%.1f", fields, result.elapsed_sec)
+    reporter.submit(Outcome(run.assignment_id, run.attempt, "complete", result=reported))
+    return "completed"

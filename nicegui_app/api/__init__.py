@@ -16,7 +16,7 @@ from fastapi.security import HTTPBearer
 from starlette.types import Receive, Scope, Send
 
 from jobsys.system import JobSystem
-from nicegui_app.api import background, devices, health, worker_accounts
+from nicegui_app.api import audit, background, devices, health, metrics, worker_accounts
 from nicegui_app.api.errors import (
     API_PREFIX,
     ApiError,
@@ -48,12 +48,14 @@ def create_api_app(
     public_docs: bool = False,
     docs_page: bool = True,
     evidence_dir: pathlib.Path | None = None,
+    metrics_public: bool = False,
 ) -> FastAPI:
     """The API alone; tests drive it over ASGI without any dashboard. `token`: the API token,
     or its digest (nicegui_app.auth.ApiToken). With `supabase`, requests authenticate with
     Supabase access tokens instead. `public_docs`: /openapi.json and /docs without a token.
     `docs_page=False`: no /docs here (the dashboard serves it). `evidence_dir`: where the hub
-    keeps the screenshots hub workers upload (nicegui_app.screenshots); None: none are served."""
+    keeps the screenshots hub workers upload (nicegui_app.screenshots); None: none are served.
+    `metrics_public`: GET /metrics without a token (for a scraper on a trusted network)."""
     app = FastAPI(
         title="jobsys",
         version="0.1.0",
@@ -68,12 +70,16 @@ def create_api_app(
     app.state.evidence_dir = evidence_dir
     # GET /readyz runs these; the dashboard and the hub add theirs (nicegui_app.app, jobsys_cli).
     app.state.ready_checks = {"database": health.database_check(jobs)}
+    app.state.metrics_public = metrics_public
+    app.state.gauges = {}  # name -> (help, read): this process's own gauges on GET /metrics (the hub's)
     install_error_handlers(app)
     app.add_middleware(HeadAsGet)
     _add_docs(app, public=public_docs, page=docs_page)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(router)
     app.include_router(devices.router)
+    app.include_router(audit.router)
     app.include_router(background.router)
     app.include_router(worker_accounts.router)
     # Last: every /api request no route above takes, whatever its method, so NiceGUI's HTML

@@ -125,3 +125,49 @@ async def test_metrics_snapshot_counts_jobs_runs_devices_and_vitals(jobs: JobSys
     assert snapshot["jobs"] == {"active": 1}
     assert snapshot["runs"] == {"queued": 0, "running": 2, "completed": 1, "failed": 0, "cancelled": 0}
     assert sorted((d["pc"], d["status"], d["n"]) for d in snapshot["devices"]) == [("w1", "busy", 2), ("w1", "idle", 1)]
+
+
+# The REST edge -----------------------------------------------------------------------------------
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_move_with_a_job_and_need_the_token(jobs: JobSystem, api: Any) -> None:
+    import httpx
+
+    from nicegui_app.api import create_api_app
+
+    session = await add_worker(jobs, "w1", 2)
+    await jobs.create_job(target_url=URL, duration_sec=5)
+    before = samples((await api.get("/metrics")).text)
+    assert before[("jobsys_runs", (("status", "queued"),))] == 2
+    assert before[("jobsys_jobs", (("status", "active"),))] == 1
+    assert before[("jobsys_devices", (("pc", "w1"), ("status", "idle")))] == 2
+    for run in await jobs.claim_assignments(session.worker_id, start=True):
+        await jobs.complete_assignment(run.assignment_id, run.attempt, {})
+    after = samples((await api.get("/metrics")).text)
+    assert after[("jobsys_runs", (("status", "completed"),))] == 2
+    assert after[("jobsys_jobs", (("status", "completed"),))] == 1
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_api_app(jobs, "t" * 24)),
+                                 base_url="http://api.test") as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_api_app(jobs, "t" * 24, metrics_public=True)),
+                                 base_url="http://api.test") as scraper:
+        public = await scraper.get("/metrics")
+        assert public.status_code == 200 and public.headers["content-type"].startswith("text/plain")
+
+
+async def test_audit_route_filters_and_refuses_bad_queries(jobs: JobSystem, api: Any) -> None:
+    await add_worker(jobs, "w1", 1)
+    job = (await jobs.create_job(target_url=URL, duration_sec=5)).job
+    await jobs.cancel_job(job.id)
+    page = (await api.get("/api/audit", params={"object_type": "job", "object_id": str(job.id)})).json()
+    assert [e["action"] for e in page["entries"]] == ["cancel", "create"]
+    assert page["entries"][0]["actor_role"] == "service"
+    for bad in ({"object_type": "planet"}, {"limit": 0}, {"since": "yesterday"}):
+        response = await api.get("/api/audit", params=bad)
+        assert response.status_code == 422, bad

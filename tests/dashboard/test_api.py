@@ -207,6 +207,7 @@ async def test_openapi_documents_every_route_with_bearer_auth(api: httpx.AsyncCl
     assert device_paths == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/retry",
                             "/api/jobs/{job_id}/clone", "/api/jobs/{job_id}/export", "/api/devices",
                             "/api/devices/{device_id}", "/api/devices/{device_id}/reboot", "/api/device-labels",
+                            "/api/audit",
                             "/api/runs/{assignment_id}/{attempt}/screenshot"}
     assert set(schema["paths"]["/api/jobs"]) == {"get", "post"}
     assert set(schema["paths"]["/api/jobs/{job_id}"]) == {"get", "patch", "delete"}

@@ -397,3 +397,19 @@ def socket_nobody_listens_on() -> Iterator[str]:
     port = probe.getsockname()[1]
     probe.close()
     yield f"http://127.0.0.1:{port}"
+
+
+async def test_the_sweep_deletes_screenshots_of_runs_that_no_longer_exist(
+        tmp_path: pathlib.Path, jobs: JobSystem) -> None:
+    from jobsys_hub.evidence import sweep
+
+    session = await jobs.register_worker("pc", [DeviceReport(serial="s1", simulated=True)], hostname="h")
+    await jobs.create_job(target_url="https://example.com/", duration_sec=5)
+    [run] = await jobs.claim_assignments(session.worker_id)
+    kept = tmp_path / f"{run.assignment_id}-1.png"
+    gone = tmp_path / f"{run.assignment_id + 1000}-1.png"
+    partial = tmp_path / f".{run.assignment_id + 1000}-1.png.tmp"  # being written: not a stored name
+    for path in (kept, gone, partial):
+        path.write_bytes(b"x")
+    assert await sweep(jobs, tmp_path) == 1
+    assert kept.exists() and not gone.exists() and partial.exists()
