@@ -28,6 +28,25 @@ async def answer(dialog: ui.dialog) -> Any:
     return result
 
 
+async def confirm(question: str, dismiss: str, confirm_label: str, marks: tuple[str, str],
+                  details: list[str] | None = None) -> bool:
+    """Ask once before a destructive or mass action; True when the operator confirmed.
+    `details` lists what it affects (job titles), `marks` are the dismiss and confirm buttons'."""
+    dismiss_mark, confirm_mark = marks
+    with ui.dialog() as dialog, ui.card().classes("max-w-full"):
+        ui.label(question).classes("font-medium").mark("confirm-question")
+        if details:
+            with ui.column().classes("gap-0 text-sm").mark("confirm-details"):
+                for line in details:
+                    ui.label(line).classes("truncate max-w-md")
+        with ui.row().classes("w-full justify-end"):
+            # Focus starts on the harmless answer: Enter does not destroy anything.
+            ui.button(dismiss, on_click=lambda: dialog.submit(False)).props("flat autofocus").mark(dismiss_mark)
+            ui.button(confirm_label, on_click=lambda: dialog.submit(True)).props("color=negative").mark(
+                confirm_mark)
+    return bool(await answer(dialog))
+
+
 def whole(value: Any) -> Any:
     """ui.number gives floats; whole ones become ints, anything else stays and fails validation."""
     if isinstance(value, float) and value.is_integer():

@@ -1,49 +1,48 @@
-"""One job in the list: title, status (an incomplete job's reason and shortfall, or that an
-active job waits for devices), progress bar "15/20대 (75%)", counts, pause/resume, retry of
-the failed devices, run again (clone), export (CSV), cancel and delete (each after a
-confirmation), and an expansion with the per-device status.
+"""One job as one line of the jobs table: select box, status (with an incomplete job's
+reason, a wait for devices or a start time under it), title and URL (truncated, whole in a
+tooltip), a segmented bar with "15/20대 (75%)" and what it counts, queued runs, created,
+started, ended or age, duration, and its actions: pause / resume, retry of the failed
+devices, run again (clone), export (CSV), cancel and delete (each after one confirmation
+naming the job), and the side panel (job_panel.py).
 
-Rows are updated in place (not rebuilt) on every refresh, so an expanded row stays
-expanded and the browser receives only the changed properties (rows.py: what every row does).
+Rows are updated in place (not rebuilt) on every refresh, so an open panel stays open and the
+browser receives only the changed properties (rows.py: what every row does).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Callable
 
 from nicegui import ui
 
 from jobsys.errors import IllegalTransition, JobsysError, NotFound
-from jobsys.models import Assignment, Job, JobStatus
-from jobsys.export import job_runs_csv
-from nicegui_app import screenshots
-from nicegui_app.pages.dialog import answer
+from jobsys.export import job_runs_csv, job_runs_jsonl
+from jobsys.models import Job, JobStatus
+from nicegui_app.pages import job_progress
+from nicegui_app.pages.dialog import confirm
 from nicegui_app.pages.frame import PageContext
+from nicegui_app.pages.job_panel import JobPanel
+from nicegui_app.pages.job_progress import BADGE_TEXT, SEGMENT_COLORS, STATUS_BACKGROUNDS
 from nicegui_app.pages.rows import ItemRow, when
 
-STATUS_COLORS = {
-    JobStatus.ACTIVE: "primary",
-    JobStatus.PAUSED: "orange",
-    JobStatus.COMPLETED: "positive",
-    JobStatus.INCOMPLETE: "negative",
-    JobStatus.SCHEDULED: "blue-grey",
-    JobStatus.CANCELLED: "grey",
-}
-ASSIGNMENT_COLORS = {
-    "pending": "grey",
-    "paused": "orange",
-    "running": "primary",
-    "completed": "positive",
-    "failed": "negative",
-    "cancelled": "grey",
-}
 RETRYABLE = (JobStatus.ACTIVE, JobStatus.PAUSED, JobStatus.INCOMPLETE)  # retry_job refuses the others
 CANCELLABLE = (JobStatus.ACTIVE, JobStatus.PAUSED, JobStatus.SCHEDULED)
-DETAIL_MAX_ROWS = 500  # a job on thousands of devices: show the first ones, the counters say the rest
+PAUSABLE = (JobStatus.ACTIVE, JobStatus.SCHEDULED)
+TITLE_WIDTH = "max-w-[18rem]"  # long titles and URLs are cut here; the tooltip has them whole
 
 
 def progress_text(t: Callable[..., str], job: Job) -> str:
     return t("progress", done=job.completed_count, target=job.target_count, pct=job.progress_percent)
+
+
+def counts_text(t: Callable[..., str], job: Job) -> str:
+    """"완료 179 / 300, 실패 0": what the percentage counts, and what failed beside it."""
+    return t("progress_counts", done=job.completed_count, target=job.target_count, failed=job.failed_count)
+
+
+def status_text(t: Callable[..., str], status: JobStatus) -> str:
+    return t(f"job_status_{status.value}")
 
 
 def end_text(t: Callable[..., str], job: Job) -> str:
@@ -83,77 +82,151 @@ def waiting_text(t: Callable[..., str], job: Job) -> str:
     return ""
 
 
+def ended_or_age_text(t: Callable[..., str], job: Job, now: dt.datetime) -> str:
+    """When it ended, or how long ago it was created while it has not."""
+    if job.ended_at is not None:
+        return when(job.ended_at)
+    return t("age", span=job_progress.span(t, (now - job.created_at).total_seconds()))
+
+
+def badge_style(background: str) -> str:
+    """Inline colours for a badge made with color=None: Quasar's bg-* classes are !important."""
+    return f"background-color: {background}; color: {BADGE_TEXT}"
+
+
+def set_prop(element: ui.element, key: str, value: str) -> None:
+    """Set a prop from text (a title may hold quotes, which a props string would misread);
+    only a change goes to the browser."""
+    if element.props.get(key) != value:
+        element.props[key] = value
+
+
+def icon_button(label: str, icon: str, on_click: Callable[..., object], mark: str,
+                negative: bool = False) -> ui.button:
+    """A dense icon button that still has a name: aria-label for screen readers, the browser's
+    own tooltip (title) for the eye; no ui.tooltip, which would add an element per button per row."""
+    button = ui.button(icon=icon, on_click=on_click).props(
+        "flat round dense size=sm" + (" color=negative" if negative else ""))
+    set_prop(button, "aria-label", label)
+    set_prop(button, "title", label)
+    return button.mark(mark)
+
+
+class JobBar:
+    """The segmented bar: 완료 green, 실행 중 blue, 대기 grey, 실패 red, 취소 dark grey."""
+
+    def __init__(self, t: Callable[..., str], mark: str = "job-bar") -> None:
+        self.t = t
+        self.element = (
+            ui.element("div").classes("flex no-wrap h-2.5 w-40 rounded overflow-hidden bg-gray-200")
+            .props('role="progressbar" aria-valuemin="0"').mark(mark)
+        )
+        self.parts: dict[str, ui.element] = {}
+        with self.element:
+            for key in SEGMENT_COLORS:
+                self.parts[key] = ui.element("div").classes("h-full").mark(f"bar-{key}")
+
+    def update(self, job: Job) -> None:
+        described = []
+        for segment in job_progress.segments(job):
+            part = self.parts[segment.key]
+            part.style(replace=f"width: {segment.percent:.2f}%; background-color: {SEGMENT_COLORS[segment.key]}")
+            label = self.t(f"segment_{segment.key}", n=segment.count)
+            set_prop(part, "title", label)
+            described.append(label)
+        # A progress bar to assistive technology: completed of the target, and every segment in words.
+        set_prop(self.element, "aria-valuemax", str(job.target_count))
+        set_prop(self.element, "aria-valuenow", str(job.completed_count))
+        set_prop(self.element, "aria-valuetext", ", ".join(described))
+
+
 class JobRow(ItemRow[Job]):
-    def __init__(self, ctx: PageContext, job: Job, on_change: Callable[[], None]) -> None:
+    def __init__(self, ctx: PageContext, job: Job, on_change: Callable[[], None],
+                 on_select: Callable[[Job, bool], None]) -> None:
         super().__init__(ctx, job, on_change)
         t = self.t
-        self.card = ui.card().classes("w-full gap-2").mark(f"job-{job.id}")
-        with self.card:
-            with ui.row().classes("w-full items-center gap-2 no-wrap"):
-                with ui.column().classes("gap-0 grow min-w-0"):
-                    self.title = ui.label().classes("text-lg font-medium").mark("job-title")
-                    self.url = ui.label().classes("text-xs text-gray-500 break-all")
-                self.status = ui.badge().mark("job-status")
-                self.pause_button = (
-                    ui.button(t("pause"), icon="pause", on_click=self._pause)
-                    .props("flat dense")
-                    .mark("pause")
+        self._on_select = on_select
+        # One tbody per job: the row and its side panel (in the last cell, fixed to the screen's
+        # edge) stay one element that tests and updates address by the job's id.
+        self.card = ui.element("tbody").mark(f"job-{job.id}")
+        with self.card, ui.element("tr").classes("align-top"):
+            with ui.element("td"):
+                self.select = ui.checkbox(on_change=lambda e: self._on_select(self.job, bool(e.value))).props(
+                    "dense").mark("job-select")
+            with ui.element("td"):
+                self.status = ui.badge(color=None).mark("job-status")  # no Quasar colour class: ours holds
+                self.end_reason = ui.label().classes("text-xs font-medium text-[#b91c1c]").mark("job-end-reason")
+                self.waiting = ui.label().classes("text-xs text-[#b45309]").mark("job-waiting")
+                self.schedule = ui.label().classes("text-xs text-[#4b5563]").mark("job-schedule")
+            with ui.element("td"):
+                self.title = (
+                    ui.label().classes(f"font-medium truncate {TITLE_WIDTH} cursor-pointer")
+                    .on("click", self.open_panel).mark("job-title")
                 )
-                self.resume_button = (
-                    ui.button(t("resume"), icon="play_arrow", on_click=self._resume)
-                    .props("flat dense")
-                    .mark("resume")
-                )
-                self.retry_button = (
-                    ui.button(t("retry_failed"), icon="replay", on_click=self._retry)
-                    .props("flat dense")
-                    .mark("retry-failed")
-                )
-                ui.button(t("run_again"), icon="content_copy", on_click=self._clone).props("flat dense").mark(
-                    "run-again"
-                )
-                ui.button(t("export"), icon="download", on_click=self._export).props("flat dense").mark(
-                    "export"
-                )
-                self.cancel_button = (
-                    ui.button(t("cancel_job"), icon="stop", on_click=self._confirm_cancel)
-                    .props("flat dense color=negative")
-                    .mark("cancel-job")
-                )
-                ui.button(t("delete"), icon="delete", on_click=self._confirm_delete).props(
-                    "flat dense color=negative"
-                ).mark("delete")
-            self.bar = ui.linear_progress(show_value=False, size="10px").mark("job-bar")
-            with ui.row().classes("w-full gap-4 text-sm"):
-                self.progress = ui.label().classes("font-medium").mark("job-progress")
-                self.completed = ui.label().classes("text-positive").mark("job-completed")
-                self.running = ui.label().classes("text-primary").mark("job-running")
-                self.failed = ui.label().classes("text-negative").mark("job-failed")
-                self.end_reason = ui.label().classes("text-negative font-medium").mark("job-end-reason")
-                self.shortfall = ui.label().classes("text-gray-600").mark("job-shortfall")
-                self.waiting = ui.label().classes("text-orange").mark("job-waiting")
-                self.schedule = ui.label().classes("text-gray-600").mark("job-schedule")
-            self.expansion = (
-                ui.expansion(t("per_device"), on_value_change=self._expanded)
-                .classes("w-full")
-                .mark("job-devices")
-            )
-            with self.expansion:
-                self.detail = ui.column().classes("w-full gap-1")
+                self.url = ui.label().classes(f"text-xs text-[#4b5563] truncate {TITLE_WIDTH}").mark("job-url")
+                with self.title:
+                    self.title_tip = ui.tooltip()
+                with self.url:
+                    self.url_tip = ui.tooltip()
+            with ui.element("td"):
+                with ui.row().classes("items-center gap-2 no-wrap"):
+                    self.bar = JobBar(t)
+                    self.progress = ui.label().classes("text-sm font-medium whitespace-nowrap").mark(
+                        "job-progress")
+                with ui.row().classes("gap-x-2 gap-y-0 text-xs text-[#4b5563] no-wrap"):
+                    self.counts = ui.label().mark("job-counts")
+                    self.running = ui.label().classes("text-[#1d4ed8]").mark("job-running")
+                    self.cancelled = ui.label().mark("job-cancelled")
+                self.shortfall = ui.label().classes("text-xs text-[#4b5563]").mark("job-shortfall")
+            self.queued = self._cell("text-right tabular-nums", "job-queued")
+            self.created = self._cell("whitespace-nowrap", "job-created")
+            self.started = self._cell("whitespace-nowrap", "job-started")
+            self.ended = self._cell("whitespace-nowrap", "job-ended")
+            self.duration = self._cell("whitespace-nowrap tabular-nums", "job-duration")
+            with ui.element("td") as self._actions_cell, ui.row().classes("gap-0 no-wrap"):
+                self.pause_button = icon_button(t("pause"), "pause", self._pause, "pause")
+                self.resume_button = icon_button(t("resume"), "play_arrow", self._resume, "resume")
+                self.retry_button = icon_button(t("retry_failed"), "replay", self._retry, "retry-failed")
+                icon_button(t("run_again"), "content_copy", self._clone, "run-again")
+                icon_button(t("export"), "download", self.export_csv, "export")
+                self.cancel_button = icon_button(t("cancel_job"), "stop", self.confirm_cancel, "cancel-job",
+                                                 negative=True)
+                icon_button(t("delete"), "delete", self.confirm_delete, "delete", negative=True)
+                icon_button(t("open_panel"), "chevron_right", self.open_panel, "open-panel")
+            with self._actions_cell:
+                self.panel = JobPanel(ctx, self)  # fixed to the screen's edge: takes no room in the cell
         self.update(job)
+
+    @staticmethod
+    def _cell(classes: str, mark: str) -> ui.label:
+        with ui.element("td"):
+            return ui.label().classes(classes).mark(mark)
+
+    @property
+    def selected(self) -> bool:
+        return bool(self.select.value)
+
+    def set_selected(self, value: bool) -> None:
+        self.select.set_value(value)
 
     def update(self, job: Job) -> None:
         t = self.t
         self.job = job
+        now = dt.datetime.now(dt.timezone.utc)
         self.title.set_text(job.title)
+        self.title_tip.set_text(job.title)
         self.url.set_text(job.target_url)
-        self.status.set_text(t(f"status_{job.status.value}"))
-        self.status.props(f"color={STATUS_COLORS[job.status]}")
-        self.bar.set_value(job.progress_percent / 100)
+        self.url_tip.set_text(job.target_url)
+        set_prop(self.select, "aria-label", t("select_job", title=job.title))
+        self.status.set_text(status_text(t, job.status))
+        self.status.style(replace=badge_style(STATUS_BACKGROUNDS[job.status]))
+        self.bar.update(job)
         self.progress.set_text(progress_text(t, job))
-        self.completed.set_text(t("count_completed", n=job.completed_count))
-        self.running.set_text(t("count_running", n=job.running_count))
-        self.failed.set_text(t("count_failed", n=job.failed_count))
+        self.counts.set_text(counts_text(t, job))
+        self.running.set_text(t("count_running_now", n=job.running_count))
+        self.running.set_visibility(job.running_count > 0)
+        self.cancelled.set_text(t("count_cancelled", n=job.cancelled_count))
+        self.cancelled.set_visibility(job.cancelled_count > 0)
         for label, text in (
             (self.end_reason, end_text(t, job)),
             (self.shortfall, shortfall_text(t, job)),
@@ -162,60 +235,26 @@ class JobRow(ItemRow[Job]):
         ):
             label.set_text(text)
             label.set_visibility(bool(text))
-        self.pause_button.set_visibility(job.status in (JobStatus.ACTIVE, JobStatus.SCHEDULED))
+        duration = job_progress.duration_s(job, now)
+        for cell, text in (
+            (self.queued, str(job_progress.queued(job))),
+            (self.created, when(job.created_at)),
+            (self.started, when(job_progress.started_at(job))),
+            (self.ended, ended_or_age_text(t, job, now)),
+            (self.duration, "–" if duration is None else job_progress.span(t, duration)),
+        ):
+            cell.set_text(text)
+        self.pause_button.set_visibility(job.status in PAUSABLE)
         self.resume_button.set_visibility(job.status is JobStatus.PAUSED)
         self.retry_button.set_visibility(job.failed_count > 0 and job.status in RETRYABLE)
         self.cancel_button.set_visibility(job.status in CANCELLABLE)
 
-    # Per-device status ------------------------------------------------------------------
+    # Side panel ---------------------------------------------------------------------------
+    async def open_panel(self) -> None:
+        await self.panel.open()
+
     async def refresh_detail(self, force: bool = False) -> None:
-        """Re-read the assignments if the row is open and the job changed since the last read."""
-        if not self._due(self.expansion, force):
-            return
-        try:
-            detail = await self.ctx.services.jobs.get_job(self.job.id)
-        except NotFound:
-            return  # deleted meanwhile: the list refresh removes the row
-        self._render_assignments(detail.assignments)
-
-    async def _expanded(self) -> None:
-        await self.refresh_detail(force=True)
-
-    def _render_assignments(self, assignments: list[Assignment]) -> None:
-        t = self.t
-        self.detail.clear()
-        with self.detail:
-            if not assignments:
-                ui.label(t("no_assignments")).classes("text-gray-500")
-            for assignment in assignments[:DETAIL_MAX_ROWS]:
-                with (
-                    ui.row()
-                    .classes("w-full items-center gap-3 text-sm")
-                    .mark(f"assignment-{assignment.serial}")
-                ):
-                    ui.label(assignment.serial).classes("font-mono")
-                    ui.badge(
-                        t(f"assignment_{assignment.status.value}"),
-                        color=ASSIGNMENT_COLORS[assignment.status.value],
-                    )
-                    ui.label(t("attempt", n=assignment.attempt)).classes("text-gray-500")
-                    url = screenshots.page_url((assignment.result or {}).get("evidence_path"))
-                    if url is not None:
-                        self._thumbnail(url, assignment.serial)
-                    if assignment.error:
-                        ui.label(assignment.error).classes("text-negative text-xs")
-
-    def _thumbnail(self, url: str, serial: str) -> None:
-        """A small copy of the run's screenshot (uploaded by a hub worker); a click shows it whole."""
-        def show() -> None:
-            with ui.dialog() as dialog, ui.card().classes("max-w-none"):
-                ui.image(url).props("fit=contain").classes("w-[80vw] h-[80vh]").mark("screenshot-full")
-                ui.button(self.t("close"), on_click=dialog.close).props("flat")
-            dialog.on("hide", dialog.delete)
-            dialog.open()
-
-        (ui.image(url).props("fit=cover").classes("w-16 h-10 rounded cursor-pointer")
-         .tooltip(self.t("screenshot")).on("click", show).mark(f"screenshot-{serial}"))
+        await self.panel.refresh(force)
 
     # Actions ------------------------------------------------------------------------------
     async def _pause(self) -> None:
@@ -243,45 +282,38 @@ class JobRow(ItemRow[Job]):
             ui.notify(exc.message, type="warning")
         self._on_change()
 
-    async def _export(self) -> None:
-        """The CSV of the job's runs, built here and sent to this browser (it has no API token;
-        the same file as GET /api/jobs/{id}/export?format=csv)."""
+    async def export_csv(self) -> None:
+        await self._export("csv")
+
+    async def export_jsonl(self) -> None:
+        await self._export("jsonl")
+
+    async def _export(self, file_format: str) -> None:
+        """The job's runs, built here and sent to this browser (it has no API token; the same
+        file as GET /api/jobs/{id}/export)."""
         try:
             rows = await self.ctx.services.jobs.export_job_runs(self.job.id)
         except JobsysError as exc:
             ui.notify(exc.message, type="warning")
             return
-        content = job_runs_csv(rows).encode("utf-8")
-        ui.download.content(content, f"job-{self.job.id}.csv", "text/csv; charset=utf-8")
+        if file_format == "jsonl":
+            ui.download.content(job_runs_jsonl(rows).encode("utf-8"), f"job-{self.job.id}.jsonl",
+                                "application/jsonl; charset=utf-8")
+        else:
+            ui.download.content(job_runs_csv(rows).encode("utf-8"), f"job-{self.job.id}.csv",
+                                "text/csv; charset=utf-8")
 
-    async def _confirmed(
-        self, question: str, confirm_key: str, dismiss_key: str, marks: tuple[str, str]
-    ) -> bool:
-        """Ask in a dialog; True when the operator confirmed (marks: dismiss, confirm)."""
-        t = self.t
-        dismiss_mark, confirm_mark = marks
-        with ui.dialog() as dialog, ui.card():
-            ui.label(question)
-            with ui.row().classes("w-full justify-end"):
-                ui.button(t(dismiss_key), on_click=lambda: dialog.submit(False)).props("flat").mark(
-                    dismiss_mark
-                )
-                ui.button(t(confirm_key), on_click=lambda: dialog.submit(True)).props("color=negative").mark(
-                    confirm_mark
-                )
-        return bool(await answer(dialog))
-
-    async def _confirm_cancel(self) -> None:
+    async def confirm_cancel(self) -> None:
         """Cancel keeps the job and every run for the record (delete is what removes them)."""
-        question = self.t("confirm_cancel_job", title=self.job.title)
-        marks = ("cancel-keep", "confirm-cancel-job")
-        if await self._confirmed(question, "cancel_job", "keep_running", marks):
+        t = self.t
+        question = t("confirm_cancel_job", title=self.job.title)
+        if await confirm(question, t("keep_running"), t("cancel_job"), ("cancel-keep", "confirm-cancel-job")):
             await self._act(self.ctx.services.jobs.cancel_job, "cancelled_job")
 
-    async def _confirm_delete(self) -> None:
+    async def confirm_delete(self) -> None:
         t = self.t
         question = t("confirm_delete", title=self.job.title)
-        if not await self._confirmed(question, "delete", "cancel", ("confirm-cancel", "confirm-delete")):
+        if not await confirm(question, t("cancel"), t("delete"), ("confirm-cancel", "confirm-delete")):
             return
         try:
             await self.ctx.services.jobs.delete_job(self.job.id)

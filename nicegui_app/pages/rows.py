@@ -45,13 +45,14 @@ def when(moment: dt.datetime | None) -> str:
 
 
 def status_filter(
-    t: Callable[..., str], statuses: dict[str, str], on_change: Callable[[], object], mark: str
+    t: Callable[..., str], statuses: dict[str, str], on_change: Callable[[], object], mark: str,
+    value: str = "",
 ) -> ui.select:
-    """A select of statuses (value: label) with "all" (the empty value) first and chosen."""
+    """A select of statuses (value: label) with "all" (the empty value) first; `value` chosen."""
     return (
         ui.select(
             {"": t("filter_all"), **statuses},
-            value="",
+            value=value,
             label=t("filter_status"),
             on_change=on_change,
         )

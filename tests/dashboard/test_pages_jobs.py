@@ -1,5 +1,6 @@
-"""Jobs page: summary, live progress from push events, filter and search, pause/resume and
-delete from the list, per-device status."""
+"""Jobs page: counts per state, live progress from push events (the segmented bar and what it
+counts), filter and search, pause/resume and delete from the table, per-device status in the
+side panel."""
 
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ async def test_progress_updates_live_without_reload(user: User, jobs: JobSystem,
     await finish_runs(jobs, session.worker_id, completed=15, failed=1, running=2)
     with user.scope(marker=job_marker):
         await user.should_see("15/20대 (75%)", retries=50)
-        await user.should_see("완료 15")
-        await user.should_see("실행중 2")
-        await user.should_see("실패 1")
-    bar = element(user, "job-bar")
-    assert bar.value == 0.75
+        await user.should_see("완료 15 / 20, 실패 1")
+        await user.should_see("실행 중 2")
+    widths = {key: _width(element(user, f"bar-{key}")) for key in ("completed", "running", "waiting", "failed")}
+    assert widths == {"completed": 75.0, "running": 10.0, "waiting": 10.0, "failed": 5.0}
+    assert text_of(user, "job-queued") == "2"  # handed to devices, not started
     assert user.client is client  # same page: updated in place, not reloaded
 
 
@@ -48,7 +49,8 @@ async def test_summary_cards_count_by_status(user: User, jobs: JobSystem) -> Non
     assert text_of(user, "summary-active-value") == "2"
     assert text_of(user, "summary-paused-value") == "1"
     assert text_of(user, "summary-completed-value") == "0"
-    for label in ("총 작업", "진행중", "일시정지", "완료"):
+    assert text_of(user, "summary-cancelled-value") == "1"
+    for label in ("총 작업", "진행 중", "일시정지", "완료", "취소됨"):
         await user.should_see(label)
 
     await jobs.pause_job(ids[2])  # from elsewhere: arrives by push
@@ -94,7 +96,7 @@ async def test_pause_resume_and_delete_from_the_list(user: User, jobs: JobSystem
         user.find(marker="pause").click()
     await wait_until(lambda: _status(jobs, job.id, JobStatus.PAUSED), what="paused in the database")
     with user.scope(marker=marker):
-        await user.should_see("일시정지", retries=50)
+        await wait_until(lambda: text_of(user, "job-status") == "일시정지", what="paused badge")
         await user.should_see(marker="resume", retries=50)
         user.find(marker="resume").click()
     await wait_until(lambda: _status(jobs, job.id, JobStatus.ACTIVE), what="active again")
@@ -116,11 +118,21 @@ async def test_pause_resume_and_delete_from_the_list(user: User, jobs: JobSystem
     assert (await jobs.list_jobs()).jobs == []
 
 
+def _open(panel: ui.element) -> bool:
+    """The side panel is hidden by CSS while closed (the simulated user sees no CSS)."""
+    return "hidden" not in panel.classes
+
+
+def _width(segment: ui.element) -> float:
+    """A bar segment's share of the bar, in percent."""
+    return float(segment.style["width"].rstrip("%"))
+
+
 async def _status(jobs: JobSystem, job_id: object, status: JobStatus) -> bool:
     return (await jobs.get_job(job_id)).status is status  # type: ignore[arg-type]
 
 
-async def test_row_expands_to_per_device_status_that_follows_events(
+async def test_side_panel_shows_per_device_status_that_follows_events(
     user: User, jobs: JobSystem, db: Db
 ) -> None:
     db.setting("progress_event_interval_ms", 0)
@@ -128,18 +140,19 @@ async def test_row_expands_to_per_device_status_that_follows_events(
     job = (await jobs.create_job(target_url=URL, duration_sec=5)).job
     await login(user, language="en")
     with user.scope(marker=f"job-{job.id}"):
-        expansion = element(user, "job-devices")
-        assert isinstance(expansion, ui.expansion)
-        expansion.value = True  # the operator opens the row
+        await user.should_not_see(marker="assignment-w1-000")  # a closed panel holds nothing
+        user.find(marker="open-panel").click()  # the operator opens the job's panel
         await user.should_see(marker="assignment-w1-000", retries=50)
         await user.should_see(marker="assignment-w1-001")
         await user.should_see("Pending")
+    assert _open(element(user, "job-panel"))
 
     await finish_runs(jobs, session.worker_id, completed=1, failed=1)
     with user.scope(marker=f"job-{job.id}"):
-        await user.should_see("Completed", retries=50)
         await user.should_see("screen locked", retries=50)
+        await user.should_see("Failed")
         assert element(user, "job-devices").value is True  # still open after the live refresh
+    assert _open(element(user, "job-panel"))
 
 
 async def test_a_job_deleted_elsewhere_disappears(user: User, jobs: JobSystem) -> None:

@@ -137,7 +137,7 @@ async def test_retry_failed_reopens_and_a_second_retry_says_nothing_failed(
     await user.should_see("실패한 기기 2대를 다시 대기열에 넣었습니다", retries=50)
     await wait_until(lambda: _status(jobs, job.id, JobStatus.ACTIVE), what="re-opened")
     with user.scope(marker=marker):
-        await user.should_see("진행중", retries=50)
+        await user.should_see("진행 중", retries=50)
         await user.should_not_see(marker="retry-failed", retries=50)  # nothing failed any more
 
     await finish_runs(jobs, session.worker_id, completed=1, failed=1)

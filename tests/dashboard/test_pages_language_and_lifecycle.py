@@ -41,7 +41,7 @@ async def test_language_follows_the_browser_then_the_switch(user: User, jobs: Jo
     element(user, "language").value = "ko"  # the operator switches
     await user.should_see("총 작업", retries=50)
     await user.should_see("연결된 기기 2대")
-    for label in ("작업 관리", "진행중", "일시정지", "완료", "새 작업 생성"):
+    for label in ("작업 관리", "진행 중", "일시정지", "완료", "새 작업 생성"):
         await user.should_see(label)
 
     await user.open("/devices")  # remembered across pages, over the browser's preference
