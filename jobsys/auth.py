@@ -56,9 +56,14 @@ Clock = Callable[[], float]
 
 
 class JobsysRole(str, enum.Enum):
-    OPERATOR = "operator"
+    VIEWER = "viewer"  # staff: reads everything
+    OPERATOR = "operator"  # staff: also runs jobs and AI batches
+    ADMIN = "admin"  # staff: also manages devices, PCs, accounts; reads the audit log
     WORKER = "worker"
     RUNNER = "runner"  # AI batch runners (jobsys.require_runner); embedded, the runner is the service
+
+
+STAFF = frozenset({JobsysRole.VIEWER, JobsysRole.OPERATOR, JobsysRole.ADMIN})  # who may use the dashboard
 
 
 class Claims(TypedDict, total=False):
@@ -182,19 +187,21 @@ class WrongRole(errors.Forbidden):
     dashboard tells this apart from a wrong password)."""
 
 
-def check_role(session: Session, expected: JobsysRole | None) -> None:
+def check_role(session: Session, expected: JobsysRole | frozenset[JobsysRole] | None) -> None:
     if expected is None:
         return
+    allowed = expected if isinstance(expected, frozenset) else frozenset({expected})
     actual = role_of(unverified_claims(session.access_token))
-    if actual is not expected:
+    if actual not in allowed:
+        needed = " or ".join(sorted(r.value for r in allowed))
         raise WrongRole(
             f"{session.user.email or session.user.id} has jobsys_role {actual.value if actual else 'none'}, "
-            f"this process needs {expected.value}; set app_metadata.jobsys_role (docs/supabase.md)",
-            {"expected": expected.value, "actual": actual.value if actual else None})
+            f"this process needs {needed}; set app_metadata.jobsys_role (docs/supabase.md)",
+            {"expected": needed, "actual": actual.value if actual else None})
 
 
 async def sign_in(client: AsyncClient, credentials: Credentials,
-                  expected_role: JobsysRole | None = None) -> Session:
+                  expected_role: JobsysRole | frozenset[JobsysRole] | None = None) -> Session:
     """Password sign-in; the client then sends this user's JWT and refreshes it."""
     try:
         response = await client.auth.sign_in_with_password(
@@ -283,7 +290,7 @@ class TokenKeeper:
 
     def __init__(self, client: AsyncClient, *, fixed_token: str | None = None,
                  credentials: Credentials | None = None, session: Session | None = None,
-                 expected_role: JobsysRole | None = None, clock: Clock = time.monotonic) -> None:
+                 expected_role: JobsysRole | frozenset[JobsysRole] | None = None, clock: Clock = time.monotonic) -> None:
         if fixed_token is not None and (credentials is not None or session is not None):
             raise ValueError("give a fixed token, or credentials and/or a session")
         if fixed_token is None and credentials is None and session is None:

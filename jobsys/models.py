@@ -524,7 +524,7 @@ class AuditEntry(pydantic.BaseModel):
     actor_id: uuid.UUID | None = None
     actor_name: str | None = None
     action: str
-    object_type: Literal["job", "device", "worker_account", "background_job", "system"]
+    object_type: Literal["job", "device", "worker_account", "operator_account", "background_job", "system"]
     object_id: str | None = None
     detail: dict[str, Any] = {}
 

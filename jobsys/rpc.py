@@ -68,6 +68,11 @@ ADD_WORKER_ACCOUNT = _fn("add_worker_account", p_name="text", p_token_hash="text
 LIST_WORKER_ACCOUNTS = _fn("list_worker_accounts", p_include_revoked="boolean")
 REVOKE_WORKER_ACCOUNT = _fn("revoke_worker_account", p_name="text")
 HUB_CLAIMS = _fn("hub_claims", p_token_hash="text")
+# Operator accounts of embedded mode (admins; the dashboard alone calls operator_claims)
+ADD_OPERATOR_ACCOUNT = _fn("add_operator_account", p_name="text", p_role="text", p_token_hash="text")
+LIST_OPERATOR_ACCOUNTS = _fn("list_operator_accounts", p_include_revoked="boolean")
+REVOKE_OPERATOR_ACCOUNT = _fn("revoke_operator_account", p_name="text")
+OPERATOR_CLAIMS = _fn("operator_claims", p_token_hash="text")
 # Not the library's: the hub asks it (as the worker) before it forwards a topic's events.
 MAY_RECEIVE = _fn("may_receive", p_topic="text")
 
@@ -89,7 +94,8 @@ DEVICE_JOBS: tuple[SqlFunction, ...] = (
     CLAIM_ASSIGNMENTS,
     START_ASSIGNMENT, COMPLETE_ASSIGNMENT, FAIL_ASSIGNMENT, RELEASE_ASSIGNMENT, FINISH_ASSIGNMENTS,
     ADD_WORKER_ACCOUNT, LIST_WORKER_ACCOUNTS, REVOKE_WORKER_ACCOUNT, HUB_CLAIMS, SCHEMA_VERSION,
-    LIST_AUDIT, METRICS_SNAPSHOT, EXISTING_RUNS,
+    LIST_AUDIT, METRICS_SNAPSHOT, EXISTING_RUNS, ADD_OPERATOR_ACCOUNT, LIST_OPERATOR_ACCOUNTS,
+    REVOKE_OPERATOR_ACCOUNT, OPERATOR_CLAIMS,
     RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
 )
 

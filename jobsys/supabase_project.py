@@ -34,7 +34,8 @@ class SupabaseProject:
         return JobSystem(SupabaseTransport(keyed.client, keyed.settings,
                                            TokenKeeper(keyed.client, fixed_token=token), push=False))
 
-    async def sign_in(self, credentials: Credentials, role: JobsysRole) -> tuple[JobSystem, TokenKeeper]:
+    async def sign_in(self, credentials: Credentials,
+                      role: JobsysRole | frozenset[JobsysRole]) -> tuple[JobSystem, TokenKeeper]:
         """A JobSystem signed in as this user (WrongRole without `role`), on a client of its
         own that refreshes the session; the password is not kept. The TokenKeeper ends or
         signs out the session; the caller closes the JobSystem."""

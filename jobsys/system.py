@@ -7,6 +7,7 @@ The worker and the dashboard reach transports only through here: the push types
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any, Iterable, Literal, Sequence
@@ -18,6 +19,9 @@ from jobsys.models import (
     FleetLabels, HeartbeatReply, Job, JobCreate, JobDetail, JobList, JobRunRow, JobStatus, JobUpdate,
     RegisteredDevice, RetriedJob, RunReport, RunState, WorkerSession,
 )
+from jobsys.operator_accounts import (
+    EnrolledOperator, OperatorAccount, OperatorAccountList, OperatorAccountName, StaffRole, new_operator_token,
+)
 from jobsys.transport.base import EventHandler, EvidenceUploader, StateHandler, Subscription, Transport
 from jobsys.worker_accounts import (
     EnrolledWorker, WorkerAccount, WorkerAccountList, WorkerAccountName, new_token, token_digest,
@@ -26,6 +30,15 @@ from jobsys.worker_accounts import (
 __all__ = ["EventHandler", "EvidenceUploader", "JobId", "JobSystem", "MAX_REPORTS", "StateHandler", "Subscription"]
 
 JobId = uuid.UUID | str
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSession:
+    """An embedded operator account signed in: the JobSystem that calls as it, and who it is."""
+
+    jobs: JobSystem
+    name: str
+    role: StaffRole
 MAX_REPORTS = 1000  # per finish_assignments call; the SQL function enforces the same bound
 
 
@@ -203,6 +216,52 @@ class JobSystem:
         checked = validation.validated(WorkerAccountName, {"name": name})
         return WorkerAccount.model_validate(await self.transport.call(
             rpc.REVOKE_WORKER_ACCOUNT, {"p_name": checked.name}))
+
+    # Admins: operator accounts (embedded mode) -----------------------------------------
+    async def add_operator_account(self, name: str, role: StaffRole | str) -> EnrolledOperator:
+        """A new named account with a role and its token (shown once; only its digest is stored)."""
+        checked = validation.validated(OperatorAccountName, {"name": name})
+        try:
+            staff_role = StaffRole(role)
+        except ValueError:
+            raise errors.InvalidInput("role must be viewer, operator or admin", {"field": "role"}) from None
+        token = new_operator_token()
+        account = OperatorAccount.model_validate(await self.transport.call(rpc.ADD_OPERATOR_ACCOUNT, {
+            "p_name": checked.name, "p_role": staff_role.value, "p_token_hash": token_digest(token)}))
+        return EnrolledOperator(account=account, token=token)
+
+    def for_operator(self, token_digest_hex: str) -> JobSystem:
+        """A JobSystem whose calls run as the embedded operator account behind this digest,
+        unchecked until its first call (operator_session checks it)."""
+        from jobsys.transport.postgres import PostgresTransport
+
+        if not isinstance(self.transport, PostgresTransport):
+            raise errors.Forbidden("operator accounts exist in embedded mode only")
+        return JobSystem(self.transport.as_operator(token_digest_hex))
+
+    async def operator_session(self, token_digest_hex: str) -> OperatorSession:
+        """The JobSystem the embedded operator account behind this token digest acts through
+        (every call as that account: its role is checked by the SQL), with its name and role.
+        Unauthorized for an unknown or revoked token; Forbidden where there are no embedded
+        accounts (Supabase mode: operators sign in with Supabase)."""
+        from jobsys.transport.postgres import PostgresTransport
+
+        jobs = self.for_operator(token_digest_hex)
+        assert isinstance(self.transport, PostgresTransport)  # for_operator checked it
+        claims = await self.transport.operator_claims(token_digest_hex)
+        return OperatorSession(jobs=jobs,
+                               name=str(claims["jobsys_account"]),
+                               role=StaffRole(claims["app_metadata"]["jobsys_role"]))
+
+    async def list_operator_accounts(self, include_revoked: bool = False) -> OperatorAccountList:
+        return OperatorAccountList.model_validate(await self.transport.call(
+            rpc.LIST_OPERATOR_ACCOUNTS, {"p_include_revoked": include_revoked}))
+
+    async def revoke_operator_account(self, name: str) -> OperatorAccount:
+        """Refuse the account's token from now on."""
+        checked = validation.validated(OperatorAccountName, {"name": name})
+        return OperatorAccount.model_validate(await self.transport.call(
+            rpc.REVOKE_OPERATOR_ACCOUNT, {"p_name": checked.name}))
 
     # Workers ---------------------------------------------------------------------------
     async def register_worker(

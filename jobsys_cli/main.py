@@ -1,4 +1,4 @@
-"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch, jobs, devices, workers."""
+"""The `jobsys` command: up, migrate, dashboard, worker, batch-runner, batch, jobs, devices, workers, accounts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import sys
 
 from jobsys_cli import (
+    accounts_cmd,
     batch_cmd,
     batch_runner_cmd,
     dashboard,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_cmd.add_parser(sub)
     devices_cmd.add_parser(sub)
     workers_cmd.add_parser(sub)
+    accounts_cmd.add_parser(sub)
     return parser
 
 

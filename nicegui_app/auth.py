@@ -30,6 +30,8 @@ PLAIN_TOKEN_FILE_NAME = "api_token"  # earlier versions kept the token itself he
 SESSION_SECRET_FILE_NAME = "session_secret"  # signs the dashboard's session cookies
 TOKEN_BYTES = 32
 SESSION_KEY = "auth"  # app.storage.user key: the token fingerprint, or a Supabase-mode session id
+ACCOUNT_PREFIX = "account:"  # SESSION_KEY value of a named operator account: this + its token's digest
+ACCOUNT_LABEL_KEY = "account_label"  # "name (role)" for the header
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -66,6 +68,13 @@ class ApiToken:
 
 def token_matches(presented: str | None, token: str | ApiToken) -> bool:
     return ApiToken.of(token).matches(presented)
+
+
+def account_digest(stored: object) -> str | None:
+    """The token digest of a named operator account's session, or None for any other session."""
+    if isinstance(stored, str) and stored.startswith(ACCOUNT_PREFIX):
+        return stored.removeprefix(ACCOUNT_PREFIX)
+    return None
 
 
 def session_matches(stored_fingerprint: object, token: str | ApiToken) -> bool:

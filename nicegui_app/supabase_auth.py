@@ -23,7 +23,7 @@ import secrets
 import time
 from typing import Callable
 
-from jobsys.auth import Claims, Credentials, JobsysRole, TokenKeeper, WrongRole, role_of
+from jobsys.auth import STAFF, Claims, Credentials, TokenKeeper, WrongRole, role_of
 from jobsys.supabase_project import SupabaseProject
 from jobsys.system import JobSystem
 
@@ -81,7 +81,7 @@ class SupabaseAuth:
         credentials, TransportError when Supabase Auth cannot be reached."""
         await self._sweep()
         # The session's own client refreshes it; the password is dropped here.
-        jobs, tokens = await self._project.sign_in(Credentials(email, password), JobsysRole.OPERATOR)
+        jobs, tokens = await self._project.sign_in(Credentials(email, password), STAFF)
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         self._sessions[session_id] = OperatorSession(email, jobs, tokens, self._clock())
         log.info("operator signed in: %s", email)
@@ -120,9 +120,9 @@ class SupabaseAuth:
         token Supabase Auth does not vouch for (missing, malformed, expired, revoked),
         WrongRole for a valid token of a non-operator, TransportError when Auth is down."""
         claims = await self._verify(token)
-        if role_of(claims) is not JobsysRole.OPERATOR:
-            raise WrongRole(f"{claims.get('email') or claims.get('sub') or 'this token'} is not an operator "
-                            "(app_metadata.jobsys_role must be \"operator\")")
+        if role_of(claims) not in STAFF:
+            raise WrongRole(f"{claims.get('email') or claims.get('sub') or 'this token'} is not staff "
+                            "(app_metadata.jobsys_role must be viewer, operator or admin)")
         return self._project.acting_as(token)
 
     async def _verify(self, token: str) -> Claims:

@@ -59,8 +59,12 @@ def _statement(function: rpc.SqlFunction, args: Mapping[str, Any]) -> sql.Compos
 # How the hub runs a call as a worker account, the way PostgREST runs a request: the
 # account's claims and the authenticated role, local to the call's transaction. hub_claims
 # runs first, as the hub's own role (JS401 for an unknown or revoked token).
-_AS_ACCOUNT = sql.SQL("select set_config('request.jwt.claims', {}.hub_claims(%(token_hash)s), true), "
-                      "set_config('role', 'authenticated', true)").format(sql.Identifier(rpc.SCHEMA))
+# Per kind of account, the statement that turns its token's digest into the claims the call
+# runs with: a PC's worker account (the hub) or an embedded operator account (the dashboard).
+_AS_ACCOUNT = {kind: sql.SQL("select set_config('request.jwt.claims', {}.{}(%(token_hash)s), true), "
+                             "set_config('role', 'authenticated', true)").format(
+                   sql.Identifier(rpc.SCHEMA), sql.Identifier(claims))
+               for kind, claims in (("worker", "hub_claims"), ("operator", "operator_claims"))}
 
 
 def _adapt(function: rpc.SqlFunction, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,9 +122,10 @@ class PostgresTransport:
         await self.close()
 
     async def _execute(self, what: str, statement: sql.Composable, params: Mapping[str, Any],
-                       token_hash: str | None = None) -> list[dict[str, Any]]:
-        """One statement in one transaction (as the worker account behind `token_hash`, if
-        given), retried on deadlock and serialization failures; `what` names it in errors."""
+                       token_hash: str | None = None, account: str = "worker") -> list[dict[str, Any]]:
+        """One statement in one transaction (as the `account` kind of account behind
+        `token_hash`, if given), retried on deadlock and serialization failures; `what` names
+        it in errors."""
         for attempt in range(RETRIES_ON_CONFLICT + 1):
             try:
                 async with self._pool.connection() as conn:
@@ -133,7 +138,7 @@ class PostgresTransport:
                     claims = conn.cursor()
                     async with conn.pipeline() as pipeline:
                         async with conn.transaction():
-                            await claims.execute(_AS_ACCOUNT, {"token_hash": token_hash})
+                            await claims.execute(_AS_ACCOUNT[account], {"token_hash": token_hash})
                             await cur.execute(statement, params)
                         await pipeline.sync()
                     return await cur.fetchall()
@@ -188,6 +193,14 @@ class PostgresTransport:
         Unauthorized for an unknown or revoked token."""
         return await self._execute("a read as a worker account", query, params, token_hash)
 
+    async def operator_claims(self, token_hash: str) -> dict[str, Any]:
+        """The claims of the embedded operator account behind this digest (Unauthorized for an
+        unknown or revoked one), asked as this connection's own role (the service)."""
+        return dict(json.loads(await self.call(rpc.OPERATOR_CLAIMS, {"p_token_hash": token_hash})))
+
+    def as_operator(self, token_hash: str) -> OperatorCalls:
+        return OperatorCalls(self, token_hash)
+
     async def subscribe(
         self, topics: list[str], on_event: EventHandler, on_state: StateHandler | None = None
     ) -> Listener:
@@ -200,6 +213,38 @@ class PostgresTransport:
         """None: evidence stays in the worker's local directory, which the operator can read."""
         return None
 
+
+
+class OperatorCalls:
+    """A Transport whose every call runs as one embedded operator account (the claims of
+    jobsys.operator_claims, in the call's transaction), so the account's role is checked by
+    the SQL as for a Supabase user. Push stays the process's (the dashboard's subscription)."""
+
+    supports_push = False
+
+    def __init__(self, base: PostgresTransport, token_hash: str) -> None:
+        self._base = base
+        self._token_hash = token_hash
+
+    async def call(self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None) -> Any:
+        rows = await self.call_rows(function, args)
+        return next(iter(rows[0].values())) if rows else None
+
+    async def call_rows(self, function: rpc.SqlFunction,
+                        args: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        args = args or {}
+        return await self._base._execute(function.name, _statement(function, args), _adapt(function, args),
+                                         self._token_hash, account="operator")
+
+    async def subscribe(self, topics: list[str], on_event: EventHandler,
+                        on_state: StateHandler | None = None) -> Listener:
+        return await self._base.subscribe(topics, on_event, on_state)
+
+    def evidence_store(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        """The connections are the base transport's."""
 
 
 class Listener(PushChannel):

@@ -18,7 +18,7 @@ from nicegui_app.api.routes import require_token
 
 Jobs = Annotated[JobSystem, Depends(require_token)]
 RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-ObjectType = Literal["job", "device", "worker_account", "background_job", "system"]
+ObjectType = Literal["job", "device", "worker_account", "operator_account", "background_job", "system"]
 
 router = APIRouter(prefix="/api", tags=["audit"], dependencies=[Depends(require_token)],
                    responses={401: ERROR_RESPONSES[401], 403: ERROR_RESPONSES[403], 422: ERROR_RESPONSES[422]})

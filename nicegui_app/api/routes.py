@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from jobsys import errors, hub_protocol
 from jobsys.auth import WrongRole
+from jobsys.operator_accounts import is_operator_token, token_digest
 from jobsys.models import (
     TITLE_MAX_CHARS,
     CreatedJob,
@@ -54,9 +55,15 @@ async def require_token(
     presented = credentials.credentials if credentials is not None else None
     supabase: SupabaseAuth | None = request.app.state.supabase
     if supabase is None:
-        if not auth.token_matches(presented, request.app.state.api_token):
-            raise _unauthorized("missing or wrong bearer token")
-        return request.app.state.jobs  # type: ignore[no-any-return]
+        if auth.token_matches(presented, request.app.state.api_token):
+            return request.app.state.jobs  # type: ignore[no-any-return]
+        if is_operator_token(presented):  # a named account: its calls run with its role
+            try:
+                session = await request.app.state.jobs.operator_session(token_digest(presented))
+            except errors.Unauthorized:
+                raise _unauthorized("unknown or revoked account token") from None
+            return session.jobs
+        raise _unauthorized("missing or wrong bearer token")
     if not presented:
         raise _unauthorized("missing bearer token: send an operator's Supabase access token")
     try:

@@ -30,14 +30,19 @@ def page_jobs() -> JobSystem | None:
     if svc.supabase is not None:
         session = svc.supabase.session(stored)
         return session.jobs if session is not None else None
+    account = auth.account_digest(stored)
+    if account is not None:  # a named account: every call runs with its role
+        return svc.jobs.for_operator(account)
     return svc.jobs if auth.session_matches(stored, svc.token) else None
 
 
 def operator_email() -> str | None:
-    """The signed-in operator's email (Supabase mode), for the header."""
+    """The signed-in operator's email (Supabase mode) or account name and role (an embedded
+    account), for the header."""
     svc = services.get()
     if svc.supabase is None:
-        return None
+        return app.storage.user.get(auth.ACCOUNT_LABEL_KEY) if auth.account_digest(
+            app.storage.user.get(auth.SESSION_KEY)) else None
     session = svc.supabase.session(app.storage.user.get(auth.SESSION_KEY))
     return session.email if session is not None else None
 
@@ -52,7 +57,17 @@ async def check_login() -> bool:
     rather than to a page whose every call fails."""
     svc = services.get()
     if svc.supabase is None:
-        return logged_in()
+        account = auth.account_digest(app.storage.user.get(auth.SESSION_KEY))
+        if account is None:
+            return logged_in()
+        try:
+            await svc.jobs.operator_session(account)
+        except errors.Unauthorized:  # revoked since: back to the login page
+            app.storage.user.pop(auth.SESSION_KEY, None)
+            return False
+        except errors.TransportError:
+            pass  # the database briefly unreachable: the session stands; the page shows the error
+        return True
     stored = app.storage.user.get(auth.SESSION_KEY)
     session = svc.supabase.session(stored)
     if session is None:

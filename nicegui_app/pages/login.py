@@ -1,4 +1,6 @@
-"""Login page. Embedded mode: the API token, whose fingerprint the session keeps. Supabase
+"""Login page. Embedded mode: the API token, whose fingerprint the session keeps, or a named
+account's token (jobsys accounts add), whose digest it keeps: pages then call as that
+account, with its role. Supabase
 mode: an operator's email and password, signed in with Supabase Auth; the session keeps
 only the id of the server-side operator session (nicegui_app.supabase_auth)."""
 
@@ -12,6 +14,7 @@ from nicegui import app, ui
 
 from jobsys import errors
 from jobsys.auth import WrongRole
+from jobsys.operator_accounts import is_operator_token
 from nicegui_app import auth, services
 from nicegui_app.i18n import Translator
 from nicegui_app.pages.frame import page_language
@@ -28,6 +31,19 @@ def _token_form(t: Translator, target: str) -> None:
             app.storage.user[auth.SESSION_KEY] = auth.fingerprint(presented)
             ui.navigate.to(target)
             return
+        if is_operator_token(presented):  # a named account (jobsys accounts add)
+            try:
+                session = await services.get().jobs.operator_session(auth.fingerprint(presented))
+            except errors.Unauthorized:
+                pass
+            except errors.TransportError:
+                error.set_text(t("login_db_unavailable"))
+                return
+            else:
+                app.storage.user[auth.SESSION_KEY] = auth.ACCOUNT_PREFIX + auth.fingerprint(presented)
+                app.storage.user[auth.ACCOUNT_LABEL_KEY] = f"{session.name} ({t('role_' + session.role.value)})"
+                ui.navigate.to(target)
+                return
         await asyncio.sleep(FAILED_LOGIN_DELAY_S)
         error.set_text(t("login_wrong"))
 

@@ -78,6 +78,21 @@ comment on table jobsys.worker_accounts is
   'One account per PC joining the hub (jobsys workers add): its name, the SHA-256 digest of its token (never the token), when it was last seen and whether it was revoked.';
 create unique index worker_accounts_active_name_idx on jobsys.worker_accounts (name) where revoked_at is null;
 
+-- Operator accounts of embedded mode (jobsys accounts add): a name, a role and the SHA-256
+-- digest of the account's token. Supabase mode takes the same roles from app_metadata.
+create table jobsys.operator_accounts (
+  id uuid primary key default gen_random_uuid(),
+  name text not null check (length(name) between 1 and 64 and name = btrim(name) and name !~ '[[:cntrl:]]'),
+  role text not null check (role in ('viewer', 'operator', 'admin')),
+  token_hash text not null unique check (token_hash ~ '^[0-9a-f]{64}$'),
+  created_at timestamptz not null default now(),
+  last_seen_at timestamptz,
+  revoked_at timestamptz
+);
+comment on table jobsys.operator_accounts is
+  'Named operator accounts of embedded mode (viewer, operator, admin), each with the SHA-256 digest of its token (never the token); a revoked account keeps its row for the record.';
+create unique index operator_accounts_active_name_idx on jobsys.operator_accounts (name) where revoked_at is null;
+
 -- Devices: stable by serial, re-bound to the session that registers them (35_device_runs.sql)
 create table jobsys.devices (
   id uuid primary key default gen_random_uuid(),
@@ -340,7 +355,8 @@ create table jobsys.audit_log (
   actor_id uuid,  -- auth.uid(): the operator's account (null for the service)
   actor_name text check (length(actor_name) <= 320),  -- the account's email, when its token says
   action text not null check (action ~ '^[a-z_]{1,40}$'),
-  object_type text not null check (object_type in ('job', 'device', 'worker_account', 'background_job', 'system')),
+  object_type text not null check (object_type in ('job', 'device', 'worker_account', 'operator_account',
+                                                   'background_job', 'system')),
   object_id text check (length(object_id) <= 200),
   detail jsonb not null default '{}' check (octet_length(detail::text) <= 8192)
 );

@@ -72,27 +72,65 @@ begin
     return 'service';
   end if;
   if v_role = 'authenticated'
-     and v_claims -> 'app_metadata' ->> 'jobsys_role' in ('operator', 'worker', 'runner') then
+     and v_claims -> 'app_metadata' ->> 'jobsys_role' in ('viewer', 'operator', 'admin', 'worker', 'runner') then
     return v_claims -> 'app_metadata' ->> 'jobsys_role';
   end if;
   return 'anon';
 end
 $$;
 comment on function jobsys.caller_role() is
-  'Who is calling: service (a trusted direct connection or the service role), operator, worker or runner (app_metadata.jobsys_role of the Supabase JWT), else anon. Read from the role setting PostgREST sets, because the functions run as security definer.';
+  'Who is calling: service (a trusted direct connection or the service role), viewer, operator, admin, worker or runner (app_metadata.jobsys_role of the Supabase JWT, or of an embedded operator account: jobsys.operator_claims), else anon. Read from the role setting PostgREST sets, because the functions run as security definer.';
 
+-- Staff roles: viewer reads; operator also runs jobs and AI batches; admin also manages
+-- devices, PCs, accounts and reads the audit log. The service may do everything.
 create or replace function jobsys.require_operator() returns void
   language plpgsql stable
   set search_path = jobsys, pg_temp
   as $$
 begin
-  if jobsys.caller_role() not in ('service', 'operator') then
+  if jobsys.caller_role() not in ('service', 'operator', 'admin') then
     perform jobsys.raise_error('JS403', 'operator role required');
   end if;
 end
 $$;
 comment on function jobsys.require_operator() is
-  'Raises JS403 unless the caller is an operator or the service.';
+  'Raises JS403 unless the caller is an operator, an admin or the service: jobs and AI batches.';
+
+create or replace function jobsys.require_viewer() returns void
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if jobsys.caller_role() not in ('service', 'viewer', 'operator', 'admin') then
+    perform jobsys.raise_error('JS403', 'viewer, operator or admin role required');
+  end if;
+end
+$$;
+comment on function jobsys.require_viewer() is
+  'Raises JS403 unless the caller is staff (viewer, operator, admin) or the service: the reads.';
+
+create or replace function jobsys.require_admin() returns void
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  if jobsys.caller_role() not in ('service', 'admin') then
+    perform jobsys.raise_error('JS403', 'admin role required');
+  end if;
+end
+$$;
+comment on function jobsys.require_admin() is
+  'Raises JS403 unless the caller is an admin or the service: devices, PCs, accounts, the audit log.';
+
+-- Whether the caller is staff, for the row level security policies.
+create or replace function jobsys.is_staff() returns boolean
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$
+  select jobsys.caller_role() in ('viewer', 'operator', 'admin')
+$$;
+comment on function jobsys.is_staff() is
+  'Whether the caller is a viewer, an operator or an admin (the row level security policies'' reader).';
 
 -- Upkeep (lease rescue, stale marking, top-up) is harmless for operators and workers:
 -- workers run it from their heartbeats. Runners have no business with device jobs.
@@ -101,13 +139,13 @@ create or replace function jobsys.require_signed_in() returns void
   set search_path = jobsys, pg_temp
   as $$
 begin
-  if jobsys.caller_role() not in ('service', 'operator', 'worker') then
+  if jobsys.caller_role() not in ('service', 'viewer', 'operator', 'admin', 'worker') then
     perform jobsys.raise_error('JS403', 'signed-in operator or worker required');
   end if;
 end
 $$;
 comment on function jobsys.require_signed_in() is
-  'Raises JS403 unless the caller is an operator, a worker or the service: upkeep (lease rescue, stale marking, top-up) is harmless for them, and workers run it from their heartbeats. Runners and anon may not.';
+  'Raises JS403 unless the caller is staff, a worker or the service: upkeep (lease rescue, stale marking, top-up) is harmless for them, and workers run it from their heartbeats. Runners and anon may not.';
 
 -- A worker may act only as a worker session it registered itself.
 create or replace function jobsys.require_worker(p_worker_id uuid) returns void

@@ -942,7 +942,7 @@ create or replace function jobsys.list_jobs(p_status text default null, p_q text
   set search_path = jobsys, pg_temp
   as $$
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   if p_status is not null and p_status not in ('scheduled', 'active', 'paused', 'completed', 'incomplete', 'cancelled') then
     perform jobsys.raise_error('JS400', 'status must be scheduled, active, paused, completed, incomplete or cancelled',
       '{"field": "status"}');
@@ -981,7 +981,7 @@ create or replace function jobsys.get_job(p_job_id uuid) returns jsonb
 declare
   v_job jobsys.jobs;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   select * into v_job from jobsys.jobs where id = p_job_id;
   if not found then
     perform jobsys.raise_error('JS404', 'job not found', jsonb_build_object('job_id', p_job_id));
@@ -1008,7 +1008,7 @@ create or replace function jobsys.list_devices() returns jsonb
 declare
   v_cutoff timestamptz := jobsys.healthy_cutoff();
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   return (
     with rows as (
       select jobsys.device_json(d, v_cutoff) as device, w.name as worker_name

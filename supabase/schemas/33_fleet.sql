@@ -225,7 +225,7 @@ declare
   v_device jobsys.devices;
   v_key text;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   if v_rule is not null then
     perform jobsys.raise_error('JS400', jobsys.label_rule_message(v_rule),
       jsonb_build_object('field', 'labels', 'rule', v_rule));
@@ -248,7 +248,7 @@ begin
 end
 $$;
 comment on function jobsys.set_device_labels(uuid, jsonb) is
-  'Operators: replace a device''s operator labels (bounded as worker labels; a key its worker reports is refused). Jobs targeting labels see the change at once.';
+  'Admins: replace a device''s operator labels (bounded as worker labels; a key its worker reports is refused). Jobs targeting labels see the change at once.';
 
 -- Ask the worker to reboot a phone. Refused (JS409) while the phone runs a run (drain it
 -- first) or when no live worker session holds it. The worker is pushed device_reboot; the
@@ -260,7 +260,7 @@ create or replace function jobsys.request_device_reboot(p_device_id uuid) return
 declare
   v_device jobsys.devices;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   select * into v_device from jobsys.devices where id = p_device_id for no key update;
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
@@ -285,7 +285,7 @@ begin
 end
 $$;
 comment on function jobsys.request_device_reboot(uuid) is
-  'Operators: ask the device''s worker to reboot it (pushed device_reboot; listed by heartbeat for 10 minutes). JS409 while it runs a run or when no live worker holds it.';
+  'Admins: ask the device''s worker to reboot it (pushed device_reboot; listed by heartbeat for 10 minutes). JS409 while it runs a run or when no live worker holds it.';
 
 -- The worker's answer: the phone rebooted and is back (p_error null), or why not.
 create or replace function jobsys.device_rebooted(p_worker_id uuid, p_device_id uuid, p_error text default null)
@@ -325,7 +325,7 @@ create or replace function jobsys.get_device(p_device_id uuid) returns jsonb
 declare
   v_device jobsys.devices;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   select * into v_device from jobsys.devices where id = p_device_id;
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
@@ -361,7 +361,7 @@ declare
   v_rule text := jobsys.label_problem(coalesce(p_labels, '{}'));
   v_cutoff timestamptz := jobsys.healthy_cutoff();
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   if v_rule is not null then
     perform jobsys.raise_error('JS400', jobsys.label_rule_message(v_rule),
       jsonb_build_object('field', 'labels', 'rule', v_rule));

@@ -1206,7 +1206,7 @@ declare
   v_cutoff timestamptz := jobsys.healthy_cutoff();
   v_device jobsys.devices;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   if p_state is null or p_state not in ('disabled', 'draining', 'enabled') then
     perform jobsys.raise_error('JS400', 'state must be disabled, draining or enabled', '{"field": "state"}');
   end if;
@@ -1253,7 +1253,7 @@ begin
 end
 $$;
 comment on function jobsys.set_device_state(uuid, text) is
-  'Operators: disable a device (no new runs; its running run goes back to the queue, its queue to other devices), drain it (its running run finishes, then it is disabled) or enable it again (back to what its worker reports; ends a quarantine). Workers cannot disable, drain or enable.';
+  'Admins: disable a device (no new runs; its running run goes back to the queue, its queue to other devices), drain it (its running run finishes, then it is disabled) or enable it again (back to what its worker reports; ends a quarantine). Workers cannot disable, drain or enable.';
 
 -- Unbind a device from its worker session, e.g. a phone moved to another PC while the old
 -- session still lists it. Its running run goes back to the queue by the rule of lease
@@ -1268,7 +1268,7 @@ create or replace function jobsys.release_device(p_device_id uuid) returns jsonb
 declare
   v_device jobsys.devices;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   perform 1 from jobsys.devices where id = p_device_id;
   if not found then
     perform jobsys.raise_error('JS404', 'device not found', jsonb_build_object('device_id', p_device_id));
@@ -1289,7 +1289,7 @@ begin
 end
 $$;
 comment on function jobsys.release_device(uuid) is
-  'Operators: unbind a device from its worker session. Its running run goes back to the queue by the rule of lease expiry (failed after the last attempt), its worker is told to stop it, and the next registration by anyone takes the device.';
+  'Admins: unbind a device from its worker session. Its running run goes back to the queue by the rule of lease expiry (failed after the last attempt), its worker is told to stop it, and the next registration by anyone takes the device.';
 
 -- The devices bound to this worker session, so it can claim by device id.
 create or replace function jobsys.worker_devices(p_worker_id uuid) returns jsonb

@@ -34,7 +34,7 @@ create or replace function jobsys.add_worker_account(p_name text, p_token_hash t
 declare
   v_account jobsys.worker_accounts;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   if p_name is null or length(btrim(p_name)) not between 1 and 64 or p_name ~ '[[:cntrl:]]' then
     perform jobsys.raise_error('JS400', 'PC name must be 1-64 printable characters', '{"field": "name"}');
   end if;
@@ -54,21 +54,21 @@ begin
 end
 $$;
 comment on function jobsys.add_worker_account(text, text) is
-  'Operators: a new worker account (a PC joining the hub) named p_name with the SHA-256 digest of its token; the token itself never reaches the database. JS409 when an active account has that name.';
+  'Admins: a new worker account (a PC joining the hub) named p_name with the SHA-256 digest of its token; the token itself never reaches the database. JS409 when an active account has that name.';
 
 create or replace function jobsys.list_worker_accounts(p_include_revoked boolean default false) returns jsonb
   language plpgsql stable security definer
   set search_path = jobsys, pg_temp
   as $$
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   return jsonb_build_object('accounts', coalesce((
     select jsonb_agg(jobsys.worker_account_json(a) order by a.revoked_at is not null, a.name, a.created_at)
     from jobsys.worker_accounts a where p_include_revoked or a.revoked_at is null), '[]'));
 end
 $$;
 comment on function jobsys.list_worker_accounts(boolean) is
-  'Operators: the worker accounts (active first, by name), with their live sessions and device counts.';
+  'Staff: the worker accounts (active first, by name), with their live sessions and device counts.';
 
 -- Revoking ends the account's sessions at once: its devices go offline and their queues
 -- move elsewhere (as a clean stop); runs it was running are rescued when their lease ends.
@@ -81,7 +81,7 @@ declare
   v_account jobsys.worker_accounts;
   v_sessions uuid[];
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   update jobsys.worker_accounts set revoked_at = now()
   where name = btrim(coalesce(p_name, '')) and revoked_at is null
   returning * into v_account;
@@ -106,7 +106,7 @@ begin
 end
 $$;
 comment on function jobsys.revoke_worker_account(text) is
-  'Operators: revoke the active worker account named p_name. Its token is refused from then on, its sessions stop, its devices go offline and their queues move elsewhere; runs it was running follow the lease rules. Hubs close its push sockets (event account_revoked on jobsys:hub).';
+  'Admins: revoke the active worker account named p_name. Its token is refused from then on, its sessions stop, its devices go offline and their queues move elsewhere; runs it was running follow the lease rules. Hubs close its push sockets (event account_revoked on jobsys:hub).';
 
 -- The hub's only question: whose token is this? Called by the hub's own connection (the
 -- service) before it switches to the authenticated role for the call itself.

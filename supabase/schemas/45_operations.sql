@@ -13,12 +13,13 @@ create or replace function jobsys.audit(p_action text, p_object_type text, p_obj
   as $$
 begin
   insert into jobsys.audit_log (actor_role, actor_id, actor_name, action, object_type, object_id, detail)
-  values (jobsys.caller_role(), auth.uid(), left(auth.jwt() ->> 'email', 320), p_action, p_object_type,
+  values (jobsys.caller_role(), auth.uid(), left(coalesce(auth.jwt() ->> 'email', auth.jwt() ->> 'jobsys_account'), 320),
+          p_action, p_object_type,
           left(p_object_id, 200), coalesce(p_detail, '{}'));
 end
 $$;
 comment on function jobsys.audit(text, text, text, jsonb) is
-  'Writes one audit_log entry for an operator action in the caller''s transaction (who: caller_role, auth.uid and the token''s email; what: action, object, a brief detail without secrets).';
+  'Writes one audit_log entry for an operator action in the caller''s transaction (who: caller_role, auth.uid and the token''s email or embedded account name; what: action, object, a brief detail without secrets).';
 
 -- The audit log, newest first, filtered by actor (id or name), object and time; paged by
 -- p_before_id (the smallest id of the previous page).
@@ -30,13 +31,14 @@ create or replace function jobsys.list_audit(p_actor text default null, p_object
   set search_path = jobsys, pg_temp
   as $$
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_admin();
   if p_limit is null or p_limit not between 1 and 1000 then
     perform jobsys.raise_error('JS400', 'limit must be 1-1000', '{"field": "limit"}');
   end if;
   if p_object_type is not null
-     and p_object_type not in ('job', 'device', 'worker_account', 'background_job', 'system') then
-    perform jobsys.raise_error('JS400', 'object_type must be job, device, worker_account, background_job or system',
+     and p_object_type not in ('job', 'device', 'worker_account', 'operator_account', 'background_job', 'system') then
+    perform jobsys.raise_error('JS400',
+      'object_type must be job, device, worker_account, operator_account, background_job or system',
       '{"field": "object_type"}');
   end if;
   return jsonb_build_object('entries', coalesce((
@@ -53,7 +55,7 @@ begin
 end
 $$;
 comment on function jobsys.list_audit(text, text, text, timestamp with time zone, integer, bigint) is
-  'Operators: the audit log, newest first, filtered by actor (id, email or role), object and time, paged by p_before_id.';
+  'Admins: the audit log, newest first, filtered by actor (id, email or role), object and time, paged by p_before_id.';
 
 -- Retention -------------------------------------------------------------------------------
 -- Finished jobs and AI batches older than retention_days (0 keeps them) go, at most 200 jobs
@@ -128,7 +130,7 @@ create or replace function jobsys.metrics_snapshot() returns jsonb
 declare
   v_cutoff timestamptz := jobsys.healthy_cutoff();
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   return jsonb_build_object(
     'jobs', coalesce((select jsonb_object_agg(x.status, x.n) from (
                select status, count(*) as n from jobsys.jobs group by status) x), '{}'),

@@ -2,7 +2,8 @@
 --
 -- Tables are readable through RLS policies and writable only through the security
 -- definer functions, which check the caller's claims themselves (jobsys.caller_role).
---   operator: reads everything; manages jobs through the functions.
+--   staff:    viewer, operator, admin (jobsys.is_staff): read everything; operators manage
+--             jobs and AI batches, admins also devices, PCs and accounts, through the functions.
 --   worker:   reads its own worker sessions, their devices and those devices' assignments;
 --             nothing of the AI batches.
 --   runner:   reads the background jobs and their items (what it runs); nothing else.
@@ -19,6 +20,7 @@ alter table jobsys.background_jobs enable row level security;
 alter table jobsys.background_job_items enable row level security;
 alter table jobsys.background_job_logs enable row level security;
 alter table jobsys.worker_accounts enable row level security;
+alter table jobsys.operator_accounts enable row level security;  -- no policy: read by the functions only
 alter table jobsys.device_events enable row level security;
 alter table jobsys.device_vitals enable row level security;
 alter table jobsys.audit_log enable row level security;
@@ -36,53 +38,54 @@ comment on function jobsys.is_own_worker(uuid) is
 
 -- Device jobs: operators read everything, a worker its own sessions and what hangs off them.
 create policy settings_operator_read on jobsys.settings for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.is_staff());
 
 create policy workers_read on jobsys.workers for select to authenticated
-  using (jobsys.caller_role() = 'operator' or jobsys.is_own_worker(id));
+  using (jobsys.is_staff() or jobsys.is_own_worker(id));
 
 create policy devices_read on jobsys.devices for select to authenticated
-  using (jobsys.caller_role() = 'operator' or jobsys.is_own_worker(worker_id));
+  using (jobsys.is_staff() or jobsys.is_own_worker(worker_id));
 create policy device_events_operator_read on jobsys.device_events for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.is_staff());
 create policy device_vitals_operator_read on jobsys.device_vitals for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.is_staff());
 create policy audit_log_operator_read on jobsys.audit_log for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.caller_role() = 'admin');  -- who did what: admins
 
 -- Worker accounts: operators read them, never the token digest (column grants below).
 create policy worker_accounts_operator_read on jobsys.worker_accounts for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.is_staff());
 
 create policy jobs_operator_read on jobsys.jobs for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.is_staff());
 
 create policy assignments_read on jobsys.job_assignments for select to authenticated
-  using (jobsys.caller_role() = 'operator'
+  using (jobsys.is_staff()
          or exists (select 1 from jobsys.devices d
                     where d.id = device_id and jobsys.is_own_worker(d.worker_id)));
 
 -- Background jobs: operators and runners read through RLS (workers nothing); every write
 -- goes through the functions.
 create policy background_jobs_read on jobsys.background_jobs for select to authenticated
-  using (jobsys.caller_role() in ('operator', 'runner'));
+  using (jobsys.is_staff() or jobsys.caller_role() = 'runner');
 create policy background_job_items_read on jobsys.background_job_items for select to authenticated
-  using (jobsys.caller_role() in ('operator', 'runner'));
+  using (jobsys.is_staff() or jobsys.caller_role() = 'runner');
 create policy background_job_logs_operator_read on jobsys.background_job_logs for select to authenticated
-  using (jobsys.caller_role() = 'operator');
+  using (jobsys.is_staff());
 
 grant usage on schema jobsys to anon, authenticated, service_role;
 grant select on all tables in schema jobsys to authenticated;
 grant all on all tables in schema jobsys to service_role;
 revoke select on jobsys.worker_accounts from authenticated;
 grant select (id, name, created_at, last_seen_at, revoked_at) on jobsys.worker_accounts to authenticated;
+revoke select on jobsys.operator_accounts from authenticated;
 
 -- Functions are executable by PUBLIC when created; only the API stays callable. Helpers run
 -- inside the definer functions. (The functions of 60_realtime_and_storage.sql, created
 -- after this file, revoke and grant their own.)
 revoke execute on all functions in schema jobsys from public;
 grant execute on function
-  jobsys.caller_role(), jobsys.is_own_worker(uuid),
+  jobsys.caller_role(), jobsys.is_own_worker(uuid), jobsys.is_staff(),
   -- device jobs: operators
   jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer,
                     timestamp with time zone, jsonb),
@@ -98,6 +101,8 @@ grant execute on function
   jobsys.existing_runs(bigint[]),
   jobsys.add_worker_account(text, text), jobsys.list_worker_accounts(boolean),
   jobsys.revoke_worker_account(text),
+  jobsys.add_operator_account(text, text, text), jobsys.list_operator_accounts(boolean),
+  jobsys.revoke_operator_account(text),
   -- device jobs: workers
   jobsys.register_worker(text, text, jsonb), jobsys.heartbeat(uuid, jsonb, bigint[], jsonb),
   jobsys.stop_worker(uuid), jobsys.worker_devices(uuid), jobsys.device_rebooted(uuid, uuid, text),
@@ -122,5 +127,7 @@ grant execute on function
 to authenticated, service_role;
 -- The hub's token lookup: the service only (the hub's own connection).
 grant execute on function jobsys.hub_claims(text) to service_role;
+-- The dashboard's account token lookup: the service only (its own connection).
+grant execute on function jobsys.operator_claims(text) to service_role;
 -- Readiness probes ask this without signing in (it returns a migration version only).
 grant execute on function jobsys.schema_version() to anon, authenticated, service_role;

@@ -29,7 +29,7 @@ create or replace function jobsys.may_receive(p_topic text) returns boolean
   set search_path = jobsys, pg_temp
   as $$
   select case
-    when p_topic = 'jobsys:dashboard' then jobsys.caller_role() in ('operator', 'service')
+    when p_topic = 'jobsys:dashboard' then jobsys.caller_role() in ('viewer', 'operator', 'admin', 'service')
     when p_topic = 'jobsys:runners' then jobsys.caller_role() in ('runner', 'service')
     when p_topic like 'jobsys:worker:%' then
       jobsys.caller_role() = 'service'
@@ -38,7 +38,7 @@ create or replace function jobsys.may_receive(p_topic text) returns boolean
   end
 $$;
 comment on function jobsys.may_receive(text) is
-  'Realtime Authorization: jobsys:dashboard for operators, jobsys:runners for AI batch runners (batch ids only; the runner claims through the database), jobsys:worker:<uuid> only for the worker user that registered that session.';
+  'Realtime Authorization: jobsys:dashboard for staff (viewer, operator, admin), jobsys:runners for AI batch runners (batch ids only; the runner claims through the database), jobsys:worker:<uuid> only for the worker user that registered that session.';
 
 -- Evidence objects live at '<worker uuid>/<file>'; a worker writes only under its own
 -- worker sessions, operators read everything.
@@ -100,12 +100,12 @@ begin
     create policy jobsys_evidence_read on storage.objects
       for select to authenticated
       using (bucket_id = 'jobsys-evidence'
-             and (jobsys.caller_role() = 'operator' or jobsys.may_write_evidence(name)))
+             and (jobsys.is_staff() or jobsys.may_write_evidence(name)))
   $p$;
   execute $p$
     create policy jobsys_evidence_operator_delete on storage.objects
       for delete to authenticated
-      using (bucket_id = 'jobsys-evidence' and jobsys.caller_role() = 'operator')
+      using (bucket_id = 'jobsys-evidence' and jobsys.caller_role() in ('operator', 'admin'))
   $p$;
 end
 $$;

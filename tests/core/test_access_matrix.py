@@ -29,19 +29,23 @@ WORKER_A = user("worker-a", "worker")
 WORKER_B = user("worker-b", "worker")
 RUNNER = user("runner", "runner")
 OPERATOR = user("operator", "operator")
+VIEWER = user("viewer", "viewer")
+ADMIN = user("admin", "admin")
 NO_ROLE = user("nobody", None)
 ROLES: dict[str, Identity] = {
-    "anon": ANON, "worker_a": WORKER_A, "worker_b": WORKER_B, "runner": RUNNER,
-    "operator": OPERATOR, "no_role": NO_ROLE, "service": SERVICE,
+    "anon": ANON, "worker_a": WORKER_A, "worker_b": WORKER_B, "runner": RUNNER, "viewer": VIEWER,
+    "operator": OPERATOR, "admin": ADMIN, "no_role": NO_ROLE, "service": SERVICE,
 }
 FORBIDDEN = {"JS403", "42501"}
 
 # Who may call what. The worker-session rows are called with worker B's session (and B's
 # running assignment), so worker A calling them is acting as another worker.
-OPERATORS = frozenset({"operator", "service"})
+READERS = frozenset({"viewer", "operator", "admin", "service"})  # staff: the reads
+OPERATORS = frozenset({"operator", "admin", "service"})  # jobs and AI batches
+ADMINS = frozenset({"admin", "service"})  # devices, PCs, accounts, the audit log
 SESSION_OWNER = frozenset({"worker_b", "service"})
 ANY_WORKER = frozenset({"worker_a", "worker_b", "service"})
-UPKEEP = frozenset({"operator", "worker_a", "worker_b", "service"})
+UPKEEP = frozenset({"viewer", "operator", "admin", "worker_a", "worker_b", "service"})
 RUNNERS = frozenset({"runner", "service"})
 
 CALLS: dict[str, frozenset[str]] = {
@@ -49,15 +53,18 @@ CALLS: dict[str, frozenset[str]] = {
     "create_job": OPERATORS, "pause_job": OPERATORS, "resume_job": OPERATORS, "cancel_job": OPERATORS,
     "delete_job": OPERATORS, "retry_job": OPERATORS, "clone_job": OPERATORS,
     "update_job_title": OPERATORS, "update_job": OPERATORS,
-    "list_jobs": OPERATORS, "get_job": OPERATORS, "list_devices": OPERATORS,
-    # devices: operators
-    "release_device": OPERATORS, "set_device_state": OPERATORS, "set_device_labels": OPERATORS,
-    "request_device_reboot": OPERATORS, "get_device": OPERATORS, "fleet_labels": OPERATORS,
-    # worker accounts (the hub's PCs): operators; the hub's own token lookup: the service alone
-    "add_worker_account": OPERATORS, "list_worker_accounts": OPERATORS, "revoke_worker_account": OPERATORS,
+    "list_jobs": READERS, "get_job": READERS, "list_devices": READERS,
+    # devices: admins; their reads: staff
+    "release_device": ADMINS, "set_device_state": ADMINS, "set_device_labels": ADMINS,
+    "request_device_reboot": ADMINS, "get_device": READERS, "fleet_labels": READERS,
+    # worker accounts (the hub's PCs): admins; the hub's own token lookup: the service alone
+    "add_worker_account": ADMINS, "list_worker_accounts": READERS, "revoke_worker_account": ADMINS,
     "hub_claims": frozenset({"service"}),
+    # operator accounts (embedded mode): admins; the dashboard's own token lookup: the service alone
+    "add_operator_account": ADMINS, "list_operator_accounts": ADMINS, "revoke_operator_account": ADMINS,
+    "operator_claims": frozenset({"service"}),
     # operations: operators
-    "list_audit": OPERATORS, "metrics_snapshot": OPERATORS, "existing_runs": OPERATORS,
+    "list_audit": ADMINS, "metrics_snapshot": READERS, "existing_runs": OPERATORS,
     # readiness probes: anyone, signed in or not
     "schema_version": frozenset(ROLES),
     # device jobs: workers, each only as itself
@@ -80,11 +87,12 @@ CALLS: dict[str, frozenset[str]] = {
 
 # Which rows each caller reads. "all", "none", "own" (the worker's own sessions, their devices
 # and those devices' assignments), or "denied" (no table privilege at all).
-ALL_ROWS = {"anon": "denied", "worker_a": "none", "worker_b": "none", "runner": "none",
-            "operator": "all", "no_role": "none", "service": "all"}
+ALL_ROWS = {"anon": "denied", "worker_a": "none", "worker_b": "none", "runner": "none", "viewer": "all",
+            "operator": "all", "admin": "all", "no_role": "none", "service": "all"}
 OWN_ROWS = ALL_ROWS | {"worker_a": "own", "worker_b": "own"}
 RUNNER_ROWS = ALL_ROWS | {"runner": "all"}
-NOBODY = ALL_ROWS | {"operator": "none"}
+NOBODY = ALL_ROWS | {"viewer": "none", "operator": "none", "admin": "none"}
+ADMIN_ROWS = NOBODY | {"admin": "all"}
 READS: dict[str, dict[str, str]] = {
     "settings": ALL_ROWS,
     "maintenance_state": NOBODY,  # bookkeeping of maintain(); read by nobody but the service
@@ -98,7 +106,8 @@ READS: dict[str, dict[str, str]] = {
     "worker_accounts": ALL_ROWS,  # without the token digest: READ_COLUMNS
     "device_events": ALL_ROWS,  # a device's history: operators
     "device_vitals": ALL_ROWS,
-    "audit_log": ALL_ROWS,  # who did what: operators
+    "audit_log": ADMIN_ROWS,  # who did what: admins
+    "operator_accounts": {role: "denied" for role in ROLES} | {"service": "all"},  # through the functions only
 }
 # Tables whose readers see some columns only; the rest is the service's.
 READ_COLUMNS = {"worker_accounts": "id, name, created_at, last_seen_at, revoked_at"}
@@ -123,7 +132,7 @@ class World:
         self.call(WORKER_A, "select jobsys.heartbeat(%s, %s::jsonb)", (self.session_a, json.dumps(
             [{"serial": "phone-a"}, {"serial": "phone-spare", "state": "offline", "vitals": {"battery_pct": 80}}])))
         [(spare,)] = self.call(SERVICE, "select id from jobsys.devices where serial = 'phone-spare'")
-        self.call(OPERATOR, "select jobsys.set_device_state(%s, 'disabled')", (spare,))
+        self.call(ADMIN, "select jobsys.set_device_state(%s, 'disabled')", (spare,))
         [(created,)] = self.call(OPERATOR,
                                  "select jobsys.create_job('https://example.com/', 30, 'all_devices')")
         self.job = created["job"]["id"]
@@ -140,6 +149,7 @@ class World:
         [(held,)] = self.call(RUNNER, "select jobsys.claim_background_job('matrix-runner')")
         self.batch_job, self.lease_token = held["id"], held["lease_token"]
         self.call(SERVICE, "select jobsys.add_worker_account('matrix-pc', %s)", ("ab" * 32,))
+        self.call(SERVICE, "select jobsys.add_operator_account('matrix-viewer', 'viewer', %s)", ("ef" * 32,))
 
     def call(self, who: Identity, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db.url) as conn:
@@ -179,7 +189,8 @@ class World:
             "p_results": json.dumps([{"idx": 0, "status": "completed", "output": "x",
                                       "provider": "offline"}]),
             "p_logs": json.dumps([]),
-            "p_token_hash": "cd" * 32, "p_include_revoked": True, "p_meta": json.dumps({"push": "polling"}),
+            "p_settle": json.dumps([]), "p_seconds": 1.0,
+            "p_token_hash": "cd" * 32, "p_role": "viewer", "p_include_revoked": True, "p_meta": json.dumps({"push": "polling"}),
         }
         missing = [p for p in fn.params if p not in known]
         assert not missing, f"{fn.name}: give the matrix a value for {missing}"

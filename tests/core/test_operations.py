@@ -65,14 +65,14 @@ async def test_every_operator_action_is_audited_once(jobs: JobSystem, db: Db) ->
 
 
 def test_the_actor_is_the_signed_in_operator(db: Db) -> None:
-    operator = user("ops@example.com", "operator")
+    operator = user("ops@example.com", "admin")
     claims = {**operator.claims, "email": "ops@example.com"}
     with psycopg.connect(db.url) as conn:
         conn.execute("set local role authenticated")
         conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
         conn.execute("select jobsys.add_worker_account('pc-x', %s)", ("ab" * 32,))
     [(role, actor_id, name)] = db.rows("select actor_role, actor_id::text, actor_name from jobsys.audit_log")
-    assert (role, actor_id, name) == ("operator", claims["sub"], "ops@example.com")
+    assert (role, actor_id, name) == ("admin", claims["sub"], "ops@example.com")
 
 
 async def test_bad_audit_filters_are_refused(jobs: JobSystem) -> None:
