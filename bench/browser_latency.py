@@ -101,7 +101,7 @@ _FIRST_RENDER_PROBE_JS = """
   const rows = ROWS;
   const observer = new MutationObserver(() => {
     if (window.__firstRender !== undefined) return;
-    if (document.querySelectorAll('.q-card [role=progressbar]').length < rows) return;
+    if (document.querySelectorAll('tbody [role=progressbar]').length < rows) return;
     window.__firstRender = {dom: performance.now(), frame: null};
     observer.disconnect();
     requestAnimationFrame(() => { window.__firstRender.frame = performance.now(); });
@@ -187,7 +187,7 @@ def _log_in(driver: WebDriver, base: str, token: str) -> None:
 def _card_label(driver: WebDriver, url: str, css: str) -> WebElement:
     """A label inside the job card whose URL line is `url`."""
     card = WebDriverWait(driver, UI_TIMEOUT_S).until(ec.visibility_of_element_located(
-        (By.XPATH, f"//div[contains(@class, 'q-card')][.//div[normalize-space()='{url}']]")))
+        (By.XPATH, f"//tbody[.//div[normalize-space()='{url}']]")))
     return card.find_element(By.CSS_SELECTOR, css)
 
 
@@ -272,7 +272,7 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
                     # Pacing: the first completion must not fall inside the start's progress-event
                     # throttle window, whose trailing event only a periodic maintain() would send.
                     await asyncio.sleep(random.uniform(*EVENT_GAP_S))
-                    label = _card_label(driver, progress_url, "[role=progressbar] + div .font-medium")
+                    label = _card_label(driver, progress_url, "[role=progressbar] + div")
                     for done, c in enumerate(claimed, start=1):
                         want = t("progress", done=done, target=devices, pct=done * 100 // devices)
                         finish = functools.partial(js.complete_assignment, c.assignment_id, c.attempt)

@@ -49,7 +49,7 @@ DIALOG = "//div[contains(@class, 'q-dialog')]"
 
 
 def _job_card(url: str) -> tuple[str, str]:
-    return By.XPATH, f"//div[contains(@class, 'q-card')][.//div[normalize-space()='{url}']]"
+    return By.XPATH, f"//tbody[.//div[normalize-space()='{url}']]"  # the job's row in the jobs table
 
 
 def _replace_text(field: WebElement, text: str) -> None:
@@ -86,19 +86,18 @@ def _completed(card: WebElement) -> bool:
     bar = card.find_element(By.CSS_SELECTOR, "[role='progressbar']")
     texts = [e.text for e in card.find_elements(By.XPATH, ".//div")]
     return (
-        bar.get_attribute("aria-valuenow") == "1"
+        bar.get_attribute("aria-valuenow") == str(SIM_DEVICES)
         and t("progress", done=SIM_DEVICES, target=SIM_DEVICES, pct=100) in texts
-        and t("count_completed", n=SIM_DEVICES) in texts
+        and t("progress_counts", done=SIM_DEVICES, target=SIM_DEVICES, failed=0) in texts
     )
 
 
 def _bar_drawn_full(driver: WebDriver, card: WebElement) -> bool:
-    """The bar as drawn, not only its value: Quasar animates the fill, and the screenshot
-    should show where it ends."""
+    """The bar as drawn, not only its value: its completed segment fills it."""
     return bool(driver.execute_script(
         "const bar = arguments[0].querySelector('[role=progressbar]');"
-        "const fill = bar.querySelector('.q-linear-progress__model');"
-        "return fill.getBoundingClientRect().width >= bar.getBoundingClientRect().width - 0.5;",
+        "const done = bar.firstElementChild;"
+        "return done.getBoundingClientRect().width >= bar.getBoundingClientRect().width - 0.5;",
         card,
     ))
 
@@ -134,7 +133,7 @@ def test_operator_creates_a_job_and_watches_it_finish_in_chromium() -> None:
                 WebDriverWait(driver, COMPLETION_TIMEOUT_S).until(lambda _: _completed(card))
                 WebDriverWait(driver, UI_TIMEOUT_S).until(lambda d: _bar_drawn_full(d, card))
                 assert driver.execute_script("return window.__samePage === true;")
-                assert t("status_completed") in card.find_element(By.CSS_SELECTOR, ".q-badge").text
+                assert t("job_status_completed") in card.find_element(By.CSS_SELECTOR, ".q-badge").text
                 assert driver.save_screenshot(str(screenshot))
             except Exception:
                 driver.save_screenshot(str(failure))
