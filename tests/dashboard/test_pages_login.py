@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from nicegui import app
 from nicegui.testing import User
 
+from jobsys import Forbidden
+from jobsys.system import JobSystem
 from nicegui_app import auth
+from nicegui_app.pages import guard
 from tests.dashboard.conftest import TOKEN
 from tests.dashboard.pages import login
 
@@ -39,3 +43,23 @@ async def test_login_leads_to_the_page_asked_for_and_logout_ends_the_session(use
     await user.should_see(marker="token", retries=20)
     await user.open("/")
     await user.should_see(marker="token")
+
+
+async def test_an_account_token_logs_in_with_its_role_and_is_refused_once_revoked(user: User, jobs: JobSystem,
+                                                                               dashboard: object) -> None:
+    viewer = await jobs.add_operator_account("vera", "viewer")
+    user.http_client.headers["Accept-Language"] = "en"
+    await user.open("/")
+    user.find(marker="token").type(viewer.token)
+    user.find(marker="login").click()
+    await user.should_see(marker="job-list", retries=20)
+    await user.should_see("vera (viewer)")  # the header names the account and its role
+    stored = str(app.storage.user.get(auth.SESSION_KEY))
+    assert stored.startswith(auth.ACCOUNT_PREFIX) and viewer.token not in str(app.storage.user)
+    page_jobs = guard.page_jobs()
+    assert page_jobs is not None
+    with pytest.raises(Forbidden):  # the page acts as the viewer: the SQL refuses a write
+        await page_jobs.create_job(target_url="https://example.com/", duration_sec=5)
+    await jobs.revoke_operator_account("vera")
+    await user.open("/")
+    await user.should_see(marker="token", retries=20)  # revoked: back to the login page
