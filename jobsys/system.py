@@ -386,6 +386,16 @@ class JobSystem:
         return await self.transport.subscribe([worker_topic(worker_id)], on_event, on_state)
 
     # Evidence --------------------------------------------------------------------------
+    def auth_problem(self) -> str | None:
+        """Why this process cannot sign in now (Supabase mode: Auth refused the login or is
+        unavailable), for readiness checks and the PC's own logs; None when it can, or where
+        there is no sign-in (the Postgres and hub transports)."""
+        tokens = getattr(self.transport, "tokens", None)
+        state = getattr(tokens, "state", None)
+        if state is None or getattr(state, "value", "signed_in") == "signed_in":
+            return None
+        return f"{state.value}: {getattr(tokens, 'problem', None) or 'Supabase Auth unavailable'}"
+
     def evidence_store(self) -> EvidenceUploader | None:
         """Where a worker uploads evidence files, acting as this JobSystem's user (Supabase:
         Storage), or None when they stay in the worker's local directory (Postgres). A new

@@ -448,6 +448,7 @@ class Worker:
             "database": f"no heartbeat answered for {silent_s:.0f} s" if stale else None,
             "push": (None if not self.options.push or self.push_state is ChannelState.SUBSCRIBED
                      else "push channel down; polling"),
+            "auth": self.jobs.auth_problem(),  # Supabase mode: the login refused, or Auth unavailable
         }
 
     def _session_meta(self) -> dict[str, str]:

@@ -139,6 +139,8 @@ async def test_a_worker_signed_in_with_a_password_keeps_working_while_auth_rate_
         assert auth.sign_in_route.call_count == 1 and auth.refresh_route.call_count == 1  # then it waits
         assert isinstance(jobs.transport, SupabaseTransport)
         assert jobs.transport.tokens.state is AuthState.RETRYING
+        # A supervisor sees why (the worker's readiness names the auth check).
+        assert (worker.readiness()["auth"] or "").startswith("retrying")
         await operator.close()
     finally:
         await pool.stop_all()

@@ -25,7 +25,7 @@ async def test_readyz_follows_the_database_and_healthz_stays_up(
     try:
         await wait_until(lambda: (get_json(base + "/readyz") or (0, {}))[0] == 200, timeout_s=60, what="ready")
         _, body = get_json(base + "/readyz") or (0, {})
-        assert body["checks"] == {"registered": "ok", "database": "ok", "push": "ok"}
+        assert body["checks"] == {"registered": "ok", "database": "ok", "push": "ok", "auth": "ok"}
 
         pg_stop(server)
         try:
