@@ -27,7 +27,7 @@ from nicegui_app.api.errors import error_response
 from nicegui_app.api.health import ReadyCheck
 from nicegui_app.api.metrics import Gauge
 from nicegui_app.hub import EventHub, PushStatus
-from nicegui_app.pages import guard
+from nicegui_app.pages import error_pages, guard
 
 PAGE_TITLE = "jobsys"
 BROWSER_OPENAPI_URL = DOCS_URL + "/openapi.json"
@@ -59,6 +59,7 @@ def build_app(svc: services.Services, *, storage_secret: str, public_docs: bool 
     if not public_docs:
         _install_browser_docs(app)
     ui.run_with(app, title=PAGE_TITLE, storage_secret=storage_secret, show_welcome_message=False, favicon="🛰️")
+    error_pages.install()
     return app
 
 

@@ -102,7 +102,9 @@ def guarded_page(path: str, title: str = "jobsys") -> Callable[[PageBuilder], Pa
         @functools.wraps(build)
         async def page(request: Request) -> RedirectResponse | None:
             if not await check_login():
-                query = urllib.parse.urlencode({"to": request.url.path})
+                # The whole address, filters included: a shared link survives the login.
+                asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                query = urllib.parse.urlencode({"to": asked})
                 return RedirectResponse(f"/login?{query}", status_code=303)
             await build(request)
             return None

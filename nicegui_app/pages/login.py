@@ -99,6 +99,7 @@ def create() -> None:
         if logged_in():
             return RedirectResponse(target, status_code=303)
         t = Translator(page_language(request))
+        ui.page_title(f"{t('login_title')} – jobsys")
         supabase = services.get().supabase
         with ui.card().classes("absolute-center w-96 gap-3"):
             ui.label(t("login_title")).classes("text-xl font-semibold")

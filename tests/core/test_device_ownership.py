@@ -162,7 +162,8 @@ async def test_service_sessions_count_as_one_account(jobs: JobSystem, db: Db) ->
 
 
 async def test_an_operator_releases_a_held_device(connect: Connect, db: Db) -> None:
-    account_a, account_b, operator = await connect("worker"), await connect("worker"), await connect("operator")
+    # Releasing a device is an admin's move (issue 21's roles): an admin is an operator too.
+    account_a, account_b, operator = await connect("worker"), await connect("worker"), await connect("admin")
     a = await account_a.register_worker("pc-a", phones("shared"), hostname="a")
     created = await operator.create_job(target_url="https://example.com/a", duration_sec=60)
     [run] = await account_a.claim_assignments(a.worker_id, start=True)

@@ -166,3 +166,14 @@ async def test_head_and_options_on_a_real_port(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize(("language", "title", "home"), [("ko-KR,ko;q=0.9", "페이지를 찾을 수 없습니다", "작업 관리로 돌아가기"),
+                                                         ("en-US,en;q=0.9", "Page not found", "Back to jobs")])
+async def test_an_unknown_page_is_a_404_in_the_readers_language_with_a_way_home(
+        dashboard_app: httpx.AsyncClient, language: str, title: str, home: str) -> None:
+    got = await dashboard_app.get("/no/such/page", headers={"Accept-Language": language})
+    assert got.status_code == 404 and got.headers["content-type"].startswith("text/html")
+    assert title in got.text and home in got.text and "HTTPException" not in got.text
+    api = await dashboard_app.get("/api/no/such/route", headers=AUTH)  # the API keeps its JSON
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"

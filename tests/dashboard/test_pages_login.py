@@ -63,3 +63,12 @@ async def test_an_account_token_logs_in_with_its_role_and_is_refused_once_revoke
     await jobs.revoke_operator_account("vera")
     await user.open("/")
     await user.should_see(marker="token", retries=20)  # revoked: back to the login page
+
+
+async def test_the_login_keeps_the_whole_address_asked_for(user: User) -> None:
+    await user.open("/?status=paused&q=lobby")
+    await user.should_see(marker="token")
+    user.find(marker="token").type(TOKEN)
+    user.find(marker="login").click()
+    await user.should_see(marker="job-list", retries=20)
+    assert user.back_history[-1] == "/?status=paused&q=lobby"
