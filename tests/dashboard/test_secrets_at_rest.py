@@ -162,7 +162,7 @@ async def dashboard(jobs: JobSystem, data_dir: pathlib.Path, *, public_docs: boo
     """serve_dashboard as `jobsys up --data-dir DATA [--public-docs]` runs it, until the block ends."""
     port = free_port()
     args = argparse.Namespace(data_dir=data_dir, host="127.0.0.1", port=port, public_docs=public_docs,
-                              tls_cert=None, tls_key=None)
+                              metrics_public=False, tls_cert=None, tls_key=None)
     task = asyncio.create_task(serve_dashboard(jobs, args))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
