@@ -269,7 +269,7 @@ async def jobsys_once(url: str, draw: Draw, scale: float, concurrency: int, rpm:
                       storm: bool = False) -> EngineRun:
     provider = DrawnProvider(draw, scale, storm=storm)
     options = RunnerOptions(name="bench-ai-batch", rpm=rpm, rate_window_s=WINDOW_S * scale,
-                            engine=engine_settings(scale))
+                            engine=engine_settings(scale), shared_rate_limit=False)  # one runner: its own budget
     async with await JobSystem.connect(url) as runner_jobs, await JobSystem.connect(url) as client:
         runner = BatchRunner(BatchJobs.of(runner_jobs), options, ProviderSet(offline=provider),
                              rng=random.Random(draw.seed))

@@ -114,6 +114,12 @@ LIST_BACKGROUND_JOB_ITEMS = _fn("list_background_job_items", p_job_id="uuid", p_
                                 p_limit="integer", p_offset="integer")
 # Runners
 CLAIM_BACKGROUND_JOB = _fn("claim_background_job", p_runner_id="text")
+CLAIM_RUNNABLE_BACKGROUND_JOB = _fn("claim_runnable_background_job", p_runner_id="text", p_providers="text[]")
+ACQUIRE_BATCH_RATE = _fn("acquire_batch_rate", p_key="text", p_rpm="integer", p_tpm="integer", p_tokens="integer",
+                         p_window_sec="double precision", p_settle="jsonb")
+COOL_DOWN_BATCH_RATE = _fn("cool_down_batch_rate", p_key="text", p_seconds="double precision")
+SET_BACKGROUND_PROVIDER_BATCH = _fn("set_background_provider_batch", p_job_id="uuid", p_lease_token="uuid",
+                                    p_batch="jsonb")
 CLAIM_BACKGROUND_ITEMS = _fn("claim_background_items", returns_set=True, p_job_id="uuid",
                              p_lease_token="uuid", p_limit="integer")
 REPORT_BACKGROUND_ITEMS = _fn("report_background_items", p_job_id="uuid", p_lease_token="uuid",
@@ -128,5 +134,8 @@ BATCH: tuple[SqlFunction, ...] = (
     GET_BACKGROUND_JOB, LIST_BACKGROUND_JOB_LOGS, LIST_BACKGROUND_JOB_ITEMS, CLAIM_BACKGROUND_JOB,
     CLAIM_BACKGROUND_ITEMS, REPORT_BACKGROUND_ITEMS, RENEW_BACKGROUND_LEASES, FINISH_BACKGROUND_JOB,
     RELEASE_BACKGROUND_JOB,
+    CLAIM_RUNNABLE_BACKGROUND_JOB,
+    ACQUIRE_BATCH_RATE, COOL_DOWN_BATCH_RATE,
+    SET_BACKGROUND_PROVIDER_BATCH,
 )
 ALL: tuple[SqlFunction, ...] = DEVICE_JOBS + BATCH  # every function the library calls

@@ -20,6 +20,8 @@ from jobsys.batch.models import (
     DEFAULT_MODEL,
     MAX_RETRIES_DEFAULT,
     BatchCreate,
+    BatchJob,
+    BatchMode,
     ProviderChoice,
 )
 from jobsys.system import JobSystem
@@ -54,6 +56,30 @@ def _template(value: str) -> str:
     return value
 
 
+def _response_schema(value: str | None) -> dict[str, Any] | None:
+    """--response-schema JSON, or @FILE to read it from a file."""
+    if value is None:
+        return None
+    text = pathlib.Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidInput(f"--response-schema: not JSON ({exc.msg})") from None
+    if not isinstance(schema, dict):
+        raise errors.InvalidInput("--response-schema must be a JSON object (a JSON Schema)")
+    return schema
+
+
+def _usage_line(job: BatchJob) -> str:
+    """Tokens over every attempt, the retries' share, and the price table's estimate."""
+    usage, cost = job.usage, job.cost
+    line = (f"tokens: {usage.total:,} (input {usage.input:,}, output {usage.output:,}, thinking {usage.thinking:,}; "
+            f"retries and failed attempts {usage.retry_total:,})")
+    if cost.usd is not None:
+        line += f"; estimated cost ${cost.usd:,.4f} (prices of {cost.prices_as_of})"
+    return line
+
+
 def cmd_batch_submit(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("jobsys").setLevel(logging.WARNING)  # info lines would break the progress bar
@@ -62,7 +88,8 @@ def cmd_batch_submit(args: argparse.Namespace) -> int:
             "template": _template(args.template), "items": read_items(args.file), "model": args.model,
             "title": args.title, "system_instruction": args.system, "temperature": args.temperature,
             "max_output_tokens": args.max_output_tokens, "concurrency": args.concurrency,
-            "max_retries": args.max_retries, "provider": args.provider})
+            "max_retries": args.max_retries, "provider": args.provider,
+            "response_schema": _response_schema(args.response_schema), "mode": args.mode})
     except errors.InvalidInput as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -82,6 +109,8 @@ def cmd_batch_submit(args: argparse.Namespace) -> int:
             print(f"{final.status.value}: {final.completed_items} completed, {final.failed_items} failed, "
                   f"{final.cancelled_items} cancelled" + (" (offline provider: placeholder drafts)" if final.offline
                                                           else ""), flush=True)
+            if final.usage.total:
+                print(_usage_line(final), flush=True)
             return 0 if final.status.value == "completed" and final.failed_items == 0 else 1
 
     with batch_database(args) as url:
@@ -131,7 +160,13 @@ def add_parser(subparsers: Any) -> None:
     submit.add_argument("--max-output-tokens", type=int, default=None)
     submit.add_argument("--max-retries", type=int, default=MAX_RETRIES_DEFAULT,
                         help=f"retries per item after transient errors (default {MAX_RETRIES_DEFAULT})")
-    submit.add_argument("--provider", choices=[p.value for p in ProviderChoice], default="auto")
+    submit.add_argument("--provider", choices=[p.value for p in ProviderChoice], default="auto",
+                        help="openai_compatible: the runner's JOBSYS_OPENAI_BASE_URL server (vLLM, Ollama, ...)")
+    submit.add_argument("--response-schema", default=None, metavar="JSON|@FILE",
+                        help="JSON Schema every output must match (structured output), or @FILE")
+    submit.add_argument("--mode", choices=[m.value for m in BatchMode], default="standard",
+                        help="batch_api: one Gemini Batch API job, half price, results within 24 h "
+                             "(needs --provider gemini)")
     submit.add_argument("--no-follow", action="store_true", help="print the job id and exit")
     add_database_options(submit, joinable=False)
     submit.set_defaults(handler=cmd_batch_submit)

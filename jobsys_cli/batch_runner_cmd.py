@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from jobsys import config, migrations
 from jobsys.batch.engine import EngineSettings
 from jobsys.batch.providers.gemini_env import ENV_API_KEY, ENV_BASE_URL
 from jobsys.batch.providers.offline import DEFAULT_LATENCY_S
+from jobsys.batch.providers.openai_env import ENV_API_KEY as ENV_OPENAI_KEY
+from jobsys.batch.providers.openai_env import ENV_BASE_URL as ENV_OPENAI_URL
 from jobsys.batch.providers.registry import ProviderSet
 from jobsys.batch.runner import HEARTBEAT_INTERVAL_S, MAX_JOBS, POLL_INTERVAL_S, RunnerOptions, run_runner
 from jobsys_cli import process
@@ -37,6 +40,7 @@ def _latency(text: str) -> tuple[float, float]:
 def _runner_options(args: argparse.Namespace) -> tuple[RunnerOptions, ProviderSet]:
     options = RunnerOptions(
         **({"name": args.name} if args.name else {}), max_jobs=args.max_jobs, rpm=args.rpm, tpm=args.tpm,
+        shared_rate_limit=not args.per_runner_limit,
         push=not args.no_push, poll_interval_s=args.poll_interval, heartbeat_interval_s=args.heartbeat_interval,
         engine=EngineSettings(call_timeout_s=args.call_timeout))
     providers = ProviderSet.from_env(offline_only=args.provider == "offline", offline_latency_s=args.offline_latency)
@@ -60,14 +64,19 @@ def add_parser(subparsers: Any) -> None:
         "batch-runner", help="run AI batch jobs (Gemini, or offline without a key)",
         description=f"Claim AI batch jobs with a lease and run their items in a bounded pool with a shared "
                     f"rate limiter. Gemini when {ENV_API_KEY} is set ({ENV_BASE_URL} for a proxy), else the "
-                    f"offline provider, whose outputs are labelled offline. SIGTERM/Ctrl-C hands unfinished "
-                    f"jobs back.")
+                    f"offline provider, whose outputs are labelled offline. {ENV_OPENAI_URL} (and optionally "
+                    f"{ENV_OPENAI_KEY}) adds an OpenAI-compatible server for openai_compatible jobs. The runner "
+                    f"claims only jobs it can run. SIGTERM/Ctrl-C hands unfinished jobs back.")
     add_database_options(runner, joinable=False)
     runner.add_argument("--name", default=None, help="runner name in logs and leases (default: host-pid)")
     runner.add_argument("--provider", choices=["auto", "offline"], default="auto",
                         help="what jobs asking for 'auto' get: auto = Gemini if a key is set, else offline")
-    runner.add_argument("--rpm", type=int, default=None, help="requests per minute over all jobs (default: none)")
-    runner.add_argument("--tpm", type=int, default=None, help="prompt tokens per minute (default: none)")
+    runner.add_argument("--rpm", type=int, default=None,
+                        help="requests per minute per model, counted over every runner (default: none)")
+    runner.add_argument("--tpm", type=int, default=None,
+                        help="prompt tokens per minute per model, counted over every runner (default: none)")
+    runner.add_argument("--per-runner-limit", action="store_true",
+                        help="count --rpm / --tpm for this runner alone instead of across runners")
     runner.add_argument("--max-jobs", type=int, default=MAX_JOBS, help=f"jobs at once (default {MAX_JOBS})")
     runner.add_argument("--call-timeout", type=float, default=EngineSettings().call_timeout_s, metavar="S",
                         help="per-call timeout in seconds (default %(default)g)")

@@ -26,13 +26,15 @@ import random
 import time
 
 from jobsys import aio, errors
+from jobsys.batch import structured
 from jobsys.batch import template as templates
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.limiter import RateLimiter
 from jobsys.batch.models import BatchJob, ClaimedBatchJob, ClaimedItem, ItemResult, LogLevel, LogLine
-from jobsys.batch.providers.base import CallFailure, FailureKind, Provider, Request
+from jobsys.batch.providers.base import CallFailure, FailureKind, Provider, Request, Usage
 from jobsys.batch.reporter import Reporter
 from jobsys.batch.retry import RetryPolicy
+from jobsys.batch.shared_limiter import SharedRateLimiter
 
 log = logging.getLogger("jobsys.batch")
 
@@ -43,6 +45,7 @@ CONCLUDE_TIMEOUT_S = 30.0  # at the end, how long to keep trying to write the la
 DRAIN_ROUNDS_MAX = 5  # re-check for pending items before finishing (they can only be skipped-locked)
 CLAIM_RETRY_MAX_S = 5.0
 CHARS_PER_TOKEN = 4  # prompt size -> token estimate for the TPM limiter until usage is known
+NO_USAGE = Usage()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,8 @@ class EngineSettings:
     call_timeout_s: float = CALL_TIMEOUT_S
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    batch_api_poll_min_s: float = 2.0  # Batch API mode: first poll of the provider batch's state
+    batch_api_poll_max_s: float = 60.0  # polls back off (x1.5) to this
 
 
 class StopReason(str, enum.Enum):
@@ -61,7 +66,8 @@ class StopReason(str, enum.Enum):
 
 
 class JobRun:
-    def __init__(self, batch: BatchJobs, job: ClaimedBatchJob, provider: Provider, limiter: RateLimiter,
+    def __init__(self, batch: BatchJobs, job: ClaimedBatchJob, provider: Provider,
+                 limiter: RateLimiter | SharedRateLimiter,
                  settings: EngineSettings | None = None, rng: random.Random | None = None) -> None:
         self.batch = batch
         self.job = job
@@ -79,6 +85,8 @@ class JobRun:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
+        schema = job.payload.response_schema
+        self._checker = structured.OutputChecker(schema) if schema is not None else None
 
     # Control ---------------------------------------------------------------------------
     def stop(self, reason: StopReason, detail: str = "") -> None:
@@ -218,11 +226,13 @@ class JobRun:
         payload = self.job.payload
         return Request(prompt=templates.render(payload.template, item.input), model=payload.model,
                        system_instruction=payload.system_instruction, temperature=payload.temperature,
-                       max_output_tokens=payload.max_output_tokens)
+                       max_output_tokens=payload.max_output_tokens, response_schema=payload.response_schema)
 
-    def _fail(self, item: ClaimedItem, calls: int, reason: str) -> ItemResult:
+    def _fail(self, item: ClaimedItem, calls: int, reason: str, spent: Usage = NO_USAGE) -> ItemResult:
         log.warning("batch %s item %d failed after %d call(s): %s", self.job.id, item.idx, calls, reason)
-        return ItemResult(idx=item.idx, status="failed", error=reason, attempts=calls, provider=self.provider.name)
+        tokens = _token_fields(spent, spent)  # nothing kept: every token was spent in vain
+        return ItemResult(idx=item.idx, status="failed", error=reason, attempts=calls, provider=self.provider.name,
+                          **tokens)
 
     async def _call_with_retries(self, item: ClaimedItem) -> ItemResult | None:
         try:
@@ -232,6 +242,8 @@ class JobRun:
         estimate = (len(request.prompt) + len(request.system_instruction or "")) // CHARS_PER_TOKEN + 1
         policy = self.settings.retry
         calls = transient = throttled = 0
+        spent = Usage()  # every attempt's tokens in this run, kept or not
+        corrected = False  # structured output: asked again once after an invalid answer
         while True:
             ticket = await self.limiter.acquire(estimate)
             if self.stop_reason is not None:
@@ -250,19 +262,34 @@ class JobRun:
                 failure = CallFailure(FailureKind.TRANSIENT, f"{type(exc).__name__}: {str(exc)[:200]}")
             else:
                 self.limiter.settle(ticket, completion.tokens_in)
-                return ItemResult(idx=item.idx, status="completed", output=completion.text, attempts=calls,
-                                  tokens_in=completion.tokens_in, tokens_out=completion.tokens_out,
-                                  latency_ms=int((time.monotonic() - started) * 1000), provider=self.provider.name)
+                spent += completion.usage
+                problem = self._checker.problem(completion.text) if self._checker is not None else None
+                if problem is None:
+                    return ItemResult(idx=item.idx, status="completed", output=completion.text, attempts=calls,
+                                      latency_ms=int((time.monotonic() - started) * 1000),
+                                      provider=self.provider.name, **_token_fields(spent, spent - completion.usage))
+                if corrected:
+                    return self._fail(item, calls, f"output does not match response_schema: {problem}", spent)
+                corrected = True
+                message = (f"item {item.idx} call {calls}: output does not match response_schema: {problem}; "
+                           "asking again")
+                log.warning("batch %s: %s", self.job.id, message)
+                self.reporter.add_log(LogLine(LogLevel.WARNING, message, {"item": item.idx, "call": calls}))
+                request = dataclasses.replace(request, prompt=structured.correction_prompt(request.prompt, problem))
+                continue
 
+            if failure.usage is not None:
+                spent += failure.usage
             if failure.kind is FailureKind.FATAL:
                 self.stop(StopReason.FATAL, failure.reason)
                 return None
             if failure.kind is FailureKind.PERMANENT:
-                return self._fail(item, calls, failure.reason)
+                return self._fail(item, calls, failure.reason, spent)
             if failure.kind is FailureKind.RATE_LIMITED:
                 throttled += 1
                 if throttled > policy.rate_limit_retries:
-                    return self._fail(item, calls, f"{failure.reason} (still rate limited after {throttled} tries)")
+                    return self._fail(item, calls, f"{failure.reason} (still rate limited after {throttled} tries)",
+                                      spent)
                 delay_s = policy.cooldown_s(failure, throttled, self._rng)
                 if self.limiter.cool_down(delay_s):
                     message = f"rate limited ({failure.reason}); holding every call for {delay_s:.1f}s"
@@ -272,9 +299,19 @@ class JobRun:
                 continue
             transient += 1
             if transient > self.job.max_retries:
-                return self._fail(item, calls, f"{failure.reason} (gave up after {calls} calls)")
+                return self._fail(item, calls, f"{failure.reason} (gave up after {calls} calls)", spent)
             delay_s = policy.backoff_s(transient, self._rng)
             message = f"item {item.idx} call {calls} failed ({failure.reason}); retry in {delay_s:.1f}s"
             log.warning("batch %s: %s", self.job.id, message)
             self.reporter.add_log(LogLine(LogLevel.WARNING, message, {"item": item.idx, "call": calls}))
             await asyncio.sleep(delay_s)  # backoff before this item's next attempt
+
+
+def _token_fields(spent: Usage, wasted: Usage) -> dict[str, int | None]:
+    """ItemResult's token fields: the run's totals, and the part not kept (retry_tokens_*).
+    None when nothing was reported, so an item without usage stays without counts."""
+    if spent == NO_USAGE:
+        return {}
+    return {"tokens_in": spent.tokens_in, "tokens_out": spent.tokens_out, "tokens_thinking": spent.tokens_thinking,
+            "retry_tokens_in": wasted.tokens_in, "retry_tokens_out": wasted.tokens_out,
+            "retry_tokens_thinking": wasted.tokens_thinking}

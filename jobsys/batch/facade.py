@@ -89,8 +89,14 @@ class BatchJobs:
         return await self.transport.subscribe([DASHBOARD_TOPIC], on_event, on_state)
 
     # Runners ---------------------------------------------------------------------------
-    async def claim_job(self, runner_id: str) -> ClaimedBatchJob | None:
-        raw = await self.transport.call(rpc.CLAIM_BACKGROUND_JOB, {"p_runner_id": runner_id})
+    async def claim_job(self, runner_id: str, providers: Iterable[str] | None = None) -> ClaimedBatchJob | None:
+        """Claim one job this runner can run: `providers` (gemini, offline, openai_compatible)
+        are registered for wait reasons; None claims any job (runners that do not say)."""
+        if providers is None:
+            raw = await self.transport.call(rpc.CLAIM_BACKGROUND_JOB, {"p_runner_id": runner_id})
+        else:
+            raw = await self.transport.call(rpc.CLAIM_RUNNABLE_BACKGROUND_JOB,
+                                            {"p_runner_id": runner_id, "p_providers": list(providers)})
         return None if raw is None else ClaimedBatchJob.model_validate(raw)
 
     async def claim_items(self, job_id: uuid.UUID, lease_token: uuid.UUID, limit: int) -> list[ClaimedItem]:
@@ -117,6 +123,23 @@ class BatchJobs:
     async def release_job(self, job_id: uuid.UUID, lease_token: uuid.UUID, reason: str | None = None) -> BatchJob:
         return BatchJob.model_validate(await self.transport.call(rpc.RELEASE_BACKGROUND_JOB, {
             "p_job_id": job_id, "p_lease_token": lease_token, "p_reason": reason}))
+
+    async def acquire_rate(self, key: str, rpm: int | None, tpm: int | None, tokens: int, window_s: float,
+                           settle: Iterable[tuple[int, int]] = ()) -> dict[str, Any]:
+        """One call under the runners' shared rate limit: {"granted": true, "grant_id"} or
+        {"granted": false, "wait_s"}. `settle` corrects earlier grants' token counts."""
+        return dict(await self.transport.call(rpc.ACQUIRE_BATCH_RATE, {
+            "p_key": key, "p_rpm": rpm, "p_tpm": tpm, "p_tokens": tokens, "p_window_sec": window_s,
+            "p_settle": [list(pair) for pair in settle]}))
+
+    async def cool_down_rate(self, key: str, seconds: float) -> dict[str, Any]:
+        """Hold every runner's calls under this shared limit for `seconds` (a 429's delay)."""
+        return dict(await self.transport.call(rpc.COOL_DOWN_BATCH_RATE, {"p_key": key, "p_seconds": seconds}))
+
+    async def set_provider_batch(self, job_id: uuid.UUID, lease_token: uuid.UUID, provider_batch: dict[str, Any]) -> None:
+        """Batch API mode: record the submitted provider batch (name, state, items) on the held job."""
+        await self.transport.call(rpc.SET_BACKGROUND_PROVIDER_BATCH, {
+            "p_job_id": job_id, "p_lease_token": lease_token, "p_batch": provider_batch})
 
     async def subscribe_runners(self, on_event: EventHandler, on_state: StateHandler | None = None) -> Subscription:
         return await self.transport.subscribe([RUNNERS_TOPIC], on_event, on_state)

@@ -14,6 +14,7 @@ import re
 import uuid
 from typing import Annotated, Any, Literal
 
+import jsonschema
 import pydantic
 from pydantic import Field
 
@@ -30,6 +31,7 @@ CONCURRENCY_MAX = 64
 MAX_RETRIES_DEFAULT = 3
 MAX_RETRIES_MAX = 10
 MAX_OUTPUT_TOKENS_MAX = 65_536
+RESPONSE_SCHEMA_MAX_CHARS = 20_000
 DEFAULT_MODEL = "gemini-2.5-flash"
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
@@ -63,6 +65,27 @@ class ProviderChoice(str, enum.Enum):
     AUTO = "auto"  # Gemini when the runner has GEMINI_API_KEY, else offline
     GEMINI = "gemini"
     OFFLINE = "offline"  # placeholder drafts, no model call; always labelled offline
+    OPENAI_COMPATIBLE = "openai_compatible"  # the runner's own OpenAI-compatible server (vLLM, Ollama, ...)
+
+
+class BatchMode(str, enum.Enum):
+    STANDARD = "standard"  # one call per item, in the runner's pool
+    BATCH_API = "batch_api"  # Gemini's Batch API: one provider batch, half price, results within 24 h
+
+
+# Providers a runner needs configured to run a job (auto and offline run anywhere).
+CONFIGURED_PROVIDERS = (ProviderChoice.GEMINI, ProviderChoice.OPENAI_COMPATIBLE)
+
+
+def _remote_refs(value: Any) -> bool:
+    if isinstance(value, dict):
+        ref = value.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return True
+        return any(_remote_refs(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_remote_refs(v) for v in value)
+    return False
 
 
 def _json_chars(value: Any) -> int:
@@ -84,6 +107,30 @@ class BatchCreate(pydantic.BaseModel):
     concurrency: StrictInt = Field(default=CONCURRENCY_DEFAULT, ge=1, le=CONCURRENCY_MAX)
     max_retries: StrictInt = Field(default=MAX_RETRIES_DEFAULT, ge=0, le=MAX_RETRIES_MAX)
     provider: ProviderChoice = ProviderChoice.AUTO
+    response_schema: dict[str, Any] | None = None  # JSON Schema: structured output, validated per item
+    mode: BatchMode = BatchMode.STANDARD
+
+    @pydantic.field_validator("response_schema")
+    @classmethod
+    def _response_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if _json_chars(value) > RESPONSE_SCHEMA_MAX_CHARS:
+            raise ValueError(f"response_schema must be at most {RESPONSE_SCHEMA_MAX_CHARS} characters")
+        dialect = value.get("$schema")
+        if dialect is not None and not isinstance(dialect, str):
+            raise ValueError("response_schema: $schema must be the URI of a JSON Schema draft")
+        validator = (jsonschema.Draft202012Validator if dialect is None
+                     else jsonschema.validators.validator_for(value, default=None))
+        if validator is None:
+            raise ValueError(f"response_schema: unknown $schema {str(dialect)[:100]!r}")
+        try:
+            validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"response_schema is not a valid JSON Schema: {exc.message}") from None
+        if _remote_refs(value):  # validation would need the network (and runs on every runner)
+            raise ValueError("response_schema: $ref must point inside the schema (#/...)")
+        return value
 
     @pydantic.field_validator("items", mode="before")
     @classmethod
@@ -122,6 +169,12 @@ class BatchCreate(pydantic.BaseModel):
         return None if value is None or not value.strip() else check_title(value)
 
     @pydantic.model_validator(mode="after")
+    def _batch_api_is_gemini(self) -> BatchCreate:
+        if self.mode is BatchMode.BATCH_API and self.provider is not ProviderChoice.GEMINI:
+            raise ValueError("mode batch_api needs provider gemini")
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _items_fit_template(self) -> BatchCreate:
         fields = templates.placeholders(self.template)
         total = 0
@@ -150,6 +203,10 @@ class BatchCreate(pydantic.BaseModel):
             out["temperature"] = self.temperature
         if self.max_output_tokens is not None:
             out["max_output_tokens"] = self.max_output_tokens
+        if self.response_schema is not None:
+            out["response_schema"] = self.response_schema
+        if self.mode is not BatchMode.STANDARD:
+            out["mode"] = self.mode.value
         return out
 
     def preview(self, index: int = 0) -> str:
@@ -167,6 +224,48 @@ class BatchPayload(pydantic.BaseModel):
     temperature: float | None = None
     max_output_tokens: int | None = None
     placeholders: list[str] = []
+    response_schema: dict[str, Any] | None = None
+    mode: BatchMode = BatchMode.STANDARD
+
+
+class TokenUsage(pydantic.BaseModel):
+    """A job's tokens over every attempt of every run; retry_* is the part spent on attempts
+    whose output was not kept (transient retries with usage, invalid structured outputs,
+    failed items)."""
+
+    input: int = 0
+    output: int = 0
+    thinking: int = 0
+    retry_input: int = 0
+    retry_output: int = 0
+    retry_thinking: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.thinking
+
+    @property
+    def retry_total(self) -> int:
+        return self.retry_input + self.retry_output + self.retry_thinking
+
+
+class WaitReason(pydantic.BaseModel):
+    """Why a pending job is not running: no runner is up (no_runner), or none can run its
+    provider (no_capable_runner, e.g. no runner has GEMINI_API_KEY)."""
+
+    code: Literal["no_runner", "no_capable_runner"]
+    message: str
+    provider: str | None = None
+
+
+class CostEstimate(pydantic.BaseModel):
+    """USD at the price table's prices; None when the model has no price there."""
+
+    usd: float | None
+    retry_usd: float | None  # of which spent on attempts whose output was not kept
+    priced_model: str | None  # the price table entry used
+    prices_as_of: str  # the date the price table was taken from the provider's page
+    mode: str = "standard"
 
 
 class BatchJob(pydantic.BaseModel):
@@ -194,6 +293,18 @@ class BatchJob(pydantic.BaseModel):
     completed_at: dt.datetime | None
     lease_owner: str | None
     lease_expires_at: dt.datetime | None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    wait_reason: WaitReason | None = None  # pending only; filled by get / list
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def cost(self) -> CostEstimate:
+        """Estimated USD cost of `usage` at the price table's prices (jobsys/batch/pricing.py)."""
+        from jobsys.batch import pricing  # pricing imports this module
+
+        if self.result.get("providers") == ["offline"]:  # placeholders cost nothing: no model was called
+            return pricing.job_cost("", TokenUsage())
+        return pricing.job_cost(self.payload.model, self.usage, self.payload.mode.value)
 
     @property
     def pending_items(self) -> int:
@@ -238,6 +349,7 @@ class BatchProgress(pydantic.BaseModel):
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
 
 
 class BatchItem(pydantic.BaseModel):
@@ -249,6 +361,7 @@ class BatchItem(pydantic.BaseModel):
     attempts: int
     tokens_in: int | None
     tokens_out: int | None
+    tokens_thinking: int | None = None
     latency_ms: int | None
     provider: str | None
     runner_id: str | None
@@ -295,8 +408,12 @@ class ItemResult:
     output: str | None = None
     error: str | None = None
     attempts: int = 1
-    tokens_in: int | None = None
+    tokens_in: int | None = None  # tokens_*: the item's totals over this run's attempts
     tokens_out: int | None = None
+    tokens_thinking: int | None = None
+    retry_tokens_in: int | None = None  # retry_tokens_*: the part of them whose output was not kept
+    retry_tokens_out: int | None = None
+    retry_tokens_thinking: int | None = None
     latency_ms: int | None = None
     provider: str | None = None
 

@@ -4,7 +4,9 @@ A push on the runners topic only wakes the claim loop; the claim always goes thr
 database, and a poll runs every 3 s while push is down (and at a slow safety interval while
 it is up: a crashed runner's expired lease is noticed only by claiming). The heartbeat
 renews the leases of the jobs held, sends their trailing progress events and learns of
-cancellations when push is down. One RateLimiter is shared by every job of the runner.
+cancellations when push is down. One RateLimiter is shared by every job of the runner;
+with --rpm / --tpm and shared_rate_limit (the default) the budget is shared with every other
+runner instead, per provider and model, through the database (shared_limiter.py).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from jobsys import aio, errors
 from jobsys.batch.engine import EngineSettings, JobRun, StopReason
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.limiter import WINDOW_S, RateLimiter
-from jobsys.batch.models import ClaimedBatchJob
+from jobsys.batch.models import BatchMode, ClaimedBatchJob
 from jobsys.batch.providers.base import CallFailure
 from jobsys.batch.providers.registry import ProviderSet
+from jobsys.batch.shared_limiter import SharedRateLimiter
 from jobsys.events import ChannelState, Event, EventName
 from jobsys.system import JobSystem, Subscription
 
@@ -45,8 +48,11 @@ def default_runner_name() -> str:
 class RunnerOptions:
     name: str = dataclasses.field(default_factory=default_runner_name)
     max_jobs: int = MAX_JOBS
-    rpm: int | None = None  # requests per minute over all jobs of this runner (None: unlimited)
+    rpm: int | None = None  # requests per minute per provider and model (None: unlimited)
     tpm: int | None = None  # prompt tokens per minute, likewise
+    # rpm / tpm count every runner's calls (per provider and model, in the database), as the
+    # provider's own quota does; False: each runner has a budget of its own.
+    shared_rate_limit: bool = True
     rate_window_s: float = WINDOW_S
     poll_interval_s: float = POLL_INTERVAL_S
     safety_poll_s: float = SAFETY_POLL_S
@@ -63,6 +69,9 @@ class BatchRunner:
         self.options = options or RunnerOptions()
         self.runner_id = f"{self.options.name}:{uuid.uuid4().hex[:8]}"  # one lease identity per process session
         self._owns_providers = providers is None
+        self._shared = (limiter is None and self.options.shared_rate_limit
+                        and (self.options.rpm is not None or self.options.tpm is not None))
+        self.shared_limiters: dict[str, SharedRateLimiter] = {}
         self.providers = providers or ProviderSet.from_env()
         self.limiter = limiter or RateLimiter(self.options.rpm, self.options.tpm, window_s=self.options.rate_window_s)
         self.runs: dict[uuid.UUID, tuple[JobRun, asyncio.Task[None]]] = {}
@@ -76,8 +85,9 @@ class BatchRunner:
     # Lifecycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then hand unfinished jobs back (released, not lost)."""
-        log.info("batch runner %s starting: provider %s, rpm %s, tpm %s, max %d job(s)", self.runner_id,
-                 self.providers.default_name, self.options.rpm or "unlimited", self.options.tpm or "unlimited",
+        log.info("batch runner %s starting: runs %s (auto: %s), rpm %s, tpm %s%s, max %d job(s)", self.runner_id,
+                 ", ".join(self.providers.names), self.providers.default_name, self.options.rpm or "unlimited",
+                 self.options.tpm or "unlimited", " (shared across runners)" if self._shared else "",
                  self.options.max_jobs)
         if self.options.push:
             self._subscription = await self.batch.subscribe_runners(self._on_event, self._on_state)
@@ -101,6 +111,8 @@ class BatchRunner:
         await asyncio.gather(*(task for _, task in list(self.runs.values())), return_exceptions=True)
         if self._subscription is not None:
             await self._subscription.close()
+        for shared in self.shared_limiters.values():
+            await shared.close()
         if self._owns_providers:
             await self.providers.close()
         log.info("batch runner %s stopped", self.runner_id)
@@ -126,7 +138,7 @@ class BatchRunner:
             self._wake.clear()
             try:
                 while len(self.runs) < self.options.max_jobs:
-                    job = await self.batch.claim_job(self.runner_id)
+                    job = await self.batch.claim_job(self.runner_id, self.providers.names)
                     if job is None:
                         break
                     await self._start(job)
@@ -156,14 +168,36 @@ class BatchRunner:
             with contextlib.suppress(errors.JobsysError):
                 await self.batch.finish_job(job.id, job.lease_token, failure.reason)
             return
-        run = JobRun(self.batch, job, provider, self.limiter, self.options.engine,
-                     rng=random.Random(self._rng.random()))
+        limiter = self._limiter_for(f"{provider.name}:{job.payload.model}")
+        run: JobRun
+        if job.payload.mode is BatchMode.BATCH_API:
+            from jobsys.batch.batch_api import BatchApiRun  # google-genai only when used
+            from jobsys.batch.providers.gemini import GeminiProvider
+            from jobsys.batch.providers.gemini_batch import GeminiBatchApi
+
+            if not isinstance(provider, GeminiProvider):
+                with contextlib.suppress(errors.JobsysError):
+                    await self.batch.finish_job(job.id, job.lease_token, "Batch API mode needs the Gemini provider")
+                return
+            run = BatchApiRun(self.batch, job, provider, limiter, self.options.engine,
+                              rng=random.Random(self._rng.random())).attach(GeminiBatchApi(provider))
+        else:
+            run = JobRun(self.batch, job, provider, limiter, self.options.engine, rng=random.Random(self._rng.random()))
         log.info("batch %s claimed by %s: %r, %d/%d items left, provider %s%s, concurrency %d", job.id,
                  self.runner_id, job.title, job.pending_items, job.total_items, provider.name,
                  " (offline: placeholder drafts)" if provider.offline else "", run.concurrency)
         task = asyncio.create_task(run.run(), name=f"batch-run-{job.id}")
         self.runs[job.id] = (run, task)
         task.add_done_callback(functools.partial(self._run_done, job.id))
+
+    def _limiter_for(self, key: str) -> RateLimiter | SharedRateLimiter:
+        """The runner's own limiter, or the shared one of this provider and model."""
+        if not self._shared:
+            return self.limiter
+        if key not in self.shared_limiters:
+            self.shared_limiters[key] = SharedRateLimiter(self.batch, key, self.options.rpm, self.options.tpm,
+                                                          window_s=self.options.rate_window_s)
+        return self.shared_limiters[key]
 
     def _run_done(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         if job_id in self.runs and self.runs[job_id][1] is task:  # not a newer run of the same (retried) job

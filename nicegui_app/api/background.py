@@ -64,7 +64,10 @@ async def list_background_jobs(
 
 @router.get("/{job_id}", response_model=BatchJob, responses=BY_ID_ERRORS)
 async def get_background_job(job_id: JobId, batch: Batch) -> BatchJob:
-    """One job: counters, progress_percent, timestamps, error, `offline` (placeholder outputs)."""
+    """One job: counters, progress_percent, timestamps, error, `offline` (placeholder outputs),
+    `usage` (tokens over every attempt; retry_* the part spent on attempts whose output was not
+    kept), `cost` (estimated USD from the dated price table) and, while pending, `wait_reason`
+    (no runner is up, or none can run its provider, e.g. no runner has a Gemini key)."""
     return await batch.get_job(job_id)
 
 
@@ -85,7 +88,8 @@ async def background_job_logs(
 async def background_job_items(
     job_id: JobId, batch: Batch, status: BatchStatus | None = None, limit: Limit = 100, offset: Offset = 0
 ) -> BatchItemPage:
-    """Items in index order with input, status, draft output, error, attempts, tokens and latency;
+    """Items in index order with input, status, draft output, error, attempts, tokens (in, out,
+    thinking; over the attempts of the item's latest run) and latency;
     `total` counts the items matching the filter."""
     return await batch.job_items(job_id, status=status, limit=limit, offset=offset)
 

@@ -31,6 +31,13 @@ async def download(ctx: PageContext, job_id: uuid.UUID, fmt: ExportFormat) -> No
     ui.download.content(file.content, file.filename, file.media_type)
 
 
+def _tokens_text(item: BatchItem) -> str:
+    """in / out / thinking over the item's attempts; empty when the provider reported none."""
+    if item.tokens_in is None and item.tokens_out is None:
+        return ""
+    return f"{item.tokens_in or 0:,} / {item.tokens_out or 0:,} / {item.tokens_thinking or 0:,}"
+
+
 def _input_text(item: BatchItem) -> str:
     text = json.dumps(item.input, ensure_ascii=False)
     return text if len(text) <= INPUT_MAX_CHARS else text[:INPUT_MAX_CHARS] + "…"
@@ -44,7 +51,7 @@ class ResultsDialog:
         t = ctx.t
         columns: list[dict[str, Any]] = [
             {"name": name, "label": t(f"results_{name}"), "field": name, "align": "left"}
-            for name in ("idx", "status", "provider", "input", "output", "error")
+            for name in ("idx", "status", "provider", "input", "output", "error", "tokens")
         ]
         with ui.dialog() as self.dialog, ui.card().classes("w-[72rem] max-w-full gap-3"):
             ui.label(t("results_title", title=job.title)).classes("text-xl font-semibold break-all")
@@ -100,6 +107,7 @@ class ResultsDialog:
                 "input": _input_text(item),
                 "output": item.output or "",
                 "error": item.error or "",
+                "tokens": _tokens_text(item),
             }
             for item in page.items
         ]

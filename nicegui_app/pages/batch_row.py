@@ -2,7 +2,7 @@
 
 Status badge, "offline" badge when outputs are placeholders, progress bar with %, total /
 completed / failed (and cancelled), start time, elapsed time, completion time, error
-message; an expansion with the log (newest first, coloured by level); cancel, retry,
+message, why a pending job waits (no runner can run it), tokens and estimated cost; an expansion with the log (newest first, coloured by level); cancel, retry,
 results and export. Updated in place on every refresh (an open log stays open); the
 elapsed time of a running job is ticked by the page's local timer, not by re-reading
 (rows.py: what every row does).
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from nicegui import ui
 
-from jobsys.batch.models import BatchJob, BatchLog, BatchStatus, LogLevel
+from jobsys.batch.models import BatchJob, BatchLog, BatchMode, BatchStatus, LogLevel, WaitReason
 from jobsys.errors import NotFound
 from nicegui_app.batch_export import ExportFormat
 from nicegui_app.pages.batch_results import ResultsDialog, download
@@ -31,6 +31,7 @@ STATUS_COLORS = {
 }
 LOG_COLORS = {LogLevel.INFO: "primary", LogLevel.WARNING: "orange", LogLevel.ERROR: "negative"}
 LOG_TEXT_CLASSES = {LogLevel.INFO: "", LogLevel.WARNING: "text-orange-800", LogLevel.ERROR: "text-negative"}
+PROVIDER_BATCH_STATES = {"queued", "running", "succeeded", "partially_succeeded", "failed", "cancelled", "expired"}
 LOG_PAGE = 50  # lines shown when the log opens; "older" adds as many again
 LOG_MAX = 1000  # what one read may return
 
@@ -45,6 +46,15 @@ def elapsed_text(job: BatchJob, now: dt.datetime | None = None) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def wait_key(reason: WaitReason) -> str:
+    """The i18n key of a wait reason: no runner at all, or none for the job's provider."""
+    return "batch_wait_no_runner" if reason.code == "no_runner" else f"batch_wait_{reason.provider}"
+
+
+def usd_text(usd: float) -> str:
+    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
+
+
 class BatchRow(ItemRow[BatchJob]):
     def __init__(self, ctx: PageContext, job: BatchJob, on_change: Callable[[], None]) -> None:
         super().__init__(ctx, job, on_change)
@@ -57,6 +67,9 @@ class BatchRow(ItemRow[BatchJob]):
                     self.title = ui.label().classes("text-lg font-medium break-all").mark("batch-title")
                     self.model = ui.label().classes("text-xs text-gray-500").mark("batch-model")
                 self.status = ui.badge().mark("batch-status")
+                self.provider_batch = (
+                    ui.badge(color="teal").props("outline").tooltip(t("batch_api_hint")).mark("batch-provider-batch")
+                )
                 self.offline = (
                     ui.badge(t("batch_offline"), color="purple")
                     .props("outline")
@@ -95,6 +108,15 @@ class BatchRow(ItemRow[BatchJob]):
                 self.elapsed = ui.label().mark("batch-elapsed")
                 self.finished = ui.label().mark("batch-finished")
             self.error = ui.label().classes("text-negative text-sm break-all").mark("batch-error")
+            with ui.row().classes("items-center gap-1 text-sm text-orange-800").mark("batch-wait") as self.wait:
+                ui.icon("hourglass_empty")
+                self.wait_text = ui.label().mark("batch-wait-text")
+                self.wait.tooltip(t("batch_wait_hint"))
+            with ui.row().classes("w-full gap-4 text-sm text-gray-600"):
+                self.tokens = ui.label().mark("batch-tokens")
+                self.cost = ui.label().mark("batch-cost")
+                with self.cost:
+                    self.cost_tooltip = ui.tooltip("")
             self.logs_expansion = (
                 ui.expansion(t("batch_logs"), on_value_change=self._logs_opened)
                 .classes("w-full")
@@ -129,9 +151,45 @@ class BatchRow(ItemRow[BatchJob]):
         self.finished.set_visibility(job.completed_at is not None)
         self.error.set_text(job.error_message or "")
         self.error.set_visibility(bool(job.error_message))
+        reason = job.wait_reason if job.status is BatchStatus.PENDING else None
+        self.wait.set_visibility(reason is not None)
+        if reason is not None:
+            known = reason.code == "no_runner" or reason.provider in ("gemini", "openai_compatible")
+            self.wait_text.set_text(t(wait_key(reason)) if known else reason.message)
+        self._show_usage(job)
+        self._show_provider_batch(job)
         self.cancel_button.set_visibility(job.can_cancel)
         self.retry_button.set_visibility(job.can_retry)
         self.tick()
+
+    def _show_provider_batch(self, job: BatchJob) -> None:
+        """Batch API mode: the provider batch's state (queued, running, ... expired)."""
+        self.provider_batch.set_visibility(job.payload.mode is BatchMode.BATCH_API)
+        if job.payload.mode is not BatchMode.BATCH_API:
+            return
+        recorded = job.result.get("provider_batch")
+        state = recorded.get("state") if isinstance(recorded, dict) else None
+        known = state in PROVIDER_BATCH_STATES
+        label = self.t(f"batch_api_state_{state}") if known else (state or self.t("batch_api_not_submitted"))
+        self.provider_batch.set_text(self.t("batch_api_badge", state=label))
+
+    def _show_usage(self, job: BatchJob) -> None:
+        t, usage, cost = self.t, job.usage, job.cost
+        self.tokens.set_visibility(usage.total > 0)
+        self.cost.set_visibility(usage.total > 0)
+        if usage.total == 0:
+            return
+        text = t("batch_tokens", total=f"{usage.total:,}", input=f"{usage.input:,}", output=f"{usage.output:,}",
+                 thinking=f"{usage.thinking:,}")
+        if usage.retry_total:
+            text += " · " + t("batch_tokens_retry", n=f"{usage.retry_total:,}")
+        self.tokens.set_text(text)
+        if cost.usd is None:
+            self.cost.set_text(t("batch_cost_unknown"))
+        else:
+            retry = " " + t("batch_cost_retry", usd=usd_text(cost.retry_usd or 0.0)) if cost.retry_usd else ""
+            self.cost.set_text(t("batch_cost", usd=usd_text(cost.usd)) + retry)
+        self.cost_tooltip.set_text(t("batch_cost_hint", date=cost.prices_as_of))
 
     def tick(self, now: dt.datetime | None = None) -> None:
         """Move the elapsed time on (the page's per-client timer calls this every second)."""

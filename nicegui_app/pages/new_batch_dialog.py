@@ -2,7 +2,9 @@
 
 Prompt template with the placeholders it uses (found as you type), items pasted one per
 line or uploaded (CSV / JSONL), model, concurrency, optional system instruction and title,
-and a preview of the first rendered prompt. The form is checked with the library's own
+a preview of the first rendered prompt, Gemini's Batch API mode (half price, results within
+24 h), an optional response JSON Schema (structured output)
+and an estimate of tokens and cost (jobsys.batch.pricing's heuristic). The form is checked with the library's own
 BatchCreate on every change, so 생성 is enabled exactly when the API would accept the
 body (the frame: dialog.py); errors are shown inline. The shipped non-deceptive examples
 are presets.
@@ -11,11 +13,13 @@ are presets.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pydantic
 from nicegui import events, ui
 
+from jobsys.batch import pricing
 from jobsys.batch import template as templates
 from jobsys.batch.examples import EXAMPLES, Example
 from jobsys.batch.models import (
@@ -50,6 +54,14 @@ def validation_message(exc: pydantic.ValidationError) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {message}" if where else message
+
+
+def estimate_text(t: Any, estimate: pricing.Estimate) -> str:
+    values = {"input": f"{estimate.input_tokens:,}", "output": f"{estimate.output_tokens:,}"}
+    if estimate.usd is None:
+        return str(t("batch_estimate_unpriced", **values))
+    usd = f"${estimate.usd:,.4f}" if estimate.usd < 1 else f"${estimate.usd:,.2f}"
+    return str(t("batch_estimate", usd=usd, **values))
 
 
 class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
@@ -121,11 +133,23 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
                     .classes("w-40")
                     .mark("batch-concurrency")
                 )
+            self.batch_api = (
+                ui.checkbox(t("batch_mode_batch_api"), on_change=self._changed)
+                .tooltip(t("batch_mode_batch_api_hint"))
+                .mark("batch-mode-batch-api")
+            )
             self.system = (
                 ui.textarea(t("batch_system"), on_change=self._changed)
                 .props("autogrow")
                 .classes("w-full")
                 .mark("batch-system")
+            )
+            self.schema = (
+                ui.textarea(t("batch_response_schema"), placeholder=t("batch_response_schema_hint"),
+                            on_change=self._changed)
+                .props("autogrow")
+                .classes("w-full font-mono")
+                .mark("batch-response-schema")
             )
             ui.label(t("batch_preview")).classes("text-sm text-gray-600")
             self.preview = (
@@ -133,6 +157,9 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
                 .classes("w-full whitespace-pre-wrap font-mono text-sm bg-gray-100 rounded p-2")
                 .mark("batch-preview")
             )
+            self.estimate = ui.label().classes("text-sm text-gray-700").mark("batch-estimate")
+            with self.estimate:
+                ui.tooltip(t("batch_estimate_hint"))
             self._footer("batch-error", "batch-dialog-cancel", "batch-create")
         self._changed()
 
@@ -152,6 +179,12 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
             )
         except batch_items.ItemsError as exc:
             return FormState(placeholders, template_problem, [], None, t(exc.key, **exc.values))
+        schema_text = (self.schema.value or "").strip()
+        try:
+            schema = json.loads(schema_text) if schema_text else None
+        except ValueError as exc:
+            return FormState(placeholders, template_problem, items, None,
+                             f"response_schema: {t('batch_response_schema_not_json')} ({exc})")
         try:
             spec = BatchCreate.model_validate(
                 {
@@ -161,6 +194,9 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
                     "title": self.title.value or None,
                     "system_instruction": self.system.value or None,
                     "concurrency": whole(self.concurrency.value),
+                    "response_schema": schema,
+                    # the Batch API is Gemini's: the mode names the provider
+                    **({"mode": "batch_api", "provider": "gemini"} if self.batch_api.value else {}),
                 }
             )
         except pydantic.ValidationError as exc:
@@ -205,6 +241,9 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
         self.preview.set_text(self._preview(form) or t("batch_preview_empty"))
         self.error.set_text(form.error or "")
         self.create.set_enabled(form.spec is not None)
+        self.estimate.set_visibility(form.spec is not None)
+        if form.spec is not None:
+            self.estimate.set_text(estimate_text(t, pricing.estimate(form.spec)))
 
     # Presets and files --------------------------------------------------------------------
     def _preset_chosen(self) -> None:

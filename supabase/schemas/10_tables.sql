@@ -297,6 +297,7 @@ create table jobsys.background_jobs (
   lease_token uuid,  -- new on every claim; items claimed under it carry it
   lease_expires_at timestamptz,
   progress_notified_at timestamptz not null default '-infinity',
+  usage jsonb not null default '{}',  -- tokens over every attempt (input, output, thinking, and the retries' part)
   check (running_items + completed_items + failed_items + cancelled_items <= total_items)
 );
 comment on table jobsys.background_jobs is
@@ -327,12 +328,27 @@ create table jobsys.background_job_items (
   lease_token uuid,
   started_at timestamptz,
   finished_at timestamptz,
+  tokens_thinking integer,
   primary key (job_id, idx)
 );
 comment on table jobsys.background_job_items is
   'The items of a background job, claimed in batches under the job lease token; a result counts only while the item is running under that token.';
 -- Claims (pending in index order) and the items page's status filter.
 create index background_job_items_status_idx on jobsys.background_job_items (job_id, status, idx);
+comment on column jobsys.background_jobs.usage is
+  'Tokens over every attempt of every run: input, output, thinking, and retry_input / retry_output / retry_thinking, the part spent on attempts whose output was not kept (retries, invalid structured outputs, failed items). Cost is priced from it by jobsys/batch/pricing.py.';
+comment on column jobsys.background_job_items.tokens_thinking is
+  'Thinking tokens (usage_metadata.thoughts_token_count); with tokens_in and tokens_out, summed over the attempts of the item''s last run.';
+
+-- Runners and what they can run, registered by claim_runnable_background_job and kept fresh
+-- by their heartbeats: a job no runner up can run shows why it waits.
+create table jobsys.background_runners (
+  runner_id text primary key check (length(runner_id) between 1 and 200),
+  providers text[] not null default '{}',
+  seen_at timestamptz not null default now()
+);
+comment on table jobsys.background_runners is
+  'Batch runners and the providers each can run (gemini, offline, openai_compatible), refreshed by every claim and heartbeat; read for the wait reason of pending jobs. Rows older than an hour are dropped.';
 
 create table jobsys.background_job_logs (
   id bigint generated always as identity primary key,
@@ -364,3 +380,23 @@ comment on table jobsys.audit_log is
   'Insert-only record of every operator action (who, when, what, in brief), written by the function that performs it; never a token or a secret. Outlives what it names (a deleted job).';
 create index audit_log_at_idx on jobsys.audit_log (at desc);
 create index audit_log_object_idx on jobsys.audit_log (object_type, object_id, id desc);
+
+-- One rate limit across runners (issue 23): Gemini's quotas are per project, not per
+-- process, so runners with --rpm / --tpm draw from one budget per model here. A grant is a
+-- row (a sliding window, as the per-runner limiter keeps it), a 429's cooldown is shared.
+create table jobsys.batch_rate_limits (
+  key text primary key check (length(key) between 1 and 200),  -- the model, e.g. gemini-2.5-flash
+  cooldown_until timestamptz not null default '-infinity',  -- a 429's delay, held by every runner
+  updated_at timestamptz not null default now()
+);
+comment on table jobsys.batch_rate_limits is
+  'One row per shared rate limit (the model): the lock that serialises its grants, and the 429 cooldown every runner honours.';
+create table jobsys.batch_rate_grants (
+  id bigint generated always as identity primary key,
+  key text not null references jobsys.batch_rate_limits (key) on delete cascade,
+  at timestamptz not null default clock_timestamp(),
+  tokens integer not null default 0 check (tokens >= 0)  -- the estimate, corrected once usage is known
+);
+comment on table jobsys.batch_rate_grants is
+  'Calls granted under a shared rate limit in the current window (older rows are deleted by the next grant): requests and prompt tokens per window, counted over every runner.';
+create index batch_rate_grants_key_at_idx on jobsys.batch_rate_grants (key, at);

@@ -47,7 +47,7 @@ create or replace function jobsys.background_job_json(j jobsys.background_jobs) 
     'retry_count', j.retry_count, 'max_retries', j.max_retries, 'error_message', j.error_message,
     'created_by', j.created_by, 'created_at', j.created_at, 'updated_at', j.updated_at,
     'started_at', j.started_at, 'completed_at', j.completed_at, 'lease_owner', j.lease_owner,
-    'lease_expires_at', j.lease_expires_at)
+    'lease_expires_at', j.lease_expires_at, 'usage', j.usage)
 $$;
 comment on function jobsys.background_job_json(jobsys.background_jobs) is
   'The JSON shape of a background job in the API.';
@@ -62,7 +62,8 @@ create or replace function jobsys.background_progress_json(j jobsys.background_j
     'failed_items', j.failed_items, 'cancelled_items', j.cancelled_items,
     'progress_percent', j.progress_percent, 'error_message', j.error_message,
     'offline', coalesce(j.result -> 'providers' ? 'offline', false),
-    'started_at', j.started_at, 'completed_at', j.completed_at, 'updated_at', j.updated_at)
+    'started_at', j.started_at, 'completed_at', j.completed_at, 'updated_at', j.updated_at,
+    'usage', j.usage)
 $$;
 comment on function jobsys.background_progress_json(jobsys.background_jobs) is
   'The payload of background_job_progress: enough for a progress monitor without a read.';
@@ -78,6 +79,51 @@ create or replace function jobsys.background_log(p_job_id uuid, p_level text, p_
 $$;
 comment on function jobsys.background_log(uuid, text, text, jsonb) is
   'Appends one line to the log of a background job (message cut at 4000 characters).';
+
+-- Adds token counts key by key ({"input": 3} + {"input": 2, "output": 1} = {"input": 5, "output": 1}).
+create or replace function jobsys.add_token_usage(p_a jsonb, p_b jsonb) returns jsonb
+  language sql immutable
+  as $$
+  select coalesce(jsonb_object_agg(k, coalesce((p_a ->> k)::bigint, 0) + coalesce((p_b ->> k)::bigint, 0)), '{}')
+  from (select jsonb_object_keys(coalesce(p_a, '{}')) union select jsonb_object_keys(coalesce(p_b, '{}'))) keys(k)
+$$;
+comment on function jobsys.add_token_usage(jsonb, jsonb) is
+  'Adds two token count objects key by key (background_jobs.usage).';
+
+-- Whether a runner offering p_providers can run a job with this payload: auto and offline
+-- run anywhere (offline is built in; auto falls back to it), gemini and openai_compatible
+-- only where configured. Null p_providers: a runner that did not say (claim_background_job).
+create or replace function jobsys.background_runnable(p_payload jsonb, p_providers text[]) returns boolean
+  language sql immutable
+  as $$
+  select p_providers is null or coalesce(p_payload ->> 'provider', 'auto') in ('auto', 'offline')
+    or p_payload ->> 'provider' = any(p_providers)
+$$;
+comment on function jobsys.background_runnable(jsonb, text[]) is
+  'Whether a runner offering these providers can run a job with this payload (auto and offline anywhere; gemini and openai_compatible only where configured; null providers: any).';
+
+-- Why a pending job is not running yet, when the runners registered lately say so: none is
+-- up, or none can run its provider (no key / no server configured). Null otherwise. A runner
+-- counts as up for 45 s after its last claim or heartbeat (it claims at least every 15 s).
+create or replace function jobsys.background_wait_reason(j jobsys.background_jobs) returns jsonb
+  language sql stable
+  set search_path = jobsys, pg_temp
+  as $$
+  with up as (
+    select r.providers from jobsys.background_runners r where r.seen_at > now() - interval '45 seconds')
+  select case
+    when j.status <> 'pending' then null
+    when not exists (select 1 from up) then
+      jsonb_build_object('code', 'no_runner', 'message', 'no batch runner is up')
+    when not exists (select 1 from up where jobsys.background_runnable(j.payload, up.providers)) then
+      jsonb_build_object('code', 'no_capable_runner', 'provider', j.payload ->> 'provider',
+        'message', case j.payload ->> 'provider'
+                     when 'gemini' then 'no runner with a Gemini key (GEMINI_API_KEY) is up'
+                     else format('no runner configured for %s is up', j.payload ->> 'provider') end)
+  end
+$$;
+comment on function jobsys.background_wait_reason(jobsys.background_jobs) is
+  'Why a pending job waits, from the runners seen in the last 45 s: none is up (no_runner), or none can run its provider (no_capable_runner); null otherwise.';
 
 create or replace function jobsys.batch_lease_interval() returns interval
   language sql stable
@@ -214,9 +260,10 @@ begin
     perform jobsys.raise_error('JS400', 'payload must be a JSON object', '{"field": "payload"}');
   end if;
   if exists (select 1 from jsonb_object_keys(p_payload) k
-             where k not in ('template', 'model', 'system_instruction', 'temperature', 'max_output_tokens', 'provider')) then
+             where k not in ('template', 'model', 'system_instruction', 'temperature', 'max_output_tokens', 'provider',
+                             'response_schema', 'mode')) then
     perform jobsys.raise_error('JS400',
-      'payload accepts template, model, system_instruction, temperature, max_output_tokens and provider only',
+      'payload accepts template, model, system_instruction, temperature, max_output_tokens, provider, response_schema and mode only',
       '{"field": "payload"}');
   end if;
   if jsonb_typeof(p_payload -> 'template') is distinct from 'string'
@@ -251,8 +298,23 @@ begin
     perform jobsys.raise_error('JS400', 'max_output_tokens must be a whole number between 1 and 65536',
       '{"field": "max_output_tokens"}');
   end if;
-  if coalesce(p_payload ->> 'provider', 'auto') not in ('auto', 'gemini', 'offline') then
-    perform jobsys.raise_error('JS400', 'provider must be auto, gemini or offline', '{"field": "provider"}');
+  if coalesce(p_payload ->> 'provider', 'auto') not in ('auto', 'gemini', 'offline', 'openai_compatible') then
+    perform jobsys.raise_error('JS400', 'provider must be auto, gemini, offline or openai_compatible',
+      '{"field": "provider"}');
+  end if;
+  -- batch_api: Gemini's Batch API (half price, up to 24 h), so Gemini only.
+  if coalesce(p_payload ->> 'mode', 'standard') not in ('standard', 'batch_api') then
+    perform jobsys.raise_error('JS400', 'mode must be standard or batch_api', '{"field": "mode"}');
+  end if;
+  if p_payload ->> 'mode' = 'batch_api' and coalesce(p_payload ->> 'provider', 'auto') <> 'gemini' then
+    perform jobsys.raise_error('JS400', 'mode batch_api needs provider gemini', '{"field": "mode"}');
+  end if;
+  -- The JSON Schema itself is checked by the library (jsonschema); here only its shape and size.
+  if p_payload ? 'response_schema' and jsonb_typeof(p_payload -> 'response_schema') <> 'null'
+     and (jsonb_typeof(p_payload -> 'response_schema') <> 'object'
+          or length((p_payload -> 'response_schema')::text) > 20000) then
+    perform jobsys.raise_error('JS400', 'response_schema must be a JSON Schema object of at most 20000 characters',
+      '{"field": "response_schema"}');
   end if;
 
   if jsonb_typeof(p_items) is distinct from 'array' then
@@ -289,9 +351,11 @@ begin
     'template', v_template, 'model', p_payload ->> 'model',
     'system_instruction', nullif(p_payload ->> 'system_instruction', ''),
     'temperature', p_payload -> 'temperature', 'max_output_tokens', p_payload -> 'max_output_tokens',
-    'provider', coalesce(p_payload ->> 'provider', 'auto'), 'placeholders', to_jsonb(v_placeholders))
+    'provider', coalesce(p_payload ->> 'provider', 'auto'), 'placeholders', to_jsonb(v_placeholders),
+    'response_schema', p_payload -> 'response_schema', 'mode', coalesce(p_payload ->> 'mode', 'standard'))
     - case when jsonb_typeof(p_payload -> 'temperature') is distinct from 'number' then 'temperature' else '' end
-    - case when jsonb_typeof(p_payload -> 'max_output_tokens') is distinct from 'number' then 'max_output_tokens' else '' end;
+    - case when jsonb_typeof(p_payload -> 'max_output_tokens') is distinct from 'number' then 'max_output_tokens' else '' end
+    - case when jsonb_typeof(p_payload -> 'response_schema') is distinct from 'object' then 'response_schema' else '' end;
 end
 $$;
 comment on function jobsys.check_ai_batch(jsonb, jsonb) is
@@ -405,8 +469,10 @@ begin
     where job_id = p_job_id and status = 'failed'
     returning 1)
   select count(*) into v_n from requeued;
+  -- Batch API mode: the ended provider batch is done with; the failed items go in a new one.
   update jobsys.background_jobs set status = 'pending', retry_count = retry_count + 1,
-    error_message = null, started_at = null, completed_at = null, lease_expires_at = null
+    error_message = null, started_at = null, completed_at = null, lease_expires_at = null,
+    result = result - 'provider_batch'
   where id = p_job_id
   returning * into v_job;
   perform jobsys.background_log(p_job_id, 'info',
@@ -424,7 +490,8 @@ comment on function jobsys.retry_background_job(uuid) is
 -- Claim one job with a lease: a running job whose lease expired (its runner is gone: taken
 -- over, its unfinished items back to pending, completed ones untouched) before the oldest
 -- pending one. SKIP LOCKED: two runners never wait on each other. Null when there is none.
-create or replace function jobsys.claim_background_job(p_runner_id text) returns jsonb
+create or replace function jobsys.claim_runnable_background_job(p_runner_id text, p_providers text[])
+  returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
@@ -437,9 +504,23 @@ begin
   if p_runner_id is null or length(btrim(p_runner_id)) not between 1 and 200 or p_runner_id ~ '[[:cntrl:]]' then
     perform jobsys.raise_error('JS400', 'runner id must be 1-200 printable characters', '{"field": "runner_id"}');
   end if;
+  if exists (select 1 from unnest(p_providers) p
+             where p is null or p not in ('gemini', 'offline', 'openai_compatible')) then
+    perform jobsys.raise_error('JS400', 'providers must be gemini, offline or openai_compatible',
+      '{"field": "providers"}');
+  end if;
+  -- Register (or refresh) what this runner can run: the wait reason of a job that no runner
+  -- seen lately can run reads it. Runners gone for an hour are forgotten.
+  if p_providers is not null then
+    insert into jobsys.background_runners (runner_id, providers, seen_at)
+    values (p_runner_id, p_providers, now())
+    on conflict (runner_id) do update set providers = excluded.providers, seen_at = excluded.seen_at;
+    delete from jobsys.background_runners where seen_at < now() - interval '1 hour';
+  end if;
 
   select * into v_job from jobsys.background_jobs
   where status = 'running' and lease_expires_at < now()
+    and jobsys.background_runnable(payload, p_providers)
   order by lease_expires_at limit 1
   for no key update skip locked;
   if found then
@@ -456,7 +537,7 @@ begin
       jsonb_build_object('runner', p_runner_id, 'previous_runner', v_previous, 'requeued', v_requeued));
   else
     select * into v_job from jobsys.background_jobs
-    where status = 'pending'
+    where status = 'pending' and jobsys.background_runnable(payload, p_providers)
     order by created_at, id limit 1
     for no key update skip locked;
     if not found then
@@ -476,8 +557,20 @@ begin
     'lease_token', v_job.lease_token, 'lease_sec', jobsys.setting('batch_lease_sec'));
 end
 $$;
+comment on function jobsys.claim_runnable_background_job(text, text[]) is
+  'Runners: claim one job this runner can run (p_providers: gemini, offline, openai_compatible; null: any) with a lease, a running job whose lease expired (taken over) before the oldest pending one, and register the runner''s providers for wait reasons. SKIP LOCKED, so two runners never wait on each other; null when there is none.';
+
+-- Claim without saying what the runner can run (runners before issue 23): any job.
+create or replace function jobsys.claim_background_job(p_runner_id text) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  return jobsys.claim_runnable_background_job(p_runner_id, null);
+end
+$$;
 comment on function jobsys.claim_background_job(text) is
-  'Runners: claim one job with a lease, a running job whose lease expired (taken over) before the oldest pending one. SKIP LOCKED, so two runners never wait on each other; null when there is none.';
+  'Runners: claim one job of any provider with a lease (runners that do not say what they can run). claim_runnable_background_job claims only what the runner can run.';
 
 -- Claim up to p_limit pending items of a held job, in index order, and extend the lease.
 create or replace function jobsys.claim_background_items(p_job_id uuid, p_lease_token uuid, p_limit integer)
@@ -521,7 +614,10 @@ comment on function jobsys.claim_background_items(uuid, uuid, integer) is
 -- this lease token, so a result from a runner that lost the job (taken over, cancelled)
 -- raises JS410 and changes nothing, and a repeated result is returned as stale.
 -- p_results: [{"idx", "status": completed|failed, "output"?, "error"?, "attempts"?,
---              "tokens_in"?, "tokens_out"?, "latency_ms"?, "provider"?}]
+--              "tokens_in"?, "tokens_out"?, "tokens_thinking"?, "retry_tokens_in"?,
+--              "retry_tokens_out"?, "retry_tokens_thinking"?, "latency_ms"?, "provider"?}]
+-- tokens_* are the item's totals over this run's attempts; retry_tokens_* the part of them
+-- spent on attempts whose output was not kept. Both add to the job's usage.
 -- p_logs: [{"level": info|warning|error, "message", "metadata"?}] written with them.
 -- provider is the one the job asked for (gemini or offline as asked, either for auto); any
 -- other refuses the whole report (JS400). Left out, it is recorded as the job's own choice
@@ -540,6 +636,7 @@ declare
   v_asked text;
   v_named text;
   v_wrong jsonb;
+  v_usage jsonb;
 begin
   perform jobsys.require_runner();
   if jsonb_typeof(coalesce(p_results, '[]')) <> 'array' or jsonb_typeof(coalesce(p_logs, '[]')) <> 'array' then
@@ -584,16 +681,19 @@ begin
   with r as (
     select * from jsonb_to_recordset(coalesce(p_results, '[]')) as x(
       idx integer, status text, output text, error text, attempts integer, tokens_in integer,
-      tokens_out integer, latency_ms integer, provider text)
+      tokens_out integer, tokens_thinking integer, retry_tokens_in integer, retry_tokens_out integer,
+      retry_tokens_thinking integer, latency_ms integer, provider text)
   ), done as (
     update jobsys.background_job_items i set
       status = r.status, output = left(r.output, 1000000), error = left(r.error, 2000),
       attempts = i.attempts + greatest(coalesce(r.attempts, 1), 0),
-      tokens_in = r.tokens_in, tokens_out = r.tokens_out, latency_ms = r.latency_ms,
+      tokens_in = r.tokens_in, tokens_out = r.tokens_out, tokens_thinking = r.tokens_thinking,
+      latency_ms = r.latency_ms,
       provider = left(coalesce(r.provider, v_named), 50), finished_at = now(), lease_token = null
     from r
     where i.job_id = p_job_id and i.idx = r.idx and i.status = 'running' and i.lease_token = p_lease_token
-    returning i.idx, i.status, i.error, i.attempts, i.provider
+    returning i.idx, i.status, i.error, i.attempts, i.provider, r.tokens_in, r.tokens_out, r.tokens_thinking,
+      r.retry_tokens_in, r.retry_tokens_out, r.retry_tokens_thinking
   ), logged as (
     insert into jobsys.background_job_logs (job_id, level, message, metadata)
     select p_job_id, 'error', left(format('item %s failed after %s attempt(s): %s', d.idx, d.attempts, d.error), 4000),
@@ -610,8 +710,12 @@ begin
     returning 1
   )
   select count(*) filter (where d.status = 'completed'), count(*) filter (where d.status = 'failed'),
-         coalesce(array_agg(d.idx), '{}')
-    into v_completed, v_failed, v_applied
+         coalesce(array_agg(d.idx), '{}'),
+         jsonb_build_object('input', sum(coalesce(d.tokens_in, 0)), 'output', sum(coalesce(d.tokens_out, 0)),
+           'thinking', sum(coalesce(d.tokens_thinking, 0)), 'retry_input', sum(coalesce(d.retry_tokens_in, 0)),
+           'retry_output', sum(coalesce(d.retry_tokens_out, 0)),
+           'retry_thinking', sum(coalesce(d.retry_tokens_thinking, 0)))
+    into v_completed, v_failed, v_applied, v_usage
   from done d, (select count(*) from logged) as force_logged, (select count(*) from providers) as force_providers;
 
   insert into jobsys.background_job_logs (job_id, level, message, metadata)
@@ -619,7 +723,8 @@ begin
          case when jsonb_typeof(l -> 'metadata') = 'object' then l -> 'metadata' else '{}' end
   from jsonb_array_elements(coalesce(p_logs, '[]')) l;
 
-  update jobsys.background_jobs set lease_expires_at = now() + jobsys.batch_lease_interval()
+  update jobsys.background_jobs set lease_expires_at = now() + jobsys.batch_lease_interval(),
+    usage = case when v_completed + v_failed > 0 then jobsys.add_token_usage(usage, v_usage) else usage end
   where id = p_job_id;
   if v_completed + v_failed > 0 then
     v_job := jobsys.apply_background_counts(p_job_id, -(v_completed + v_failed), v_completed, v_failed, 0);
@@ -647,6 +752,8 @@ declare
   v_job jobsys.background_jobs;
 begin
   perform jobsys.require_runner();
+  -- A busy runner claims nothing new: its heartbeat keeps it registered as up.
+  update jobsys.background_runners set seen_at = now() where runner_id = p_runner_id;
   for v_job in
     select * from jobsys.background_jobs
     where lease_token = any(coalesce(p_lease_tokens, '{}')) and status = 'running'
@@ -768,7 +875,9 @@ begin
     perform jobsys.raise_error('JS400', 'limit must be 1-1000 and offset at least 0', '{"field": "limit"}');
   end if;
   return jsonb_build_object(
-    'jobs', coalesce((select jsonb_agg(jobsys.background_job_json(j) order by j.created_at desc, j.id)
+    'jobs', coalesce((select jsonb_agg(jobsys.background_job_json(j)
+                                        || jsonb_build_object('wait_reason', jobsys.background_wait_reason(j))
+                                      order by j.created_at desc, j.id)
                       from (select * from jobsys.background_jobs j
                             where p_status is null or j.status = p_status
                             order by j.created_at desc, j.id
@@ -798,7 +907,8 @@ begin
   if not found then
     perform jobsys.raise_error('JS404', 'background job not found', jsonb_build_object('job_id', p_job_id));
   end if;
-  return jobsys.background_job_json(v_job);
+  return jobsys.background_job_json(v_job)
+    || jsonb_build_object('wait_reason', jobsys.background_wait_reason(v_job));
 end
 $$;
 comment on function jobsys.get_background_job(uuid) is
@@ -858,6 +968,7 @@ begin
     'items', coalesce((select jsonb_agg(jsonb_build_object(
         'idx', i.idx, 'input', i.input, 'status', i.status, 'output', i.output, 'error', i.error,
         'attempts', i.attempts, 'tokens_in', i.tokens_in, 'tokens_out', i.tokens_out,
+        'tokens_thinking', i.tokens_thinking,
         'latency_ms', i.latency_ms, 'provider', i.provider, 'runner_id', i.runner_id,
         'started_at', i.started_at, 'finished_at', i.finished_at) order by i.idx)
       from (select * from jobsys.background_job_items i
@@ -869,3 +980,131 @@ end
 $$;
 comment on function jobsys.list_background_job_items(uuid, text, integer, integer) is
   'Operators: a page of the items of a job in index order, optionally of one status.';
+
+-- Grant one call under the shared limit p_key if the window allows it: at most p_rpm calls
+-- and p_tpm prompt tokens started in any p_window_sec (null: no such limit), and no shared
+-- cooldown running. Else the seconds to wait before asking again. One row lock per key
+-- serialises runners, so two of them never both take the last slot. p_settle corrects the
+-- token estimates of earlier grants ([[grant_id, tokens], ...]) in the same call.
+create or replace function jobsys.acquire_batch_rate(p_key text, p_rpm integer, p_tpm integer, p_tokens integer,
+  p_window_sec double precision default 60, p_settle jsonb default '[]')
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_limit jobsys.batch_rate_limits;
+  v_now timestamptz;
+  v_window interval;
+  v_count integer;
+  v_sum bigint;
+  v_wait double precision := 0;
+  v_at timestamptz;
+  v_id bigint;
+begin
+  perform jobsys.require_runner();
+  if p_key is null or length(p_key) not between 1 and 200 or p_window_sec is null
+     or p_window_sec not between 0.01 and 86400 or coalesce(p_rpm, 1) < 1 or coalesce(p_tpm, 1) < 1
+     or coalesce(p_tokens, 0) < 0 or jsonb_typeof(coalesce(p_settle, '[]')) <> 'array' then
+    perform jobsys.raise_error('JS400',
+      'key must be 1-200 characters, rpm and tpm at least 1, tokens at least 0, window 0.01-86400 s',
+      '{"field": "key"}');
+  end if;
+  update jobsys.batch_rate_grants g set tokens = greatest(0, (s ->> 1)::integer)
+  from jsonb_array_elements(coalesce(p_settle, '[]')) s
+  where g.id = (s ->> 0)::bigint and g.key = p_key;
+  insert into jobsys.batch_rate_limits (key) values (p_key) on conflict (key) do nothing;
+  select * into v_limit from jobsys.batch_rate_limits where key = p_key for update;
+  v_now := clock_timestamp();
+  v_window := make_interval(secs => p_window_sec);
+  delete from jobsys.batch_rate_grants where key = p_key and at <= v_now - v_window;
+  if v_limit.cooldown_until > v_now then  -- '-infinity' until a first cooldown
+    v_wait := extract(epoch from v_limit.cooldown_until - v_now);
+  end if;
+  select count(*), coalesce(sum(tokens), 0) into v_count, v_sum from jobsys.batch_rate_grants where key = p_key;
+  if p_rpm is not null and v_count >= p_rpm then
+    -- the call that must leave the window first: the (count - rpm + 1)-th oldest
+    select at into v_at from jobsys.batch_rate_grants where key = p_key order by at, id offset v_count - p_rpm limit 1;
+    v_wait := greatest(v_wait, extract(epoch from v_at + v_window - v_now));
+  end if;
+  if p_tpm is not null and v_count > 0 and v_sum + coalesce(p_tokens, 0) > p_tpm then
+    -- wait for the oldest grants to leave until this one fits (alone, if it is larger than the budget)
+    select c.at into v_at from (
+      select g.at, sum(g.tokens) over (order by g.at, g.id) as freed
+      from jobsys.batch_rate_grants g where g.key = p_key) c
+    where c.freed >= v_sum + coalesce(p_tokens, 0) - p_tpm
+    order by c.at limit 1;
+    v_wait := greatest(v_wait, extract(epoch from coalesce(v_at, v_now) + v_window - v_now));
+  end if;
+  if v_wait > 0 then
+    return jsonb_build_object('granted', false, 'wait_s', v_wait);
+  end if;
+  insert into jobsys.batch_rate_grants (key, at, tokens) values (p_key, v_now, coalesce(p_tokens, 0))
+  returning id into v_id;
+  update jobsys.batch_rate_limits set updated_at = v_now where key = p_key;
+  return jsonb_build_object('granted', true, 'grant_id', v_id, 'at', extract(epoch from v_now));
+end
+$$;
+comment on function jobsys.acquire_batch_rate(text, integer, integer, integer, double precision, jsonb) is
+  'Runners: grant one call under the shared rate limit of a model (requests and prompt tokens per sliding window, counted over every runner, and the shared 429 cooldown), or say how long to wait. Serialised per key by a row lock.';
+
+-- A 429 (or 503) seen by one runner holds every runner's calls of this key: the cooldown
+-- only grows. started: no cooldown was running (the caller logs it once).
+create or replace function jobsys.cool_down_batch_rate(p_key text, p_seconds double precision) returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_before timestamptz;
+  v_until timestamptz;
+begin
+  perform jobsys.require_runner();
+  if p_key is null or length(p_key) not between 1 and 200 or p_seconds is null or p_seconds not between 0 and 86400 then
+    perform jobsys.raise_error('JS400', 'key must be 1-200 characters and seconds 0-86400', '{"field": "seconds"}');
+  end if;
+  insert into jobsys.batch_rate_limits (key) values (p_key) on conflict (key) do nothing;
+  select cooldown_until into v_before from jobsys.batch_rate_limits where key = p_key for update;
+  update jobsys.batch_rate_limits
+  set cooldown_until = greatest(cooldown_until, clock_timestamp() + make_interval(secs => p_seconds)),
+      updated_at = clock_timestamp()
+  where key = p_key
+  returning cooldown_until into v_until;
+  return jsonb_build_object('started', v_before <= clock_timestamp(), 'until', v_until);
+end
+$$;
+comment on function jobsys.cool_down_batch_rate(text, double precision) is
+  'Runners: hold every runner''s calls under this shared rate limit for p_seconds (a 429''s retry delay); never shortens a cooldown.';
+
+-- Batch API mode (issue 23): the provider batch a held job submitted (name, state, the items
+-- in it), kept in result.provider_batch so that a runner taking the job over polls the same
+-- batch instead of submitting again. Each state change is logged.
+create or replace function jobsys.set_background_provider_batch(p_job_id uuid, p_lease_token uuid, p_batch jsonb)
+  returns jsonb
+  language plpgsql security definer
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.background_jobs;
+  v_before jsonb;
+begin
+  perform jobsys.require_runner();
+  if jsonb_typeof(p_batch) is distinct from 'object' or jsonb_typeof(p_batch -> 'name') is distinct from 'string'
+     or jsonb_typeof(p_batch -> 'state') is distinct from 'string' or length(p_batch::text) > 200000 then
+    perform jobsys.raise_error('JS400', 'batch must be an object with a name and a state', '{"field": "batch"}');
+  end if;
+  v_job := jobsys.held_background_job(p_job_id, p_lease_token);
+  v_before := v_job.result -> 'provider_batch';
+  update jobsys.background_jobs set result = jsonb_set(result, '{provider_batch}', p_batch),
+    lease_expires_at = now() + jobsys.batch_lease_interval()
+  where id = p_job_id;
+  if v_before is null or v_before ->> 'name' is distinct from p_batch ->> 'name'
+     or v_before ->> 'state' is distinct from p_batch ->> 'state' then
+    perform jobsys.background_log(p_job_id, 'info',
+      format('provider batch %s: %s', left(p_batch ->> 'name', 200), left(p_batch ->> 'state', 50)),
+      jsonb_build_object('provider_batch', left(p_batch ->> 'name', 200), 'state', left(p_batch ->> 'state', 50)));
+  end if;
+  return jsonb_build_object('job_id', p_job_id, 'provider_batch', p_batch);
+end
+$$;
+comment on function jobsys.set_background_provider_batch(uuid, uuid, jsonb) is
+  'Runners (Batch API mode): record the provider batch a held job submitted and its state, so a runner taking the job over polls it instead of submitting again; state changes are logged.';

@@ -23,6 +23,9 @@ alter table jobsys.worker_accounts enable row level security;
 alter table jobsys.operator_accounts enable row level security;  -- no policy: read by the functions only
 alter table jobsys.device_events enable row level security;
 alter table jobsys.device_vitals enable row level security;
+alter table jobsys.background_runners enable row level security;  -- no policy: read by the functions only
+alter table jobsys.batch_rate_limits enable row level security;  -- no policy: read by the functions only
+alter table jobsys.batch_rate_grants enable row level security;  -- likewise
 alter table jobsys.audit_log enable row level security;
 
 -- Whether the calling worker user owns this worker session.
@@ -129,5 +132,10 @@ to authenticated, service_role;
 grant execute on function jobsys.hub_claims(text) to service_role;
 -- The dashboard's account token lookup: the service only (its own connection).
 grant execute on function jobsys.operator_claims(text) to service_role;
+-- Batch runners claiming only what they can run (issue 23).
+grant execute on function jobsys.claim_runnable_background_job(text, text[]) to authenticated, service_role;
+grant execute on function jobsys.acquire_batch_rate(text, integer, integer, integer, double precision, jsonb),
+  jobsys.cool_down_batch_rate(text, double precision) to authenticated, service_role;
+grant execute on function jobsys.set_background_provider_batch(uuid, uuid, jsonb) to authenticated, service_role;
 -- Readiness probes ask this without signing in (it returns a migration version only).
 grant execute on function jobsys.schema_version() to anon, authenticated, service_role;

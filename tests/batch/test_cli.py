@@ -48,6 +48,7 @@ def test_submit_follows_the_job_to_the_end_and_export_writes_the_drafts(
     assert "submitted " in done.stdout
     assert "completed: 25 completed, 0 failed, 0 cancelled (offline provider: placeholder drafts)" in done.stdout
     assert "25/25 (100%)" in done.stderr  # the bar's last line
+    assert "tokens: " in done.stdout and "estimated cost" not in done.stdout  # offline drafts cost nothing
     job_id = done.stdout.split()[1].rstrip(":")
 
     exported = subprocess.run(BATCH_CLI + ["batch", "export", job_id, "--format", "csv", "--database-url", db_url],
@@ -80,3 +81,18 @@ async def test_follow_reaches_the_final_state_with_and_without_push(
         final = await follow(batch, job.id, out=out)
     assert final.status is BatchStatus.COMPLETED and final.completed_items == 20
     assert out.getvalue().rstrip().endswith("s") and "20/20 (100%)" in out.getvalue()
+
+
+def test_submit_refuses_a_response_schema_that_is_not_a_json_schema(db_url: str, tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "items.jsonl"
+    source.write_text(json.dumps({"text": "a"}) + "\n", encoding="utf-8")
+    base = BATCH_CLI + ["batch", "submit", str(source), "--template", "Summarise {text}", "--database-url", db_url,
+                        "--no-follow"]
+    for schema, says in (("{not json", "not JSON"), ('{"type": "nope"}', "not a valid JSON Schema")):
+        done = subprocess.run(base + ["--response-schema", schema], check=False, capture_output=True, text=True,
+                              env=ENV, timeout=60)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+    (tmp_path / "schema.json").write_text('{"type": "object"}', encoding="utf-8")
+    done = subprocess.run(base + ["--response-schema", f"@{tmp_path / 'schema.json'}"], check=False,
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert done.returncode == 0 and "submitted " in done.stdout, done.stderr

@@ -133,12 +133,3 @@ async def test_a_stopping_runner_hands_the_job_back_and_another_finishes_it(
     assert sum(1 for c in fake.calls if c.n >= 8) == 7  # exactly the 7 unfinished items, once each
     assert counters_match(db) == []
     assert any(line.message.startswith("released by runner") for line in (await batch.job_logs(job.id)).logs)
-
-
-async def test_a_job_asking_for_gemini_on_a_runner_without_a_key_fails_with_that_reason(
-        batch: BatchJobs, start_runner: StartRunner) -> None:
-    await start_runner()  # offline only
-    job = await batch.create_job(template=TEMPLATE, items=items(3), provider="gemini")
-    final = await wait_final(batch, job.id)
-    assert final.status is BatchStatus.FAILED and "GEMINI_API_KEY" in (final.error_message or "")
-    assert final.failed_items == 3

@@ -83,6 +83,9 @@ CALLS: dict[str, frozenset[str]] = {
     # background jobs: runners only (not workers)
     "claim_background_job": RUNNERS, "claim_background_items": RUNNERS, "report_background_items": RUNNERS,
     "renew_background_leases": RUNNERS, "finish_background_job": RUNNERS, "release_background_job": RUNNERS,
+    "claim_runnable_background_job": RUNNERS,
+    "acquire_batch_rate": RUNNERS, "cool_down_batch_rate": RUNNERS,
+    "set_background_provider_batch": RUNNERS,
 }
 
 # Which rows each caller reads. "all", "none", "own" (the worker's own sessions, their devices
@@ -106,6 +109,8 @@ READS: dict[str, dict[str, str]] = {
     "worker_accounts": ALL_ROWS,  # without the token digest: READ_COLUMNS
     "device_events": ALL_ROWS,  # a device's history: operators
     "device_vitals": ALL_ROWS,
+    "background_runners": NOBODY,  # what each runner can run: read by the functions only
+    "batch_rate_limits": NOBODY, "batch_rate_grants": NOBODY,  # the runners' shared rate limit
     "audit_log": ADMIN_ROWS,  # who did what: admins
     "operator_accounts": {role: "denied" for role in ROLES} | {"service": "all"},  # through the functions only
 }
@@ -148,6 +153,9 @@ class World:
         self.call(OPERATOR, create)
         [(held,)] = self.call(RUNNER, "select jobsys.claim_background_job('matrix-runner')")
         self.batch_job, self.lease_token = held["id"], held["lease_token"]
+        self.call(SERVICE, "insert into jobsys.background_runners (runner_id, providers) "
+                           "values ('matrix-runner', '{offline}') returning 1")
+        self.call(RUNNER, "select jobsys.acquire_batch_rate('gemini-2.5-flash', 60, null, 10)")
         self.call(SERVICE, "select jobsys.add_worker_account('matrix-pc', %s)", ("ab" * 32,))
         self.call(SERVICE, "select jobsys.add_operator_account('matrix-viewer', 'viewer', %s)", ("ef" * 32,))
 
@@ -189,7 +197,10 @@ class World:
             "p_results": json.dumps([{"idx": 0, "status": "completed", "output": "x",
                                       "provider": "offline"}]),
             "p_logs": json.dumps([]),
+            "p_providers": ["offline"],
+            "p_key": "gemini-2.5-flash", "p_rpm": 60, "p_tpm": None, "p_tokens": 10, "p_window_sec": 60.0,
             "p_settle": json.dumps([]), "p_seconds": 1.0,
+            "p_batch": json.dumps({"name": "batches/matrix", "state": "queued"}),
             "p_token_hash": "cd" * 32, "p_role": "viewer", "p_include_revoked": True, "p_meta": json.dumps({"push": "polling"}),
         }
         missing = [p for p in fn.params if p not in known]

@@ -14,9 +14,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from jobsys.batch.providers.base import CallFailure, Completion, FailureKind, Request
+from jobsys.batch.providers.base import CallFailure, Completion, FailureKind, Request, Usage
 from jobsys.batch.providers.gemini_errors import classify_api_error, classify_other
-
 
 _BLOCKING_FINISH = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                     "LANGUAGE", "MALFORMED_FUNCTION_CALL", "MAX_TOKENS"}  # retrying gives the same
@@ -38,6 +37,11 @@ class GeminiProvider:
         )
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=http_options)
 
+    @property
+    def client(self) -> genai.Client:
+        """The SDK client, for the Batch API mode (gemini_batch.py)."""
+        return self._client
+
     async def generate(self, request: Request) -> Completion:
         config = types.GenerateContentConfig(
             system_instruction=request.system_instruction,
@@ -46,6 +50,10 @@ class GeminiProvider:
             # No tools are used; without this the SDK runs its function-calling loop (and
             # logs a line) around every call.
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            # Structured output: JSON constrained by the batch's JSON Schema as given (the
+            # engine still validates every answer).
+            response_mime_type="application/json" if request.response_schema is not None else None,
+            response_json_schema=request.response_schema,
         )
         try:
             response = await self._client.aio.models.generate_content(
@@ -62,8 +70,16 @@ class GeminiProvider:
         await self._client.aio.aclose()
 
 
+def _usage(response: types.GenerateContentResponse) -> Usage | None:
+    usage = response.usage_metadata
+    if usage is None:
+        return None
+    return Usage(usage.prompt_token_count or 0, usage.candidates_token_count or 0, usage.thoughts_token_count or 0)
+
+
 def _completion(response: types.GenerateContentResponse) -> Completion:
     text = response.text
+    usage = _usage(response)
     if not text:
         feedback = response.prompt_feedback
         block = feedback.block_reason if feedback is not None else None
@@ -71,15 +87,15 @@ def _completion(response: types.GenerateContentResponse) -> Completion:
         finish = candidate.finish_reason if candidate is not None else None
         finish_name = getattr(finish, "value", finish)
         if block is not None:
-            raise CallFailure(FailureKind.PERMANENT, f"prompt blocked ({getattr(block, 'value', block)})")
+            raise CallFailure(FailureKind.PERMANENT, f"prompt blocked ({getattr(block, 'value', block)})",
+                              usage=usage)
         if finish_name in _BLOCKING_FINISH:
-            raise CallFailure(FailureKind.PERMANENT, f"no text: generation stopped ({finish_name})")
+            raise CallFailure(FailureKind.PERMANENT, f"no text: generation stopped ({finish_name})", usage=usage)
         if candidate is None:
-            raise CallFailure(FailureKind.TRANSIENT, "malformed response: no candidates")
-        raise CallFailure(FailureKind.TRANSIENT, f"empty response (finish reason {finish_name or 'none'})")
-    usage = response.usage_metadata
-    return Completion(
-        text=text,
-        tokens_in=usage.prompt_token_count if usage is not None else None,
-        tokens_out=usage.candidates_token_count if usage is not None else None,
-    )
+            raise CallFailure(FailureKind.TRANSIENT, "malformed response: no candidates", usage=usage)
+        raise CallFailure(FailureKind.TRANSIENT, f"empty response (finish reason {finish_name or 'none'})",
+                          usage=usage)
+    if usage is None:
+        return Completion(text=text)
+    return Completion(text=text, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out,
+                      tokens_thinking=usage.tokens_thinking)
