@@ -399,6 +399,9 @@ begin
     format('created: %s items, model %s, provider %s, concurrency %s', v_job.total_items,
            v_payload ->> 'model', v_payload ->> 'provider', v_job.concurrency));
   perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', v_job.id));
+  perform jobsys.audit('create', 'background_job', v_job.id::text, jsonb_build_object(
+    'title', v_job.title, 'items', v_job.total_items, 'model', v_payload ->> 'model',
+    'provider', v_payload ->> 'provider'));
   v_job := jobsys.apply_background_counts(v_job.id, 0, 0, 0, 0, true);
   return jobsys.background_job_json(v_job);
 end
@@ -438,6 +441,7 @@ begin
     format('cancelled: %s unfinished item(s) cancelled (%s in flight)', v_cancelled, v_running),
     jsonb_build_object('cancelled_items', v_cancelled, 'in_flight', v_running));
   perform jobsys.emit('jobsys:runners', 'background_job_cancelled', jsonb_build_object('job_id', p_job_id));
+  perform jobsys.audit('cancel', 'background_job', p_job_id::text, jsonb_build_object('cancelled_items', v_cancelled));
   v_job := jobsys.apply_background_counts(p_job_id, -v_running, 0, 0, v_cancelled, true);
   return jobsys.background_job_json(v_job);
 end
@@ -479,6 +483,7 @@ begin
     format('retry %s: %s failed item(s) re-queued', v_job.retry_count, v_n),
     jsonb_build_object('retry_count', v_job.retry_count, 'requeued', v_n));
   perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', p_job_id));
+  perform jobsys.audit('retry', 'background_job', p_job_id::text, jsonb_build_object('requeued', v_n));
   v_job := jobsys.apply_background_counts(p_job_id, 0, 0, -v_n, 0, true);
   return jobsys.background_job_json(v_job);
 end
@@ -866,7 +871,7 @@ create or replace function jobsys.list_background_jobs(p_status text default nul
   set search_path = jobsys, pg_temp
   as $$
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   if p_status is not null and p_status not in ('pending', 'running', 'completed', 'failed', 'cancelled') then
     perform jobsys.raise_error('JS400', 'status must be pending, running, completed, failed or cancelled',
       '{"field": "status"}');
@@ -902,7 +907,7 @@ create or replace function jobsys.get_background_job(p_job_id uuid) returns json
 declare
   v_job jobsys.background_jobs;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   select * into v_job from jobsys.background_jobs where id = p_job_id;
   if not found then
     perform jobsys.raise_error('JS404', 'background job not found', jsonb_build_object('job_id', p_job_id));
@@ -924,7 +929,7 @@ create or replace function jobsys.list_background_job_logs(p_job_id uuid, p_limi
 declare
   v_logs jsonb;
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   if p_limit is null or p_limit not between 1 and 1000 then
     perform jobsys.raise_error('JS400', 'limit must be between 1 and 1000', '{"field": "limit"}');
   end if;
@@ -953,7 +958,7 @@ create or replace function jobsys.list_background_job_items(p_job_id uuid, p_sta
   set search_path = jobsys, pg_temp
   as $$
 begin
-  perform jobsys.require_operator();
+  perform jobsys.require_viewer();
   if p_status is not null and p_status not in ('pending', 'running', 'completed', 'failed', 'cancelled') then
     perform jobsys.raise_error('JS400', 'status must be pending, running, completed, failed or cancelled',
       '{"field": "status"}');

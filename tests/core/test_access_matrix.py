@@ -78,8 +78,8 @@ CALLS: dict[str, frozenset[str]] = {
     "rescue_expired_leases": UPKEEP, "mark_stale": UPKEEP, "maintain": UPKEEP,
     # background jobs: operators
     "create_background_job": OPERATORS, "cancel_background_job": OPERATORS,
-    "retry_background_job": OPERATORS, "list_background_jobs": OPERATORS, "get_background_job": OPERATORS,
-    "list_background_job_logs": OPERATORS, "list_background_job_items": OPERATORS,
+    "retry_background_job": OPERATORS, "list_background_jobs": READERS, "get_background_job": READERS,
+    "list_background_job_logs": READERS, "list_background_job_items": READERS,
     # background jobs: runners only (not workers)
     "claim_background_job": RUNNERS, "claim_background_items": RUNNERS, "report_background_items": RUNNERS,
     "renew_background_leases": RUNNERS, "finish_background_job": RUNNERS, "release_background_job": RUNNERS,

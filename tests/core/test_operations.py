@@ -171,3 +171,16 @@ async def test_audit_route_filters_and_refuses_bad_queries(jobs: JobSystem, api:
     for bad in ({"object_type": "planet"}, {"limit": 0}, {"since": "yesterday"}):
         response = await api.get("/api/audit", params=bad)
         assert response.status_code == 422, bad
+
+
+async def test_ai_batches_are_audited_and_viewers_read_them(jobs: JobSystem) -> None:
+    from jobsys.batch.facade import BatchJobs
+    from jobsys.operator_accounts import token_digest
+
+    batch = await BatchJobs.of(jobs).create_job(template="Summarise: {text}", items=[{"text": "a"}])
+    await BatchJobs.of(jobs).cancel_job(batch.id)
+    entries = (await jobs.list_audit(object_type="background_job")).entries
+    assert [e.action for e in entries] == ["cancel", "create"] and entries[1].detail["items"] == 1
+    viewer = await jobs.add_operator_account("vera", "viewer")
+    as_viewer = BatchJobs.of((await jobs.operator_session(token_digest(viewer.token))).jobs)
+    assert (await as_viewer.get_job(batch.id)).id == batch.id
