@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "WorkerMetrics", "exposition", "snapshot_families"]
+__all__ = ["CONTENT_TYPE_LATEST", "RunnerMetrics", "WorkerMetrics", "exposition", "snapshot_families"]
 
 # claim -> report of one run: from a quick failure to runs of many minutes
 RUN_SECONDS_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -97,11 +97,32 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
+class RunnerMetrics:
+    """An AI batch runner's own counters: provider calls by outcome, 429 cooldowns, and the
+    time calls waited for the rate limiter (labels: provider name and outcome only)."""
+
+    def __init__(self, push_connected: Callable[[], bool]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("jobsys_runner_provider_calls", "Provider calls, by provider and outcome "
+                             "(ok, rate_limited, transient, permanent, fatal, invalid_output)",
+                             labelnames=["provider", "outcome"], registry=self.registry)
+        self.cooldowns = Counter("jobsys_runner_cooldowns", "429 cooldowns that held every call of a limiter",
+                                 labelnames=["provider"], registry=self.registry)
+        self.limiter_wait = Histogram("jobsys_runner_limiter_wait_seconds",
+                                      "How long each call waited for the rate limiter (RPM, TPM, cooldown)",
+                                      buckets=(0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=self.registry)
+        self.registry.register(_PushGauge(push_connected, "jobsys_runner_push"))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 class _PushGauge(Collector):
-    def __init__(self, connected: Callable[[], bool]) -> None:
+    def __init__(self, connected: Callable[[], bool], name: str = "jobsys_worker_push") -> None:
         self._connected = connected
+        self._name = name
 
     def collect(self) -> Iterable[Metric]:
-        gauge = GaugeMetricFamily("jobsys_worker_push", "1 while this worker's push channel is up, 0 while it polls")
+        gauge = GaugeMetricFamily(self._name, "1 while this process's push channel is up, 0 while it polls")
         gauge.add_metric([], 1.0 if self._connected() else 0.0)
         return [gauge]

@@ -15,7 +15,12 @@ from jobsys.batch.providers.offline import DEFAULT_LATENCY_S
 from jobsys.batch.providers.openai_env import ENV_API_KEY as ENV_OPENAI_KEY
 from jobsys.batch.providers.openai_env import ENV_BASE_URL as ENV_OPENAI_URL
 from jobsys.batch.providers.registry import ProviderSet
-from jobsys.batch.runner import HEARTBEAT_INTERVAL_S, MAX_JOBS, POLL_INTERVAL_S, RunnerOptions, run_runner
+from jobsys.batch.facade import BatchJobs
+from jobsys.batch.runner import (
+    HEARTBEAT_INTERVAL_S, MAX_JOBS, POLL_INTERVAL_S, BatchRunner, RunnerOptions, run_runner,
+)
+from jobsys.system import JobSystem
+from jobsys_cli.health_port import health_address, serve_health
 from jobsys_cli import process
 from jobsys_cli.options import add_database_options
 
@@ -52,7 +57,15 @@ def cmd_batch_runner(args: argparse.Namespace) -> int:
 
     async def main(url: str) -> None:
         stop = process.stop_on_signals()
-        await run_runner(url, stop, options, providers)
+        if args.health_port is None:
+            await run_runner(url, stop, options, providers)
+            return
+        async with await JobSystem.connect(url, push=options.push) as jobs:
+            runner = BatchRunner(BatchJobs.of(jobs), options, providers)
+            task = asyncio.create_task(runner.run(stop), name="batch runner")
+            health = asyncio.create_task(serve_health(args.health_port, runner.readiness, runner.metrics.exposition),
+                                         name="health port")
+            await process.until_stopped(stop, [health], graceful=[task])
 
     with batch_database(args) as url:
         asyncio.run(main(url))
@@ -78,6 +91,10 @@ def add_parser(subparsers: Any) -> None:
     runner.add_argument("--per-runner-limit", action="store_true",
                         help="count --rpm / --tpm for this runner alone instead of across runners")
     runner.add_argument("--max-jobs", type=int, default=MAX_JOBS, help=f"jobs at once (default {MAX_JOBS})")
+    runner.add_argument("--health-port", type=health_address, metavar="[HOST:]PORT",
+                        help="serve GET /healthz, /readyz and /metrics there for a process supervisor (host "
+                             "default 127.0.0.1); readyz is 503 naming the failing check: started, database, "
+                             "push, auth")
     runner.add_argument("--call-timeout", type=float, default=EngineSettings().call_timeout_s, metavar="S",
                         help="per-call timeout in seconds (default %(default)g)")
     runner.add_argument("--offline-latency", type=_latency, default=DEFAULT_LATENCY_S, metavar="MIN,MAX",

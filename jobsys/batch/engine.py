@@ -35,6 +35,7 @@ from jobsys.batch.providers.base import CallFailure, FailureKind, Provider, Requ
 from jobsys.batch.reporter import Reporter
 from jobsys.batch.retry import RetryPolicy
 from jobsys.batch.shared_limiter import SharedRateLimiter
+from jobsys.metrics import RunnerMetrics
 
 log = logging.getLogger("jobsys.batch")
 
@@ -68,8 +69,10 @@ class StopReason(str, enum.Enum):
 class JobRun:
     def __init__(self, batch: BatchJobs, job: ClaimedBatchJob, provider: Provider,
                  limiter: RateLimiter | SharedRateLimiter,
-                 settings: EngineSettings | None = None, rng: random.Random | None = None) -> None:
+                 settings: EngineSettings | None = None, rng: random.Random | None = None,
+                 metrics: RunnerMetrics | None = None) -> None:
         self.batch = batch
+        self.metrics = metrics
         self.job = job
         self.provider = provider
         self.limiter = limiter
@@ -234,6 +237,10 @@ class JobRun:
         return ItemResult(idx=item.idx, status="failed", error=reason, attempts=calls, provider=self.provider.name,
                           **tokens)
 
+    def _count_call(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.calls.labels(provider=self.provider.name, outcome=outcome).inc()
+
     async def _call_with_retries(self, item: ClaimedItem) -> ItemResult | None:
         try:
             request = self._request(item)
@@ -245,7 +252,10 @@ class JobRun:
         spent = Usage()  # every attempt's tokens in this run, kept or not
         corrected = False  # structured output: asked again once after an invalid answer
         while True:
+            waited_from = time.monotonic()
             ticket = await self.limiter.acquire(estimate)
+            if self.metrics is not None:
+                self.metrics.limiter_wait.observe(time.monotonic() - waited_from)
             if self.stop_reason is not None:
                 return None  # stopped meanwhile: no new call (the item stays unfinished)
             calls += 1
@@ -264,6 +274,7 @@ class JobRun:
                 self.limiter.settle(ticket, completion.tokens_in)
                 spent += completion.usage
                 problem = self._checker.problem(completion.text) if self._checker is not None else None
+                self._count_call("ok" if problem is None else "invalid_output")
                 if problem is None:
                     return ItemResult(idx=item.idx, status="completed", output=completion.text, attempts=calls,
                                       latency_ms=int((time.monotonic() - started) * 1000),
@@ -280,6 +291,7 @@ class JobRun:
 
             if failure.usage is not None:
                 spent += failure.usage
+            self._count_call(failure.kind.value)
             if failure.kind is FailureKind.FATAL:
                 self.stop(StopReason.FATAL, failure.reason)
                 return None
@@ -292,6 +304,8 @@ class JobRun:
                                       spent)
                 delay_s = policy.cooldown_s(failure, throttled, self._rng)
                 if self.limiter.cool_down(delay_s):
+                    if self.metrics is not None:
+                        self.metrics.cooldowns.labels(provider=self.provider.name).inc()
                     message = f"rate limited ({failure.reason}); holding every call for {delay_s:.1f}s"
                     log.warning("batch %s: %s", self.job.id, message)
                     self.reporter.add_log(LogLine(LogLevel.WARNING, message,

@@ -30,6 +30,7 @@ from jobsys.batch.providers.base import CallFailure
 from jobsys.batch.providers.registry import ProviderSet
 from jobsys.batch.shared_limiter import SharedRateLimiter
 from jobsys.events import ChannelState, Event, EventName
+from jobsys.metrics import RunnerMetrics
 from jobsys.system import JobSystem, Subscription
 
 log = logging.getLogger("jobsys.batch")
@@ -76,6 +77,8 @@ class BatchRunner:
         self.limiter = limiter or RateLimiter(self.options.rpm, self.options.tpm, window_s=self.options.rate_window_s)
         self.runs: dict[uuid.UUID, tuple[JobRun, asyncio.Task[None]]] = {}
         self.push_state = ChannelState.DISCONNECTED
+        self.metrics = RunnerMetrics(lambda: self.push_state is ChannelState.SUBSCRIBED)
+        self._database_problem: str | None = None  # why the last claim failed, while it does
         self.started = asyncio.Event()
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
@@ -117,6 +120,17 @@ class BatchRunner:
             await self.providers.close()
         log.info("batch runner %s stopped", self.runner_id)
 
+    def readiness(self) -> dict[str, str | None]:
+        """For a supervisor (`jobsys batch-runner --health-port`): each check None when fine,
+        else why not."""
+        return {
+            "started": None if self.started.is_set() else "not started yet",
+            "database": self._database_problem,
+            "push": (None if not self.options.push or self.push_state is ChannelState.SUBSCRIBED
+                     else "push channel down; polling"),
+            "auth": JobSystem(self.batch.transport).auth_problem(),
+        }
+
     # Push ------------------------------------------------------------------------------
     def _on_state(self, state: ChannelState) -> None:
         self.push_state = state
@@ -143,7 +157,9 @@ class BatchRunner:
                         break
                     await self._start(job)
                 backoff_s = 0.2
+                self._database_problem = None
             except errors.TransportError as exc:
+                self._database_problem = f"claims wait for the database: {exc.message}"[:200]
                 log.warning("batch runner: claiming waits for the database (%s); retry in %.1fs",
                             exc.message, backoff_s)
                 await asyncio.sleep(backoff_s)
@@ -180,9 +196,10 @@ class BatchRunner:
                     await self.batch.finish_job(job.id, job.lease_token, "Batch API mode needs the Gemini provider")
                 return
             run = BatchApiRun(self.batch, job, provider, limiter, self.options.engine,
-                              rng=random.Random(self._rng.random())).attach(GeminiBatchApi(provider))
+                              rng=random.Random(self._rng.random()), metrics=self.metrics).attach(GeminiBatchApi(provider))
         else:
-            run = JobRun(self.batch, job, provider, limiter, self.options.engine, rng=random.Random(self._rng.random()))
+            run = JobRun(self.batch, job, provider, limiter, self.options.engine, rng=random.Random(self._rng.random()),
+                         metrics=self.metrics)
         log.info("batch %s claimed by %s: %r, %d/%d items left, provider %s%s, concurrency %d", job.id,
                  self.runner_id, job.title, job.pending_items, job.total_items, provider.name,
                  " (offline: placeholder drafts)" if provider.offline else "", run.concurrency)

@@ -21,7 +21,11 @@ def exported_names() -> set[str]:
     worker = metrics.WorkerMetrics(lambda: True)
     worker.finished("completed", 1.0)
     worker.heartbeat_failures.inc()
-    text = metrics.exposition(metrics.snapshot_families(SNAPSHOT)) + worker.exposition()
+    runner = metrics.RunnerMetrics(lambda: True)
+    runner.calls.labels(provider="gemini", outcome="ok").inc()
+    runner.cooldowns.labels(provider="gemini").inc()
+    runner.limiter_wait.observe(1.0)
+    text = metrics.exposition(metrics.snapshot_families(SNAPSHOT)) + worker.exposition() + runner.exposition()
     names = {s.name for family in text_string_to_metric_families(text.decode()) for s in family.samples}
     return names | {"jobsys_hub_websockets"}  # the dashboard's own gauge (nicegui_app.api.metrics)
 
