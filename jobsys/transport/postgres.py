@@ -220,11 +220,10 @@ class OperatorCalls:
     jobsys.operator_claims, in the call's transaction), so the account's role is checked by
     the SQL as for a Supabase user. Push stays the process's (the dashboard's subscription)."""
 
-    supports_push = False
-
     def __init__(self, base: PostgresTransport, token_hash: str) -> None:
         self._base = base
         self._token_hash = token_hash
+        self.supports_push = base.supports_push  # subscribe() is the base transport's
 
     async def call(self, function: rpc.SqlFunction, args: Mapping[str, Any] | None = None) -> Any:
         rows = await self.call_rows(function, args)

@@ -163,7 +163,8 @@ comment on function jobsys.quarantine_flaky(uuid[], text[]) is
 -- what the worker reports, offline without a live session), a draining device without a
 -- run is disabled, and the history older than its retention goes. A disabled device still
 -- running a run (claimed in the instant it was disabled: set_device_state cannot lock the
--- device before the job) gives it back. SKIP LOCKED throughout.
+-- device before the job) gives it back. The rows it changes are taken with SKIP LOCKED; the
+-- takeback skips a locked job and then waits for its run and device, as a transition does.
 create or replace function jobsys.refit_devices() returns integer
   language plpgsql
   set search_path = jobsys, pg_temp
@@ -243,12 +244,13 @@ begin
     'serial', v_device.serial, 'before', v_device.operator_labels, 'after', p_labels));
   update jobsys.devices set operator_labels = p_labels where id = p_device_id returning * into v_device;
   perform jobsys.emit('jobsys:dashboard', 'device_status', jsonb_build_object('device_id', p_device_id));
+  perform jobsys.release_unhealthy_queues();  -- runs queued for labels it no longer carries move on
   perform jobsys.top_up();  -- jobs targeting these labels may now have a device
   return jobsys.device_json(v_device, jobsys.healthy_cutoff());
 end
 $$;
 comment on function jobsys.set_device_labels(uuid, jsonb) is
-  'Admins: replace a device''s operator labels (bounded as worker labels; a key its worker reports is refused). Jobs targeting labels see the change at once.';
+  'Admins: replace a device''s operator labels (bounded as worker labels; a key its worker reports is refused). Jobs targeting labels see the change at once: runs queued for labels it no longer carries move to other devices, jobs it now matches may get it.';
 
 -- Ask the worker to reboot a phone. Refused (JS409) while the phone runs a run (drain it
 -- first) or when no live worker session holds it. The worker is pushed device_reboot; the

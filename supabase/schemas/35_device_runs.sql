@@ -551,8 +551,9 @@ comment on function jobsys.rescue_expired_leases() is
   'An expired lease returns the run to the queue with attempt + 1 (failed after the last attempt, then replaced by top-up). Compare-and-set on status and attempt; jobs, runs and devices with SKIP LOCKED (background work never waits).';
 
 -- Unhealthy devices give up their queue -------------------------------------------------
--- Pending and paused runs on devices that are not healthy are released (removed) so that
--- top-up can place them on healthy devices; the device may be chosen again once healthy.
+-- Pending and paused runs on devices that are not healthy, or that no longer carry their
+-- job's device_labels (an operator or the worker changed them), are released (removed) so
+-- that top-up can place them on eligible devices; the device may be chosen again later.
 create or replace function jobsys.release_unhealthy_queues() returns integer
   language plpgsql
   set search_path = jobsys, pg_temp
@@ -567,16 +568,18 @@ begin
     select distinct a.job_id
     from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
     where a.status in ('pending', 'paused')
-      and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null)
+      and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null
+           or not d.labels || d.operator_labels @> (select j.device_labels from jobsys.jobs j where j.id = a.job_id))
     order by a.job_id
   loop
     perform 1 from jobsys.jobs where id = v_job_id for no key update skip locked;
     continue when not found;
     with released as (
       delete from jobsys.job_assignments a
-      using jobsys.devices d
-      where a.job_id = v_job_id and d.id = a.device_id and a.status in ('pending', 'paused')
-        and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null)
+      using jobsys.devices d, jobsys.jobs j
+      where a.job_id = v_job_id and j.id = v_job_id and d.id = a.device_id and a.status in ('pending', 'paused')
+        and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null
+             or not d.labels || d.operator_labels @> j.device_labels)
       returning 1)
     select count(*) into v_n from released;
     continue when v_n = 0;
@@ -587,7 +590,7 @@ begin
 end
 $$;
 comment on function jobsys.release_unhealthy_queues() is
-  'Pending and paused runs on unhealthy devices are removed so that top-up can place them on healthy devices; a device may be chosen again once healthy.';
+  'Pending and paused runs on unhealthy devices, or on devices that no longer carry their job''s device_labels, are removed so that top-up can place them on eligible devices; a device may be chosen again later.';
 
 -- Workers and devices whose heartbeat is older than stale_after_sec become offline.
 create or replace function jobsys.mark_stale() returns integer

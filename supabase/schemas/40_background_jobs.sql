@@ -1015,11 +1015,13 @@ begin
       'key must be 1-200 characters, rpm and tpm at least 1, tokens at least 0, window 0.01-86400 s',
       '{"field": "key"}');
   end if;
+  -- The key's row lock first, then its grants: every caller takes them in this order, so a
+  -- settle never waits on a grant another runner is deleting while it holds the key.
+  insert into jobsys.batch_rate_limits (key) values (p_key) on conflict (key) do nothing;
+  select * into v_limit from jobsys.batch_rate_limits where key = p_key for update;
   update jobsys.batch_rate_grants g set tokens = greatest(0, (s ->> 1)::integer)
   from jsonb_array_elements(coalesce(p_settle, '[]')) s
   where g.id = (s ->> 0)::bigint and g.key = p_key;
-  insert into jobsys.batch_rate_limits (key) values (p_key) on conflict (key) do nothing;
-  select * into v_limit from jobsys.batch_rate_limits where key = p_key for update;
   v_now := clock_timestamp();
   v_window := make_interval(secs => p_window_sec);
   delete from jobsys.batch_rate_grants where key = p_key and at <= v_now - v_window;

@@ -5,21 +5,24 @@
 -- Audit ------------------------------------------------------------------------------------
 -- One entry for an operator action, in the caller's transaction: it exists exactly when the
 -- action happened. p_detail is brief and never holds a token or a secret.
+-- p_by_system: upkeep's own work (retention), whoever's heartbeat happened to run it.
 create or replace function jobsys.audit(p_action text, p_object_type text, p_object_id text,
-  p_detail jsonb default '{}')
+  p_detail jsonb default '{}', p_by_system boolean default false)
   returns void
   language plpgsql
   set search_path = jobsys, pg_temp
   as $$
 begin
   insert into jobsys.audit_log (actor_role, actor_id, actor_name, action, object_type, object_id, detail)
-  values (jobsys.caller_role(), auth.uid(), left(coalesce(auth.jwt() ->> 'email', auth.jwt() ->> 'jobsys_account'), 320),
-          p_action, p_object_type,
-          left(p_object_id, 200), coalesce(p_detail, '{}'));
+  select case when p_by_system then 'system' else jobsys.caller_role() end,
+         case when p_by_system then null else auth.uid() end,
+         case when p_by_system then null
+              else left(coalesce(auth.jwt() ->> 'email', auth.jwt() ->> 'jobsys_account'), 320) end,
+         p_action, p_object_type, left(p_object_id, 200), coalesce(p_detail, '{}');
 end
 $$;
-comment on function jobsys.audit(text, text, text, jsonb) is
-  'Writes one audit_log entry for an operator action in the caller''s transaction (who: caller_role, auth.uid and the token''s email or embedded account name; what: action, object, a brief detail without secrets).';
+comment on function jobsys.audit(text, text, text, jsonb, boolean) is
+  'Writes one audit_log entry for an operator action in the caller''s transaction (who: caller_role, auth.uid and the token''s email or embedded account name, or system for upkeep; what: action, object, a brief detail without secrets).';
 
 -- The audit log, newest first, filtered by actor (id or name), object and time; paged by
 -- p_before_id (the smallest id of the previous page).
@@ -77,7 +80,7 @@ begin
     delete from jobsys.jobs j
     where j.id in (select x.id from jobsys.jobs x
                    where x.status in ('completed', 'incomplete', 'cancelled')
-                     and x.finished_at < now() - make_interval(days => v_days::integer)
+                     and x.finished_at < now() - v_days * interval '1 day'
                    order by x.finished_at limit 200
                    for update skip locked)
     returning j.id)
@@ -86,7 +89,7 @@ begin
     delete from jobsys.background_jobs b
     where b.id in (select x.id from jobsys.background_jobs x
                    where x.status in ('completed', 'failed', 'cancelled')
-                     and coalesce(x.completed_at, x.updated_at) < now() - make_interval(days => v_days::integer)
+                     and coalesce(x.completed_at, x.updated_at) < now() - v_days * interval '1 day'
                    order by x.created_at limit 50
                    for update skip locked)
     returning 1)
@@ -94,7 +97,7 @@ begin
   perform jobsys.emit('jobsys:dashboard', 'job_deleted', jsonb_build_object('job_id', j)) from unnest(v_jobs) j;
   if cardinality(v_jobs) + v_batches > 0 then
     perform jobsys.audit('purge', 'system', null, jsonb_build_object(
-      'jobs', cardinality(v_jobs), 'background_jobs', v_batches, 'older_than_days', v_days));
+      'jobs', cardinality(v_jobs), 'background_jobs', v_batches, 'older_than_days', v_days), true);
   end if;
   return cardinality(v_jobs) + v_batches;
 end
@@ -102,7 +105,7 @@ $$;
 comment on function jobsys.purge_expired() is
   'Retention (run by maintain at most once a minute): deletes finished jobs and AI batches older than retention_days (0 keeps them), at most 200 jobs and 50 batches a call with SKIP LOCKED, and notes the counts in the audit log.';
 
--- Which of these runs still exist: the dashboard deletes the screenshots of the others.
+-- Which of these runs still exist: the hub's sweep deletes the screenshots of the others.
 create or replace function jobsys.existing_runs(p_ids bigint[]) returns bigint[]
   language plpgsql stable security definer
   set search_path = jobsys, pg_temp
@@ -116,7 +119,7 @@ begin
 end
 $$;
 comment on function jobsys.existing_runs(bigint[]) is
-  'Operators: which of the given run ids still exist (the screenshots of the others are deleted by the dashboard).';
+  'Operators: which of the given run ids still exist (the hub''s sweep deletes the screenshots of the others).';
 
 -- Metrics ---------------------------------------------------------------------------------
 -- What GET /metrics exposes from the database, in one snapshot: jobs by status, runs by

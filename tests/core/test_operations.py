@@ -104,8 +104,8 @@ async def test_retention_purges_only_old_finished_work_in_batches(jobs: JobSyste
     db.run("update jobsys.maintenance_state set last_purge_at = '-infinity'")  # a minute later
     await jobs.maintain(force=True)
     assert db.value("select count(*) from jobsys.jobs where title like 'old %%'") == 0
-    purges = [r[0] for r in db.rows("select detail from jobsys.audit_log where action = 'purge' order by id")]
-    assert [p["jobs"] for p in purges] == [200, 5]
+    purges = db.rows("select detail, actor_role, actor_id from jobsys.audit_log where action = 'purge' order by id")
+    assert [(p["jobs"], role, actor) for p, role, actor in purges] == [(200, "system", None), (5, "system", None)]
     assert db.counters_match() == []
 
 
@@ -184,3 +184,19 @@ async def test_ai_batches_are_audited_and_viewers_read_them(jobs: JobSystem) -> 
     viewer = await jobs.add_operator_account("vera", "viewer")
     as_viewer = BatchJobs.of((await jobs.operator_session(token_digest(viewer.token))).jobs)
     assert (await as_viewer.get_job(batch.id)).id == batch.id
+
+
+async def test_retention_counts_fractions_of_a_day_and_purges_old_batches(jobs: JobSystem, db: Db) -> None:
+    from jobsys.batch.facade import BatchJobs
+
+    batch = BatchJobs.of(jobs)
+    old = await batch.create_job(template="Summarise: {text}", items=[{"text": "a"}])
+    fresh = await batch.create_job(template="Summarise: {text}", items=[{"text": "b"}])
+    for created in (old, fresh):
+        await batch.cancel_job(created.id)
+    db.run("update jobsys.background_jobs set completed_at = now() - interval '20 hours' where id = %s", (old.id,))
+    db.run("update jobsys.background_jobs set completed_at = now() - interval '2 hours' where id = %s", (fresh.id,))
+    db.setting("retention_days", 0.5)  # 12 hours, not 0 days
+    await jobs.maintain(force=True)
+    left = {r[0] for r in db.rows("select id from jobsys.background_jobs")}
+    assert left == {fresh.id}
