@@ -123,7 +123,8 @@ comment on function jobsys.apply_counts(uuid, integer, integer, integer, integer
 
 -- Distribution --------------------------------------------------------------------------
 -- Assign up to p_limit eligible devices (healthy, carrying the job's device_labels, never
--- tried for this job), preferring idle devices, then the least loaded. Set-based; one push per worker, not per
+-- tried for this job), preferring idle devices, then the least loaded. A job without labels
+-- tests none (the empty filter first, so no device's labels are merged for it). Set-based; one push per worker, not per
 -- assignment. The caller holds the job row lock and applies the counters; that lock is
 -- also why no insert here can meet an existing (job, device) row: the eligibility check
 -- and the insert are one statement, run by the only transaction assigning this job.
@@ -146,7 +147,7 @@ begin
     select count(*) into v_eligible
     from jobsys.devices d
     where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
-      and d.labels || d.operator_labels @> v_labels
+      and (v_labels = '{}' or d.labels || d.operator_labels @> v_labels)
       and not exists (select 1 from jobsys.job_assignments a where a.job_id = p_job_id and a.device_id = d.id);
   end if;
 
@@ -157,7 +158,7 @@ begin
       select d.id, d.worker_id
       from jobsys.devices d
       where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
-        and d.labels || d.operator_labels @> v_labels
+        and (v_labels = '{}' or d.labels || d.operator_labels @> v_labels)
         and not exists (select 1 from jobsys.job_assignments a
                         where a.job_id = p_job_id and a.device_id = d.id)
       order by d.id
@@ -181,7 +182,7 @@ begin
     select d.id, d.worker_id, d.running_assignment_id is not null as busy
     from jobsys.devices d
     where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
-      and d.labels || d.operator_labels @> v_labels
+      and (v_labels = '{}' or d.labels || d.operator_labels @> v_labels)
       and not exists (select 1 from jobsys.job_assignments a
                       where a.job_id = p_job_id and a.device_id = d.id)
   ), load as (
@@ -455,7 +456,7 @@ begin
   select * into v_job from jobsys.jobs where id = p_job_id;
   select count(*) into v_healthy from jobsys.devices d
   where d.state = 'online' and d.last_heartbeat_at > jobsys.healthy_cutoff() and d.worker_id is not null
-    and d.labels || d.operator_labels @> v_job.device_labels;
+    and (v_job.device_labels = '{}' or d.labels || d.operator_labels @> v_job.device_labels);
   v_target := case v_job.target_type
     when 'all_devices' then v_healthy
     when 'percentage' then ceil(v_healthy * v_job.target_value / 100.0)::integer
@@ -542,7 +543,7 @@ begin
   v_cutoff := jobsys.healthy_cutoff();  -- once, not once per device row
   select count(*) into v_healthy from jobsys.devices d
   where d.state = 'online' and d.last_heartbeat_at > v_cutoff and d.worker_id is not null
-    and d.labels || d.operator_labels @> v_labels;
+    and (v_labels = '{}' or d.labels || d.operator_labels @> v_labels);
   v_target := case p_target_type
     when 'all_devices' then v_healthy
     when 'percentage' then ceil(v_healthy * p_target_value / 100.0)::integer

@@ -569,7 +569,8 @@ begin
     from jobsys.job_assignments a join jobsys.devices d on d.id = a.device_id
     where a.status in ('pending', 'paused')
       and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null
-           or not d.labels || d.operator_labels @> (select j.device_labels from jobsys.jobs j where j.id = a.job_id))
+           or exists (select 1 from jobsys.jobs j where j.id = a.job_id and j.device_labels <> '{}'
+                      and not d.labels || d.operator_labels @> j.device_labels))
     order by a.job_id
   loop
     perform 1 from jobsys.jobs where id = v_job_id for no key update skip locked;
@@ -579,7 +580,7 @@ begin
       using jobsys.devices d, jobsys.jobs j
       where a.job_id = v_job_id and j.id = v_job_id and d.id = a.device_id and a.status in ('pending', 'paused')
         and (d.state <> 'online' or d.last_heartbeat_at <= v_cutoff or d.worker_id is null
-             or not d.labels || d.operator_labels @> j.device_labels)
+             or (j.device_labels <> '{}' and not d.labels || d.operator_labels @> j.device_labels))
       returning 1)
     select count(*) into v_n from released;
     continue when v_n = 0;
