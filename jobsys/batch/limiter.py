@@ -25,6 +25,32 @@ class Ticket:
     tokens: int
 
 
+class Cooldown:
+    """A limiter's 429 cooldown on its clock: held from now for a delay, never shortened; its
+    spans (start, end) kept for logs and tests."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.until_s = 0.0
+        self.spans: list[tuple[float, float]] = []
+
+    def active(self) -> bool:
+        return self._clock() < self.until_s
+
+    def hold(self, delay_s: float) -> bool:
+        """True when this starts a new cooldown rather than extending the current one."""
+        now = self._clock()
+        until = now + max(0.0, delay_s)
+        started = now >= self.until_s
+        if until > self.until_s:
+            self.until_s = until
+            if started or not self.spans:
+                self.spans.append((now, until))
+            else:
+                self.spans[-1] = (self.spans[-1][0], until)
+        return started
+
+
 class RateLimiter:
     def __init__(self, rpm: int | None = None, tpm: int | None = None, *, window_s: float = WINDOW_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -37,30 +63,25 @@ class RateLimiter:
         self._lock = asyncio.Lock()
         self._started: collections.deque[Ticket] = collections.deque()
         self._token_sum = 0
-        self._blocked_until_s = 0.0
-        self.cooldowns: list[tuple[float, float]] = []  # (start, end) on the clock, for logs and tests
+        self._cooldown = Cooldown(clock)
         self.granted = 0
 
     @property
     def blocked_until_s(self) -> float:
-        return self._blocked_until_s
+        return self._cooldown.until_s
+
+    @property
+    def cooldowns(self) -> list[tuple[float, float]]:
+        """(start, end) of each cooldown on the clock, for logs and tests."""
+        return self._cooldown.spans
 
     def cooling_down(self) -> bool:
-        return self._clock() < self._blocked_until_s
+        return self._cooldown.active()
 
     def cool_down(self, delay_s: float) -> bool:
         """Hold every call for delay_s from now (never shortens a cooldown). True when this
         starts a new cooldown rather than extending the current one (log it once)."""
-        now = self._clock()
-        until = now + max(0.0, delay_s)
-        started = now >= self._blocked_until_s
-        if until > self._blocked_until_s:
-            self._blocked_until_s = until
-            if started or not self.cooldowns:
-                self.cooldowns.append((now, until))
-            else:
-                self.cooldowns[-1] = (self.cooldowns[-1][0], until)
-        return started
+        return self._cooldown.hold(delay_s)
 
     async def acquire(self, tokens: int = 0) -> Ticket:
         """Wait until a call may start, and count it."""
@@ -88,7 +109,7 @@ class RateLimiter:
 
     def _wait_s(self, now: float, tokens: int) -> float:
         self._expire(now)
-        waits = [self._blocked_until_s - now]
+        waits = [self._cooldown.until_s - now]
         if self.rpm is not None and len(self._started) >= self.rpm:
             waits.append(self._started[len(self._started) - self.rpm].at_s + self.window_s - now)
         if self.tpm is not None and self._token_sum + tokens > self.tpm and self._started:

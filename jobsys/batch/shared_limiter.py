@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from jobsys import errors
 from jobsys.batch.facade import BatchJobs
-from jobsys.batch.limiter import WINDOW_S, Ticket
+from jobsys.batch.limiter import WINDOW_S, Cooldown, Ticket
 
 log = logging.getLogger("jobsys.batch")
 
@@ -50,32 +50,27 @@ class SharedRateLimiter:
         self.window_s = window_s
         self._clock = clock
         self._lock = asyncio.Lock()  # FIFO among this runner's calls; the database orders runners
-        self._blocked_until_s = 0.0  # this runner's own view of the cooldown: holds its calls at once
+        self._cooldown = Cooldown(clock)  # this runner's own view of the cooldown: holds its calls at once
         self._settle: list[tuple[int, int]] = []
         self._tells: set[asyncio.Task[None]] = set()
-        self.cooldowns: list[tuple[float, float]] = []
         self.granted = 0
         self.granted_at: collections.deque[float] = collections.deque(maxlen=GRANTS_KEPT)  # database clock, epoch s
 
     @property
     def blocked_until_s(self) -> float:
-        return self._blocked_until_s
+        return self._cooldown.until_s
+
+    @property
+    def cooldowns(self) -> list[tuple[float, float]]:
+        return self._cooldown.spans
 
     def cooling_down(self) -> bool:
-        return self._clock() < self._blocked_until_s
+        return self._cooldown.active()
 
     def cool_down(self, delay_s: float) -> bool:
         """Hold this runner's calls now and every runner's through the database. True when
         this starts a cooldown here (log it once)."""
-        now = self._clock()
-        until = now + max(0.0, delay_s)
-        started = now >= self._blocked_until_s
-        if until > self._blocked_until_s:
-            self._blocked_until_s = until
-            if started or not self.cooldowns:
-                self.cooldowns.append((now, until))
-            else:
-                self.cooldowns[-1] = (self.cooldowns[-1][0], until)
+        started = self._cooldown.hold(delay_s)
         task = asyncio.get_running_loop().create_task(self._tell(delay_s), name=f"rate-cooldown-{self.key}")
         self._tells.add(task)
         task.add_done_callback(self._tells.discard)
@@ -92,7 +87,7 @@ class SharedRateLimiter:
         async with self._lock:
             retry_s = 0.2
             while True:
-                local_wait_s = self._blocked_until_s - self._clock()
+                local_wait_s = self._cooldown.until_s - self._clock()
                 if local_wait_s > 0:
                     await asyncio.sleep(local_wait_s)  # our own cooldown: no need to ask
                     continue
