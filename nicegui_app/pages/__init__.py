@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nicegui_app.pages import background_jobs, device_detail, devices, jobs, login, pcs
+from nicegui_app.pages import audit, background_jobs, device_detail, devices, jobs, login, pcs
 
 
 def create_all() -> None:
@@ -12,3 +12,4 @@ def create_all() -> None:
     device_detail.create()
     background_jobs.create()
     pcs.create()
+    audit.create()

@@ -93,6 +93,7 @@ async def frame(request: Request, heading_key: str, wide: bool = False) -> Async
             "nav-background"
         )
         ui.link(t("nav_pcs"), "/pcs").classes("text-white no-underline").mark("nav-pcs")
+        ui.link(t("nav_audit"), "/audit").classes("text-white no-underline").mark("nav-audit")
         ui.space()
         ui.label().mark("connected-count").bind_text_from(
             ctx.devices, "connected", backward=lambda n: t("connected", n=n)
