@@ -331,8 +331,9 @@ class Worker:
 
     # Reboot ----------------------------------------------------------------------------------
     def _request_reboot(self, device_id: uuid.UUID, serial: str | None) -> None:
-        """An operator asked to reboot a device: start its reboot unless one runs already."""
-        if device_id in self.reboots:
+        """An operator asked to reboot a device: start its reboot unless one runs already, or
+        the worker is stopping (its reboots are abandoned and answered as such)."""
+        if device_id in self.reboots or self._stop_requested.is_set():
             return  # the push and the heartbeat both said so: handled once
         known = self.fleet.serial_of(device_id)
         serial = known or serial
