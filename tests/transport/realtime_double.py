@@ -118,7 +118,7 @@ class _Socket:
     apikey: str
     channels: dict[str, tuple[str | None, bool]] = dataclasses.field(default_factory=dict)  # topic -> join_ref, private
     zombie: bool = False  # heartbeats still answered, broadcasts silently dropped
-    last_heartbeat: float = dataclasses.field(default_factory=time.monotonic)
+    heartbeat: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # set by each heartbeat
 
 
 class RealtimeDouble:
@@ -297,11 +297,12 @@ class RealtimeDouble:
         if timeout_s is None:
             return
         while True:
-            silent_s = time.monotonic() - socket.last_heartbeat
-            if silent_s >= timeout_s:
+            socket.heartbeat.clear()
+            try:
+                await asyncio.wait_for(socket.heartbeat.wait(), timeout_s)
+            except TimeoutError:
                 await socket.ws.close(1000, "heartbeat timeout")
                 return
-            await asyncio.sleep(timeout_s - silent_s)
 
     async def _send(self, socket: _Socket, message: PhoenixMessage) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -316,7 +317,7 @@ class RealtimeDouble:
         event = message["event"]
         if event == PhoenixEvent.HEARTBEAT and message["topic"] == "phoenix":
             self.heartbeats += 1
-            socket.last_heartbeat = time.monotonic()
+            socket.heartbeat.set()
             await self._reply(socket, message, "ok", {})
         elif event == PhoenixEvent.JOIN:
             await self._join(socket, message)
