@@ -29,10 +29,11 @@ update jobsys.settings set value = %(value)s where key = %(key)s;
 select count(*) from jobsys.job_assignments where status = 'completed';
 
 -- name: lifecycle_counters_off
--- Jobs whose exact counters differ from count(*) (must be none after a run).
-select count(*) from jobsys.jobs j
-where (j.running_count, j.completed_count)
-   <> (select count(*) filter (where a.status = 'running'), count(*) filter (where a.status = 'completed')
+-- Jobs whose exact counters (the row plus job_run_counts) differ from count(*) (must be none after a run).
+select count(*) from jobsys.jobs s cross join lateral jobsys.counted(s) j
+where (j.assigned_count, j.running_count, j.completed_count, j.failed_count, j.cancelled_count)
+   <> (select count(*), count(*) filter (where a.status = 'running'), count(*) filter (where a.status = 'completed'),
+              count(*) filter (where a.status = 'failed'), count(*) filter (where a.status = 'cancelled')
        from jobsys.job_assignments a where a.job_id = j.id);
 
 -- Baseline: the original plan's fan-out (spec section 8) -------------------------------

@@ -179,8 +179,11 @@ create table jobsys.jobs (
   target_count integer not null,
   status text not null default 'active',
   max_attempts integer not null,
-  -- Exact counters, kept in the transaction of every transition. assigned = rows of any
-  -- status; pending + paused = assigned - running - completed - failed - cancelled.
+  -- Counters. Exact are these plus the job's rows in job_run_counts (jobsys.counted), each
+  -- kept in the transaction of every transition: claims and finishes change job_run_counts,
+  -- everything else these. assigned = rows of any status; pending + paused = assigned -
+  -- running - completed - failed - cancelled. A part alone may be below zero (a run claimed
+  -- into job_run_counts, rescued here), so the bounds are the sums', checked by the tests.
   assigned_count integer not null default 0,
   running_count integer not null default 0,
   completed_count integer not null default 0,
@@ -191,7 +194,6 @@ create table jobsys.jobs (
   updated_at timestamptz not null default now(),
   paused_at timestamptz,
   finished_at timestamptz,
-  progress_notified_at timestamptz not null default '-infinity',
   -- Why an incomplete job ended (jobsys.settle_jobs): no_eligible_devices, timed_out, max_attempts.
   end_reason text,
   timeout_sec integer,  -- optional time limit from the start (start_at, else created_at; jobsys.settle_jobs ends the job)
@@ -221,14 +223,10 @@ create table jobsys.jobs (
     and target_count >= 0
     and max_attempts between 1 and 100
     and (timeout_sec is null or timeout_sec between 1 and 604800)
-    and (topup_grace_sec is null or topup_grace_sec between 0 and 86400)),
-  constraint jobs_counters_check check (
-    assigned_count >= 0 and running_count >= 0 and completed_count >= 0 and failed_count >= 0
-    and cancelled_count >= 0
-    and running_count + completed_count + failed_count + cancelled_count <= assigned_count)
+    and (topup_grace_sec is null or topup_grace_sec between 0 and 86400))
 );
 comment on table jobsys.jobs is
-  'Device jobs: open a URL on all, a percentage or a number of the healthy devices for duration_sec. The counters are exact, changed only by jobsys.apply_counts in the transaction of each transition.';
+  'Device jobs: open a URL on all, a percentage or a number of the healthy devices for duration_sec. The exact counters are these plus the job''s job_run_counts (jobsys.counted), changed in the transaction of each transition.';
 create index jobs_status_created_idx on jobsys.jobs (status, created_at desc);
 create index jobs_created_idx on jobsys.jobs (created_at desc);
 -- maintain() looks for due scheduled jobs every second.
@@ -264,6 +262,33 @@ create index job_assignments_device_live_idx on jobsys.job_assignments (device_i
 -- turn each of those into a new row version plus an entry in every index.
 create index job_assignments_running_idx on jobsys.job_assignments (job_id)
   where status = 'running';
+
+-- Run counters per job and worker session ------------------------------------------------
+-- What claims and finishes change (jobsys.count_runs), so that the runs of one job on many
+-- workers never queue on one row: each worker changes its own. Readers add them to the job
+-- row (jobsys.counted): at most one row per PC that ran the job.
+create table jobsys.job_run_counts (
+  job_id uuid not null references jobsys.jobs (id) on delete cascade,
+  worker_id uuid not null,
+  running integer not null default 0,
+  completed integer not null default 0,
+  failed integer not null default 0,
+  cancelled integer not null default 0,
+  changed_at timestamptz not null default now(),
+  primary key (job_id, worker_id)
+);
+comment on table jobsys.job_run_counts is
+  'The run counters claims and finishes change, one row per job and worker session; a job''s exact counters are its row plus these (jobsys.counted).';
+
+-- When each job's last job_progress event went out (jobsys.notify_progress): apart from the
+-- job row, which claims and finishes hold FOR SHARE, so the one that is due takes it with
+-- SKIP LOCKED and the others never wait.
+create table jobsys.job_progress_marks (
+  job_id uuid primary key references jobsys.jobs (id) on delete cascade,
+  notified_at timestamptz not null default '-infinity'
+);
+comment on table jobsys.job_progress_marks is
+  'When the last job_progress event of each job went out, for the per-job throttle (progress_event_interval_ms).';
 
 -- Background AI batch jobs =============================================================
 

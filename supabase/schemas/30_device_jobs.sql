@@ -7,9 +7,34 @@
 -- SKIP LOCKED, so they never wait on a transition in flight; the row is simply handled
 -- on the next round.
 
+-- The job with its exact counters: the row plus its job_run_counts. updated_at is the
+-- latest change of either.
+create or replace function jobsys.counted(p_job jobsys.jobs) returns jobsys.jobs
+  language plpgsql stable
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_runs record;
+begin
+  select coalesce(sum(r.running), 0) as running, coalesce(sum(r.completed), 0) as completed,
+         coalesce(sum(r.failed), 0) as failed, coalesce(sum(r.cancelled), 0) as cancelled,
+         max(r.changed_at) as changed_at
+    into v_runs
+  from jobsys.job_run_counts r where r.job_id = p_job.id;
+  p_job.running_count := p_job.running_count + v_runs.running;
+  p_job.completed_count := p_job.completed_count + v_runs.completed;
+  p_job.failed_count := p_job.failed_count + v_runs.failed;
+  p_job.cancelled_count := p_job.cancelled_count + v_runs.cancelled;
+  p_job.updated_at := greatest(p_job.updated_at, v_runs.changed_at);
+  return p_job;
+end
+$$;
+comment on function jobsys.counted(jobsys.jobs) is
+  'A job with its exact counters: the stored row plus its job_run_counts (what claims and finishes changed). Give it the row as stored.';
+
 -- JSON shapes ---------------------------------------------------------------------------
-create or replace function jobsys.job_json(j jobsys.jobs) returns jsonb
-  language sql immutable
+create or replace function jobsys.job_json(p_job jobsys.jobs) returns jsonb
+  language sql stable
   as $$
   select jsonb_build_object(
     'id', j.id, 'title', j.title, 'action', j.action, 'target_url', j.target_url,
@@ -25,12 +50,13 @@ create or replace function jobsys.job_json(j jobsys.jobs) returns jsonb
     'waiting_for_devices', case when j.status = 'active' and j.waiting_since is not null
                                 then greatest(j.target_count - j.completed_count, 0) end,
     'waiting_since', case when j.status = 'active' then j.waiting_since end)
+  from jobsys.counted(p_job) j
 $$;
 comment on function jobsys.job_json(jobsys.jobs) is
-  'The JSON shape of a job in the API (waiting_for_devices: short by N while an active job waits out its top-up grace; start_at: when a scheduled job starts).';
+  'The JSON shape of a job in the API, with its exact counters (jobsys.counted: give it the row as stored). waiting_for_devices: short by N while an active job waits out its top-up grace; start_at: when a scheduled job starts.';
 
-create or replace function jobsys.progress_json(j jobsys.jobs) returns jsonb
-  language sql immutable
+create or replace function jobsys.progress_json(p_job jobsys.jobs) returns jsonb
+  language sql stable
   as $$
   select jsonb_build_object(
     'job_id', j.id, 'status', j.status, 'end_reason', j.end_reason, 'target_count', j.target_count,
@@ -39,9 +65,10 @@ create or replace function jobsys.progress_json(j jobsys.jobs) returns jsonb
     'cancelled_count', j.cancelled_count,
     'waiting_for_devices', case when j.status = 'active' and j.waiting_since is not null
                                 then greatest(j.target_count - j.completed_count, 0) end)
+  from jobsys.counted(p_job) j
 $$;
 comment on function jobsys.progress_json(jobsys.jobs) is
-  'The payload of the job_progress event: the job status, its end reason and counters, and how many devices it waits for.';
+  'The payload of the job_progress event: the job status, its end reason and exact counters (give it the row as stored), and how many devices it waits for.';
 
 -- Workers that hold any assignment of a job (to tell them about pause/cancel/delete).
 create or replace function jobsys.job_workers(p_job_id uuid) returns setof uuid
@@ -65,9 +92,53 @@ comment on function jobsys.emit_to_job_workers(uuid, text, jsonb) is
   'Sends one event to every worker that holds an assignment of the job.';
 
 -- Counters ------------------------------------------------------------------------------
--- The one place job counters change. The caller holds the job row lock. Completes the
--- job when completed reaches target (cancelling what is still queued), and emits
--- job_progress, throttled per job; maintain() sends the trailing event.
+-- A job's counters live in two places, so that claims and finishes of one job on many
+-- workers never queue on one row:
+--   * job_run_counts, one row per job and worker session: claims and finishes
+--     (jobsys.count_runs). They hold the job row FOR SHARE, which keeps the job-level
+--     transitions below out (they take it FOR NO KEY UPDATE) but not each other;
+--   * the job row: everything else (fan-out, top-up, pause, cancel, rescue, retry), under
+--     the job row lock (jobsys.apply_counts).
+-- Every reader adds them up (jobsys.counted). Completion needs the row lock: the finish that
+-- meets the target takes it when no other claim or finish of the job is in flight, else the
+-- next upkeep completes the job (jobsys.settle_jobs).
+
+-- job_progress for a job (give it the row as stored): always when p_force, else at most
+-- every progress_event_interval_ms per job. The mark of a job that is due is taken with
+-- SKIP LOCKED, so concurrent finishes never wait on it: one sends, the others need not.
+-- maintain() sends the trailing event of a change that fell inside the window.
+create or replace function jobsys.notify_progress(p_job jobsys.jobs, p_force boolean) returns void
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_now timestamptz := clock_timestamp();
+begin
+  if p_force then
+    insert into jobsys.job_progress_marks as m (job_id, notified_at) values (p_job.id, v_now)
+    on conflict (job_id) do update set notified_at = v_now;
+  else
+    -- Settings are read inline (not through jobsys.setting()): a plan cached with the
+    -- function is far cheaper per call than a SQL function re-planned in every transaction.
+    update jobsys.job_progress_marks m set notified_at = v_now
+    where m.job_id = (select d.job_id from jobsys.job_progress_marks d
+                      where d.job_id = p_job.id and d.notified_at <= v_now - make_interval(
+                        secs => (select s.value from jobsys.settings s
+                                 where s.key = 'progress_event_interval_ms') / 1000.0)
+                      for no key update skip locked);
+    if not found then
+      return;
+    end if;
+  end if;
+  perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(p_job));
+end
+$$;
+comment on function jobsys.notify_progress(jobsys.jobs, boolean) is
+  'Sends job_progress for a job: always when forced, else at most every progress_event_interval_ms per job (the job that is due is taken with SKIP LOCKED, so concurrent finishes never wait on it).';
+
+-- The counters of the job row change here. The caller holds the job row lock (so no claim
+-- or finish of the job is in flight). Completes the job when its target is met (cancelling
+-- what is still queued), and emits job_progress, throttled per job.
 create or replace function jobsys.apply_counts(
   p_job_id uuid, p_assigned integer, p_running integer, p_completed integer,
   p_failed integer, p_cancelled integer, p_force_event boolean default false)
@@ -76,8 +147,8 @@ create or replace function jobsys.apply_counts(
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_now timestamptz := clock_timestamp();
   v_job jobsys.jobs;
+  v_exact jobsys.jobs;
   v_completes boolean;
   v_leftover integer;
 begin
@@ -89,12 +160,13 @@ begin
     cancelled_count = j.cancelled_count + p_cancelled,
     -- New runs end a wait for devices (jobsys.settle_jobs starts it again if they all end short).
     waiting_since = case when p_assigned > 0 then null else j.waiting_since end,
-    updated_at = v_now
+    updated_at = clock_timestamp()
   where j.id = p_job_id
   returning j.* into v_job;
 
-  v_completes := v_job.status in ('active', 'paused') and v_job.target_count > 0
-    and v_job.completed_count >= v_job.target_count;
+  v_exact := jobsys.counted(v_job);
+  v_completes := v_job.status in ('active', 'paused') and v_exact.target_count > 0
+    and v_exact.completed_count >= v_exact.target_count;
   if v_completes then
     with leftover as (
       update jobsys.job_assignments a set status = 'cancelled', finished_at = now(),
@@ -107,19 +179,49 @@ begin
     where j.id = p_job_id
     returning j.* into v_job;
   end if;
-
-  -- Settings are read inline (not through jobsys.setting()): a plan cached with the
-  -- function is far cheaper per call than a SQL function re-planned in every transaction.
-  if p_force_event or v_completes or v_now - v_job.progress_notified_at >= make_interval(
-       secs => (select s.value from jobsys.settings s where s.key = 'progress_event_interval_ms') / 1000.0) then
-    update jobsys.jobs j set progress_notified_at = v_now where j.id = p_job_id;
-    perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
-  end if;
+  perform jobsys.notify_progress(v_job, p_force_event or v_completes);
   return v_job;
 end
 $$;
 comment on function jobsys.apply_counts(uuid, integer, integer, integer, integer, integer, boolean) is
-  'The one place job counters change (the caller holds the job row lock). Completes the job when completed reaches target, cancelling what is still queued, ends a wait for devices when runs are added, and emits job_progress, throttled per job.';
+  'Changes the counters of the job row (the caller holds the job row lock; claims and finishes use jobsys.count_runs). Completes the job when its exact completed count meets the target, cancelling what is still queued, ends a wait for devices when runs are added, and emits job_progress, throttled per job.';
+
+-- Claims and finishes count their runs here, in the row of their job and worker session.
+-- The caller holds the job row FOR SHARE. The finish that meets the target completes the
+-- job when it can take the job row lock without waiting, that is when no other claim or
+-- finish of the job is in flight; otherwise the next upkeep does (jobsys.settle_jobs).
+create or replace function jobsys.count_runs(p_job_id uuid, p_worker_id uuid, p_running integer,
+  p_completed integer, p_failed integer, p_cancelled integer)
+  returns void
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_job jobsys.jobs;
+  v_exact jobsys.jobs;
+begin
+  insert into jobsys.job_run_counts as r (job_id, worker_id, running, completed, failed, cancelled)
+  values (p_job_id, p_worker_id, p_running, p_completed, p_failed, p_cancelled)
+  on conflict (job_id, worker_id) do update set
+    running = r.running + excluded.running, completed = r.completed + excluded.completed,
+    failed = r.failed + excluded.failed, cancelled = r.cancelled + excluded.cancelled,
+    changed_at = excluded.changed_at;
+  select * into v_job from jobsys.jobs j where j.id = p_job_id;
+  if p_completed > 0 and v_job.status in ('active', 'paused') then
+    v_exact := jobsys.counted(v_job);
+    if v_exact.target_count > 0 and v_exact.completed_count >= v_exact.target_count then
+      perform 1 from jobsys.jobs j where j.id = p_job_id for no key update skip locked;
+      if found then
+        perform jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0);
+        return;
+      end if;
+    end if;
+  end if;
+  perform jobsys.notify_progress(v_job, false);
+end
+$$;
+comment on function jobsys.count_runs(uuid, uuid, integer, integer, integer, integer) is
+  'Claims and finishes count their runs in the row of their job and worker session (the caller holds the job row FOR SHARE), so the runs of one job on many workers never queue on one row. Completes the job when the target is met and no other claim or finish of it is in flight (else the next upkeep does), and emits job_progress, throttled.';
 
 -- Distribution --------------------------------------------------------------------------
 -- Assign up to p_limit eligible devices (healthy, carrying the job's device_labels, never
@@ -228,15 +330,17 @@ declare
   v_total integer := 0;
 begin
   for v_job in
-    select * from jobsys.jobs j
+    select c.* from jobsys.jobs j cross join lateral jobsys.counted(j) c
     where j.status = 'active' and (p_job_id is null or j.id = p_job_id)
-      and j.assigned_count - j.failed_count - j.cancelled_count < j.target_count
+      and c.assigned_count - c.failed_count - c.cancelled_count < c.target_count
     order by j.id
   loop
-    -- Re-read under the lock: another top-up may have filled it meanwhile.
+    -- Re-read under the lock: another top-up may have filled it meanwhile. A claim or
+    -- finish of it in flight holds it FOR SHARE: the next upkeep tops it up.
     select * into v_job from jobsys.jobs j where j.id = v_job.id and j.status = 'active'
       for no key update skip locked;
     continue when not found;
+    v_job := jobsys.counted(v_job);
     v_added := jobsys.assign_devices(v_job.id,
       v_job.target_count - (v_job.assigned_count - v_job.failed_count - v_job.cancelled_count));
     if v_added > 0 then
@@ -652,7 +756,7 @@ begin
     perform jobsys.illegal_move(v_job, 'resume');
   end if;
   perform jobsys.audit('resume', 'job', p_job_id::text);
-  if v_job.start_at is not null and v_job.assigned_count = 0 then
+  if v_job.start_at is not null and v_job.assigned_count = 0 then  -- assigned: the row's alone
     if v_job.start_at > now() then
       update jobsys.jobs set status = 'scheduled', paused_at = null where id = p_job_id;
       v_job := jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0, true);
@@ -673,6 +777,7 @@ begin
   update jobsys.devices d set queue_floor = l.floor from lowered l where d.id = l.id;
   update jobsys.jobs set status = 'active', paused_at = null where id = p_job_id
     returning * into v_job;
+  v_job := jobsys.counted(v_job);
   perform jobsys.emit_to_job_workers(p_job_id, 'job_resumed', jsonb_build_object('job_id', p_job_id));
   -- Devices may have come or gone while paused.
   v_added := jobsys.assign_devices(p_job_id,
@@ -756,6 +861,7 @@ declare
 begin
   perform jobsys.require_operator();
   v_job := jobsys.lock_job(p_job_id);
+  v_job := jobsys.counted(v_job);
   perform jobsys.audit('delete', 'job', p_job_id::text, jsonb_build_object(
     'title', v_job.title, 'status', v_job.status, 'completed', v_job.completed_count, 'failed', v_job.failed_count));
   -- Tell workers before the rows that name them are gone; delivered at commit.
@@ -852,7 +958,7 @@ begin
     perform jobsys.raise_error('JS409', 'the job''s time limit has passed: run it again as a new job (clone)',
       jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
   end if;
-  if v_job.failed_count = 0 then
+  if (jobsys.counted(v_job)).failed_count = 0 then
     perform jobsys.raise_error('JS409', 'nothing to retry: no run of this job failed',
       jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
   end if;

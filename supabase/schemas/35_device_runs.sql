@@ -12,6 +12,12 @@
 --     counter update per job, however many runs of that job it carries.
 -- The single-run calls (start/complete/fail/release_assignment) stay, on the same code.
 --
+-- Off the job row. Claims and finishes hold their jobs FOR SHARE (job-level transitions,
+-- which take the row FOR NO KEY UPDATE, wait for them; they do not wait for each other) and
+-- count their runs in job_run_counts, one row per job and worker session
+-- (jobsys.count_runs, 30_device_jobs.sql). With the counters on the job row, the ten claims
+-- of one new job by ten workers ran one after another, each holding the row until commit.
+--
 -- Each device's queue starts at its floor. A claim takes a device's oldest pending run from
 -- the (device_id, id) index of live runs. Every status change of a run is a new row version
 -- with new index entries (status is in the index's predicate), so the index keeps the
@@ -51,8 +57,8 @@ comment on function jobsys.requeue_status(text, integer, integer) is
 
 -- Claim ------------------------------------------------------------------------------
 -- For each free online device of the worker (or those listed), its oldest pending
--- assignment, from the device's queue floor up. Locks the jobs first, then SKIP LOCKED on
--- assignments and devices, so a claim never waits on another claim's rows. p_start: the
+-- assignment, from the device's queue floor up. Holds the jobs FOR SHARE first, then SKIP
+-- LOCKED on assignments and devices, so a claim never waits on another claim's rows. p_start: the
 -- runs start now (lease: duration + grace) rather than holding the short claim lease until
 -- start_assignment.
 create or replace function jobsys.claim_assignments(
@@ -94,7 +100,7 @@ begin
     return;
   end if;
   perform 1 from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
-    order by j.id for no key update;
+    order by j.id for share;
 
   -- Pick and lock first, then update by primary key: with the picks in arrays every
   -- statement below is an index lookup per run, however large the tables.
@@ -146,7 +152,7 @@ begin
     select a.job_id as id, count(*) as n from jobsys.job_assignments a
     where a.id = any(v_claimed) group by a.job_id order by a.job_id
   loop
-    perform jobsys.apply_counts(v_row.id, 0, v_row.n::integer, 0, 0, 0);
+    perform jobsys.count_runs(v_row.id, p_worker_id, v_row.n::integer, 0, 0, 0);
   end loop;
 
   return query
@@ -161,7 +167,7 @@ begin
 end
 $$;
 comment on function jobsys.claim_assignments(uuid, uuid[], integer, boolean) is
-  'Workers: claim for each free online device of the worker (or those listed) its oldest pending assignment, from the device queue floor up; p_start starts the runs at once. Locks the jobs first, then SKIP LOCKED on assignments and devices, so a claim never waits on another claim.';
+  'Workers: claim for each free online device of the worker (or those listed) its oldest pending assignment, from the device queue floor up; p_start starts the runs at once. Holds the jobs FOR SHARE first, then SKIP LOCKED on assignments and devices, so a claim never waits on another claim.';
 
 -- Look up an assignment for a worker-side transition and check the caller may touch it.
 create or replace function jobsys.assignment_for_worker(p_assignment_id bigint) returns jobsys.job_assignments
@@ -290,10 +296,10 @@ declare
   v_done_devices uuid[];  -- a completed run: its streak ends
   v_row record;
 begin
-  -- Lock order: the runs' jobs first, in id order.
+  -- Lock order: the runs' jobs first, in id order; FOR SHARE, as a claim (count_runs).
   perform 1 from jobsys.jobs j
   where j.id = any(array(select a.job_id from jobsys.job_assignments a where a.id = any(v_ids)))
-  order by j.id for no key update;
+  order by j.id for share;
 
   with report as (
     select x.assignment_id, x.attempt, x.outcome, x.result, left(x.error, 2000) as error
@@ -352,9 +358,10 @@ begin
     from jsonb_to_recordset(v_finished) as f(job_id uuid, status text)
     group by f.job_id order by f.job_id
   loop
-    perform jobsys.apply_counts(v_row.job_id, 0, -v_row.n, v_row.completed, v_row.failed, v_row.cancelled);
+    perform jobsys.count_runs(v_row.job_id, p_worker_id, -v_row.n, v_row.completed, v_row.failed,
+                              v_row.cancelled);
     if v_row.failed > 0 then
-      perform jobsys.top_up(v_row.job_id);  -- other devices replace the failed runs
+      perform jobsys.top_up(v_row.job_id);  -- other devices replace the failed runs (or the next upkeep)
     end if;
   end loop;
 
@@ -369,7 +376,7 @@ begin
 end
 $$;
 comment on function jobsys.finish_runs(uuid, jsonb) is
-  'Finishes runs of one worker in one transaction, with one counter update per job. Compare-and-set on worker, status and attempt, so a late report after a rescue never counts twice: it comes back as stale. Counts failures in a row per device and quarantines the flaky ones (jobsys.quarantine_flaky).';
+  'Finishes runs of one worker in one transaction, with one counter update per job (jobsys.count_runs). Compare-and-set on worker, status and attempt, so a late report after a rescue never counts twice: it comes back as stale. Counts failures in a row per device and quarantines the flaky ones (jobsys.quarantine_flaky).';
 
 create or replace function jobsys.finish_assignments(p_worker_id uuid, p_reports jsonb) returns jsonb
   language plpgsql security definer
@@ -669,13 +676,25 @@ declare
   v_job jobsys.jobs;
   v_ended integer := 0;
 begin
+  -- Target met by finishes that ran side by side (none could take the job row to complete
+  -- it: jobsys.count_runs).
   for v_job in
-    select * from jobsys.jobs j
+    select j.* from jobsys.jobs j cross join lateral jobsys.counted(j) c
+    where j.status in ('active', 'paused') and c.target_count > 0 and c.completed_count >= c.target_count
+    order by j.id
+    for no key update of j skip locked
+  loop
+    perform jobsys.apply_counts(v_job.id, 0, 0, 0, 0, 0);
+    v_ended := v_ended + 1;
+  end loop;
+
+  for v_job in
+    select c.* from jobsys.jobs j cross join lateral jobsys.counted(j) c
     where j.status in ('active', 'paused') and j.timeout_sec is not null
       and greatest(j.created_at, coalesce(j.start_at, j.created_at))
           + make_interval(secs => j.timeout_sec) <= now()
     order by j.id
-    for no key update skip locked
+    for no key update of j skip locked
   loop
     perform jobsys.end_job(v_job.id,
       case when v_job.completed_count >= v_job.target_count then 'completed' else 'incomplete' end,
@@ -685,11 +704,11 @@ begin
   end loop;
 
   for v_job in
-    select * from jobsys.jobs j
-    where j.status = 'active' and j.completed_count < j.target_count
-      and j.assigned_count = j.completed_count + j.failed_count + j.cancelled_count
+    select c.* from jobsys.jobs j cross join lateral jobsys.counted(j) c
+    where j.status = 'active' and c.completed_count < c.target_count
+      and c.assigned_count = c.completed_count + c.failed_count + c.cancelled_count
     order by j.id
-    for no key update skip locked
+    for no key update of j skip locked
   loop
     if v_job.waiting_since is null then
       update jobsys.jobs set waiting_since = now() where id = v_job.id;
@@ -708,7 +727,7 @@ begin
 end
 $$;
 comment on function jobsys.settle_jobs() is
-  'Ends jobs that cannot go on (run by maintain): past their time limit counted from their start (completed or incomplete/timed_out, running runs stopped), or with no live run, still short, after the top-up grace (incomplete/no_eligible_devices or max_attempts). Returns how many ended.';
+  'Ends jobs that cannot go on (run by maintain): completes those whose target finishes met side by side, those past their time limit counted from their start (completed or incomplete/timed_out, running runs stopped), or with no live run, still short, after the top-up grace (incomplete/no_eligible_devices or max_attempts). Returns how many ended.';
 
 -- Periodic work, run from every worker's heartbeat and claim loop; the advisory lock
 -- and the interval make it run once per interval however many call it.
@@ -749,11 +768,13 @@ begin
   end if;
   -- Trailing job_progress for jobs whose last change fell inside a throttle window.
   for v_job in
-    select * from jobsys.jobs
-    where status in ('active', 'paused') and updated_at > progress_notified_at
-    for no key update skip locked
+    select j.* from jobsys.jobs j join jobsys.job_progress_marks m on m.job_id = j.id
+    where j.status in ('active', 'paused')
+      and (j.updated_at > m.notified_at
+           or exists (select 1 from jobsys.job_run_counts r where r.job_id = j.id and r.changed_at > m.notified_at))
+    for no key update of m skip locked
   loop
-    update jobsys.jobs set progress_notified_at = v_job.updated_at where id = v_job.id;
+    update jobsys.job_progress_marks set notified_at = clock_timestamp() where job_id = v_job.id;
     perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
   end loop;
   return jsonb_build_object('ran', true, 'rescued', v_rescued, 'offline_devices', v_stale,

@@ -137,12 +137,18 @@ begin
   return jsonb_build_object(
     'jobs', coalesce((select jsonb_object_agg(x.status, x.n) from (
                select status, count(*) as n from jobsys.jobs group by status) x), '{}'),
+    -- The jobs' rows plus their job_run_counts (jobsys.counted), summed apart.
     'runs', (select jsonb_build_object(
-               'queued', coalesce(sum(assigned_count - running_count - completed_count - failed_count
-                                      - cancelled_count), 0),
-               'running', coalesce(sum(running_count), 0), 'completed', coalesce(sum(completed_count), 0),
-               'failed', coalesce(sum(failed_count), 0), 'cancelled', coalesce(sum(cancelled_count), 0))
-             from jobsys.jobs),
+               'queued', j.assigned - j.running - j.completed - j.failed - j.cancelled
+                         - r.running - r.completed - r.failed - r.cancelled,
+               'running', j.running + r.running, 'completed', j.completed + r.completed,
+               'failed', j.failed + r.failed, 'cancelled', j.cancelled + r.cancelled)
+             from (select coalesce(sum(assigned_count), 0) as assigned, coalesce(sum(running_count), 0) as running,
+                          coalesce(sum(completed_count), 0) as completed, coalesce(sum(failed_count), 0) as failed,
+                          coalesce(sum(cancelled_count), 0) as cancelled from jobsys.jobs) j,
+                  (select coalesce(sum(running), 0) as running, coalesce(sum(completed), 0) as completed,
+                          coalesce(sum(failed), 0) as failed, coalesce(sum(cancelled), 0) as cancelled
+                   from jobsys.job_run_counts) r),
     'devices', coalesce((select jsonb_agg(jsonb_build_object('pc', x.pc, 'status', x.status, 'n', x.n)) from (
                select coalesce(w.name, '') as pc, jobsys.device_status(d, v_cutoff) as status, count(*) as n
                from jobsys.devices d left join jobsys.workers w on w.id = d.worker_id

@@ -16,6 +16,8 @@ alter table jobsys.workers enable row level security;
 alter table jobsys.devices enable row level security;
 alter table jobsys.jobs enable row level security;
 alter table jobsys.job_assignments enable row level security;
+alter table jobsys.job_run_counts enable row level security;
+alter table jobsys.job_progress_marks enable row level security;  -- no policy: the throttle's bookkeeping
 alter table jobsys.background_jobs enable row level security;
 alter table jobsys.background_job_items enable row level security;
 alter table jobsys.background_job_logs enable row level security;
@@ -60,6 +62,8 @@ create policy worker_accounts_operator_read on jobsys.worker_accounts for select
   using (jobsys.is_staff());
 
 create policy jobs_operator_read on jobsys.jobs for select to authenticated
+  using (jobsys.is_staff());
+create policy job_run_counts_operator_read on jobsys.job_run_counts for select to authenticated
   using (jobsys.is_staff());
 
 create policy assignments_read on jobsys.job_assignments for select to authenticated

@@ -103,6 +103,8 @@ READS: dict[str, dict[str, str]] = {
     "devices": OWN_ROWS,
     "jobs": ALL_ROWS,
     "job_assignments": OWN_ROWS,
+    "job_run_counts": ALL_ROWS,  # the run counters of claims and finishes: as the jobs
+    "job_progress_marks": NOBODY,  # the job_progress throttle's bookkeeping
     "background_jobs": RUNNER_ROWS,       # templates: operators, and the runners that run them
     "background_job_items": RUNNER_ROWS,  # inputs and outputs: the same
     "background_job_logs": ALL_ROWS,

@@ -20,7 +20,7 @@ import psycopg
 
 from jobsys import hub_protocol
 from jobsys.system import JobSystem
-from tests.support.postgres import Db, pg_start, pg_stop
+from tests.support.postgres import EXACT_JOBS, Db, pg_start, pg_stop
 from tests.support.processes import (
     HUB_OPERATOR_TOKEN as OPERATOR_TOKEN, JOBSYS, free_port, kill_all, spawn_hub, spawn_hub_worker, worker_pc_env,
 )
@@ -76,7 +76,7 @@ async def test_a_farm_on_the_hub_survives_its_faults(own_postgres: tuple[Any, st
                     job = (await jobs.create_job(target_url=url, duration_sec=30)).job  # 3 s at speed 10
                 status = "select status from jobsys.jobs where id = %s"
                 if fault is not None:
-                    await wait_until(lambda: (_safe(db, "select running_count from jobsys.jobs where id = %s",
+                    await wait_until(lambda: (_safe(db, f"select running_count from {EXACT_JOBS} j where id = %s",
                                                     (job.id,)) or 0) > 0, timeout_s=30, what="runs under way")
                     await fault()
                 await wait_until(lambda: _safe(db, status, (job.id,)) == "completed", timeout_s=120,
@@ -125,7 +125,7 @@ async def test_a_farm_on_the_hub_survives_its_faults(own_postgres: tuple[Any, st
             assert db.counters_match() == []
             assert db.value("select count(*) from jobsys.job_assignments "
                             "where status in ('pending', 'running', 'paused')") == 0
-            assert db.value("select sum(completed_count) from jobsys.jobs") == db.value(
+            assert db.value(f"select sum(completed_count) from {EXACT_JOBS} j") == db.value(
                 "select count(*) from jobsys.job_assignments where status = 'completed'") == 5 * PCS * PHONES
 
             # Revoking a PC ends its worker process with one line; its phones go offline.

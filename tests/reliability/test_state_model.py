@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from jobsys import embedded
-from tests.support.postgres import COUNTER_MISMATCHES_SQL, TEMPLATE_DB, Db
+from tests.support.postgres import COUNTER_MISMATCHES_SQL, EXACT_JOBS, TEMPLATE_DB, Db
 
 ACTIVE, PAUSED, COMPLETED, CANCELLED = "active", "paused", "completed", "cancelled"
 INCOMPLETE = "incomplete"
@@ -296,8 +296,8 @@ class JobsysModel(RuleBasedStateMachine):
     def paused_jobs_run_nothing_new_and_completed_reach_target(self) -> None:
         if not hasattr(self, "db"):
             return
-        assert self.call("""select count(*) from jobsys.jobs
-                            where status = 'completed' and completed_count < target_count""")[0][0] == 0
+        assert self.call(f"""select count(*) from {EXACT_JOBS} j
+                             where status = 'completed' and completed_count < target_count""")[0][0] == 0
         assert self.call("""select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
                             where j.status = 'paused' and a.status = 'pending'""")[0][0] == 0
         # A scheduled job has no run at all (and so nothing a claim could take).
@@ -307,12 +307,12 @@ class JobsysModel(RuleBasedStateMachine):
         assert self.call("""select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
                             where j.status in ('completed', 'incomplete', 'cancelled')
                               and a.status in ('pending', 'paused', 'running')""")[0][0] == 0
-        assert self.call("""select count(*) from jobsys.jobs
-                            where status = 'incomplete' and (end_reason is null or finished_at is null
-                                                             or completed_count >= target_count)
-                              -- but a scheduled job that found no healthy device at its start
-                              -- (target 0: percentage / all_devices of none) ends at once
-                              and not (target_count = 0 and end_reason = 'no_eligible_devices')""")[0][0] == 0
+        assert self.call(f"""select count(*) from {EXACT_JOBS} j
+                             where status = 'incomplete' and (end_reason is null or finished_at is null
+                                                              or completed_count >= target_count)
+                               -- but a scheduled job that found no healthy device at its start
+                               -- (target 0: percentage / all_devices of none) ends at once
+                               and not (target_count = 0 and end_reason = 'no_eligible_devices')""")[0][0] == 0
 
     @invariant()
     def terminal_assignments_never_change(self) -> None:

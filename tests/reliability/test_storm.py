@@ -40,7 +40,7 @@ from jobsys.models import DeviceReport, TargetType
 from jobsys.system import JobSystem
 from jobsys.transport.postgres import PostgresTransport
 from tests.support.paths import ROOT
-from tests.support.postgres import COUNTER_MISMATCHES_SQL, Db
+from tests.support.postgres import COUNTER_MISMATCHES_SQL, EXACT_JOBS, Db
 from tests.support.waiting import wait_until
 
 SOAK = bool(os.environ.get("JOBSYS_SOAK"))
@@ -74,7 +74,7 @@ INVARIANTS = {
         select count(*) from jobsys.job_assignments a join jobsys.jobs j on j.id = a.job_id
         where j.status = 'paused' and a.status = 'pending'""",
     "completed job short of its target": """
-        select count(*) from jobsys.jobs where status = 'completed' and completed_count < target_count""",
+        select count(*) from """ + EXACT_JOBS + """ j where status = 'completed' and completed_count < target_count""",
 }
 PAUSED = "paused job claimed a run during the pause"
 # Runs of each paused job. A run that is running in one snapshot but not in an earlier one

@@ -62,10 +62,13 @@ def pg_start(server: Any) -> None:
     _pg_ctl(server, "start", "-o", f'-h "" -k {server.pgdata}', "-l", str(server.pgdata / "log"))
 
 
-COUNTER_MISMATCHES_SQL = """
+# Each job with its exact counters: the row plus its job_run_counts (jobsys.counted).
+EXACT_JOBS = "(select c.* from jobsys.jobs s cross join lateral jobsys.counted(s) c)"
+
+COUNTER_MISMATCHES_SQL = f"""
     select j.id, j.assigned_count, j.running_count, j.completed_count, j.failed_count,
            j.cancelled_count, c.*
-    from jobsys.jobs j
+    from {EXACT_JOBS} j
     left join lateral (
       select count(a.id) as assigned,
              count(a.id) filter (where a.status = 'running') as running,
