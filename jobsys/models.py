@@ -25,6 +25,7 @@ DURATION_MAX_SEC = 86_400
 DEVICE_COUNT_MAX = 100_000
 ALL_DEVICES_VALUE_MAX = 100  # a target_value sent with all_devices (the original plan: 100) is ignored
 TIMEOUT_MAX_SEC = 604_800
+PRIORITY_MIN, PRIORITY_MAX = -10, 10
 START_AT_MAX_AHEAD = dt.timedelta(days=365)  # a job's start_at is at most this far ahead (SQL: create_job)
 TOPUP_GRACE_MAX_SEC = 86_400
 
@@ -209,6 +210,10 @@ class JobCreate(pydantic.BaseModel):
         description="only devices carrying every one of these label pairs (their worker's or an operator's) "
                     "run the job; percentage and device_count count among them")
 
+    priority: StrictInt = Field(
+        default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+        description="a device runs the highest-priority job it has first, then the oldest")
+
     @pydantic.field_validator("device_labels")
     @classmethod
     def _device_labels(cls, value: dict[str, str]) -> dict[str, str]:
@@ -298,6 +303,7 @@ class Job(pydantic.BaseModel):
     topup_grace_sec: int | None = None
     start_at: dt.datetime | None = None  # when a scheduled job starts (or started)
     device_labels: dict[str, str] = {}  # only devices carrying all of these run it
+    priority: int = 0  # a device claims the highest priority first, then the oldest
     # Short by N: an active job whose runs all ended waits for new devices (since waiting_since).
     waiting_for_devices: int | None = None
     waiting_since: dt.datetime | None = None

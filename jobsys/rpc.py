@@ -28,7 +28,7 @@ def _fn(name: str, returns_set: bool = False, **params: str) -> SqlFunction:
 CREATE_JOB = _fn("create_job", p_target_url="text", p_duration_sec="integer", p_target_type="text",
                  p_target_value="integer", p_title="text", p_action="text", p_max_attempts="integer",
                  p_timeout_sec="integer", p_topup_grace_sec="integer", p_start_at="timestamp with time zone",
-                 p_device_labels="jsonb")
+                 p_device_labels="jsonb", p_priority="integer")
 PAUSE_JOB = _fn("pause_job", p_job_id="uuid")
 RESUME_JOB = _fn("resume_job", p_job_id="uuid")
 CANCEL_JOB = _fn("cancel_job", p_job_id="uuid")

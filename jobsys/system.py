@@ -84,6 +84,7 @@ class JobSystem:
             "p_topup_grace_sec": spec.topup_grace_sec,
             "p_start_at": spec.start_at.isoformat() if spec.start_at is not None else None,
             "p_device_labels": spec.device_labels or None,
+            "p_priority": spec.priority,
         })
         return CreatedJob.model_validate(raw)
 

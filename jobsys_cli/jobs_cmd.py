@@ -20,6 +20,8 @@ from jobsys import errors, export
 from jobsys.models import (
     DEVICE_COUNT_MAX,
     DURATION_MAX_SEC,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     TIMEOUT_MAX_SEC,
     TOPUP_GRACE_MAX_SEC,
     Job,
@@ -66,6 +68,7 @@ def create_spec(args: argparse.Namespace) -> JobCreate:
     _check_range(args.count, 1, DEVICE_COUNT_MAX, f"count must be 1..{DEVICE_COUNT_MAX} devices")
     _check_range(args.timeout, 1, TIMEOUT_MAX_SEC, f"timeout must be 1..{TIMEOUT_MAX_SEC} seconds")
     _check_range(args.topup_grace, 0, TOPUP_GRACE_MAX_SEC, f"topup grace must be 0..{TOPUP_GRACE_MAX_SEC} seconds")
+    _check_range(args.priority, PRIORITY_MIN, PRIORITY_MAX, f"priority must be {PRIORITY_MIN}..{PRIORITY_MAX}")
     fields: dict[str, Any] = {"target_url": args.url, "duration_sec": args.duration, "title": args.title}
     if args.percent is not None:
         fields.update(target_type="percentage", target_value=args.percent)
@@ -79,6 +82,8 @@ def create_spec(args: argparse.Namespace) -> JobCreate:
         fields["topup_grace_sec"] = args.topup_grace
     if args.start_at is not None:
         fields["start_at"] = args.start_at
+    if args.priority is not None:
+        fields["priority"] = args.priority
     if args.label:
         fields["device_labels"] = label_pairs(args.label)
     return JobCreate.model_validate(fields)
@@ -397,6 +402,9 @@ def add_parser(subparsers: Any) -> None:
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="only devices carrying this label run it (repeat: all of them); --percent and "
                              "--count count among those")
+    create.add_argument("--priority", type=int, default=None, metavar="P",
+                        help=f"{PRIORITY_MIN}..{PRIORITY_MAX}, default 0: a device runs the highest-priority job "
+                             "it has first, then the oldest")
     create.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
     _add_common(create, "print JSON (the created job; with --wait, the job as it ended)")
     create.set_defaults(handler=cmd_create)

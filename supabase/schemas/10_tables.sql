@@ -203,6 +203,8 @@ create table jobsys.jobs (
   start_at timestamptz,  -- when the job starts; until then it is scheduled, with no runs
   -- Only devices carrying every one of these label pairs (worker's or operator's) run it.
   device_labels jsonb not null default '{}',
+  -- A device claims the highest priority first, then the oldest (-10..10).
+  priority integer not null default 0 constraint jobs_priority_check check (priority between -10 and 10),
   constraint jobs_status_check check (
     status in ('scheduled', 'active', 'paused', 'completed', 'incomplete', 'cancelled')
     and (end_reason is not null) = (status = 'incomplete')
@@ -250,6 +252,7 @@ create table jobsys.job_assignments (
   finished_at timestamptz,
   result jsonb,
   error text,
+  priority integer not null default 0,  -- the job's, so that a claim orders a device's queue by it
   unique (job_id, device_id)
 ) with (fillfactor = 90);  -- room for start and lease extensions to update in place (HOT)
 comment on table jobsys.job_assignments is
@@ -262,6 +265,10 @@ create index job_assignments_device_live_idx on jobsys.job_assignments (device_i
 -- turn each of those into a new row version plus an entry in every index.
 create index job_assignments_running_idx on jobsys.job_assignments (job_id)
   where status = 'running';
+-- Claims take a device's pending runs of a non-zero priority from here, highest first (see
+-- 35_device_runs.sql); without any, a probe of an empty range.
+create index job_assignments_device_priority_idx on jobsys.job_assignments (device_id, priority desc, id)
+  where status = 'pending' and priority <> 0;
 
 -- Run counters per job and worker session ------------------------------------------------
 -- What claims and finishes change (jobsys.count_runs), so that the runs of one job on many

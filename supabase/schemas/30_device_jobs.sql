@@ -46,7 +46,7 @@ create or replace function jobsys.job_json(p_job jobsys.jobs) returns jsonb
     'created_at', j.created_at, 'updated_at', j.updated_at, 'paused_at', j.paused_at,
     'finished_at', j.finished_at, 'ended_at', j.finished_at, 'end_reason', j.end_reason,
     'timeout_sec', j.timeout_sec, 'topup_grace_sec', j.topup_grace_sec, 'start_at', j.start_at,
-    'device_labels', j.device_labels,
+    'device_labels', j.device_labels, 'priority', j.priority,
     'waiting_for_devices', case when j.status = 'active' and j.waiting_since is not null
                                 then greatest(j.target_count - j.completed_count, 0) end,
     'waiting_since', case when j.status = 'active' then j.waiting_since end)
@@ -241,6 +241,7 @@ declare
   v_eligible integer := p_eligible;
   v_assigned integer;
   v_labels jsonb := (select j.device_labels from jobsys.jobs j where j.id = p_job_id);
+  v_priority integer := (select j.priority from jobsys.jobs j where j.id = p_job_id);
 begin
   if p_limit <= 0 then
     return 0;
@@ -266,8 +267,8 @@ begin
       order by d.id
       limit p_limit
     ), inserted as (
-      insert into jobsys.job_assignments (job_id, device_id)
-      select p_job_id, c.id from chosen c
+      insert into jobsys.job_assignments (job_id, device_id, priority)
+      select p_job_id, c.id, v_priority from chosen c
     ), per_worker as (
       select c.worker_id, count(*) as n from chosen c group by c.worker_id
     ), pushed as (
@@ -301,8 +302,8 @@ begin
   ), chosen as (
     select r.id, r.worker_id from ranked r order by r.id
   ), inserted as (
-    insert into jobsys.job_assignments (job_id, device_id)
-    select p_job_id, c.id from chosen c
+    insert into jobsys.job_assignments (job_id, device_id, priority)
+    select p_job_id, c.id, v_priority from chosen c
   ), per_worker as (
     select c.worker_id, count(*) as n from chosen c group by c.worker_id
   ), pushed as (
@@ -585,7 +586,7 @@ create or replace function jobsys.create_job(
   p_target_value integer default null, p_title text default null,
   p_action text default 'open_url', p_max_attempts integer default null,
   p_timeout_sec integer default null, p_topup_grace_sec integer default null,
-  p_start_at timestamptz default null, p_device_labels jsonb default null)
+  p_start_at timestamptz default null, p_device_labels jsonb default null, p_priority integer default 0)
   returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
@@ -638,6 +639,9 @@ begin
   if p_start_at is not null and (p_start_at > now() + interval '365 days' or not isfinite(p_start_at)) then
     perform jobsys.raise_error('JS400', 'start_at must be at most 365 days ahead', '{"field": "start_at"}');
   end if;
+  if p_priority is null or p_priority not between -10 and 10 then
+    perform jobsys.raise_error('JS400', 'priority must be between -10 and 10', '{"field": "priority"}');
+  end if;
   if v_rule is not null then
     perform jobsys.raise_error('JS400', 'device_labels: ' || jobsys.label_rule_message(v_rule),
       jsonb_build_object('field', 'device_labels', 'rule', v_rule));
@@ -661,15 +665,15 @@ begin
 
   insert into jobsys.jobs (title, action, target_url, duration_sec, target_type, target_value,
                            target_count, max_attempts, created_by, timeout_sec, topup_grace_sec,
-                           status, start_at, device_labels)
+                           status, start_at, device_labels, priority)
   values (v_title, p_action, p_target_url, p_duration_sec, p_target_type, v_target_value, v_target,
           coalesce(p_max_attempts, jobsys.setting('max_attempts')::integer), auth.uid(),
           p_timeout_sec, p_topup_grace_sec,
-          case when v_scheduled then 'scheduled' else 'active' end, p_start_at, v_labels)
+          case when v_scheduled then 'scheduled' else 'active' end, p_start_at, v_labels, p_priority)
   returning * into v_job;
   perform jobsys.audit('create', 'job', v_job.id::text, jsonb_build_object(
     'title', v_title, 'target_type', p_target_type, 'target_value', v_target_value, 'device_labels', v_labels,
-    'start_at', p_start_at));
+    'start_at', p_start_at, 'priority', p_priority));
 
   if v_scheduled then
     -- No runs until start_at (jobsys.release_scheduled_jobs distributes it then).
@@ -682,8 +686,8 @@ begin
   return jsonb_build_object('job', jobsys.job_json(v_job), 'assigned', v_assigned);
 end
 $$;
-comment on function jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer, timestamp with time zone, jsonb) is
-  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected. Optional time limit (timeout_sec), top-up grace (topup_grace_sec, else the setting), start time (start_at, at most 365 days ahead: the job is scheduled, with no runs, until then) and device_labels (only devices carrying every pair run it; its target counts among them).';
+comment on function jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer, timestamp with time zone, jsonb, integer) is
+  'Operators: create a device job and distribute it to the healthy devices in the same transaction; JS409 when no healthy device is connected. Optional time limit (timeout_sec), top-up grace (topup_grace_sec, else the setting), start time (start_at, at most 365 days ahead: the job is scheduled, with no runs, until then) and device_labels (only devices carrying every pair run it; its target counts among them) and priority (-10..10, default 0: a device claims the highest priority first, then the oldest).';
 
 -- Job-level transitions -----------------------------------------------------------------
 create or replace function jobsys.lock_job(p_job_id uuid) returns jobsys.jobs
@@ -1015,11 +1019,11 @@ begin
   perform jobsys.audit('clone', 'job', p_job_id::text);  -- the new job's own entry is its create
   return jobsys.create_job(v_job.target_url, v_job.duration_sec, v_job.target_type, v_job.target_value,
     v_job.title, v_job.action, v_job.max_attempts, v_job.timeout_sec, v_job.topup_grace_sec, null,
-    v_job.device_labels);
+    v_job.device_labels, v_job.priority);
 end
 $$;
 comment on function jobsys.clone_job(uuid) is
-  'Operators: create a new job with the settings of another (URL, duration, target, device labels, title, attempts, time limit, grace), distributed now.';
+  'Operators: create a new job with the settings of another (URL, duration, target, device labels, title, attempts, time limit, grace, priority), distributed now.';
 
 -- Reads for the dashboard and API -------------------------------------------------------
 -- p_cutoff: jobsys.healthy_cutoff(), computed once by the caller rather than once per device.

@@ -56,8 +56,10 @@ comment on function jobsys.requeue_status(text, integer, integer) is
   'Where an assignment goes when its run ends without a result: back to the queue while attempts remain (paused if the job is paused), failed after the last attempt, cancelled if the job is over.';
 
 -- Claim ------------------------------------------------------------------------------
--- For each free online device of the worker (or those listed), its oldest pending
--- assignment, from the device's queue floor up. Holds the jobs FOR SHARE first, then SKIP
+-- For each free online device of the worker (or those listed), its next pending assignment:
+-- of the highest priority, then the oldest. Priority 0 (nearly every run) from the device's
+-- queue floor up; the others from their own partial index (job_assignments_device_priority_idx,
+-- "priority <> 0" written out so the planner matches it), an empty range when there are none. Holds the jobs FOR SHARE first, then SKIP
 -- LOCKED on assignments and devices, so a claim never waits on another claim's rows. p_start: the
 -- runs start now (lease: duration + grace) rather than holding the short claim lease until
 -- start_assignment.
@@ -85,13 +87,21 @@ begin
   select array_agg(distinct q.job_id) into v_jobs
   from jobsys.devices d
   cross join lateral (
+    (select a.job_id from jobsys.job_assignments a  -- priority above 0 first, the highest
+     where a.device_id = d.id and a.status = 'pending' and a.priority <> 0 and a.priority > 0
+     order by a.priority desc, a.id limit 1)
+    union all
     (select a.job_id from jobsys.job_assignments a
-     where a.device_id = d.id and a.status = 'pending' and a.id >= d.queue_floor
+     where a.device_id = d.id and a.status = 'pending' and a.id >= d.queue_floor and a.priority = 0
      order by a.id limit 1)
     union all  -- below the floor only when nothing is above it (see the top of this file)
     (select a.job_id from jobsys.job_assignments a
-     where a.device_id = d.id and a.status = 'pending' and a.id < d.queue_floor
+     where a.device_id = d.id and a.status = 'pending' and a.id < d.queue_floor and a.priority = 0
      order by a.id limit 1)
+    union all  -- priority below 0 last
+    (select a.job_id from jobsys.job_assignments a
+     where a.device_id = d.id and a.status = 'pending' and a.priority <> 0 and a.priority < 0
+     order by a.priority desc, a.id limit 1)
     limit 1) q
   where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
     and (p_device_ids is null or d.id = any(p_device_ids))
@@ -117,19 +127,33 @@ begin
       for no key update skip locked
     ) f
     cross join lateral (
+      (select first.id from (
+         select a.id from jobsys.job_assignments a
+         where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
+           and a.priority <> 0 and a.priority > 0
+         order by a.priority desc, a.id limit 1
+         for no key update skip locked) first)
+      union all
       (select above.id from (
          select a.id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
-           and a.id >= f.queue_floor
+           and a.id >= f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) above)
       union all
       (select below.id from (
          select a.id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
-           and a.id < f.queue_floor
+           and a.id < f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) below)
+      union all
+      (select last.id from (
+         select a.id from jobsys.job_assignments a
+         where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
+           and a.priority <> 0 and a.priority < 0
+         order by a.priority desc, a.id limit 1
+         for no key update skip locked) last)
       limit 1) q
     limit coalesce(p_limit, 2147483647)
   ) p;
@@ -167,7 +191,7 @@ begin
 end
 $$;
 comment on function jobsys.claim_assignments(uuid, uuid[], integer, boolean) is
-  'Workers: claim for each free online device of the worker (or those listed) its oldest pending assignment, from the device queue floor up; p_start starts the runs at once. Holds the jobs FOR SHARE first, then SKIP LOCKED on assignments and devices, so a claim never waits on another claim.';
+  'Workers: claim for each free online device of the worker (or those listed) its next pending assignment, the highest priority first, then the oldest (from the device queue floor up); p_start starts the runs at once. Holds the jobs FOR SHARE first, then SKIP LOCKED on assignments and devices, so a claim never waits on another claim.';
 
 -- Look up an assignment for a worker-side transition and check the caller may touch it.
 create or replace function jobsys.assignment_for_worker(p_assignment_id bigint) returns jobsys.job_assignments

@@ -95,7 +95,7 @@ grant execute on function
   jobsys.caller_role(), jobsys.is_own_worker(uuid), jobsys.is_staff(),
   -- device jobs: operators
   jobsys.create_job(text, integer, text, integer, text, text, integer, integer, integer,
-                    timestamp with time zone, jsonb),
+                    timestamp with time zone, jsonb, integer),
   jobsys.pause_job(uuid), jobsys.resume_job(uuid), jobsys.cancel_job(uuid), jobsys.delete_job(uuid),
   jobsys.retry_job(uuid), jobsys.clone_job(uuid),
   jobsys.update_job_title(uuid, text), jobsys.update_job(uuid, text, text),

@@ -214,3 +214,16 @@ def test_start_at_schedules_the_job_and_a_time_without_zone_is_refused(db: Db, d
     refused_in_one_line(jobsys(db_url, "jobs", "create", "--url", "https://example.com/", "--duration", "5",
                                "--count", "1", "--start-at", later[:19]), 2)
     assert db.value("select count(*) from jobsys.jobs") == before
+
+
+def test_priority_is_stored_and_one_out_of_range_is_refused(db: Db, db_url: str) -> None:
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)).isoformat()
+    created = jobsys(db_url, "jobs", "create", "--url", "https://example.com/urgent", "--duration", "5",
+                     "--count", "1", "--start-at", later, "--priority", "7", "--json")
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert job.get("job", job)["priority"] == 7
+    before = db.value("select count(*) from jobsys.jobs")
+    refused_in_one_line(jobsys(db_url, "jobs", "create", "--url", "https://example.com/", "--duration", "5",
+                               "--count", "1", "--start-at", later, "--priority", "11"), 2)
+    assert db.value("select count(*) from jobsys.jobs") == before

@@ -186,7 +186,7 @@ class World:
             "p_target_url": "https://example.com/", "p_duration_sec": 5, "p_target_type": "all_devices",
             "p_target_value": None, "p_title": "matrix", "p_action": "open_url",
             "p_max_attempts": None, "p_timeout_sec": None, "p_topup_grace_sec": None,
-            "p_start_at": None, "p_device_labels": None, "p_actor": None, "p_object_type": None,
+            "p_start_at": None, "p_device_labels": None, "p_priority": 0, "p_actor": None, "p_object_type": None,
             "p_object_id": None, "p_since": None, "p_ids": [self.assignment_b], "p_labels": json.dumps({"rack": "A"}),
             "p_status": "paused" if fn.name == "update_job" else None, "p_q": None,
             "p_limit": 10, "p_offset": 0, "p_before_id": None, "p_start": False, "p_force": True,

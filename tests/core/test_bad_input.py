@@ -64,6 +64,8 @@ SQL_BAD_CREATES = [
     ("select jobsys.create_job('https://x.org', 5, 'all_devices', null, repeat('t', 201))", "JS400"),
     ("select jobsys.create_job('https://x.org''; drop table jobsys.jobs; --', 5, 'all_devices')", "JS400"),
     ("select jobsys.create_job('https://x.org', 5, 'all_devices', null, null, 'tap')", "JS400"),
+    ("select jobsys.create_job('https://x.org', 5, 'all_devices', p_priority => 11)", "JS400"),
+    ("select jobsys.create_job('https://x.org', 5, 'all_devices', p_priority => null)", "JS400"),
     ("select jobsys.pause_job('00000000-0000-0000-0000-000000000000')", "JS404"),
     ("select jobsys.pause_job('not-a-uuid')", "22P02"),
     ("select jobsys.complete_assignment(123456, 1)", "JS404"),

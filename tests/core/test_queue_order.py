@@ -52,3 +52,30 @@ async def test_a_fan_out_that_commits_after_a_newer_claim_is_still_run(jobs: Job
     assert await _run_one(jobs, session.worker_id) == slow_job_id
     assert await jobs.claim_assignments(session.worker_id) == []
     assert db.counters_match() == []
+
+
+async def test_a_device_takes_the_highest_priority_first_then_the_oldest(jobs: JobSystem, db: Db) -> None:
+    """Issue 17: priority -10..10 (default 0). Below 0 waits for everything else, above 0
+    goes before it; equal priorities keep their order of creation."""
+    session = await add_worker(jobs, "w1", 1)
+    created = {}
+    for name, priority in [("low", -5), ("old", 0), ("urgent", 3), ("new", 0), ("first", 9), ("later", 3),
+                           ("lowest", -10)]:
+        created[(await jobs.create_job(target_url=f"{URL}/{name}", duration_sec=5, priority=priority)).job.id] = name
+    order = [created[await _run_one(jobs, session.worker_id)] for _ in created]
+    assert order == ["first", "urgent", "later", "old", "new", "low", "lowest"]
+    assert db.counters_match() == []
+
+
+async def test_priority_survives_a_pause_and_a_clone(jobs: JobSystem) -> None:
+    session = await add_worker(jobs, "w1", 1)
+    plain = (await jobs.create_job(target_url=f"{URL}/plain", duration_sec=5)).job
+    urgent = (await jobs.create_job(target_url=f"{URL}/urgent", duration_sec=5, priority=5)).job
+    assert urgent.priority == 5
+    await jobs.pause_job(urgent.id)
+    await jobs.resume_job(urgent.id)
+    assert await _run_one(jobs, session.worker_id) == urgent.id
+    clone = (await jobs.clone_job(urgent.id)).job
+    assert clone.priority == 5
+    assert await _run_one(jobs, session.worker_id) == clone.id
+    assert await _run_one(jobs, session.worker_id) == plain.id

@@ -59,6 +59,9 @@ BAD_REQUESTS: dict[str, tuple[str, str, dict[str, Any], int, str]] = {
     "all devices with a value out of range": create(INVALID, target_type="all_devices", target_value=101),
     "timeout zero": create(INVALID, timeout_sec=0),
     "timeout over a week": create(INVALID, timeout_sec=604_801),
+    "priority above 10": create(INVALID, priority=11),
+    "priority below -10": create(INVALID, priority=-11),
+    "priority as text": create(INVALID, priority="5"),
     "grace over a day": create(INVALID, topup_grace_sec=86_401),
     # create: title and action
     "title too long": create(INVALID, title="t" * 201),
