@@ -13,7 +13,8 @@
 -- The single-run calls (start/complete/fail/release_assignment) stay, on the same code.
 --
 -- Off the job row. Claims and finishes hold their jobs FOR SHARE (job-level transitions,
--- which take the row FOR NO KEY UPDATE, wait for them; they do not wait for each other) and
+-- which take the row FOR NO KEY UPDATE, wait for them; they do not wait for each other;
+-- a claim takes them with SKIP LOCKED, after its devices and runs, so it never waits) and
 -- count their runs in job_run_counts, one row per job and worker session
 -- (jobsys.count_runs, 30_device_jobs.sql). With the counters on the job row, the ten claims
 -- of one new job by ten workers ran one after another, each holding the row until commit.
@@ -59,10 +60,10 @@ comment on function jobsys.requeue_status(text, integer, integer) is
 -- For each free online device of the worker (or those listed), its next pending assignment:
 -- of the highest priority, then the oldest. Priority 0 (nearly every run) from the device's
 -- queue floor up; the others from their own partial index (job_assignments_device_priority_idx,
--- "priority <> 0" written out so the planner matches it), an empty range when there are none. Holds the jobs FOR SHARE first, then SKIP
--- LOCKED on assignments and devices, so a claim never waits on another claim's rows. p_start: the
--- runs start now (lease: duration + grace) rather than holding the short claim lease until
--- start_assignment.
+-- "priority <> 0" written out so the planner matches it), an empty range when there are none.
+-- Everything with SKIP LOCKED (devices and runs, then their jobs FOR SHARE), so a claim never
+-- waits, on another claim or on a job-level transition. p_start: the runs start now (lease:
+-- duration + grace) rather than holding the short claim lease until start_assignment.
 create or replace function jobsys.claim_assignments(
   p_worker_id uuid, p_device_ids uuid[] default null, p_limit integer default null,
   p_start boolean default false)
@@ -74,6 +75,7 @@ create or replace function jobsys.claim_assignments(
   as $$
 declare
   v_jobs uuid[];
+  v_locked uuid[];
   v_claimed bigint[];
   v_devices uuid[];
   v_row record;
@@ -84,34 +86,6 @@ begin
   if p_limit is not null and p_limit < 1 then
     perform jobsys.raise_error('JS400', 'limit must be at least 1', jsonb_build_object('limit', p_limit));
   end if;
-  select array_agg(distinct q.job_id) into v_jobs
-  from jobsys.devices d
-  cross join lateral (
-    (select a.job_id from jobsys.job_assignments a  -- priority above 0 first, the highest
-     where a.device_id = d.id and a.status = 'pending' and a.priority <> 0 and a.priority > 0
-     order by a.priority desc, a.id limit 1)
-    union all
-    (select a.job_id from jobsys.job_assignments a
-     where a.device_id = d.id and a.status = 'pending' and a.id >= d.queue_floor and a.priority = 0
-     order by a.id limit 1)
-    union all  -- below the floor only when nothing is above it (see the top of this file)
-    (select a.job_id from jobsys.job_assignments a
-     where a.device_id = d.id and a.status = 'pending' and a.id < d.queue_floor and a.priority = 0
-     order by a.id limit 1)
-    union all  -- priority below 0 last
-    (select a.job_id from jobsys.job_assignments a
-     where a.device_id = d.id and a.status = 'pending' and a.priority <> 0 and a.priority < 0
-     order by a.priority desc, a.id limit 1)
-    limit 1) q
-  where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
-    and (p_device_ids is null or d.id = any(p_device_ids))
-    and (d.reboot_requested_at is null or d.reboot_requested_at < now() - interval '10 minutes');
-  if v_jobs is null then
-    return;
-  end if;
-  perform 1 from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
-    order by j.id for share;
-
   -- Pick and lock first, then update by primary key: with the picks in arrays every
   -- statement below is an index lookup per run, however large the tables.
   select array_agg(p.assignment_id), array_agg(p.device_id)
@@ -129,28 +103,28 @@ begin
     cross join lateral (
       (select first.id from (
          select a.id from jobsys.job_assignments a
-         where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
+         where a.device_id = f.id and a.status = 'pending'
            and a.priority <> 0 and a.priority > 0
          order by a.priority desc, a.id limit 1
          for no key update skip locked) first)
       union all
       (select above.id from (
          select a.id from jobsys.job_assignments a
-         where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
+         where a.device_id = f.id and a.status = 'pending'
            and a.id >= f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) above)
       union all
       (select below.id from (
          select a.id from jobsys.job_assignments a
-         where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
+         where a.device_id = f.id and a.status = 'pending'
            and a.id < f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) below)
       union all
       (select last.id from (
          select a.id from jobsys.job_assignments a
-         where a.device_id = f.id and a.status = 'pending' and a.job_id = any(v_jobs)
+         where a.device_id = f.id and a.status = 'pending'
            and a.priority <> 0 and a.priority < 0
          order by a.priority desc, a.id limit 1
          for no key update skip locked) last)
@@ -159,6 +133,20 @@ begin
   ) p;
   if v_claimed is null then
     return;
+  end if;
+  -- Their jobs FOR SHARE (count_runs), SKIP LOCKED: a job a pause, cancel or completion holds
+  -- right now is left out of this claim (its picks stay pending), so the claim, which already
+  -- holds devices and runs, never waits for a job and cannot close a cycle with one.
+  v_jobs := array(select distinct a.job_id from jobsys.job_assignments a where a.id = any(v_claimed));
+  v_locked := array(select j.id from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
+                    order by j.id for share skip locked);
+  if cardinality(v_locked) < cardinality(v_jobs) then
+    select array_agg(x.assignment_id), array_agg(x.device_id) into v_claimed, v_devices
+    from unnest(v_claimed, v_devices) as x(assignment_id, device_id)
+    where (select a.job_id from jobsys.job_assignments a where a.id = x.assignment_id) = any(v_locked);
+    if v_claimed is null then
+      return;
+    end if;
   end if;
 
   update jobsys.devices d set running_assignment_id = x.assignment_id, queue_floor = x.assignment_id
@@ -191,7 +179,7 @@ begin
 end
 $$;
 comment on function jobsys.claim_assignments(uuid, uuid[], integer, boolean) is
-  'Workers: claim for each free online device of the worker (or those listed) its next pending assignment, the highest priority first, then the oldest (from the device queue floor up); p_start starts the runs at once. Holds the jobs FOR SHARE first, then SKIP LOCKED on assignments and devices, so a claim never waits on another claim.';
+  'Workers: claim for each free online device of the worker (or those listed) its next pending assignment, the highest priority first, then the oldest (from the device queue floor up); p_start starts the runs at once. Devices and runs with SKIP LOCKED, then their jobs FOR SHARE SKIP LOCKED (a job in a pause, cancel or completion is left out), so a claim never waits.';
 
 -- Look up an assignment for a worker-side transition and check the caller may touch it.
 create or replace function jobsys.assignment_for_worker(p_assignment_id bigint) returns jobsys.job_assignments

@@ -111,3 +111,19 @@ async def test_the_finish_that_meets_the_target_alone_completes_the_job_at_once(
     for run in claimed:
         await jobs.complete_assignment(run.assignment_id, run.attempt)
     assert (await jobs.get_job(created.job.id)).status == "completed"
+
+
+async def test_a_claim_leaves_out_a_job_a_transition_holds_instead_of_waiting(
+        db_url: str, db: Db, jobs: JobSystem, open_tx: list[psycopg.AsyncConnection]) -> None:
+    a = await add_worker(jobs, "a", 1)
+    held = await jobs.create_job(target_url="https://example.com/held", duration_sec=60)
+    pause = await _begin(db_url, open_tx)  # a job-level transition in flight: the job row lock
+    await pause.execute("select jobsys.lock_job(%s)", (held.job.id,))
+    claim = await _begin(db_url, open_tx)
+    assert await asyncio.wait_for(_claim(claim, a.worker_id), timeout=30) == []
+    await claim.commit()
+    await pause.rollback()
+    [(assignment_id, _)] = await _claim(claim, a.worker_id)
+    await claim.commit()
+    assert db.value("select job_id from jobsys.job_assignments where id = %s", (assignment_id,)) == held.job.id
+    assert db.rows(COUNTER_MISMATCHES_SQL) == []
