@@ -292,7 +292,8 @@ comment on table jobsys.job_run_counts is
 -- SKIP LOCKED and the others never wait.
 create table jobsys.job_progress_marks (
   job_id uuid primary key references jobsys.jobs (id) on delete cascade,
-  notified_at timestamptz not null default '-infinity'
+  notified_at timestamptz not null default '-infinity',
+  sent jsonb  -- the payload of that event (maintain sends a trailing one when the job differs)
 );
 comment on table jobsys.job_progress_marks is
   'When the last job_progress event of each job went out, for the per-job throttle (progress_event_interval_ms).';

@@ -105,32 +105,36 @@ comment on function jobsys.emit_to_job_workers(uuid, text, jsonb) is
 
 -- job_progress for a job (give it the row as stored): always when p_force, else at most
 -- every progress_event_interval_ms per job. The mark of a job that is due is taken with
--- SKIP LOCKED, so concurrent finishes never wait on it: one sends, the others need not.
--- maintain() sends the trailing event of a change that fell inside the window.
+-- SKIP LOCKED, so concurrent finishes never wait on it: one sends, the others need not. The
+-- mark keeps what was sent: a finish in flight when another transaction sent is not in
+-- that event, so maintain() compares and sends the trailing event when they differ.
 create or replace function jobsys.notify_progress(p_job jobsys.jobs, p_force boolean) returns void
   language plpgsql
   set search_path = jobsys, pg_temp
   as $$
 declare
   v_now timestamptz := clock_timestamp();
+  v_payload jsonb;
 begin
   if p_force then
-    insert into jobsys.job_progress_marks as m (job_id, notified_at) values (p_job.id, v_now)
-    on conflict (job_id) do update set notified_at = v_now;
+    v_payload := jobsys.progress_json(p_job);
+    insert into jobsys.job_progress_marks as m (job_id, notified_at, sent) values (p_job.id, v_now, v_payload)
+    on conflict (job_id) do update set notified_at = v_now, sent = v_payload;
   else
     -- Settings are read inline (not through jobsys.setting()): a plan cached with the
     -- function is far cheaper per call than a SQL function re-planned in every transaction.
-    update jobsys.job_progress_marks m set notified_at = v_now
+    update jobsys.job_progress_marks m set notified_at = v_now, sent = jobsys.progress_json(p_job)
     where m.job_id = (select d.job_id from jobsys.job_progress_marks d
                       where d.job_id = p_job.id and d.notified_at <= v_now - make_interval(
                         secs => (select s.value from jobsys.settings s
                                  where s.key = 'progress_event_interval_ms') / 1000.0)
-                      for no key update skip locked);
+                      for no key update skip locked)
+    returning m.sent into v_payload;
     if not found then
       return;
     end if;
   end if;
-  perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(p_job));
+  perform jobsys.emit('jobsys:dashboard', 'job_progress', v_payload);
 end
 $$;
 comment on function jobsys.notify_progress(jobsys.jobs, boolean) is
@@ -960,11 +964,11 @@ begin
   -- Re-opened past its time limit, the job would end again at the next upkeep.
   if v_job.end_reason = 'timed_out' then
     perform jobsys.raise_error('JS409', 'the job''s time limit has passed: run it again as a new job (clone)',
-      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry', 'reason', 'timed_out'));
   end if;
   if (jobsys.counted(v_job)).failed_count = 0 then
     perform jobsys.raise_error('JS409', 'nothing to retry: no run of this job failed',
-      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry'));
+      jsonb_build_object('job_id', p_job_id, 'status', v_job.status, 'transition', 'retry', 'reason', 'nothing_failed'));
   end if;
   with retried as (
     update jobsys.job_assignments a

@@ -78,6 +78,7 @@ declare
   v_locked uuid[];
   v_claimed bigint[];
   v_devices uuid[];
+  v_floors bigint[];
   v_row record;
   v_claim_lease double precision := (select s.value from jobsys.settings s where s.key = 'claim_lease_sec');
   v_grace double precision := (select s.value from jobsys.settings s where s.key = 'lease_grace_sec');
@@ -88,10 +89,13 @@ begin
   end if;
   -- Pick and lock first, then update by primary key: with the picks in arrays every
   -- statement below is an index lookup per run, however large the tables.
-  select array_agg(p.assignment_id), array_agg(p.device_id)
-    into v_claimed, v_devices
+  -- The device's new queue floor: the run claimed, when it is of priority 0; a run of
+  -- another priority comes from its own index and leaves the floor where it was (else older
+  -- runs of priority 0 would fall below it and wait behind newer ones).
+  select array_agg(p.assignment_id), array_agg(p.device_id), array_agg(p.floor)
+    into v_claimed, v_devices, v_floors
   from (
-    select q.id as assignment_id, f.id as device_id
+    select q.id as assignment_id, f.id as device_id, case when q.floor then q.id else f.queue_floor end as floor
     from (
       select d.id, d.queue_floor from jobsys.devices d
       where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
@@ -101,28 +105,28 @@ begin
       for no key update skip locked
     ) f
     cross join lateral (
-      (select first.id from (
+      (select first.id, false as floor from (
          select a.id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.priority <> 0 and a.priority > 0
          order by a.priority desc, a.id limit 1
          for no key update skip locked) first)
       union all
-      (select above.id from (
+      (select above.id, true from (
          select a.id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.id >= f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) above)
       union all
-      (select below.id from (
+      (select below.id, true from (
          select a.id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.id < f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) below)
       union all
-      (select last.id from (
+      (select last.id, false from (
          select a.id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.priority <> 0 and a.priority < 0
@@ -141,16 +145,17 @@ begin
   v_locked := array(select j.id from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
                     order by j.id for share skip locked);
   if cardinality(v_locked) < cardinality(v_jobs) then
-    select array_agg(x.assignment_id), array_agg(x.device_id) into v_claimed, v_devices
-    from unnest(v_claimed, v_devices) as x(assignment_id, device_id)
+    select array_agg(x.assignment_id), array_agg(x.device_id), array_agg(x.floor)
+      into v_claimed, v_devices, v_floors
+    from unnest(v_claimed, v_devices, v_floors) as x(assignment_id, device_id, floor)
     where (select a.job_id from jobsys.job_assignments a where a.id = x.assignment_id) = any(v_locked);
     if v_claimed is null then
       return;
     end if;
   end if;
 
-  update jobsys.devices d set running_assignment_id = x.assignment_id, queue_floor = x.assignment_id
-  from unnest(v_devices, v_claimed) as x(device_id, assignment_id)
+  update jobsys.devices d set running_assignment_id = x.assignment_id, queue_floor = x.floor
+  from unnest(v_devices, v_claimed, v_floors) as x(device_id, assignment_id, floor)
   where d.id = any(v_devices) and d.id = x.device_id;
   update jobsys.job_assignments a set status = 'running', worker_id = p_worker_id,
     claimed_at = now(), started_at = case when p_start then now() end,
@@ -708,6 +713,8 @@ begin
     order by j.id
     for no key update of j skip locked
   loop
+    -- Counted again under the lock: a finish may have committed since the loop's snapshot.
+    select c.* into v_job from jobsys.jobs j cross join lateral jobsys.counted(j) c where j.id = v_job.id;
     perform jobsys.end_job(v_job.id,
       case when v_job.completed_count >= v_job.target_count then 'completed' else 'incomplete' end,
       case when v_job.completed_count >= v_job.target_count then null else 'timed_out' end,
@@ -722,6 +729,10 @@ begin
     order by j.id
     for no key update of j skip locked
   loop
+    -- Counted again under the lock (a top-up may have committed since the loop's snapshot).
+    select c.* into v_job from jobsys.jobs j cross join lateral jobsys.counted(j) c where j.id = v_job.id;
+    continue when v_job.status <> 'active' or v_job.completed_count >= v_job.target_count
+      or v_job.assigned_count <> v_job.completed_count + v_job.failed_count + v_job.cancelled_count;
     if v_job.waiting_since is null then
       update jobsys.jobs set waiting_since = now() where id = v_job.id;
       perform jobsys.apply_counts(v_job.id, 0, 0, 0, 0, 0, true);
@@ -756,6 +767,7 @@ declare
   v_refit integer;
   v_purged integer := 0;
   v_job jobsys.jobs;
+  v_payload jsonb;
 begin
   perform jobsys.require_signed_in();
   if not pg_try_advisory_xact_lock(hashtext('jobsys.maintain')) then
@@ -778,16 +790,20 @@ begin
   if found then
     v_purged := jobsys.purge_expired();
   end if;
-  -- Trailing job_progress for jobs whose last change fell inside a throttle window.
+  -- Trailing job_progress: a job that differs from its last event (a change inside a throttle
+  -- window, or a finish that was in flight when another transaction sent). Compared by
+  -- content: no timestamp says when a transaction in flight will commit.
   for v_job in
-    select j.* from jobsys.jobs j join jobsys.job_progress_marks m on m.job_id = j.id
-    where j.status in ('active', 'paused')
-      and (j.updated_at > m.notified_at
-           or exists (select 1 from jobsys.job_run_counts r where r.job_id = j.id and r.changed_at > m.notified_at))
-    for no key update of m skip locked
+    select j.* from jobsys.jobs j where j.status in ('active', 'paused')
   loop
-    update jobsys.job_progress_marks set notified_at = clock_timestamp() where job_id = v_job.id;
-    perform jobsys.emit('jobsys:dashboard', 'job_progress', jobsys.progress_json(v_job));
+    v_payload := jobsys.progress_json(v_job);
+    update jobsys.job_progress_marks m set notified_at = clock_timestamp(), sent = v_payload
+    where m.job_id = (select k.job_id from jobsys.job_progress_marks k
+                      where k.job_id = v_job.id and k.sent is distinct from v_payload
+                      for no key update skip locked);
+    if found then
+      perform jobsys.emit('jobsys:dashboard', 'job_progress', v_payload);
+    end if;
   end loop;
   return jsonb_build_object('ran', true, 'rescued', v_rescued, 'offline_devices', v_stale,
                             'started_jobs', v_started, 'topped_up', v_topped, 'ended_jobs', v_ended,

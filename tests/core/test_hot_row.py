@@ -127,3 +127,29 @@ async def test_a_claim_leaves_out_a_job_a_transition_holds_instead_of_waiting(
     await claim.commit()
     assert db.value("select job_id from jobsys.job_assignments where id = %s", (assignment_id,)) == held.job.id
     assert db.rows(COUNTER_MISMATCHES_SQL) == []
+
+
+async def test_a_claim_in_flight_while_another_sent_progress_gets_its_trailing_event(
+        db_url: str, jobs: JobSystem, open_tx: list[psycopg.AsyncConnection]) -> None:
+    """The event another transaction sent did not see this claim's count; upkeep compares what
+    was sent with the job and sends the trailing event (timestamps cannot tell: the claim's
+    change may be older than the event yet commit after it)."""
+    a = await add_worker(jobs, "a", 2)
+    created = await jobs.create_job(target_url="https://example.com/hot", duration_sec=60)
+    claim = await _begin(db_url, open_tx)
+    # As if another transaction had just sent job_progress, without this claim's runs.
+    await claim.execute("""update jobsys.job_progress_marks set notified_at = clock_timestamp(),
+                             sent = jobsys.progress_json(j) from jobsys.jobs j
+                           where j.id = %s and job_id = j.id""", (created.job.id,))
+    assert len(await _claim(claim, a.worker_id)) == 2  # within the throttle window: no event of its own
+    await claim.commit()
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as listener:
+        await listener.execute('listen "jobsys:dashboard"')
+        await jobs.maintain(force=True)
+        progress = None
+        async for note in listener.notifies(timeout=30):
+            event = json.loads(note.payload)
+            if event["event"] == "job_progress" and event["payload"]["job_id"] == str(created.job.id):
+                progress = event["payload"]
+                break
+    assert progress is not None and progress["running_count"] == 2

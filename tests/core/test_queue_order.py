@@ -79,3 +79,14 @@ async def test_priority_survives_a_pause_and_a_clone(jobs: JobSystem) -> None:
     assert clone.priority == 5
     assert await _run_one(jobs, session.worker_id) == clone.id
     assert await _run_one(jobs, session.worker_id) == plain.id
+
+
+async def test_a_run_of_another_priority_does_not_move_the_queue_floor(jobs: JobSystem) -> None:
+    """Runs of priority 0 keep their order around a claimed run of another priority."""
+    session = await add_worker(jobs, "w1", 1)
+    old = (await jobs.create_job(target_url=f"{URL}/old", duration_sec=5)).job
+    urgent = (await jobs.create_job(target_url=f"{URL}/urgent", duration_sec=5, priority=5)).job
+    assert await _run_one(jobs, session.worker_id) == urgent.id
+    new = (await jobs.create_job(target_url=f"{URL}/new", duration_sec=5)).job
+    assert await _run_one(jobs, session.worker_id) == old.id
+    assert await _run_one(jobs, session.worker_id) == new.id
