@@ -451,6 +451,59 @@ class DeviceList(pydantic.BaseModel):
     summary: DeviceSummary
 
 
+# Devices at scale (issue 20): the device list a page at a time, and counts per PC -------------
+NO_WORKER = uuid.UUID(int=0)  # as a worker id filter: the devices no worker session holds
+
+
+class DeviceFilterState(str, enum.Enum):
+    """A device list's state filter: a DeviceStatus, or connected (idle or busy)."""
+
+    CONNECTED = "connected"
+    IDLE = "idle"
+    BUSY = "busy"
+    OFFLINE = "offline"
+    ERROR = "error"
+    UNAUTHORIZED = "unauthorized"
+    DISABLED = "disabled"
+    DRAINING = "draining"
+    QUARANTINED = "quarantined"
+    LOW_BATTERY = "low_battery"
+    OVERHEATED = "overheated"
+
+
+class DeviceFilter(pydantic.BaseModel):
+    """What list_devices_page and device_groups narrow to; empty: every device."""
+
+    state: DeviceFilterState | None = None
+    labels: dict[str, str] = {}  # every pair must match (the operator's label wins on a shared key)
+    q: str | None = pydantic.Field(default=None, max_length=200)  # a substring of the serial
+
+
+class DevicePage(pydantic.BaseModel):
+    """One page of devices by serial; `next_cursor` (a serial) continues it, None on the last.
+    `total` and `summary` are None when the caller did not ask for counts."""
+
+    devices: list[Device]
+    next_cursor: str | None = None
+    total: int | None = None
+    summary: DeviceSummary | None = None
+
+
+class DeviceGroup(pydantic.BaseModel):
+    """One PC (worker session; None: devices no worker holds) with its devices' counts."""
+
+    worker_id: uuid.UUID | None
+    worker_name: str | None
+    total: int
+    matching: int  # how many pass the filter asked for
+    summary: DeviceSummary
+
+
+class DeviceGroups(pydantic.BaseModel):
+    groups: list[DeviceGroup]
+    summary: DeviceSummary
+
+
 class DeviceVitalsSample(pydantic.BaseModel):
     at: dt.datetime
     battery_pct: int | None = None

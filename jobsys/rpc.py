@@ -46,6 +46,10 @@ SET_DEVICE_LABELS = _fn("set_device_labels", p_device_id="uuid", p_labels="jsonb
 REQUEST_DEVICE_REBOOT = _fn("request_device_reboot", p_device_id="uuid")
 GET_DEVICE = _fn("get_device", p_device_id="uuid")  # with vitals history, events, last runs
 FLEET_LABELS = _fn("fleet_labels", p_labels="jsonb")  # the new-job dialog's label choices and counts
+# Devices at scale: a page by serial with filters; the counts per PC (one aggregate, no rows)
+LIST_DEVICES_PAGE = _fn("list_devices_page", p_status="text", p_worker_id="uuid", p_pc="text", p_labels="jsonb",
+                        p_q="text", p_after="text", p_limit="integer", p_with_counts="boolean")
+DEVICE_GROUPS = _fn("device_groups", p_status="text", p_labels="jsonb", p_q="text")
 
 REGISTER_WORKER = _fn("register_worker", p_name="text", p_hostname="text", p_devices="jsonb")
 HEARTBEAT = _fn("heartbeat", p_worker_id="uuid", p_devices="jsonb", p_running="bigint[]", p_meta="jsonb")
@@ -97,6 +101,7 @@ DEVICE_JOBS: tuple[SqlFunction, ...] = (
     LIST_AUDIT, METRICS_SNAPSHOT, EXISTING_RUNS, ADD_OPERATOR_ACCOUNT, LIST_OPERATOR_ACCOUNTS,
     REVOKE_OPERATOR_ACCOUNT, OPERATOR_CLAIMS,
     RESCUE_EXPIRED_LEASES, MARK_STALE, MAINTAIN,
+    LIST_DEVICES_PAGE, DEVICE_GROUPS,
 )
 
 

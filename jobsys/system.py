@@ -15,7 +15,8 @@ from typing import Any, Iterable, Literal, Sequence
 from jobsys import errors, rpc, validation
 from jobsys.events import DASHBOARD_TOPIC, worker_topic
 from jobsys.models import (
-    AuditPage, ClaimedAssignment, CreatedJob, Device, DeviceDetail, DeviceList, DeviceReport, DeviceUpdate, FinishedRun,
+    AuditPage, ClaimedAssignment, CreatedJob, Device, DeviceDetail, DeviceFilter, DeviceGroups, DeviceList,
+    DevicePage, DeviceReport, DeviceUpdate, FinishedRun,
     FleetLabels, HeartbeatReply, Job, JobCreate, JobDetail, JobList, JobRunRow, JobStatus, JobUpdate,
     RegisteredDevice, RetriedJob, RunReport, RunState, WorkerSession,
 )
@@ -151,6 +152,29 @@ class JobSystem:
 
     async def list_devices(self) -> DeviceList:
         return DeviceList.model_validate(await self.transport.call(rpc.LIST_DEVICES))
+
+    async def list_devices_page(
+        self, filter: DeviceFilter | dict[str, Any] | None = None, *, worker_id: JobId | None = None,
+        pc: str | None = None, after: str | None = None, limit: int = 100, with_counts: bool = True,
+    ) -> DevicePage:
+        """Up to `limit` (1-1000) devices passing `filter` after the serial `after`, by serial
+        (pass the page's next_cursor for the next). `worker_id` narrows to one worker session
+        (NO_WORKER: devices no worker holds), `pc` to a worker's name. Without `with_counts`
+        the fleet is not counted (the Devices page reads its counts from device_groups)."""
+        checked = validation.validated(DeviceFilter, filter or {})
+        return DevicePage.model_validate(await self.transport.call(rpc.LIST_DEVICES_PAGE, {
+            "p_status": checked.state.value if checked.state else None,
+            "p_worker_id": validation.as_uuid(worker_id, "worker_id") if worker_id is not None else None,
+            "p_pc": pc, "p_labels": checked.labels, "p_q": checked.q or None, "p_after": after,
+            "p_limit": limit, "p_with_counts": with_counts}))
+
+    async def device_groups(self, filter: DeviceFilter | dict[str, Any] | None = None) -> DeviceGroups:
+        """The devices' counts per PC (worker session) and for the fleet, from one aggregate;
+        `matching` counts those passing `filter`. No device rows: cheap for any fleet size."""
+        checked = validation.validated(DeviceFilter, filter or {})
+        return DeviceGroups.model_validate(await self.transport.call(rpc.DEVICE_GROUPS, {
+            "p_status": checked.state.value if checked.state else None,
+            "p_labels": checked.labels, "p_q": checked.q or None}))
 
     async def set_device_state(self, device_id: JobId,
                                state: Literal["disabled", "enabled", "draining"]) -> Device:

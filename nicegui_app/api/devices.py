@@ -1,27 +1,39 @@
-"""The REST API for devices: the fleet list, one device with its history, what operators
-decide about a device (labels, disable / enable / drain), reboots, and the label choices of
-the new-job dialog. Operators only, with the same bearer token as every /api route. A
+"""The REST API for devices: the fleet a page at a time (an opaque cursor, filters by state,
+PC, labels and serial), one device with its history, what operators decide about a device
+(labels, disable / enable / drain), reboots, and the label choices of the new-job dialog. Operators only, with the same bearer token as every /api route. A
 refused change (a bad label, a key the device's worker reports, a reboot of a busy phone)
 stores nothing."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import StringConstraints
 
-from jobsys.models import Device, DeviceDetail, DeviceList, DeviceUpdate, FleetLabels
+from jobsys.models import (
+    Device, DeviceDetail, DeviceFilter, DeviceFilterState, DeviceList, DeviceSummary, DeviceUpdate, FleetLabels,
+)
 from jobsys.system import JobSystem
 from nicegui_app.api.errors import ERROR_RESPONSES, ApiError
-from nicegui_app.api.routes import require_token
+from nicegui_app.api.routes import PRINTABLE, require_token
 
 TAG = "devices"
 LABEL_FILTERS_MAX = 32  # as many pairs as a device may carry
+LIMIT_DEFAULT, LIMIT_MAX = 100, 1000  # list_devices_page refuses more
 LabelFilter = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}=.{0,256}$")]
 
 Jobs = Annotated[JobSystem, Depends(require_token)]
+
+
+class DeviceListPage(DeviceList):
+    """The old shape (devices, summary: the fleet's counts per status) plus the page's walk."""
+
+    summary: DeviceSummary
+    next_cursor: str | None = None
+    total: int
 
 router = APIRouter(
     prefix="/api",
@@ -42,6 +54,32 @@ def parse_device_id(device_id: Annotated[str, Path(json_schema_extra={"format": 
 DeviceId = Annotated[uuid.UUID, Depends(parse_device_id)]
 
 
+def encode_cursor(serial: str | None) -> str | None:
+    """The walk's position (a serial) as an opaque token: clients pass it back, never build it."""
+    return None if serial is None else base64.urlsafe_b64encode(serial.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        serial = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        serial = ""
+    if not 1 <= len(serial) <= 200 or not cursor.isascii():
+        raise ApiError(400, "invalid_cursor", "cursor is not one this list gave; start again without it",
+                       {"field": "cursor"})
+    return serial
+
+
+def _as_worker_id(pc: str | None) -> uuid.UUID | None:
+    """`pc` as a worker id when it is one; otherwise it names the PC."""
+    try:
+        return uuid.UUID(pc) if pc else None
+    except ValueError:
+        return None
+
+
 def parse_label_filter(
     label: Annotated[list[LabelFilter] | None,
                      Query(description="key=value; repeat for more (a device must carry all)",
@@ -56,11 +94,28 @@ def parse_label_filter(
     return pairs
 
 
-@router.get("/devices", response_model=DeviceList)
-async def list_devices(jobs: Jobs) -> DeviceList:
-    """Every device with its worker, status (and why it takes no work), labels, vitals and
-    current job, plus counts per status."""
-    return await jobs.list_devices()
+@router.get("/devices", response_model=DeviceListPage, responses={400: ERROR_RESPONSES[400], 422: ERROR_RESPONSES[422]})
+async def list_devices(
+    jobs: Jobs,
+    labels: Annotated[dict[str, str], Depends(parse_label_filter)],
+    state: Annotated[DeviceFilterState | None, Query(description="a status, or connected (idle or busy)")] = None,
+    pc: Annotated[str | None, Query(min_length=1, max_length=200,
+                                    description="a PC: its worker id, or its name")] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE, description="part of the serial")] = None,
+    limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the page before")] = None,
+) -> DeviceListPage:
+    """A page of devices by serial, each with its worker, status (and why it takes no work),
+    labels, vitals and current job; `next_cursor` continues the walk (null on the last page;
+    every device is met once). Filters: `state`, `pc`, `label` k=v (repeat: all must match),
+    `q`. `total` counts the matching devices, `summary` the whole fleet per status."""
+    worker_id = _as_worker_id(pc)
+    page = await jobs.list_devices_page(
+        DeviceFilter(state=state, labels=labels, q=q or None), worker_id=worker_id,
+        pc=pc if worker_id is None else None, after=decode_cursor(cursor), limit=limit)
+    assert page.total is not None and page.summary is not None  # asked with counts
+    return DeviceListPage(devices=page.devices, summary=page.summary, next_cursor=encode_cursor(page.next_cursor),
+                          total=page.total)
 
 
 @router.get("/devices/{device_id}", response_model=DeviceDetail,

@@ -1,30 +1,42 @@
-"""Devices page (기기): a count per status, then the devices grouped by worker. Each device
+"""Devices page (기기): a count per status, filters (state, PC, labels, serial search) kept in
+the address so they survive a reload, then one card per PC (worker) with its counts per
+status. The counts come from one aggregate (device_groups), never from reading every device;
+a PC's devices are read a page at a time when it is opened (every PC opens at once when the
+fleet or the filter's match is small), so 10,000 devices render as fast as 10. Each device
 shows its status and why it takes no work (in the page's language where the reason is one
 the database writes), battery / charging / temperature when its worker reports them, the
 worker's labels apart from the operator's, and the operator's actions: disable and reboot
 (after a confirmation: disabling stops a running run), enable, drain, and editing its
 labels. Each device links to its detail page (device_detail.py), which shares the status
-texts and the actions defined here. Follows device_status (and job_progress, which moves
-devices between idle and busy)."""
+texts and the actions defined here. Follows device_status and job_progress (which moves
+devices between idle and busy), at most once a second, re-reading only the open PCs' rows."""
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import dataclasses
 import re
-from collections.abc import Callable
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import Request
 from nicegui import ui
 
 from jobsys.errors import JobsysError
-from jobsys.events import EventName
-from jobsys.models import Device, DeviceList, DeviceStatus, DeviceVitals
+from jobsys.events import Event, EventName
+from jobsys.models import (
+    NO_WORKER, Device, DeviceFilter, DeviceFilterState, DeviceGroup, DevicePage, DeviceStatus, DeviceVitals,
+)
+from nicegui_app.hub import RESYNC
 from nicegui_app.i18n import Translator
+from nicegui_app.pages.device_model import model_text
 from nicegui_app.pages.dialog import CreateDialog, answer
 from nicegui_app.pages.frame import PageContext, frame
 from nicegui_app.pages.guard import guarded_page
-from nicegui_app.pages.rows import LiveView, when
+from nicegui_app.live import Coalescer
+from nicegui_app.pages.rows import LIMIT_MAX, LiveView, status_filter, when
 
 STATUS_COLORS = {
     DeviceStatus.IDLE: "positive",
@@ -39,6 +51,12 @@ STATUS_COLORS = {
     DeviceStatus.OVERHEATED: "red-9",
 }
 SUMMARY_KEYS = ("total", *(s.value for s in DeviceStatus))
+PAGE_SIZE = 50  # rows an opened PC shows at first; "더 보기" adds as many
+AUTO_OPEN_MAX = 100  # a fleet (or a filter's match) this small opens every PC at once
+REFRESH_INTERVAL_S = 1.0  # at most one counts read per second per open page, however busy the fleet
+FILTER_STATES = frozenset(s.value for s in DeviceFilterState)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 # What an operator's "enable" ends; everything else is the worker's or the vitals' to end.
 ENABLE_FROM = (DeviceStatus.DISABLED, DeviceStatus.DRAINING, DeviceStatus.QUARANTINED)
 NO_DISABLE = (DeviceStatus.DISABLED,)
@@ -299,64 +317,37 @@ class DeviceActions:
             self.on_change()
 
 
-def _worker_key(device: Device) -> tuple[str, str]:
-    return device.worker_name or "", str(device.worker_id or "")
+class DeviceRow:
+    """One device on the list, rebuilt in place only when the device changed."""
 
+    def __init__(self, view: DevicesView, device: Device) -> None:
+        self.view = view
+        self.device = device
+        self.separator = ui.separator()
+        self.column = ui.column().classes("w-full gap-1 text-sm").mark(f"device-{device.serial}")
+        self._fill()
 
-class DevicesView(LiveView):
-    async def build(self) -> None:
-        with ui.row().classes("w-full gap-2").mark("device-summary"):
-            self.cards = {key: self._summary_card(key) for key in SUMMARY_KEYS}
-        self.dialogs = ui.element()  # dialogs live here, not in the list that each refresh rebuilds
-        self.actions = DeviceActions(self.ctx, self.dialogs, self._poke)
-        self.container = ui.column().classes("w-full gap-4").mark("device-groups")
-        self._shown: DeviceList | None = None
-        await self._follow([EventName.DEVICE_STATUS.value, EventName.JOB_PROGRESS.value], name="devices")
-
-    def _summary_card(self, key: str) -> ui.label:
-        title = self.ctx.t("device_summary_total" if key == "total" else f"device_{key}")
-        with ui.card().classes("min-w-20 gap-0 px-3 py-1").mark(f"device-summary-{key}"):
-            ui.label(title).classes("text-xs text-gray-600")
-            return ui.label("0").classes("text-xl font-bold").mark(f"device-summary-{key}-value")
-
-    async def refresh(self) -> None:
-        listing = await self.ctx.services.jobs.list_devices()
-        if listing == self._shown:  # job_progress wakes the page often; most of the time nothing moved
+    def update(self, device: Device) -> None:
+        if device == self.device:
             return
-        self._shown = listing
-        t = self.ctx.t
-        for key, label in self.cards.items():
-            label.set_text(str(getattr(listing.summary, key)))
-        self.container.clear()
-        with self.container:
-            if not listing.devices:
-                ui.label(t("no_devices")).classes("text-gray-500")
-            devices = sorted(listing.devices, key=lambda d: (*_worker_key(d), d.serial))
-            for (name, worker_id), group in itertools.groupby(devices, key=_worker_key):
-                self._worker_card(name, worker_id, list(group))
+        self.device = device
+        self.column.clear()
+        self._fill()
 
-    def _worker_card(self, name: str, worker_id: str, devices: list[Device]) -> None:
-        t = self.ctx.t
-        connected = sum(d.status in (DeviceStatus.IDLE, DeviceStatus.BUSY) for d in devices)
-        with ui.card().classes("w-full gap-1").mark(f"worker-{worker_id or 'none'}"):
-            with ui.row().classes("items-center gap-2"):
-                ui.label(t("worker", name=name) if worker_id else t("no_worker")).classes(
-                    "text-lg font-medium"
-                )
-                ui.badge(f"{connected}/{len(devices)}", color="primary")
-            for device in devices:
-                ui.separator()
-                self._device_row(device)
+    def delete(self) -> None:
+        self.separator.delete()
+        self.column.delete()
 
-    def _device_row(self, device: Device) -> None:
-        t = self.ctx.t
-        with ui.column().classes("w-full gap-1 text-sm").mark(f"device-{device.serial}"):
+    def _fill(self) -> None:
+        t = self.view.ctx.t
+        device = self.device
+        with self.column:
             with ui.row().classes("w-full items-center gap-3"):
                 ui.link(device.serial, f"/devices/{device.id}").classes("font-mono min-w-40").mark(
                     "device-link"
                 )
                 if device.model:
-                    ui.label(device.model).classes("text-gray-500")
+                    ui.label(model_text(t, device.model)).classes("text-gray-500")  # the sim's label translated
                 ui.badge(status_text(t, device.status), color=STATUS_COLORS[device.status]).mark(
                     "device-status"
                 )
@@ -385,11 +376,281 @@ class DevicesView(LiveView):
                 label_chips(t, "worker_labels", device.labels, "grey-7", "device-worker-labels")
                 label_chips(t, "operator_labels", device.operator_labels, "primary", "device-operator-labels")
                 ui.space()
-                self.actions.buttons(device)
+                self.view.actions.buttons(device)
+
+
+class GroupCard:
+    """One PC: its name and counts per status in the header (from device_groups, no device
+    rows), and, once expanded, its devices a page at a time. Rows are read only while open."""
+
+    def __init__(self, view: DevicesView, group: DeviceGroup, opened: bool) -> None:
+        self.view = view
+        self.group = group
+        self.rows: dict[uuid.UUID, DeviceRow] = {}
+        self.cursor: str | None = None  # where "더 보기" continues; None: every matching device shown
+        self._counts_shown: list[tuple[DeviceStatus, int]] | None = None
+        t = view.ctx.t
+        with ui.card().classes("w-full gap-1 p-2").mark(f"worker-{self.key}") as self.card:
+            self.expansion = ui.expansion(value=opened, on_value_change=self._toggled).classes("w-full").mark(
+                "group-expansion"
+            )
+            with self.expansion.add_slot("header"), ui.row().classes("w-full items-center gap-2"):
+                ui.label(t("worker", name=group.worker_name) if group.worker_id else t("no_worker")).classes(
+                    "text-lg font-medium"
+                )
+                self.badge = ui.badge(color="primary").mark("group-connected")
+                self.counts = ui.row().classes("items-center gap-1").mark("group-counts")
+            with self.expansion:
+                self.column = ui.column().classes("w-full gap-1").mark("group-devices")
+                self.more = ui.button(on_click=self._more).props("flat no-caps").mark("group-more")
+        self.update(group)
+
+    @property
+    def key(self) -> str:
+        return str(self.group.worker_id) if self.group.worker_id else "none"
+
+    def update(self, group: DeviceGroup) -> None:
+        """The header's counts: connected/total, then each status the PC has."""
+        self.group = group
+        t = self.view.ctx.t
+        self.badge.set_text(f"{group.summary.connected}/{group.total}")
+        counts = [(s, getattr(group.summary, s.value)) for s in DeviceStatus]
+        shown = [(s, n) for s, n in counts if n]
+        if shown != self._counts_shown:
+            self._counts_shown = shown
+            self.counts.clear()
+            with self.counts:
+                for status, n in shown:
+                    ui.badge(t("devices_group_status", status=status_text(t, status), n=n),
+                             color=STATUS_COLORS[status]).props("outline").mark(f"group-count-{status.value}")
+        self._show_more()
+
+    def _show_more(self) -> None:
+        shown, total = len(self.rows), self.group.matching
+        self.more.set_text(self.view.ctx.t("devices_more", shown=shown, total=total))
+        self.more.set_visibility(self.cursor is not None and shown < LIMIT_MAX)
+
+    async def _toggled(self) -> None:
+        async with self.view.lock:  # not in the middle of a refresh's re-read of this card
+            if self.expansion.value:
+                await self.reread()
+            else:  # closed: its rows leave the page (and its refreshes)
+                self.show([], None)
+
+    async def _more(self) -> None:
+        async with self.view.lock:
+            if self.cursor is not None and not self.card.is_deleted:
+                page = await self._page(self.cursor, PAGE_SIZE)
+                self.show([*(row.device for row in self.rows.values()), *page.devices], page.next_cursor)
+
+    async def reread(self) -> None:
+        """The rows already shown (at least a page), read again from the start."""
+        if self.expansion.value and not self.card.is_deleted:
+            page = await self._page(None, min(max(len(self.rows), PAGE_SIZE), LIMIT_MAX))
+            if not self.card.is_deleted:  # a filter change may have removed it meanwhile
+                self.show(page.devices, page.next_cursor)
+
+    async def _page(self, after: str | None, limit: int) -> DevicePage:
+        return await self.view.ctx.services.jobs.list_devices_page(
+            self.view.filters.device_filter(), worker_id=self.group.worker_id or NO_WORKER,
+            after=after, limit=limit, with_counts=False)
+
+    def show(self, devices: list[Device], cursor: str | None) -> None:
+        """Update rows in place: new ones appear, gone ones go, order by serial."""
+        self.cursor = cursor
+        wanted = {d.id for d in devices}
+        for device_id in [i for i in self.rows if i not in wanted]:
+            self.rows.pop(device_id).delete()
+        for device in devices:
+            row = self.rows.get(device.id)
+            if row is None:
+                with self.column:
+                    self.rows[device.id] = DeviceRow(self.view, device)
+            else:
+                row.update(device)
+        order = [self.rows[d.id] for d in devices]
+        if [row.column for row in order] != [c for c in self.column.default_slot.children if isinstance(c, ui.column)]:
+            for index, row in enumerate(order):
+                row.separator.move(self.column, target_index=2 * index)
+                row.column.move(self.column, target_index=2 * index + 1)
+        self.rows = {d.id: self.rows[d.id] for d in devices}
+        self._show_more()
+
+
+@dataclasses.dataclass
+class Filters:
+    """The page's filters, kept in its address (/devices?state=idle&pc=rack-1&label=k=v&q=A1)."""
+
+    state: str | None = None
+    pc: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    q: str | None = None
+
+    @classmethod
+    def from_query(cls, params: Any) -> Filters:
+        state = params.get("state")
+        labels, _ = parse_label_filter(",".join(params.getlist("label")))
+        return cls(state=state if state in FILTER_STATES else None, pc=(params.get("pc") or "")[:200] or None,
+                   labels=labels or {}, q=clean_text(params.get("q")))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.state or self.labels or self.q)
+
+    def device_filter(self) -> DeviceFilter:
+        return DeviceFilter(state=self.state, labels=self.labels, q=self.q)  # type: ignore[arg-type]
+
+    def address(self) -> str:
+        params: list[tuple[str, str]] = [(k, v) for k, v in (("state", self.state), ("pc", self.pc)) if v]
+        params += [("label", f"{k}={v}") for k, v in self.labels.items()]
+        params += [("q", self.q)] if self.q else []
+        return "/devices?" + urllib.parse.urlencode(params) if params else "/devices"
+
+
+def clean_text(text: str | None) -> str | None:
+    cleaned = _CONTROL_RE.sub("", text or "").strip()[:200]
+    return cleaned or None
+
+
+def parse_label_filter(text: str) -> tuple[dict[str, str] | None, bool]:
+    """"k=v, k2=v2" as pairs, and whether it was well formed (None when it was not)."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not _LABEL_KEY_RE.match(key.strip()):
+            return None, False
+        pairs[key.strip()] = value.strip()
+    return pairs, True
+
+
+def set_address(url: str) -> None:
+    """Show the view's address in the browser without reloading (tests replace this)."""
+    ui.navigate.history.replace(url)
+
+
+class DevicesView(LiveView):
+    """Counts for the fleet and per PC from one aggregate on every (coalesced) event; device
+    rows only for the PCs an operator opened, re-read a page at a time: the work per event
+    does not grow with the fleet's rows on the page."""
+
+    def __init__(self, ctx: PageContext, request: Request) -> None:
+        super().__init__(ctx)
+        self.filters = Filters.from_query(request.query_params)
+        self.groups: dict[str, GroupCard] = {}
+        self._pc_names: list[str] | None = None
+        self.lock = asyncio.Lock()
+
+    async def build(self) -> None:
+        t = self.ctx.t
+        with ui.row().classes("w-full gap-2").mark("device-summary"):
+            self.cards = {key: self._summary_card(key) for key in SUMMARY_KEYS}
+        with ui.row().classes("w-full items-start gap-4"):
+            states = {"connected": t("devices_state_connected"),
+                      **{s.value: status_text(t, s) for s in DeviceStatus}}
+            self.state = status_filter(t, states, self._filters_changed, "devices-state",
+                                       value=self.filters.state or "")
+            self.pc = ui.select({"": t("filter_all")}, value="", label=t("devices_filter_pc"),
+                                on_change=self._filters_changed).classes("w-48").mark("devices-pc")
+            labels = ", ".join(f"{k}={v}" for k, v in self.filters.labels.items())
+            self.labels = ui.input(t("devices_filter_labels"), value=labels, on_change=self._filters_changed,
+                                   validation=self._label_problem).props("clearable").classes("w-72").mark(
+                "devices-labels")
+            self.search = ui.input(t("devices_search"), value=self.filters.q or "",
+                                   on_change=self._filters_changed).props("clearable").classes("w-56").mark(
+                "devices-search")
+        self.matching = ui.label().classes("text-sm text-gray-600").mark("devices-matching")
+        self.dialogs = ui.element()  # dialogs live here, not in the rows that refreshes rebuild
+        self.actions = DeviceActions(self.ctx, self.dialogs, self._poke)
+        self.empty = ui.label().classes("text-gray-500").mark("devices-empty")
+        self.container = ui.column().classes("w-full gap-2").mark("device-groups")
+        await self.refresh()
+        self.live = follow_slowly(self.ctx, self.refresh, [EventName.DEVICE_STATUS.value,
+                                                           EventName.JOB_PROGRESS.value])
+
+    def _summary_card(self, key: str) -> ui.label:
+        title = self.ctx.t("device_summary_total" if key == "total" else f"device_{key}")
+        with ui.card().classes("min-w-20 gap-0 px-3 py-1").mark(f"device-summary-{key}"):
+            ui.label(title).classes("text-xs text-gray-600")
+            return ui.label("0").classes("text-xl font-bold").mark(f"device-summary-{key}-value")
+
+    def _label_problem(self, text: str | None) -> str | None:
+        _, ok = parse_label_filter(text or "")
+        return None if ok else self.ctx.t("devices_filter_labels_invalid")
+
+    async def _filters_changed(self) -> None:
+        labels, ok = parse_label_filter(self.labels.value or "")
+        if not ok:
+            return  # the field says what is wrong; the list keeps the last good filter
+        self.filters = Filters(state=self.state.value or None, pc=self.pc.value or None, labels=labels or {},
+                               q=clean_text(self.search.value))
+        set_address(self.filters.address())
+        await self.refresh(regroup=True)  # the operator's own change: at once, not at the events' pace
+
+    async def refresh(self, regroup: bool = False) -> None:
+        async with self.lock:  # an event's refresh and a filter change's never interleave
+            if regroup:  # a new filter: PCs open afresh by the new match count
+                for card in self.groups.values():
+                    card.card.delete()
+                self.groups.clear()
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        t = self.ctx.t
+        counted = await self.ctx.services.jobs.device_groups(self.filters.device_filter())
+        for key, label in self.cards.items():
+            label.set_text(str(getattr(counted.summary, key)))
+        names = sorted({g.worker_name for g in counted.groups if g.worker_name} | (
+            {self.filters.pc} if self.filters.pc else set()))
+        if names != self._pc_names:
+            self._pc_names = names
+            self.pc.set_options({"": t("filter_all"), **{n: n for n in names}}, value=self.filters.pc or "")
+        groups = [g for g in counted.groups if (g.matching or not self.filters.active)
+                  and (self.filters.pc is None or g.worker_name == self.filters.pc)]
+        matching = sum(g.matching for g in groups)
+        self.matching.set_text(t("devices_matching", n=matching) if self.filters.active or self.filters.pc else "")
+        self.empty.set_text(t("devices_no_match") if self.filters.active or self.filters.pc else t("no_devices"))
+        self.empty.set_visibility(not groups)
+        opened = matching <= AUTO_OPEN_MAX  # a small fleet or match: every PC open at once
+        wanted = {str(g.worker_id) if g.worker_id else "none": g for g in groups}
+        for key in [k for k in self.groups if k not in wanted]:
+            self.groups.pop(key).card.delete()
+        for key, group in wanted.items():
+            card = self.groups.get(key)
+            if card is None:
+                with self.container:
+                    self.groups[key] = card = GroupCard(self, group, opened)
+            else:
+                card.update(group)
+        order = [self.groups[key].card for key in wanted]
+        if list(self.container.default_slot.children) != order:
+            for index, element in enumerate(order):
+                element.move(self.container, target_index=index)
+        self.groups = {key: self.groups[key] for key in wanted}
+        for card in list(self.groups.values()):  # only the open PCs' rows: what the operator sees
+            await card.reread()
+
+
+def follow_slowly(ctx: PageContext, refresh: Callable[[], Awaitable[None]], events: list[str]) -> Coalescer:
+    """Like live.follow, at most one refresh per REFRESH_INTERVAL_S: a fleet's events (every
+    run start and end moves a device) cost one counts read per second, not one per event."""
+    wanted = frozenset(events) | {RESYNC}
+    coalescer = Coalescer(refresh, min_interval_s=REFRESH_INTERVAL_S, name="devices")
+
+    def on_event(event: Event) -> None:
+        if event.event in wanted:
+            coalescer.poke()
+
+    def stop() -> None:
+        ctx.services.hub.remove_listener(on_event)
+        coalescer.close()
+
+    ctx.services.hub.add_listener(on_event)
+    ctx.client.on_delete(stop)
+    return coalescer
 
 
 def create() -> None:
     @guarded_page("/devices")
     async def devices_page(request: Request) -> None:
         async with frame(request, "nav_devices") as ctx:
-            await DevicesView(ctx).build()
+            await DevicesView(ctx, request).build()

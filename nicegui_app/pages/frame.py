@@ -108,7 +108,8 @@ async def frame(request: Request, heading_key: str, wide: bool = False) -> Async
         ui.button(t("logout"), on_click=_logout).props("flat color=white dense").mark("logout")
 
     async def refresh_devices() -> None:
-        ctx.devices.connected = (await ctx.services.jobs.list_devices()).summary.connected
+        # counts only (device_groups): list_devices would ship every device for one number
+        ctx.devices.connected = (await ctx.services.jobs.device_groups()).summary.connected
 
     await refresh_devices()
     follow(hub, ctx.client, refresh_devices, [EventName.DEVICE_STATUS.value], name="header device count")

@@ -138,7 +138,8 @@ create table jobsys.devices (
 ) with (fillfactor = 70);  -- heartbeats, claims and completions update rows in place (HOT)
 comment on table jobsys.devices is
   'Android devices, stable by serial, re-bound to the worker session that registers them unless a live session of another worker account holds them. The row is the per-device mutex: a claim sets running_assignment_id under its lock.';
-create index devices_worker_id_idx on jobsys.devices (worker_id);
+-- A PC's devices by serial: the Devices page's pages of one PC are a range scan of it (33_fleet.sql).
+create index devices_worker_serial_idx on jobsys.devices (worker_id, serial);
 
 -- What happened to a device, for its page: state changes (with the reason) and reboots.
 create table jobsys.device_events (

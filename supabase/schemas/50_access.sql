@@ -103,6 +103,8 @@ grant execute on function
   jobsys.set_device_state(uuid, text), jobsys.release_device(uuid),
   jobsys.set_device_labels(uuid, jsonb), jobsys.request_device_reboot(uuid), jobsys.get_device(uuid),
   jobsys.fleet_labels(jsonb),
+  jobsys.list_devices_page(text, uuid, text, jsonb, text, text, integer, boolean),
+  jobsys.device_groups(text, jsonb, text),
   -- operations: operators
   jobsys.list_audit(text, text, text, timestamp with time zone, integer, bigint), jobsys.metrics_snapshot(),
   jobsys.existing_runs(bigint[]),

@@ -57,6 +57,7 @@ CALLS: dict[str, frozenset[str]] = {
     # devices: admins; their reads: staff
     "release_device": ADMINS, "set_device_state": ADMINS, "set_device_labels": ADMINS,
     "request_device_reboot": ADMINS, "get_device": READERS, "fleet_labels": READERS,
+    "list_devices_page": READERS, "device_groups": READERS,  # devices at scale (issue 20)
     # worker accounts (the hub's PCs): admins; the hub's own token lookup: the service alone
     "add_worker_account": ADMINS, "list_worker_accounts": READERS, "revoke_worker_account": ADMINS,
     "hub_claims": frozenset({"service"}),
@@ -204,6 +205,7 @@ class World:
             "p_settle": json.dumps([]), "p_seconds": 1.0,
             "p_batch": json.dumps({"name": "batches/matrix", "state": "queued"}),
             "p_token_hash": "cd" * 32, "p_role": "viewer", "p_include_revoked": True, "p_meta": json.dumps({"push": "polling"}),
+            "p_pc": None, "p_after": None, "p_with_counts": True,  # list_devices_page
         }
         missing = [p for p in fn.params if p not in known]
         assert not missing, f"{fn.name}: give the matrix a value for {missing}"

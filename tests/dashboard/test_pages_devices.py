@@ -4,10 +4,12 @@ enable, reboot, label edit) changing the database."""
 
 from __future__ import annotations
 
+import pytest
 from nicegui.testing import User
 
 from jobsys.models import DeviceReport, DeviceVitals
 from jobsys.system import JobSystem
+from nicegui_app.pages import devices as devices_page
 from tests.core.helpers import add_worker
 from tests.dashboard.pages import finish_runs, login
 from tests.support.pages import element, text_of, texts
@@ -70,7 +72,7 @@ async def test_devices_grouped_by_worker_with_state_job_and_badge(
     await wait_until(
         lambda: f"현재 작업: {str(job.id)[:8]}" in texts(user, f"device-{busy}"), what="busy device"
     )
-    assert "작업중" in texts(user, f"device-{busy}")
+    assert "작업 중" in texts(user, f"device-{busy}")
 
 
 # Fleet management (issue 19) ---------------------------------------------------------------
@@ -185,7 +187,7 @@ async def test_drain_disable_and_enable_through_the_buttons(user: User, jobs: Jo
 
     await click_in(user, busy.serial, "device-enable")
     await wait_until(lambda: device_state(db, busy.serial) == "online", what="enabled again")
-    await wait_until(lambda: "작업중" in texts(user, f"device-{busy.serial}"), what="busy again")
+    await wait_until(lambda: "작업 중" in texts(user, f"device-{busy.serial}"), what="busy again")
 
     # Disable asks first (it stops the run): cancelling changes nothing.
     await click_in(user, busy.serial, "device-disable")
@@ -317,3 +319,109 @@ async def test_label_edit_saves_operator_labels_and_refuses_bad_ones(
         "rack": "A",
         "group": "qa",
     }
+
+
+# Devices at scale (issue 20) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Pages of 2 and PCs that open by themselves only up to 3 matching devices, so a handful
+    of devices shows what 10,000 would; returns the addresses the page puts in the bar."""
+    monkeypatch.setattr(devices_page, "PAGE_SIZE", 2)
+    monkeypatch.setattr(devices_page, "AUTO_OPEN_MAX", 3)
+    shown: list[str] = []
+    monkeypatch.setattr(devices_page, "set_address", shown.append)
+    return shown
+
+
+def shown_serials(user: User, worker_marker: str) -> list[str]:
+    """The device rows a PC card shows, top to bottom (none while the PC is not listed)."""
+    cards = [e for e in user.client.elements.values() if worker_marker in e._markers]
+    if not cards:
+        return []
+    column = cards[0]
+    found = [m.removeprefix("device-") for e in column.descendants() for m in e._markers
+             if m.startswith("device-") and m.removeprefix("device-").startswith("rack")]
+    return found
+
+
+def open_group(user: User, worker_marker: str) -> None:
+    with user.scope(marker=worker_marker):
+        expansion = next(iter(user.find(marker="group-expansion").elements))
+    expansion.value = True  # what a click on its header does
+
+
+async def test_pcs_show_counts_and_open_a_page_at_a_time(
+    user: User, jobs: JobSystem, db: Db, small_pages: list[str]
+) -> None:
+    rack1 = await add_worker(jobs, "rack-1", 5)
+    rack2 = await add_worker(jobs, "rack-2", 2, state="error")
+    await jobs.set_device_state(rack1.devices[0].id, "disabled")
+    await login(user, "/devices")
+    one, two = f"worker-{rack1.worker_id}", f"worker-{rack2.worker_id}"
+    await user.should_see(marker=one, retries=50)
+    # 7 devices > 3: the PCs stay closed, with their counts from the aggregate.
+    assert shown_serials(user, one) == [] and shown_serials(user, two) == []
+    with user.scope(marker=one):
+        assert text_of(user, "group-connected") == "4/5"
+        assert texts(user, "group-counts") == ["대기 4", "비활성 1"]
+    with user.scope(marker=two):
+        assert texts(user, "group-counts") == ["오류 2"]
+    assert text_of(user, "device-summary-total-value") == "7"
+
+    open_group(user, one)
+    await wait_until(lambda: shown_serials(user, one) == ["rack-1-000", "rack-1-001"], what="first page")
+    with user.scope(marker=one):
+        assert text_of(user, "group-more") == "더 보기 (2/5대)"
+        user.find(marker="group-more").click()
+    await wait_until(lambda: len(shown_serials(user, one)) == 4, what="second page")
+    with user.scope(marker=one):
+        user.find(marker="group-more").click()
+    await wait_until(lambda: shown_serials(user, one) == [f"rack-1-{i:03d}" for i in range(5)], what="all")
+    with user.scope(marker=one):
+        await user.should_not_see(marker="group-more")
+    assert shown_serials(user, two) == []  # a closed PC's rows are never read
+
+    # Live: the counts and the open rows follow a change (no reload).
+    await jobs.set_device_state(rack1.devices[1].id, "disabled")
+    await wait_until(lambda: "비활성 2" in texts(user, one), what="count follows")
+    await wait_until(lambda: "비활성" in texts(user, "device-rack-1-001"), what="row follows")
+    assert text_of(user, "device-summary-disabled-value") == "2"
+
+
+async def test_filters_live_in_the_address_and_narrow_the_pcs(
+    user: User, jobs: JobSystem, db: Db, small_pages: list[str]
+) -> None:
+    rack1 = await add_worker(jobs, "rack-1", 5)
+    rack2 = await add_worker(jobs, "rack-2", 2, state="error")
+    await jobs.set_device_labels(rack1.devices[2].id, {"floor": "2"})
+    one, two = f"worker-{rack1.worker_id}", f"worker-{rack2.worker_id}"
+    await login(user)
+    await user.open("/devices?state=error")  # a shared link: its filter comes with it
+    await wait_until(lambda: shown_serials(user, two) == ["rack-2-000", "rack-2-001"], what="errors")
+    await user.should_not_see(marker=one)  # no match on rack-1: not listed
+    assert element(user, "devices-state").value == "error"
+    assert text_of(user, "devices-matching") == "조건에 맞는 기기 2대"
+
+    user.find(marker="devices-state").elements.pop().set_value("")
+    await user.should_see(marker=one, retries=50)
+    assert small_pages[-1] == "/devices"
+    user.find(marker="devices-labels").type("floor=2")
+    await wait_until(lambda: shown_serials(user, one) == ["rack-1-002"], what="label filter")
+    assert small_pages[-1] == "/devices?label=floor%3D2"
+    await user.should_not_see(marker=two)
+
+    user.find(marker="devices-labels").clear().type("nonsense")  # not k=v: said, and not applied
+    await user.should_see("라벨은 키=값 형식으로, 여러 개는 쉼표로 구분해 쓰세요", retries=50)
+    assert small_pages[-1] in ("/devices", "/devices?label=floor%3D2")
+    user.find(marker="devices-labels").clear()
+    user.find(marker="devices-search").type("2-00")
+    await wait_until(lambda: shown_serials(user, two) == ["rack-2-000", "rack-2-001"], what="search")
+    assert small_pages[-1] == "/devices?q=2-00"
+
+    await user.open("/devices?pc=rack-1&label=floor=2")  # reload: PC and label survive
+    await wait_until(lambda: shown_serials(user, one) == ["rack-1-002"], what="reloaded")
+    await user.should_not_see(marker=two)
+    assert element(user, "devices-pc").value == "rack-1"
+    assert element(user, "devices-labels").value == "floor=2"

@@ -58,7 +58,7 @@ async def test_operators_log_in_with_supabase_and_pages_call_as_them(
     await user.should_see(OPERATOR.email, marker="operator")
 
     [signed_in] = tokens_of(dash, OPERATOR.email)
-    assert dash.calls_by("list_devices") == {signed_in}  # the operator's JWT, not the dashboard's own
+    assert dash.calls_by("device_groups") == {signed_in}  # the operator's JWT, not the dashboard's own
 
     stored = app.storage.user[auth.SESSION_KEY]
     assert dash.supabase.session(stored) is not None
@@ -93,8 +93,8 @@ async def test_the_operator_jwt_is_refreshed_before_it_expires(
     await user.should_see(marker="connected-count", retries=50)
     assert dash.auth.refresh_route.call_count >= 1
     [signed_in, *refreshed] = tokens_of(dash, OPERATOR.email)
-    assert refreshed and signed_in not in dash.calls_by("list_devices")
-    assert dash.calls_by("list_devices") <= set(refreshed)
+    assert refreshed and signed_in not in dash.calls_by("device_groups")
+    assert dash.calls_by("device_groups") <= set(refreshed)
 
 
 async def test_log_out_ends_the_server_side_session_and_revokes_it(user: User, dash: SupabaseDashboard) -> None:
