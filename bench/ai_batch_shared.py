@@ -1,21 +1,18 @@
 """ai_batch_shared: two runners at 30 RPM against one provider quota of 30 RPM, with the
-rate limit shared through the database (issue 23) and with today's per-runner limiters.
+rate limit shared through the database (issue 23) beside today's per-runner limiters.
 
 The stand-in provider keeps the quota the way Gemini does: per project, over every caller.
 A call past 30 in the last minute gets a 429 naming a retry delay (counted), and does not
-run. Each runner holds one job (max_jobs 1) of ITEMS calls at concurrency 10; call latency is
-uniform in LATENCY_S model seconds. Time is scaled like bench/ai_batch.py (1 model second =
-`scale` real seconds; the database round trips are real time). Reported per contender:
-calls started per minute at the provider (the most in any sliding minute), 429s, makespan.
+run. Each runner holds one job (max_jobs 1) of `items` calls at concurrency 10; call latency
+is uniform in LATENCY_S model seconds. Time is scaled like bench/ai_batch.py (1 model second
+= `scale` real seconds; the database round trips are real time). Reported per contender:
+calls started at the provider in any sliding minute (the most), 429s, makespan.
 
-    python -m bench.ai_batch_shared [--scale 0.05] [--items 60]
-
-Not in `python -m bench`'s registry (bench/registry.py belongs to another part of the tree).
+    python -m bench ai_batch_shared [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import dataclasses
@@ -23,7 +20,8 @@ import logging
 import random
 import time
 
-from bench.pg import embedded_postgres
+from bench.harness import Better, Measurement, Ticker, measure
+from bench.pg import BenchPostgres
 from jobsys.batch.engine import EngineSettings
 from jobsys.batch.facade import BatchJobs
 from jobsys.batch.limiter import WINDOW_S
@@ -35,10 +33,52 @@ from jobsys.batch.retry import RetryPolicy
 from jobsys.batch.runner import BatchRunner, RunnerOptions
 from jobsys.system import JobSystem
 
+NAME = "ai_batch_shared"
+DESCRIPTION = "two runners at 30 RPM against one 30 RPM provider quota: shared limit vs per-runner limiters"
+
 RPM = 30
 LATENCY_S = (2.0, 4.0)  # model seconds
 RETRY_DELAY_S = 10.0  # model seconds: the retryDelay the quota's 429 names
 CONCURRENCY = 10
+POLL_S = 0.1  # how often the bench looks for the jobs' end (off the clock: makespan is the database's)
+BASELINE = "today's per-runner limiters: each runner counts its own 30 RPM"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    scale: float
+    items: int  # calls per job; two jobs, one per runner
+    runs: int  # of each contender, alternating
+
+
+FULL = Plan(scale=0.05, items=60, runs=3)
+QUICK = Plan(scale=0.02, items=20, runs=1)
+
+NOTES = (
+    f"Two in-process runners, each with --rpm {RPM} and one job of {FULL.items} calls at concurrency "
+    f"{CONCURRENCY}, against a stand-in provider whose quota is {RPM} calls in any sliding minute over both "
+    f"runners (as Gemini counts per project): a call past it is answered 429 with a retryDelay of "
+    f"{RETRY_DELAY_S:g} s and does not run. Call latency uniform in {LATENCY_S[0]:g}-{LATENCY_S[1]:g} model "
+    f"seconds; 1 model second = {FULL.scale * 1000:g} ms for the latencies, the window and the retry delays "
+    "alike. 'jobsys' is the limit shared through the database (acquire_batch_rate, one row lock per model); "
+    "the baseline is each runner's own limiter, as before issue 23. Calls per minute are counted at the "
+    "provider, on its arrival times; makespan from the first job's creation to the last job's completion "
+    f"(bench clock), in model seconds. {FULL.runs} runs of each, alternating; medians."
+)
+LIMITS = (
+    "Per runner, the runners send more than the quota and live on 429s; against this stand-in's short retry "
+    "delay that can finish sooner than staying under the quota, while the real API's delays grow. Shared, "
+    "an odd call can still reach the provider a few ms after the database's window moved (a 429 then holds "
+    "both runners through the shared cooldown)."
+)
+
+
+def plan(quick: bool) -> Plan:
+    return QUICK if quick else FULL
+
+
+def steps(quick: bool) -> int:
+    return 2 * plan(quick).runs
 
 
 class Quota:
@@ -77,9 +117,8 @@ class QuotaProvider(OfflineProvider):
         return Completion(text="draft", tokens_in=10, tokens_out=10)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Result:
-    contender: str
     most_per_minute: int
     rejected: int
     makespan_model_s: float
@@ -95,59 +134,70 @@ def most_in_window(times: list[float], window_s: float) -> int:
     return best
 
 
-async def one(url: str, shared: bool, scale: float, items: int) -> Result:
-    window_s = WINDOW_S * scale
+async def one(url: str, shared: bool, p: Plan, seed: int) -> Result:
+    window_s = WINDOW_S * p.scale
     quota = Quota(window_s)
-    engine = EngineSettings(retry=RetryPolicy(backoff_base_s=scale, backoff_max_s=60 * scale,
-                                              cooldown_default_s=5 * scale, cooldown_max_s=300 * scale))
-    runners: list[tuple[BatchRunner, asyncio.Task[None], asyncio.Event, JobSystem]] = []
-    for n in range(2):
-        jobs = await JobSystem.connect(url)
-        options = RunnerOptions(name=f"bench-{n}", rpm=RPM, rate_window_s=window_s, max_jobs=1,
-                                shared_rate_limit=shared, engine=engine)
-        runner = BatchRunner(BatchJobs.of(jobs), options,
-                             ProviderSet(offline=QuotaProvider(quota, scale, seed=n)), rng=random.Random(n))
-        stop = asyncio.Event()
-        runners.append((runner, asyncio.create_task(runner.run(stop)), stop, jobs))
+    engine = EngineSettings(retry=RetryPolicy(backoff_base_s=p.scale, backoff_max_s=60 * p.scale,
+                                              cooldown_default_s=5 * p.scale, cooldown_max_s=300 * p.scale))
+    runners: list[tuple[asyncio.Task[None], asyncio.Event, JobSystem]] = []
     try:
+        for n in range(2):
+            jobs = await JobSystem.connect(url)
+            options = RunnerOptions(name=f"bench-{n}", rpm=RPM, rate_window_s=window_s, max_jobs=1,
+                                    shared_rate_limit=shared, engine=engine)
+            runner = BatchRunner(BatchJobs.of(jobs), options,
+                                 ProviderSet(offline=QuotaProvider(quota, p.scale, seed=seed * 10 + n)),
+                                 rng=random.Random(seed * 10 + n))
+            stop = asyncio.Event()
+            runners.append((asyncio.create_task(runner.run(stop)), stop, jobs))
         async with await JobSystem.connect(url) as client:
             batch = BatchJobs.of(client)
             started = time.monotonic()
             ids = [(await batch.create_job(template="Summarise: {text}", provider="offline", concurrency=CONCURRENCY,
-                                           items=[{"text": f"job {j} item {i}"} for i in range(items)])).id
+                                           items=[{"text": f"job {j} item {i}"} for i in range(p.items)])).id
                    for j in range(2)]
             while True:
                 finals = [await batch.get_job(i) for i in ids]
                 if all(f.status.final for f in finals):
                     break
-                await asyncio.sleep(0.2)  # polling the outcome of a benchmark run
+                await asyncio.sleep(POLL_S)  # polling the outcome of a benchmark run
             makespan_s = time.monotonic() - started
-            assert all(f.status is BatchStatus.COMPLETED for f in finals), [f.error_message for f in finals]
     finally:
-        for _, task, stop, jobs in runners:
+        for task, stop, jobs in runners:
             stop.set()
             await asyncio.gather(task, return_exceptions=True)
             await jobs.close()
-    return Result("shared (database)" if shared else "per runner", most_in_window(quota.started, window_s),
-                  quota.rejected, makespan_s / scale)
+    if not all(f.status is BatchStatus.COMPLETED and f.failed_items == 0 for f in finals):
+        raise AssertionError(f"a job did not complete every item: {[f.error_message for f in finals]}")
+    return Result(most_in_window(quota.started, window_s), quota.rejected, makespan_s / p.scale)
 
 
-async def main(scale: float, items: int) -> list[Result]:
-    logging.getLogger("jobsys.batch").setLevel(logging.ERROR)
-    results = []
-    with embedded_postgres() as pg:
-        for shared in (True, False):
-            with pg.database() as url:
-                results.append(await one(url, shared, scale, items))
-    return results
+async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measurement]:
+    p = plan(quick)
+    engine_log = logging.getLogger("jobsys.batch")
+    level = engine_log.level
+    engine_log.setLevel(logging.ERROR)  # the per-runner contender's 429 warnings would break the progress bar
+    results: dict[bool, list[Result]] = {True: [], False: []}
+    try:
+        for n in range(p.runs):
+            order = (True, False) if n % 2 == 0 else (False, True)  # alternating: drift hits both alike
+            for shared in order:
+                what = "shared" if shared else "per runner"
+                ticker.say(f"ai_batch_shared run {n + 1}: {what}")
+                with pg.database() as url:
+                    results[shared].append(await one(url, shared, p, seed=n + 1))
+                ticker.tick(f"ai_batch_shared run {n + 1}: {what} done")
+    finally:
+        engine_log.setLevel(level)
 
+    def runs(shared: bool, field: str) -> list[float]:
+        return [float(getattr(r, field)) for r in results[shared]]
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=0.05)
-    parser.add_argument("--items", type=int, default=60, help="calls per job (two jobs)")
-    args = parser.parse_args()
-    print(f"two runners at --rpm {RPM}, provider quota {RPM}/min, 2 x {args.items} calls, scale {args.scale}")
-    print(f"{'limit':<20}{'calls in any minute':>22}{'429s':>8}{'makespan (model s)':>22}")
-    for r in asyncio.run(main(args.scale, args.items)):
-        print(f"{r.contender:<20}{r.most_per_minute:>22}{r.rejected:>8}{r.makespan_model_s:>22.1f}")
+    return [
+        measure(NAME, f"most calls started at the provider in any minute (quota {RPM})", "calls", Better.LOWER,
+                runs(True, "most_per_minute"), runs(False, "most_per_minute"), BASELINE),
+        measure(NAME, "429s from the provider's quota", "429s", Better.LOWER,
+                runs(True, "rejected"), runs(False, "rejected"), BASELINE),
+        measure(NAME, f"makespan of 2 x {p.items} calls", "model s", Better.LOWER,
+                runs(True, "makespan_model_s"), runs(False, "makespan_model_s"), BASELINE),
+    ]

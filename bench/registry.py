@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 from bench import (
-    ai_batch, browser_latency, fanout, hub, lifecycle, procrastinate_peer, scale, worker_crash, worker_memory,
+    ai_batch, ai_batch_api, ai_batch_shared, browser_latency, fanout, hub, lifecycle, procrastinate_peer, scale, worker_crash, worker_memory,
     worker_push,
 )
 from bench.harness import Measurement, Ticker
@@ -34,7 +34,7 @@ def _from_module(module: ModuleType) -> Benchmark:
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in map(_from_module, (
-    fanout, lifecycle, ai_batch,
+    fanout, lifecycle, ai_batch, ai_batch_shared, ai_batch_api,
     worker_push, worker_memory, worker_crash, browser_latency,
     procrastinate_peer, scale, hub,
 ))}

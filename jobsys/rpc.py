@@ -111,12 +111,15 @@ CREATE_BACKGROUND_JOB = _fn("create_background_job", p_payload="jsonb", p_items=
                             p_concurrency="integer", p_max_retries="integer", p_type="text")
 CANCEL_BACKGROUND_JOB = _fn("cancel_background_job", p_job_id="uuid")
 RETRY_BACKGROUND_JOB = _fn("retry_background_job", p_job_id="uuid")
-LIST_BACKGROUND_JOBS = _fn("list_background_jobs", p_status="text", p_limit="integer", p_offset="integer")
+# p_q: the title as typed; p_sort: a column, "-" first for descending; p_statuses: several (not with p_status)
+LIST_BACKGROUND_JOBS = _fn("list_background_jobs", p_status="text", p_limit="integer", p_offset="integer",
+                           p_q="text", p_sort="text", p_statuses="text[]")
 GET_BACKGROUND_JOB = _fn("get_background_job", p_job_id="uuid")
 LIST_BACKGROUND_JOB_LOGS = _fn("list_background_job_logs", p_job_id="uuid", p_limit="integer",
                                p_before_id="bigint")
 LIST_BACKGROUND_JOB_ITEMS = _fn("list_background_job_items", p_job_id="uuid", p_status="text",
                                 p_limit="integer", p_offset="integer")
+LIST_BATCH_RATE_LIMITS = _fn("list_batch_rate_limits")  # the runners' shared limits (staff)
 # Runners
 CLAIM_BACKGROUND_JOB = _fn("claim_background_job", p_runner_id="text")
 CLAIM_RUNNABLE_BACKGROUND_JOB = _fn("claim_runnable_background_job", p_runner_id="text", p_providers="text[]")
@@ -141,6 +144,6 @@ BATCH: tuple[SqlFunction, ...] = (
     RELEASE_BACKGROUND_JOB,
     CLAIM_RUNNABLE_BACKGROUND_JOB,
     ACQUIRE_BATCH_RATE, COOL_DOWN_BATCH_RATE,
-    SET_BACKGROUND_PROVIDER_BATCH,
+    SET_BACKGROUND_PROVIDER_BATCH, LIST_BATCH_RATE_LIMITS,
 )
 ALL: tuple[SqlFunction, ...] = DEVICE_JOBS + BATCH  # every function the library calls

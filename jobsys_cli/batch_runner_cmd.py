@@ -10,18 +10,23 @@ from typing import Any
 
 from jobsys import config, migrations
 from jobsys.batch.engine import EngineSettings
+from jobsys.batch.facade import BatchJobs
 from jobsys.batch.providers.gemini_env import ENV_API_KEY, ENV_BASE_URL
 from jobsys.batch.providers.offline import DEFAULT_LATENCY_S
 from jobsys.batch.providers.openai_env import ENV_API_KEY as ENV_OPENAI_KEY
 from jobsys.batch.providers.openai_env import ENV_BASE_URL as ENV_OPENAI_URL
 from jobsys.batch.providers.registry import ProviderSet
-from jobsys.batch.facade import BatchJobs
 from jobsys.batch.runner import (
-    HEARTBEAT_INTERVAL_S, MAX_JOBS, POLL_INTERVAL_S, BatchRunner, RunnerOptions, run_runner,
+    HEARTBEAT_INTERVAL_S,
+    MAX_JOBS,
+    POLL_INTERVAL_S,
+    BatchRunner,
+    RunnerOptions,
+    run_runner,
 )
 from jobsys.system import JobSystem
-from jobsys_cli.health_port import health_address, serve_health
 from jobsys_cli import process
+from jobsys_cli.health_port import health_address, serve_health
 from jobsys_cli.options import add_database_options
 
 
@@ -72,6 +77,25 @@ def cmd_batch_runner(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("give a whole number of at least 1")
+    return value
+
+
+def add_rate_options(parser: argparse.ArgumentParser) -> None:
+    """--rpm / --tpm, for `jobsys batch-runner` and the runner `jobsys up` starts."""
+    parser.add_argument("--rpm", type=_positive, default=None,
+                        help="AI batches: requests per minute per model, counted over every runner (default: none)")
+    parser.add_argument("--tpm", type=_positive, default=None,
+                        help="AI batches: prompt tokens per minute per model, counted over every runner "
+                             "(default: none)")
+
+
 def add_parser(subparsers: Any) -> None:
     runner = subparsers.add_parser(
         "batch-runner", help="run AI batch jobs (Gemini, or offline without a key)",
@@ -84,10 +108,7 @@ def add_parser(subparsers: Any) -> None:
     runner.add_argument("--name", default=None, help="runner name in logs and leases (default: host-pid)")
     runner.add_argument("--provider", choices=["auto", "offline"], default="auto",
                         help="what jobs asking for 'auto' get: auto = Gemini if a key is set, else offline")
-    runner.add_argument("--rpm", type=int, default=None,
-                        help="requests per minute per model, counted over every runner (default: none)")
-    runner.add_argument("--tpm", type=int, default=None,
-                        help="prompt tokens per minute per model, counted over every runner (default: none)")
+    add_rate_options(runner)
     runner.add_argument("--per-runner-limit", action="store_true",
                         help="count --rpm / --tpm for this runner alone instead of across runners")
     runner.add_argument("--max-jobs", type=int, default=MAX_JOBS, help=f"jobs at once (default {MAX_JOBS})")

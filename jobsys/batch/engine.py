@@ -57,6 +57,9 @@ class EngineSettings:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     batch_api_poll_min_s: float = 2.0  # Batch API mode: first poll of the provider batch's state
     batch_api_poll_max_s: float = 60.0  # polls back off (x1.5) to this
+    # Batch API mode: requests up to this size go inline, larger ones as a file (Files API);
+    # the API's inline limit is 20 MB (gemini_batch.INLINE_MAX_BYTES).
+    batch_api_inline_max_bytes: int = 20_000_000
 
 
 class StopReason(str, enum.Enum):
@@ -233,7 +236,7 @@ class JobRun:
 
     def _fail(self, item: ClaimedItem, calls: int, reason: str, spent: Usage = NO_USAGE) -> ItemResult:
         log.warning("batch %s item %d failed after %d call(s): %s", self.job.id, item.idx, calls, reason)
-        tokens = _token_fields(spent, spent)  # nothing kept: every token was spent in vain
+        tokens = token_fields(spent, spent)  # nothing kept: every token was spent in vain
         return ItemResult(idx=item.idx, status="failed", error=reason, attempts=calls, provider=self.provider.name,
                           **tokens)
 
@@ -278,14 +281,15 @@ class JobRun:
                 if problem is None:
                     return ItemResult(idx=item.idx, status="completed", output=completion.text, attempts=calls,
                                       latency_ms=int((time.monotonic() - started) * 1000),
-                                      provider=self.provider.name, **_token_fields(spent, spent - completion.usage))
+                                      provider=self.provider.name, **token_fields(spent, spent - completion.usage))
                 if corrected:
                     return self._fail(item, calls, f"output does not match response_schema: {problem}", spent)
                 corrected = True
                 message = (f"item {item.idx} call {calls}: output does not match response_schema: {problem}; "
                            "asking again")
                 log.warning("batch %s: %s", self.job.id, message)
-                self.reporter.add_log(LogLine(LogLevel.WARNING, message, {"item": item.idx, "call": calls}))
+                self.reporter.add_log(LogLine(LogLevel.WARNING, message, {
+                    "code": "output_invalid", "item": item.idx, "call": calls, "problem": problem}))
                 request = dataclasses.replace(request, prompt=structured.correction_prompt(request.prompt, problem))
                 continue
 
@@ -308,8 +312,9 @@ class JobRun:
                         self.metrics.cooldowns.labels(provider=self.provider.name).inc()
                     message = f"rate limited ({failure.reason}); holding every call for {delay_s:.1f}s"
                     log.warning("batch %s: %s", self.job.id, message)
-                    self.reporter.add_log(LogLine(LogLevel.WARNING, message,
-                                                  {"item": item.idx, "cooldown_s": round(delay_s, 3)}))
+                    self.reporter.add_log(LogLine(LogLevel.WARNING, message, {
+                        "code": "rate_limited", "item": item.idx, "cooldown_s": round(delay_s, 1),
+                        "reason": failure.reason}))
                 continue
             transient += 1
             if transient > self.job.max_retries:
@@ -317,11 +322,13 @@ class JobRun:
             delay_s = policy.backoff_s(transient, self._rng)
             message = f"item {item.idx} call {calls} failed ({failure.reason}); retry in {delay_s:.1f}s"
             log.warning("batch %s: %s", self.job.id, message)
-            self.reporter.add_log(LogLine(LogLevel.WARNING, message, {"item": item.idx, "call": calls}))
+            self.reporter.add_log(LogLine(LogLevel.WARNING, message, {
+                "code": "item_retry", "item": item.idx, "call": calls, "reason": failure.reason,
+                "delay_s": round(delay_s, 1)}))
             await asyncio.sleep(delay_s)  # backoff before this item's next attempt
 
 
-def _token_fields(spent: Usage, wasted: Usage) -> dict[str, int | None]:
+def token_fields(spent: Usage, wasted: Usage) -> dict[str, int | None]:
     """ItemResult's token fields: the run's totals, and the part not kept (retry_tokens_*).
     None when nothing was reported, so an item without usage stays without counts."""
     if spent == NO_USAGE:

@@ -11,18 +11,20 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from jobsys import rpc, validation
+from jobsys import errors, rpc, validation
 from jobsys.batch.models import (
     BatchCreate,
     BatchItemPage,
     BatchJob,
     BatchJobList,
+    BatchListQuery,
     BatchLogPage,
     BatchStatus,
     ClaimedBatchJob,
     ClaimedItem,
     ItemResult,
     LogLine,
+    RateLimit,
     ReportReply,
 )
 from jobsys.events import DASHBOARD_TOPIC, RUNNERS_TOPIC
@@ -53,11 +55,23 @@ class BatchJobs:
         })
         return BatchJob.model_validate(raw)
 
-    async def list_jobs(self, status: BatchStatus | str | None = None, limit: int = 100,
-                        offset: int = 0) -> BatchJobList:
-        status_value = BatchStatus(status).value if status else None
+    async def list_jobs(self, status: BatchStatus | str | None = None, limit: int = 100, offset: int = 0, *,
+                        q: str | None = None, sort: str = "-created",
+                        statuses: Iterable[BatchStatus | str] | None = None) -> BatchJobList:
+        """A page in `sort`'s order (a column, "-" first for descending) of the jobs whose
+        status is `status` or one of `statuses` (not both) and whose title holds `q`;
+        `matching` counts them all."""
+        if status and statuses is not None:
+            raise errors.InvalidInput("give status or statuses, not both", {"field": "status"})
+        # One status as before (an unknown one: ValueError); several checked with the other bounds.
+        wanted = (BatchStatus(status),) if status else (tuple(statuses) if statuses is not None else None)
+        checked = validation.validated(BatchListQuery, {
+            "statuses": wanted, "q": q, "sort": sort, "limit": limit, "offset": offset})
+        values = [s.value for s in checked.statuses] if checked.statuses is not None else None
         return BatchJobList.model_validate(await self.transport.call(rpc.LIST_BACKGROUND_JOBS, {
-            "p_status": status_value, "p_limit": limit, "p_offset": offset}))
+            "p_status": values[0] if status else None, "p_statuses": None if status else values,
+            "p_q": checked.q or None, "p_sort": checked.sort, "p_limit": checked.limit,
+            "p_offset": checked.offset}))
 
     async def get_job(self, job_id: JobId) -> BatchJob:
         return BatchJob.model_validate(await self.transport.call(
@@ -87,6 +101,11 @@ class BatchJobs:
     async def subscribe_progress(self, on_event: EventHandler, on_state: StateHandler | None = None) -> Subscription:
         """background_job_progress events (dashboard topic; filter on event.event)."""
         return await self.transport.subscribe([DASHBOARD_TOPIC], on_event, on_state)
+
+    async def rate_limits(self) -> list[RateLimit]:
+        """The runners' shared rate limits per provider and model, as last asked (used in the last day)."""
+        raw = await self.transport.call(rpc.LIST_BATCH_RATE_LIMITS, {})
+        return [RateLimit.model_validate(row) for row in raw["limits"]]
 
     # Runners ---------------------------------------------------------------------------
     async def claim_job(self, runner_id: str, providers: Iterable[str] | None = None) -> ClaimedBatchJob | None:

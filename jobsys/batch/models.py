@@ -258,6 +258,25 @@ class WaitReason(pydantic.BaseModel):
     provider: str | None = None
 
 
+class RateLimit(pydantic.BaseModel):
+    """A shared rate limit as the runners last asked for it (--rpm / --tpm), per provider and
+    model (key "gemini:gemini-2.5-flash")."""
+
+    key: str
+    rpm: int | None
+    tpm: int | None
+    cooldown_until: dt.datetime | None  # a 429's cooldown, while it runs
+    updated_at: dt.datetime
+
+    @property
+    def provider(self) -> str:
+        return self.key.partition(":")[0] if ":" in self.key else ""
+
+    @property
+    def model(self) -> str:
+        return self.key.partition(":")[2] if ":" in self.key else self.key
+
+
 class CostEstimate(pydantic.BaseModel):
     """USD at the price table's prices; None when the model has no price there."""
 
@@ -330,7 +349,26 @@ class BatchSummary(pydantic.BaseModel):
 
 class BatchJobList(pydantic.BaseModel):
     jobs: list[BatchJob]
-    summary: BatchSummary
+    summary: BatchSummary  # over all jobs
+    matching: int | None = None  # the jobs the filters (status, search) pass; None from an older server
+
+
+LIST_SORT_KEYS = ("status", "title", "progress", "created", "started", "ended", "duration")
+LIST_SORT_PATTERN = rf"^-?({'|'.join(LIST_SORT_KEYS)})$"
+LIST_Q_MAX = 200  # list_background_jobs refuses a longer search
+LIST_LIMIT_MAX = 1000
+
+
+class BatchListQuery(pydantic.BaseModel):
+    """What list_background_jobs narrows and orders by; the SQL checks the same bounds."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    statuses: tuple[BatchStatus, ...] | None = Field(default=None, min_length=1, max_length=len(BatchStatus))
+    q: str | None = Field(default=None, max_length=LIST_Q_MAX)  # the title as typed, case-insensitive
+    sort: str = Field(default="-created", pattern=LIST_SORT_PATTERN)  # a column, "-" first for descending
+    limit: int = Field(default=100, ge=1, le=LIST_LIMIT_MAX)
+    offset: int = Field(default=0, ge=0)
 
 
 class BatchProgress(pydantic.BaseModel):

@@ -196,7 +196,8 @@ class BatchRunner:
                     await self.batch.finish_job(job.id, job.lease_token, "Batch API mode needs the Gemini provider")
                 return
             run = BatchApiRun(self.batch, job, provider, limiter, self.options.engine,
-                              rng=random.Random(self._rng.random()), metrics=self.metrics).attach(GeminiBatchApi(provider))
+                              rng=random.Random(self._rng.random()), metrics=self.metrics).attach(
+                GeminiBatchApi(provider, inline_max_bytes=self.options.engine.batch_api_inline_max_bytes))
         else:
             run = JobRun(self.batch, job, provider, limiter, self.options.engine, rng=random.Random(self._rng.random()),
                          metrics=self.metrics)

@@ -416,15 +416,17 @@ create index audit_log_at_idx on jobsys.audit_log (at desc);
 create index audit_log_object_idx on jobsys.audit_log (object_type, object_id, id desc);
 
 -- One rate limit across runners (issue 23): Gemini's quotas are per project, not per
--- process, so runners with --rpm / --tpm draw from one budget per model here. A grant is a
--- row (a sliding window, as the per-runner limiter keeps it), a 429's cooldown is shared.
+-- process, so runners with --rpm / --tpm draw from one budget per provider and model here. A
+-- grant is a row (a sliding window, as the per-runner limiter keeps it), a 429's cooldown is shared.
 create table jobsys.batch_rate_limits (
-  key text primary key check (length(key) between 1 and 200),  -- the model, e.g. gemini-2.5-flash
+  key text primary key check (length(key) between 1 and 200),  -- provider:model, e.g. gemini:gemini-2.5-flash
   cooldown_until timestamptz not null default '-infinity',  -- a 429's delay, held by every runner
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  rpm integer,  -- the last --rpm / --tpm a runner gave (one given without the other keeps it), shown by the new-batch dialog
+  tpm integer
 );
 comment on table jobsys.batch_rate_limits is
-  'One row per shared rate limit (the model): the lock that serialises its grants, and the 429 cooldown every runner honours.';
+  'One row per shared rate limit, keyed provider:model: the lock that serialises its grants, the 429 cooldown every runner honours, and the last rpm and tpm the runners asked with.';
 create table jobsys.batch_rate_grants (
   id bigint generated always as identity primary key,
   key text not null references jobsys.batch_rate_limits (key) on delete cascade,

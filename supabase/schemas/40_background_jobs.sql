@@ -78,7 +78,7 @@ create or replace function jobsys.background_log(p_job_id uuid, p_level text, p_
   values (p_job_id, p_level, left(p_message, 4000), coalesce(p_metadata, '{}'))
 $$;
 comment on function jobsys.background_log(uuid, text, text, jsonb) is
-  'Appends one line to the log of a background job (message cut at 4000 characters).';
+  'Appends one line to the log of a background job (message cut at 4000 characters). p_metadata carries the line''s code and parameters ({"code": "cancelled", "cancelled_items": 3, ...}), which the dashboard renders in the reader''s language; the English message is the fallback.';
 
 -- Adds token counts key by key ({"input": 3} + {"input": 2, "output": 1} = {"input": 5, "output": 1}).
 create or replace function jobsys.add_token_usage(p_a jsonb, p_b jsonb) returns jsonb
@@ -209,8 +209,9 @@ begin
       case when v_job.status = 'failed' then 'error' when v_job.failed_items > 0 then 'warning' else 'info' end,
       format('%s: %s of %s items succeeded, %s failed', v_job.status, v_job.completed_items,
              v_job.total_items, v_job.failed_items),
-      jsonb_build_object('status', v_job.status, 'completed_items', v_job.completed_items,
-                         'failed_items', v_job.failed_items));
+      jsonb_build_object('code', 'finished_' || v_job.status, 'status', v_job.status,
+                         'completed_items', v_job.completed_items, 'failed_items', v_job.failed_items,
+                         'total_items', v_job.total_items));
   end if;
 
   if p_force_event or v_finishes or v_now - v_job.progress_notified_at >= v_interval then
@@ -397,7 +398,9 @@ begin
 
   perform jobsys.background_log(v_job.id, 'info',
     format('created: %s items, model %s, provider %s, concurrency %s', v_job.total_items,
-           v_payload ->> 'model', v_payload ->> 'provider', v_job.concurrency));
+           v_payload ->> 'model', v_payload ->> 'provider', v_job.concurrency),
+    jsonb_build_object('code', 'created', 'items', v_job.total_items, 'model', v_payload ->> 'model',
+                       'provider', v_payload ->> 'provider', 'concurrency', v_job.concurrency));
   perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', v_job.id));
   perform jobsys.audit('create', 'background_job', v_job.id::text, jsonb_build_object(
     'title', v_job.title, 'items', v_job.total_items, 'model', v_payload ->> 'model',
@@ -439,7 +442,7 @@ begin
   where id = p_job_id;
   perform jobsys.background_log(p_job_id, 'info',
     format('cancelled: %s unfinished item(s) cancelled (%s in flight)', v_cancelled, v_running),
-    jsonb_build_object('cancelled_items', v_cancelled, 'in_flight', v_running));
+    jsonb_build_object('code', 'cancelled', 'cancelled_items', v_cancelled, 'in_flight', v_running));
   perform jobsys.emit('jobsys:runners', 'background_job_cancelled', jsonb_build_object('job_id', p_job_id));
   perform jobsys.audit('cancel', 'background_job', p_job_id::text, jsonb_build_object('cancelled_items', v_cancelled));
   v_job := jobsys.apply_background_counts(p_job_id, -v_running, 0, 0, v_cancelled, true);
@@ -474,14 +477,15 @@ begin
     returning 1)
   select count(*) into v_n from requeued;
   -- Batch API mode: the ended provider batch is done with; the failed items go in a new one.
+  -- started_at stays: the job's first start, kept across retries (the claim keeps it too).
   update jobsys.background_jobs set status = 'pending', retry_count = retry_count + 1,
-    error_message = null, started_at = null, completed_at = null, lease_expires_at = null,
+    error_message = null, completed_at = null, lease_expires_at = null,
     result = result - 'provider_batch'
   where id = p_job_id
   returning * into v_job;
   perform jobsys.background_log(p_job_id, 'info',
     format('retry %s: %s failed item(s) re-queued', v_job.retry_count, v_n),
-    jsonb_build_object('retry_count', v_job.retry_count, 'requeued', v_n));
+    jsonb_build_object('code', 'retried', 'retry_count', v_job.retry_count, 'requeued', v_n));
   perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', p_job_id));
   perform jobsys.audit('retry', 'background_job', p_job_id::text, jsonb_build_object('requeued', v_n));
   v_job := jobsys.apply_background_counts(p_job_id, 0, 0, -v_n, 0, true);
@@ -539,7 +543,8 @@ begin
       format('taken over by runner %s: the lease of runner %s expired; %s unfinished item(s) re-queued, '
              || '%s completed item(s) kept', p_runner_id, coalesce(v_previous, '?'), v_requeued,
              v_job.completed_items),
-      jsonb_build_object('runner', p_runner_id, 'previous_runner', v_previous, 'requeued', v_requeued));
+      jsonb_build_object('code', 'taken_over', 'runner', p_runner_id, 'previous_runner', coalesce(v_previous, '?'),
+                         'requeued', v_requeued, 'kept', v_job.completed_items));
   else
     select * into v_job from jobsys.background_jobs
     where status = 'pending' and jobsys.background_runnable(payload, p_providers)
@@ -549,7 +554,7 @@ begin
       return null;
     end if;
     perform jobsys.background_log(v_job.id, 'info',
-      format('started by runner %s', p_runner_id), jsonb_build_object('runner', p_runner_id));
+      format('started by runner %s', p_runner_id), jsonb_build_object('code', 'started', 'runner', p_runner_id));
   end if;
 
   update jobsys.background_jobs set status = 'running', started_at = coalesce(started_at, now()),
@@ -700,9 +705,10 @@ begin
     returning i.idx, i.status, i.error, i.attempts, i.provider, r.tokens_in, r.tokens_out, r.tokens_thinking,
       r.retry_tokens_in, r.retry_tokens_out, r.retry_tokens_thinking
   ), logged as (
+    -- The error once, in the message: the dashboard reads it from there (after "attempt(s): ").
     insert into jobsys.background_job_logs (job_id, level, message, metadata)
     select p_job_id, 'error', left(format('item %s failed after %s attempt(s): %s', d.idx, d.attempts, d.error), 4000),
-           jsonb_build_object('item', d.idx, 'attempts', d.attempts)
+           jsonb_build_object('code', 'item_failed', 'item', d.idx, 'attempts', d.attempts)
     from done d where d.status = 'failed'
     returning 1
   ), providers as (
@@ -823,7 +829,7 @@ begin
   where id = p_job_id;
   perform jobsys.background_log(p_job_id, 'error',
     format('failed: %s; %s unfinished item(s) marked failed', left(p_error, 2000), v_failed),
-    jsonb_build_object('failed_items', v_failed));
+    jsonb_build_object('code', 'job_failed', 'error', left(p_error, 2000), 'failed_items', v_failed));
   v_job := jobsys.apply_background_counts(p_job_id, -v_running, 0, v_failed, 0, true);
   return jobsys.background_job_json(v_job);
 end
@@ -854,7 +860,8 @@ begin
   perform jobsys.background_log(p_job_id, 'info',
     format('released by runner %s (%s); %s unfinished item(s) re-queued', v_job.lease_owner,
            left(coalesce(p_reason, 'shutting down'), 500), v_n),
-    jsonb_build_object('runner', v_job.lease_owner, 'requeued', v_n));
+    jsonb_build_object('code', 'released', 'runner', v_job.lease_owner,
+                       'reason', left(coalesce(p_reason, 'shutting down'), 500), 'requeued', v_n));
   perform jobsys.emit('jobsys:runners', 'background_job_queued', jsonb_build_object('job_id', p_job_id));
   v_job := jobsys.apply_background_counts(p_job_id, -v_n, 0, 0, 0, true);
   return jobsys.background_job_json(v_job);
@@ -865,40 +872,87 @@ comment on function jobsys.release_background_job(uuid, uuid, text) is
 
 -- Reads for the dashboard and API -------------------------------------------------------
 create or replace function jobsys.list_background_jobs(p_status text default null, p_limit integer default 100,
-  p_offset integer default 0)
+  p_offset integer default 0, p_q text default null, p_sort text default '-created', p_statuses text[] default null)
   returns jsonb
   language plpgsql stable security definer
   set search_path = jobsys, pg_temp
   as $$
+declare
+  v_statuses text[] := coalesce(p_statuses, case when p_status is not null then array[p_status] end);
+  v_key text := ltrim(coalesce(p_sort, '-created'), '-');
+  v_desc boolean := left(coalesce(p_sort, '-created'), 1) = '-';
 begin
   perform jobsys.require_viewer();
-  if p_status is not null and p_status not in ('pending', 'running', 'completed', 'failed', 'cancelled') then
+  if p_status is not null and p_statuses is not null then
+    perform jobsys.raise_error('JS400', 'give status or statuses, not both', '{"field": "status"}');
+  end if;
+  if cardinality(v_statuses) not between 1 and 5
+     or exists (select from unnest(v_statuses) s
+                where s is null or s not in ('pending', 'running', 'completed', 'failed', 'cancelled')) then
     perform jobsys.raise_error('JS400', 'status must be pending, running, completed, failed or cancelled',
       '{"field": "status"}');
   end if;
   if p_limit is null or p_limit not between 1 and 1000 or p_offset is null or p_offset < 0 then
     perform jobsys.raise_error('JS400', 'limit must be 1-1000 and offset at least 0', '{"field": "limit"}');
   end if;
-  return jsonb_build_object(
-    'jobs', coalesce((select jsonb_agg(jobsys.background_job_json(j)
-                                        || jsonb_build_object('wait_reason', jobsys.background_wait_reason(j))
-                                      order by j.created_at desc, j.id)
-                      from (select * from jobsys.background_jobs j
-                            where p_status is null or j.status = p_status
-                            order by j.created_at desc, j.id
-                            limit p_limit offset p_offset) j), '[]'),
-    'summary', (select jsonb_build_object(
-                  'total', count(*),
-                  'pending', count(*) filter (where status = 'pending'),
-                  'running', count(*) filter (where status = 'running'),
-                  'completed', count(*) filter (where status = 'completed'),
-                  'failed', count(*) filter (where status = 'failed'),
-                  'cancelled', count(*) filter (where status = 'cancelled'))
-                from jobsys.background_jobs));
+  if length(p_q) > 200 then
+    perform jobsys.raise_error('JS400', 'q must be at most 200 characters', '{"field": "q"}');
+  end if;
+  if coalesce(p_sort, '-created') !~ '^-?(status|title|progress|created|started|ended|duration)$' then
+    perform jobsys.raise_error('JS400',
+      'sort must be status, title, progress, created, started, ended or duration, with - for descending',
+      '{"field": "sort"}');
+  end if;
+  return (
+    with matching as (
+      select j as job,
+             -- The column's value as a number (title: as text); rows without one (not started,
+             -- not ended) come last either way. created is the tie-breaker below, so the
+             -- default order stays the index's.
+             case v_key
+               when 'status' then array_position(array['pending', 'running', 'completed', 'failed', 'cancelled'],
+                                                 j.status)::double precision
+               when 'progress' then case when j.total_items > 0 then j.completed_items::double precision / j.total_items
+                                         else 0 end
+               when 'started' then extract(epoch from j.started_at)
+               when 'ended' then extract(epoch from j.completed_at)
+               when 'duration' then greatest(extract(epoch from coalesce(j.completed_at, now()) - j.started_at), 0)
+             end as num,
+             case when v_key = 'title' then lower(j.title) end as txt
+      from jobsys.background_jobs j
+      where (v_statuses is null or j.status = any(v_statuses))
+        and (p_q is null or strpos(lower(j.title), lower(p_q)) > 0)
+    ), page as (
+      select * from matching m
+      order by case when not v_desc then m.num end asc nulls last, case when v_desc then m.num end desc nulls last,
+               case when not v_desc then m.txt end asc nulls last, case when v_desc then m.txt end desc nulls last,
+               case when v_key = 'created' and not v_desc then (m.job).created_at end asc,
+               (m.job).created_at desc, (m.job).id
+      limit p_limit offset p_offset
+    )
+    select jsonb_build_object(
+      'jobs', coalesce((select jsonb_agg(jobsys.background_job_json(p.job)
+                                         || jsonb_build_object('wait_reason', jobsys.background_wait_reason(p.job))
+                                         order by case when not v_desc then p.num end asc nulls last,
+                                                  case when v_desc then p.num end desc nulls last,
+                                                  case when not v_desc then p.txt end asc nulls last,
+                                                  case when v_desc then p.txt end desc nulls last,
+                                                  case when v_key = 'created' and not v_desc then (p.job).created_at end asc,
+                                                  (p.job).created_at desc, (p.job).id)
+                        from page p), '[]'),
+      'matching', (select count(*) from matching),
+      'summary', (select jsonb_build_object(
+                    'total', count(*),
+                    'pending', count(*) filter (where status = 'pending'),
+                    'running', count(*) filter (where status = 'running'),
+                    'completed', count(*) filter (where status = 'completed'),
+                    'failed', count(*) filter (where status = 'failed'),
+                    'cancelled', count(*) filter (where status = 'cancelled'))
+                  from jobsys.background_jobs)));
 end
 $$;
-comment on function jobsys.list_background_jobs(text, integer, integer) is
-  'Operators: a page of background jobs, newest first, with counts per status.';
+comment on function jobsys.list_background_jobs(text, integer, integer, text, text, text[]) is
+  'Operators: a page of background jobs with counts per status. p_status one status or p_statuses several (not both); p_q searches the title for the text as typed (case-insensitive; % and _ are not wildcards; at most 200 characters); p_sort a column (status, title, progress, created, started, ended, duration), - first for descending, default -created (newest first); rows without a value come last. matching counts the jobs the filters pass.';
 
 create or replace function jobsys.get_background_job(p_job_id uuid) returns jsonb
   language plpgsql stable security definer
@@ -1048,12 +1102,15 @@ begin
   end if;
   insert into jobsys.batch_rate_grants (key, at, tokens) values (p_key, v_now, coalesce(p_tokens, 0))
   returning id into v_id;
-  update jobsys.batch_rate_limits set updated_at = v_now where key = p_key;
+  -- Each limit as last given: a runner with only --rpm must not blank another runner's --tpm
+  -- (a limit dropped from every runner stays shown until one gives it anew).
+  update jobsys.batch_rate_limits set updated_at = v_now, rpm = coalesce(p_rpm, rpm), tpm = coalesce(p_tpm, tpm)
+  where key = p_key;
   return jsonb_build_object('granted', true, 'grant_id', v_id, 'at', extract(epoch from v_now));
 end
 $$;
 comment on function jobsys.acquire_batch_rate(text, integer, integer, integer, double precision, jsonb) is
-  'Runners: grant one call under the shared rate limit of a model (requests and prompt tokens per sliding window, counted over every runner, and the shared 429 cooldown), or say how long to wait. Serialised per key by a row lock.';
+  'Runners: grant one call under the shared rate limit of a provider:model key (requests and prompt tokens per sliding window, counted over every runner, and the shared 429 cooldown), or say how long to wait; a grant records the last rpm and tpm given (each kept while a runner gives none). Serialised per key by a row lock.';
 
 -- A 429 (or 503) seen by one runner holds every runner's calls of this key: the cooldown
 -- only grows. started: no cooldown was running (the caller logs it once).
@@ -1082,6 +1139,26 @@ $$;
 comment on function jobsys.cool_down_batch_rate(text, double precision) is
   'Runners: hold every runner''s calls under this shared rate limit for p_seconds (a 429''s retry delay); never shortens a cooldown.';
 
+-- The shared rate limits as the runners last asked for them (--rpm / --tpm), per provider and
+-- model, with a running 429 cooldown: what the new-batch dialog shows. A limit no runner has
+-- used for a day is left out (no runner with it may still be up).
+create or replace function jobsys.list_batch_rate_limits() returns jsonb
+  language plpgsql stable security definer
+  set search_path = jobsys, pg_temp
+  as $$
+begin
+  perform jobsys.require_viewer();
+  return jsonb_build_object('limits', coalesce((
+    select jsonb_agg(jsonb_build_object('key', l.key, 'rpm', l.rpm, 'tpm', l.tpm,
+             'cooldown_until', case when l.cooldown_until > now() then l.cooldown_until end,
+             'updated_at', l.updated_at) order by l.key)
+    from jobsys.batch_rate_limits l
+    where (l.rpm is not null or l.tpm is not null) and l.updated_at > now() - interval '1 day'), '[]'));
+end
+$$;
+comment on function jobsys.list_batch_rate_limits() is
+  'Staff: the runners'' shared rate limits per provider and model (requests and prompt tokens per minute as last asked, a running cooldown), used in the last day.';
+
 -- Batch API mode (issue 23): the provider batch a held job submitted (name, state, the items
 -- in it), kept in result.provider_batch so that a runner taking the job over polls the same
 -- batch instead of submitting again. Each state change is logged.
@@ -1108,7 +1185,8 @@ begin
      or v_before ->> 'state' is distinct from p_batch ->> 'state' then
     perform jobsys.background_log(p_job_id, 'info',
       format('provider batch %s: %s', left(p_batch ->> 'name', 200), left(p_batch ->> 'state', 50)),
-      jsonb_build_object('provider_batch', left(p_batch ->> 'name', 200), 'state', left(p_batch ->> 'state', 50)));
+      jsonb_build_object('code', 'provider_batch', 'provider_batch', left(p_batch ->> 'name', 200),
+                         'state', left(p_batch ->> 'state', 50)));
   end if;
   return jsonb_build_object('job_id', p_job_id, 'provider_batch', p_batch);
 end

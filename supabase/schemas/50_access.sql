@@ -125,7 +125,7 @@ grant execute on function
   -- background jobs: operators
   jobsys.create_background_job(jsonb, jsonb, text, integer, integer, text),
   jobsys.cancel_background_job(uuid), jobsys.retry_background_job(uuid),
-  jobsys.list_background_jobs(text, integer, integer), jobsys.get_background_job(uuid),
+  jobsys.list_background_jobs(text, integer, integer, text, text, text[]), jobsys.get_background_job(uuid),
   jobsys.list_background_job_logs(uuid, integer, bigint),
   jobsys.list_background_job_items(uuid, text, integer, integer),
   -- background jobs: runners
@@ -143,5 +143,7 @@ grant execute on function jobsys.claim_runnable_background_job(text, text[]) to 
 grant execute on function jobsys.acquire_batch_rate(text, integer, integer, integer, double precision, jsonb),
   jobsys.cool_down_batch_rate(text, double precision) to authenticated, service_role;
 grant execute on function jobsys.set_background_provider_batch(uuid, uuid, jsonb) to authenticated, service_role;
+-- The runners' shared rate limits, for the new-batch dialog (staff; checked inside).
+grant execute on function jobsys.list_batch_rate_limits() to authenticated, service_role;
 -- Readiness probes ask this without signing in (it returns a migration version only).
 grant execute on function jobsys.schema_version() to anon, authenticated, service_role;

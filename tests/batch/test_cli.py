@@ -96,3 +96,18 @@ def test_submit_refuses_a_response_schema_that_is_not_a_json_schema(db_url: str,
     done = subprocess.run(base + ["--response-schema", f"@{tmp_path / 'schema.json'}"], check=False,
                           capture_output=True, text=True, env=ENV, timeout=60)
     assert done.returncode == 0 and "submitted " in done.stdout, done.stderr
+
+
+def test_up_and_batch_runner_take_rpm_and_tpm_for_the_runner() -> None:
+    from jobsys_cli.batch_runner_cmd import _runner_options
+    from jobsys_cli.main import build_parser
+    from jobsys_cli.up import up_runner_options
+
+    up = build_parser().parse_args(["up", "--rpm", "30", "--tpm", "100000"])
+    options = up_runner_options(up)
+    assert (options.rpm, options.tpm, options.shared_rate_limit) == (30, 100000, True)
+    assert (up_runner_options(build_parser().parse_args(["up"])).rpm, options.max_jobs) == (None, 4)
+    runner, _ = _runner_options(build_parser().parse_args(["batch-runner", "--rpm", "60", "--per-runner-limit"]))
+    assert (runner.rpm, runner.tpm, runner.shared_rate_limit) == (60, None, False)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["up", "--rpm", "0"])

@@ -81,3 +81,29 @@ async def test_a_429_on_one_runner_holds_the_others_calls(db_url: str) -> None:
         assert answer["granted"] is False and 25.0 < answer["wait_s"] <= 30.0
         await seeing.close()
         await told.close()
+
+
+async def test_the_limits_the_runners_ask_with_are_listed_per_model_with_a_running_cooldown(db_url: str) -> None:
+    async with await JobSystem.connect(db_url) as jobs:
+        batch = BatchJobs.of(jobs)
+        assert await batch.rate_limits() == []  # no runner has asked yet
+        await batch.acquire_rate("gemini:gemini-2.5-flash", 30, 100_000, 10, 60.0)
+        await batch.acquire_rate("openai_compatible:llama", None, 5_000, 10, 60.0)
+        await batch.cool_down_rate("gemini:gemini-2.5-flash", 30.0)
+        await batch.cool_down_rate("gemini:never-granted", 30.0)  # no limit asked with: not listed
+        flash, llama = await batch.rate_limits()
+    assert (flash.provider, flash.model, flash.rpm, flash.tpm) == ("gemini", "gemini-2.5-flash", 30, 100_000)
+    assert flash.cooldown_until is not None and flash.cooldown_until > flash.updated_at
+    assert (llama.key, llama.rpm, llama.tpm, llama.cooldown_until) == ("openai_compatible:llama", None, 5_000, None)
+
+
+async def test_a_runner_giving_only_one_limit_keeps_the_other_runners_other_limit(db_url: str) -> None:
+    async with await JobSystem.connect(db_url) as jobs:
+        batch = BatchJobs.of(jobs)
+        await batch.acquire_rate("gemini:gemini-2.5-flash", 30, 100_000, 10, 60.0)  # --rpm 30 --tpm 100000
+        await batch.acquire_rate("gemini:gemini-2.5-flash", 20, None, 10, 60.0)  # --rpm 20 only
+        [after_rpm] = await batch.rate_limits()
+        await batch.acquire_rate("gemini:gemini-2.5-flash", None, 50_000, 10, 60.0)  # --tpm 50000 only
+        [after_tpm] = await batch.rate_limits()
+    assert (after_rpm.rpm, after_rpm.tpm) == (20, 100_000)  # each limit as last given
+    assert (after_tpm.rpm, after_tpm.tpm) == (20, 50_000)

@@ -87,6 +87,7 @@ CALLS: dict[str, frozenset[str]] = {
     "claim_runnable_background_job": RUNNERS,
     "acquire_batch_rate": RUNNERS, "cool_down_batch_rate": RUNNERS,
     "set_background_provider_batch": RUNNERS,
+    "list_batch_rate_limits": READERS,  # the runners' shared limits, for the new-batch dialog
 }
 
 # Which rows each caller reads. "all", "none", "own" (the worker's own sessions, their devices
@@ -206,6 +207,7 @@ class World:
             "p_batch": json.dumps({"name": "batches/matrix", "state": "queued"}),
             "p_token_hash": "cd" * 32, "p_role": "viewer", "p_include_revoked": True, "p_meta": json.dumps({"push": "polling"}),
             "p_pc": None, "p_after": None, "p_with_counts": True,  # list_devices_page
+            "p_sort": "-created", "p_statuses": ["pending", "running"],  # list_background_jobs
         }
         missing = [p for p in fn.params if p not in known]
         assert not missing, f"{fn.name}: give the matrix a value for {missing}"
