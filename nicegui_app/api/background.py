@@ -12,10 +12,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from jobsys.batch.facade import BatchJobs
-from jobsys.batch.models import BatchCreate, BatchItemPage, BatchJob, BatchJobList, BatchLogPage, BatchStatus
+from jobsys.batch.models import (
+    LIST_Q_MAX,
+    LIST_SORT_PATTERN,
+    BatchCreate,
+    BatchItemPage,
+    BatchJob,
+    BatchJobList,
+    BatchLogPage,
+    BatchStatus,
+)
 from jobsys.system import JobSystem
 from nicegui_app.api.errors import ERROR_RESPONSES
-from nicegui_app.api.routes import LIST_LIMIT_MAX, LIST_OFFSET_MAX, JobId, require_token
+from nicegui_app.api.routes import LIST_LIMIT_MAX, LIST_OFFSET_MAX, PRINTABLE, JobId, require_token
 from nicegui_app.batch_export import ExportFormat, export_file
 
 PAGE_LIMIT_MAX = 1000  # the SQL reads refuse more
@@ -51,15 +60,26 @@ async def create_background_job(spec: BatchCreate, batch: Batch, response: Respo
     return job
 
 
-@router.get("", response_model=BatchJobList)
+@router.get("", response_model=BatchJobList, responses={400: ERROR_RESPONSES[400], 422: ERROR_RESPONSES[422]})
 async def list_background_jobs(
     batch: Batch,
-    status: BatchStatus | None = None,
+    status: Annotated[
+        list[BatchStatus] | None,
+        Query(max_length=len(BatchStatus), description="one or more (repeat it): jobs in any of them"),
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=LIST_Q_MAX, pattern=PRINTABLE, description="search in the title")
+    ] = None,
+    sort: Annotated[
+        str, Query(pattern=LIST_SORT_PATTERN, description="a column, - first for descending")
+    ] = "-created",
     limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 100,
     offset: Offset = 0,
 ) -> BatchJobList:
-    """Jobs with their counters, newest first, and a summary by status over all jobs."""
-    return await batch.list_jobs(status=status, limit=limit, offset=offset)
+    """Jobs with their counters in `sort`'s order (newest first by default; rows without a
+    value last), `matching` counting those the filters pass, and a summary by status over all
+    jobs."""
+    return await batch.list_jobs(statuses=status or None, q=q, sort=sort, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=BatchJob, responses=BY_ID_ERRORS)

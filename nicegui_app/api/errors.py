@@ -2,7 +2,10 @@
 
 Library errors keep their code and HTTP status; FastAPI's own failures (bad JSON,
 validation, unknown route, wrong method) are rewritten into the same shape, so a
-client never parses two formats. `HeadAsGet` lets HEAD of every GET route answer as GET
+client never parses two formats. `message` stays the server's English text (stable for
+scripts); a client whose Accept-Language prefers Korean also gets
+`localized_message: {"locale": "ko", "message": ...}`, the same sentence the dashboard shows
+(nicegui_app/server_errors.py: mapped by code and details, falling back to the English text). `HeadAsGet` lets HEAD of every GET route answer as GET
 does, without the body.
 """
 
@@ -19,6 +22,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobsys.errors import JobsysError
+from nicegui_app.i18n import FALLBACK_LANGUAGE, Translator, from_accept_language
+from nicegui_app.server_errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +70,14 @@ def error_response(
     message: str,
     details: dict[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    request: Request | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    error: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    language = from_accept_language(request.headers.get("accept-language")) if request is not None else "en"
+    if language != FALLBACK_LANGUAGE:  # English readers have it in `message` already
+        error["localized_message"] = {"locale": language,
+                                      "message": describe(Translator(language), code, message, details)}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -143,14 +153,14 @@ async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status == 405 and "Allow" not in headers and (allowed := allowed_methods(request)):
         headers["Allow"] = allowed
-    return error_response(exc.status, exc.code, exc.message, exc.details, headers or None)
+    return error_response(exc.status, exc.code, exc.message, exc.details, headers or None, request)
 
 
 async def _on_jobsys_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JobsysError)
     if exc.http_status >= 500:
         log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(exc.http_status, exc.code, exc.message, exc.details)
+    return error_response(exc.http_status, exc.code, exc.message, exc.details, request=request)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -159,7 +169,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     if any(e["type"] == "json_invalid" for e in errors):
         return error_response(400, "malformed_json", "the request body is not valid JSON", {"errors": errors})
     message = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors)
-    return error_response(422, "invalid_input", message or "invalid request", {"errors": errors})
+    return error_response(422, "invalid_input", message or "invalid request", {"errors": errors}, request=request)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

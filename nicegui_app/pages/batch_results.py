@@ -16,9 +16,11 @@ from nicegui_app.batch_export import ExportFormat, export_file
 from nicegui_app.pages.dialog import answer
 from nicegui_app.pages.frame import PageContext
 from nicegui_app.pages.rows import status_filter
+from nicegui_app.server_errors import error_text
 
 PAGE_ITEMS = 50
 INPUT_MAX_CHARS = 300  # the table shows the start of a long input; the export has all of it
+TEXT_COLUMN_MIN = "14rem"
 
 
 async def download(ctx: PageContext, job_id: uuid.UUID, fmt: ExportFormat) -> None:
@@ -26,7 +28,7 @@ async def download(ctx: PageContext, job_id: uuid.UUID, fmt: ExportFormat) -> No
     try:
         file = await export_file(ctx.services.batch, job_id, fmt)
     except JobsysError as exc:
-        ui.notify(exc.message, type="warning")
+        ui.notify(error_text(ctx.t, exc), type="warning")
         return
     ui.download.content(file.content, file.filename, file.media_type)
 
@@ -49,15 +51,20 @@ class ResultsDialog:
         self.job = job
         self.offset = 0
         t = ctx.t
+        # Text columns keep a readable width: on a phone the table scrolls sideways instead of
+        # squeezing a draft to one word per line.
         columns: list[dict[str, Any]] = [
-            {"name": name, "label": t(f"results_{name}"), "field": name, "align": "left"}
+            {"name": name, "label": t(f"results_{name}"), "field": name, "align": "left",
+             **({"style": f"min-width: {TEXT_COLUMN_MIN}", "headerStyle": f"min-width: {TEXT_COLUMN_MIN}"}
+                if name in ("input", "output", "error")
+                else {"style": "white-space: nowrap", "headerStyle": "white-space: nowrap"})}
             for name in ("idx", "status", "provider", "input", "output", "error", "tokens")
         ]
         with ui.dialog() as self.dialog, ui.card().classes("w-[72rem] max-w-full gap-3"):
             ui.label(t("results_title", title=job.title)).classes("text-xl font-semibold break-all")
-            ui.label(t("batch_draft_note")).classes("text-sm text-gray-600")
+            ui.label(t("batch_draft_note")).classes("text-sm text-gray-600 break-keep")
             if job.offline:
-                ui.label(t("results_offline")).classes("text-sm text-purple-800").mark("results-offline")
+                ui.label(t("results_offline")).classes("text-sm text-purple-800 break-keep").mark("results-offline")
             with ui.row().classes("w-full items-end gap-2"):
                 statuses = {s.value: t(f"batch_status_{s.value}") for s in BatchStatus}
                 self.status = status_filter(t, statuses, self._filter, "results-status")
@@ -97,7 +104,7 @@ class ResultsDialog:
                 self.job.id, status=self.status.value or None, limit=PAGE_ITEMS, offset=self.offset
             )
         except JobsysError as exc:
-            ui.notify(exc.message, type="warning")
+            ui.notify(error_text(t, exc), type="warning")
             return
         self.table.rows = [
             {

@@ -1,11 +1,14 @@
-"""One background job on the page: its progress monitor and controls.
+"""One AI batch as one line of the background jobs table: select box, status (with why a
+pending job waits, or what in the setup must be fixed), title and model (with the offline and
+Batch API badges), a segmented bar with "179/300 (59%)" and "완료 179 / 300, 실패 0", created,
+started, ended or age, duration, and its actions: cancel (after one confirmation naming what
+it stops), retry of the failed items (only when a retry can help), results, export, and the
+side panel (batch_panel.py: settings, timeline, tokens, the log).
 
-Status badge, "offline" badge when outputs are placeholders, progress bar with %, total /
-completed / failed (and cancelled), start time, elapsed time, completion time, error
-message, why a pending job waits (no runner can run it), tokens and estimated cost; an expansion with the log (newest first, coloured by level); cancel, retry,
-results and export. Updated in place on every refresh (an open log stays open); the
-elapsed time of a running job is ticked by the page's local timer, not by re-reading
-(rows.py: what every row does).
+Rows are updated in place on every refresh, so an open panel stays open and the browser
+receives only the changed properties (rows.py: what every row does). On a phone the row is a
+card (frame.PHONE_TABLES): title, bar and actions take a line each, the other values are
+captioned with their column's name (data-label). A viewer sees no select box, cancel or retry.
 """
 
 from __future__ import annotations
@@ -15,35 +18,28 @@ from collections.abc import Callable
 
 from nicegui import ui
 
-from jobsys.batch.models import BatchJob, BatchLog, BatchMode, BatchStatus, LogLevel, WaitReason
-from jobsys.errors import NotFound
+from jobsys.batch.models import BatchJob, BatchMode, BatchStatus, WaitReason
 from nicegui_app.batch_export import ExportFormat
+from nicegui_app.pages import batch_state, job_progress
+from nicegui_app.pages.batch_panel import BatchPanel
 from nicegui_app.pages.batch_results import ResultsDialog, download
+from nicegui_app.pages.dialog import confirm
 from nicegui_app.pages.frame import PageContext
-from nicegui_app.pages.rows import ItemRow, when
+from nicegui_app.pages.job_progress import MUTED_TEXT
+from nicegui_app.pages.rows import when
+from nicegui_app.pages.table_row import (
+    TITLE_WIDTH,
+    SegmentBar,
+    TableRow,
+    badge_style,
+    ended_or_age,
+    icon_button,
+    set_prop,
+)
 
-STATUS_COLORS = {
-    BatchStatus.PENDING: "grey",
-    BatchStatus.RUNNING: "primary",
-    BatchStatus.COMPLETED: "positive",
-    BatchStatus.FAILED: "negative",
-    BatchStatus.CANCELLED: "grey",
-}
-LOG_COLORS = {LogLevel.INFO: "primary", LogLevel.WARNING: "orange", LogLevel.ERROR: "negative"}
-LOG_TEXT_CLASSES = {LogLevel.INFO: "", LogLevel.WARNING: "text-orange-800", LogLevel.ERROR: "text-negative"}
 PROVIDER_BATCH_STATES = {"queued", "running", "succeeded", "partially_succeeded", "failed", "cancelled", "expired"}
-LOG_PAGE = 50  # lines shown when the log opens; "older" adds as many again
-LOG_MAX = 1000  # what one read may return
-
-
-def elapsed_text(job: BatchJob, now: dt.datetime | None = None) -> str:
-    """H:MM:SS from start to completion (or to now while it runs); "–" before it started."""
-    if job.started_at is None:
-        return "–"
-    end = job.completed_at or now or dt.datetime.now(dt.UTC)
-    seconds = max(0, int((end - job.started_at).total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+WARNING_TEXT = "#b45309"  # amber on white: 5.02:1
+ERROR_TEXT = "#b91c1c"  # red on white: 6.47:1
 
 
 def wait_key(reason: WaitReason) -> str:
@@ -51,199 +47,149 @@ def wait_key(reason: WaitReason) -> str:
     return "batch_wait_no_runner" if reason.code == "no_runner" else f"batch_wait_{reason.provider}"
 
 
-def usd_text(usd: float) -> str:
-    return f"${usd:,.4f}" if usd < 1 else f"${usd:,.2f}"
+def wait_text(t: Callable[..., str], job: BatchJob) -> str:
+    """Why a pending job is not running ("" when it is not waiting on the runners)."""
+    reason = job.wait_reason if job.status is BatchStatus.PENDING else None
+    if reason is None:
+        return ""
+    known = reason.code == "no_runner" or reason.provider in ("gemini", "openai_compatible")
+    return t(wait_key(reason)) if known else reason.message
 
 
-class BatchRow(ItemRow[BatchJob]):
-    def __init__(self, ctx: PageContext, job: BatchJob, on_change: Callable[[], None]) -> None:
+def provider_batch_text(t: Callable[..., str], job: BatchJob) -> str:
+    """Batch API mode: "일괄 처리: 대기" ("" in standard mode)."""
+    if job.payload.mode is not BatchMode.BATCH_API:
+        return ""
+    recorded = job.result.get("provider_batch")
+    state = recorded.get("state") if isinstance(recorded, dict) else None
+    label = t(f"batch_api_state_{state}") if state in PROVIDER_BATCH_STATES else (state or t("batch_api_not_submitted"))
+    return t("batch_api_badge", state=label)
+
+
+def ended_or_age_text(t: Callable[..., str], job: BatchJob, now: dt.datetime) -> str:
+    return ended_or_age(t, job.completed_at, job.created_at, now)
+
+
+def duration_text(t: Callable[..., str], job: BatchJob, now: dt.datetime) -> str:
+    seconds = batch_state.duration_s(job, now)
+    return "–" if seconds is None else job_progress.span(t, seconds)
+
+
+class BatchRow(TableRow[BatchJob]):
+    def __init__(self, ctx: PageContext, job: BatchJob, on_change: Callable[[], None],
+                 on_select: Callable[[BatchJob, bool], None]) -> None:
         super().__init__(ctx, job, on_change)
-        self.log_limit = LOG_PAGE
         t = self.t
-        self.card = ui.card().classes("w-full gap-2").mark(f"batch-{job.id}")
-        with self.card:
-            with ui.row().classes("w-full items-center gap-2 no-wrap"):
-                with ui.column().classes("gap-0 grow min-w-0"):
-                    self.title = ui.label().classes("text-lg font-medium break-all").mark("batch-title")
-                    self.model = ui.label().classes("text-xs text-gray-500").mark("batch-model")
-                self.status = ui.badge().mark("batch-status")
-                self.provider_batch = (
-                    ui.badge(color="teal").props("outline").tooltip(t("batch_api_hint")).mark("batch-provider-batch")
-                )
-                self.offline = (
-                    ui.badge(t("batch_offline"), color="purple")
-                    .props("outline")
-                    .tooltip(t("batch_offline_hint"))
-                    .mark("batch-offline")
-                )
-                self.cancel_button = (
-                    ui.button(t("batch_cancel"), icon="stop", on_click=self._cancel)
-                    .props("flat dense color=negative")
-                    .mark("batch-cancel")
-                )
-                self.retry_button = (
-                    ui.button(t("batch_retry"), icon="replay", on_click=self._retry)
-                    .props("flat dense")
-                    .mark("batch-retry")
-                )
-                ui.button(t("batch_results"), icon="table_view", on_click=self._results).props(
-                    "flat dense"
-                ).mark("batch-results")
-                export_button = ui.button(t("batch_export"), icon="download").props("flat dense")
-                with export_button.mark("batch-export"), ui.menu():
+        # One tbody per job: the row and its side panel stay one element addressed by the id.
+        self.card = ui.element("tbody").mark(f"batch-{job.id}")
+        with self.card, ui.element("tr").classes("align-top"):
+            self._select_box(on_select, "batch-select")
+            with ui.element("td"):
+                self.status = ui.badge(color=None).mark("batch-status")
+                self.wait = ui.label().classes(f"text-xs text-[{WARNING_TEXT}] max-w-[12rem]").mark("batch-wait")
+                self.fix = (ui.label().classes(f"text-xs font-medium text-[{ERROR_TEXT}] cursor-pointer")
+                            .on("click", self.open_panel).mark("batch-fix"))
+            with ui.element("td").classes("phone-full"):
+                self.title = (ui.label().classes(f"font-medium truncate {TITLE_WIDTH} cursor-pointer")
+                              .on("click", self.open_panel).mark("batch-title"))
+                with self.title:
+                    self.title_tip = ui.tooltip()
+                with ui.row().classes("items-center gap-1 no-wrap"):
+                    self.model = ui.label().classes(f"text-xs text-[{MUTED_TEXT}]").mark("batch-model")
+                    self.offline = (ui.badge(t("batch_offline"), color="purple").props("outline")
+                                    .tooltip(t("batch_offline_hint")).mark("batch-offline"))
+                    self.provider_batch = (ui.badge(color="teal").props("outline").tooltip(t("batch_api_hint"))
+                                           .mark("batch-provider-batch"))
+                self.error = ui.label().classes(f"text-xs text-[{ERROR_TEXT}] truncate {TITLE_WIDTH}").mark(
+                    "batch-error")
+            with ui.element("td").classes("phone-full"):
+                with ui.row().classes("items-center gap-2 no-wrap"):
+                    self.bar = SegmentBar(t, "batch-bar", "batch_segment_")
+                    self.progress = ui.label().classes("text-sm font-medium whitespace-nowrap").mark(
+                        "batch-progress")
+                with ui.row().classes(f"gap-x-2 gap-y-0 text-xs text-[{MUTED_TEXT}] no-wrap"):
+                    self.counts = ui.label().mark("batch-counts")
+                    self.running = ui.label().classes("text-[#1d4ed8]").mark("batch-running")
+                    self.cancelled = ui.label().mark("batch-cancelled")
+            self.created = self._cell(t("col_created"), "whitespace-nowrap", "batch-created")
+            self.started = self._cell(t("col_started"), "whitespace-nowrap", "batch-started")
+            self.ended = self._cell(t("col_ended"), "whitespace-nowrap", "batch-ended")
+            self.duration = self._cell(t("col_duration"), "whitespace-nowrap tabular-nums", "batch-duration")
+            with ui.element("td").classes("phone-full") as actions, ui.row().classes("gap-0 no-wrap"):
+                self.cancel_button = icon_button(t("batch_cancel"), "stop", self.confirm_cancel, "batch-cancel",
+                                                 negative=True)
+                self.retry_button = icon_button(t("batch_retry"), "replay", self.retry, "batch-retry")
+                icon_button(t("batch_results"), "table_view", self.results, "batch-results")
+                export = icon_button(t("batch_export"), "download", lambda: None, "batch-export")
+                with export, ui.menu():
                     for fmt in ExportFormat:
-                        ui.menu_item(fmt.value.upper(), on_click=lambda fmt=fmt: self._export(fmt)).mark(
-                            f"batch-export-{fmt.value}"
-                        )
-            with ui.row().classes("w-full items-center gap-2 no-wrap"):
-                self.bar = ui.linear_progress(show_value=False, size="10px").classes("grow").mark("batch-bar")
-                self.percent = ui.label().classes("font-medium w-12 text-right").mark("batch-percent")
-            with ui.row().classes("w-full gap-4 text-sm"):
-                self.total = ui.label().mark("batch-total")
-                self.completed = ui.label().classes("text-positive").mark("batch-completed")
-                self.failed = ui.label().classes("text-negative").mark("batch-failed")
-                self.cancelled = ui.label().classes("text-gray-600").mark("batch-cancelled")
-            with ui.row().classes("w-full gap-4 text-sm text-gray-600"):
-                self.started = ui.label().mark("batch-started")
-                self.elapsed = ui.label().mark("batch-elapsed")
-                self.finished = ui.label().mark("batch-finished")
-            self.error = ui.label().classes("text-negative text-sm break-all").mark("batch-error")
-            with ui.row().classes("items-center gap-1 text-sm text-orange-800").mark("batch-wait") as self.wait:
-                ui.icon("hourglass_empty")
-                self.wait_text = ui.label().mark("batch-wait-text")
-                self.wait.tooltip(t("batch_wait_hint"))
-            with ui.row().classes("w-full gap-4 text-sm text-gray-600"):
-                self.tokens = ui.label().mark("batch-tokens")
-                self.cost = ui.label().mark("batch-cost")
-                with self.cost:
-                    self.cost_tooltip = ui.tooltip("")
-            self.logs_expansion = (
-                ui.expansion(t("batch_logs"), on_value_change=self._logs_opened)
-                .classes("w-full")
-                .mark("batch-logs")
-            )
-            with self.logs_expansion:
-                self.logs = ui.column().classes("w-full gap-0")
-                self.older = (
-                    ui.button(t("batch_logs_older"), on_click=self._older_logs)
-                    .props("flat dense")
-                    .mark("batch-logs-older")
-                )
+                        ui.menu_item(fmt.value.upper(), on_click=lambda fmt=fmt: self.export(fmt)).mark(
+                            f"batch-export-{fmt.value}")
+                icon_button(t("batch_open"), "chevron_right", self.open_panel, "open-batch")
+            with actions:
+                self.panel = BatchPanel(ctx, self)  # fixed to the screen's edge: takes no room in the cell
         self.update(job)
 
     def update(self, job: BatchJob) -> None:
         t = self.t
         self.job = job
         self.title.set_text(job.title)
+        self.title_tip.set_text(job.title)
+        set_prop(self.title, "title", job.title)  # whole on a long press or hover where tooltips do not show
+        set_prop(self.select, "aria-label", t("batch_select", title=job.title))
         self.model.set_text(job.payload.model)
         self.status.set_text(t(f"batch_status_{job.status.value}"))
-        self.status.props(f"color={STATUS_COLORS[job.status]}")
+        self.status.style(replace=badge_style(batch_state.STATUS_BACKGROUNDS[job.status]))
         self.offline.set_visibility(job.offline)
-        self.bar.set_value(job.progress_percent / 100)
-        self.percent.set_text(f"{job.progress_percent}%")
-        self.total.set_text(t("batch_total", n=job.total_items))
-        self.completed.set_text(t("batch_completed", n=job.completed_items))
-        self.failed.set_text(t("batch_failed", n=job.failed_items))
-        self.cancelled.set_text(t("batch_cancelled", n=job.cancelled_items))
+        badge = provider_batch_text(t, job)
+        self.provider_batch.set_text(badge)
+        self.provider_batch.set_visibility(bool(badge))
+        self.bar.show(batch_state.segments(job), job.completed_items, job.total_items)
+        self.progress.set_text(batch_state.progress_text(t, job))
+        self.counts.set_text(batch_state.counts_text(t, job))
+        self.running.set_text(t("batch_segment_running", n=job.running_items))
+        self.running.set_visibility(job.running_items > 0)
+        self.cancelled.set_text(t("batch_segment_cancelled", n=job.cancelled_items))
         self.cancelled.set_visibility(job.cancelled_items > 0)
-        self.started.set_text(t("batch_started", at=when(job.started_at)))
-        self.finished.set_text(t("batch_finished", at=when(job.completed_at)))
-        self.finished.set_visibility(job.completed_at is not None)
+        problem = batch_state.setup_problem(job)
+        self.fix.set_text(t(f"batch_fix_{problem}") if problem else "")
+        self.fix.set_visibility(problem is not None)
+        waiting = "" if problem is not None else wait_text(t, job)  # the fix says it better
+        self.wait.set_text(waiting)
+        self.wait.set_visibility(bool(waiting))
         self.error.set_text(job.error_message or "")
-        self.error.set_visibility(bool(job.error_message))
-        reason = job.wait_reason if job.status is BatchStatus.PENDING else None
-        self.wait.set_visibility(reason is not None)
-        if reason is not None:
-            known = reason.code == "no_runner" or reason.provider in ("gemini", "openai_compatible")
-            self.wait_text.set_text(t(wait_key(reason)) if known else reason.message)
-        self._show_usage(job)
-        self._show_provider_batch(job)
-        self.cancel_button.set_visibility(job.can_cancel)
-        self.retry_button.set_visibility(job.can_retry)
+        self.error.set_visibility(bool(job.error_message) and problem is None)
+        self.created.set_text(when(job.created_at))
+        self.started.set_text(when(job.started_at))
+        writer = self.ctx.can_write
+        self.cancel_button.set_visibility(writer and job.can_cancel)
+        self.retry_button.set_visibility(writer and batch_state.retry_helps(job))
         self.tick()
 
-    def _show_provider_batch(self, job: BatchJob) -> None:
-        """Batch API mode: the provider batch's state (queued, running, ... expired)."""
-        self.provider_batch.set_visibility(job.payload.mode is BatchMode.BATCH_API)
-        if job.payload.mode is not BatchMode.BATCH_API:
-            return
-        recorded = job.result.get("provider_batch")
-        state = recorded.get("state") if isinstance(recorded, dict) else None
-        known = state in PROVIDER_BATCH_STATES
-        label = self.t(f"batch_api_state_{state}") if known else (state or self.t("batch_api_not_submitted"))
-        self.provider_batch.set_text(self.t("batch_api_badge", state=label))
-
-    def _show_usage(self, job: BatchJob) -> None:
-        t, usage, cost = self.t, job.usage, job.cost
-        self.tokens.set_visibility(usage.total > 0)
-        self.cost.set_visibility(usage.total > 0)
-        if usage.total == 0:
-            return
-        text = t("batch_tokens", total=f"{usage.total:,}", input=f"{usage.input:,}", output=f"{usage.output:,}",
-                 thinking=f"{usage.thinking:,}")
-        if usage.retry_total:
-            text += " · " + t("batch_tokens_retry", n=f"{usage.retry_total:,}")
-        self.tokens.set_text(text)
-        if cost.usd is None:
-            self.cost.set_text(t("batch_cost_unknown"))
-        else:
-            retry = " " + t("batch_cost_retry", usd=usd_text(cost.retry_usd or 0.0)) if cost.retry_usd else ""
-            self.cost.set_text(t("batch_cost", usd=usd_text(cost.usd)) + retry)
-        self.cost_tooltip.set_text(t("batch_cost_hint", date=cost.prices_as_of))
-
     def tick(self, now: dt.datetime | None = None) -> None:
-        """Move the elapsed time on (the page's per-client timer calls this every second)."""
-        self.elapsed.set_text(self.t("batch_elapsed", time=elapsed_text(self.job, now)))
+        """Move age and duration on (the page's local timer calls this every second)."""
+        now = now or dt.datetime.now(dt.UTC)
+        self.ended.set_text(ended_or_age_text(self.t, self.job, now))
+        self.duration.set_text(duration_text(self.t, self.job, now))
 
     @property
     def ticking(self) -> bool:
-        return self.job.started_at is not None and self.job.completed_at is None
+        return self.job.completed_at is None
 
-    # Logs -----------------------------------------------------------------------------------
-    async def refresh_logs(self, force: bool = False) -> None:
-        """Re-read the log if it is open and the job changed since the last read."""
-        if not self._due(self.logs_expansion, force):
-            return
-        try:
-            page = await self.ctx.services.batch.job_logs(self.job.id, limit=self.log_limit)
-        except NotFound:
-            return  # gone meanwhile: the list refresh removes the row
-        self._render_logs(page.logs)
-        self.older.set_visibility(page.next_before_id is not None and self.log_limit < LOG_MAX)
+    # Actions ------------------------------------------------------------------------------
+    async def confirm_cancel(self) -> None:
+        """Cancel stops every unfinished item at once: asked first, naming what it stops."""
+        t, job = self.t, self.job
+        question = t("batch_confirm_cancel", title=job.title, left=batch_state.unfinished(job),
+                     done=job.completed_items)
+        if await confirm(question, t("keep_running"), t("batch_cancel"), ("cancel-keep", "confirm-cancel-batch")):
+            await self._act(self.ctx.services.batch.cancel_job, "batch_cancel_done")
 
-    async def _logs_opened(self) -> None:
-        await self.refresh_logs(force=True)
-
-    async def _older_logs(self) -> None:
-        self.log_limit = min(self.log_limit + LOG_PAGE, LOG_MAX)
-        await self.refresh_logs(force=True)
-
-    def _render_logs(self, logs: list[BatchLog]) -> None:
-        self.logs.clear()
-        with self.logs:
-            if not logs:
-                ui.label(self.t("batch_no_logs")).classes("text-gray-500 text-sm")
-            for line in logs:
-                with (
-                    ui.row()
-                    .classes("w-full items-start gap-2 text-sm no-wrap")
-                    .mark(f"log-{line.level.value}")
-                ):
-                    ui.label(when(line.created_at)).classes("font-mono text-gray-500 shrink-0")
-                    ui.badge(self.t(f"log_{line.level.value}"), color=LOG_COLORS[line.level]).classes(
-                        "shrink-0"
-                    )
-                    ui.label(line.message).classes(f"break-all {LOG_TEXT_CLASSES[line.level]}")
-
-    # Actions ----------------------------------------------------------------------------------
-    async def _cancel(self) -> None:
-        await self._act(self.ctx.services.batch.cancel_job, "batch_cancel_done")
-
-    async def _retry(self) -> None:
+    async def retry(self) -> None:
         await self._act(self.ctx.services.batch.retry_job, "batch_retry_done")
 
-    async def _results(self) -> None:
+    async def results(self) -> None:
         await ResultsDialog(self.ctx, self.job).run()
 
-    async def _export(self, fmt: ExportFormat) -> None:
+    async def export(self, fmt: ExportFormat) -> None:
         await download(self.ctx, self.job.id, fmt)

@@ -30,6 +30,7 @@ from nicegui_app.pages.devices import (
     status_text,
     vitals_texts,
 )
+from nicegui_app.pages.device_model import model_text
 from nicegui_app.pages.frame import PageContext, frame
 from nicegui_app.pages.guard import guarded_page
 from nicegui_app.pages.rows import LiveView, when
@@ -148,7 +149,7 @@ class DeviceDetailView(LiveView):
                     "device-detail-serial"
                 )
                 if device.model:
-                    ui.label(device.model).classes("text-gray-500")
+                    ui.label(model_text(t, device.model)).classes("text-gray-500")  # the sim's label translated
                 ui.badge(status_text(t, device.status), color=STATUS_COLORS[device.status]).mark(
                     "device-status"
                 )
@@ -178,7 +179,8 @@ class DeviceDetailView(LiveView):
                 if device.rebooted_at:
                     ui.label(t("rebooted_at", at=when(device.rebooted_at)))
                 ui.label(t("last_heartbeat", at=when(device.last_heartbeat_at)))
-            self.actions.buttons(device)
+            if self.ctx.can_manage:  # devices are an admin's to change; the server refuses anyone else
+                self.actions.buttons(device)
 
     def _vitals(self, device: DeviceDetail) -> None:
         t = self.ctx.t

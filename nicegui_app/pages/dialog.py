@@ -15,6 +15,7 @@ from nicegui import ui
 
 from jobsys.errors import JobsysError
 from nicegui_app.pages.frame import PageContext
+from nicegui_app.server_errors import error_text
 
 SpecT = TypeVar("SpecT")
 CreatedT = TypeVar("CreatedT")
@@ -36,15 +37,28 @@ async def confirm(question: str, dismiss: str, confirm_label: str, marks: tuple[
     with ui.dialog() as dialog, ui.card().classes("max-w-full"):
         ui.label(question).classes("font-medium").mark("confirm-question")
         if details:
-            with ui.column().classes("gap-0 text-sm").mark("confirm-details"):
-                for line in details:
-                    ui.label(line).classes("truncate max-w-md")
+            with ui.column().classes("w-full gap-0 text-sm").mark("confirm-details"):
+                for line in details:  # cut to the card (a phone's width too), whole on hover
+                    detail = ui.label(line).classes("truncate max-w-[min(28rem,100%)]")
+                    detail.props["title"] = line
         with ui.row().classes("w-full justify-end"):
             # Focus starts on the harmless answer: Enter does not destroy anything.
             ui.button(dismiss, on_click=lambda: dialog.submit(False)).props("flat autofocus").mark(dismiss_mark)
             ui.button(confirm_label, on_click=lambda: dialog.submit(True)).props("color=negative").mark(
                 confirm_mark)
     return bool(await answer(dialog))
+
+
+FIELDS = (ui.input, ui.number, ui.select)  # ui.textarea is a ui.input
+
+
+def focus_first_field(container: ui.element) -> None:
+    """Mark the container's first field `autofocus`: Quasar focuses it when its dialog opens (without
+    one it focuses the dialog itself, and a keyboard user starts by tabbing into the form)."""
+    for element in container.descendants():
+        if isinstance(element, FIELDS):
+            element.props("autofocus")
+            return
 
 
 def whole(value: Any) -> Any:
@@ -74,10 +88,14 @@ class CreateDialog(Generic[SpecT, CreatedT]):
 
     @contextlib.contextmanager
     def _card(self, title_key: str, width: str) -> Iterator[None]:
-        """The dialog and its card, titled; the form goes inside."""
-        with ui.dialog() as self.dialog, ui.card().classes(f"{width} max-w-full gap-3"):
-            ui.label(self.ctx.t(title_key)).classes("text-xl font-semibold")
+        """The dialog and its card, titled; the form goes inside. The first field takes the focus
+        when the dialog opens."""
+        title = self.ctx.t(title_key)
+        with ui.dialog() as self.dialog, ui.card().classes(f"{width} max-w-full gap-3") as card:
+            self.dialog.props["aria-label"] = title
+            ui.label(title).classes("text-xl font-semibold").props('role="heading" aria-level="2"')
             yield
+        focus_first_field(card)
 
     def _footer(self, error_mark: str, cancel_mark: str, create_mark: str) -> None:
         """The inline error, then cancel and create."""
@@ -102,7 +120,7 @@ class CreateDialog(Generic[SpecT, CreatedT]):
         try:
             created = await self._create(spec)
         except JobsysError as exc:
-            self.error.set_text(exc.message)
+            self.error.set_text(error_text(self.ctx.t, exc))  # in the page language
             self.create.enable()
             return
         self.dialog.submit(created)

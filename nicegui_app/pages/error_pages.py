@@ -16,6 +16,7 @@ from nicegui.page import page
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nicegui_app.i18n import LANGUAGES, Translator, from_accept_language
+from nicegui_app.pages.frame import apply_theme
 
 log = logging.getLogger("jobsys.dashboard")
 Handler = Callable[[Request, Exception], Awaitable[Response]]
@@ -38,12 +39,15 @@ def _is_page(request: Request, exception: Exception) -> bool:
 
 def _error_page(request: Request, status: int) -> Response:
     t = Translator(_language(request))
-    with Client(page(""), request=request) as client:
+    title = t("page_title", page=t(f"error_{status}_title"))
+    with Client(page("", title=title), request=request) as client:
+        apply_theme(t.language)
         with ui.column().classes("w-full items-center gap-3 py-20").mark(f"error-{status}"):
             ui.label(str(status)).classes("text-6xl font-light text-[#4b5563]")
-            ui.label(t(f"error_{status}_title")).classes("text-xl font-medium")
+            ui.label(t(f"error_{status}_title")).classes("text-xl font-medium").props(
+                'role="heading" aria-level="1"')
             ui.label(t(f"error_{status}_hint")).classes("text-[#4b5563]")
-            ui.link(t("error_home"), "/").classes("text-[#1d4ed8]").mark("error-home")
+            ui.link(t("error_home"), "/").mark("error-home")
     return client.build_response(request, status)
 
 

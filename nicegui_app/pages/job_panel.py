@@ -20,10 +20,13 @@ from nicegui_app.pages import job_progress
 from nicegui_app.pages.frame import PageContext
 from nicegui_app.pages.job_progress import RUN_BACKGROUNDS, STATUS_BACKGROUNDS
 from nicegui_app.pages.rows import when
+from nicegui_app.pages.side_panel import SidePanel
 
 if TYPE_CHECKING:
     from nicegui_app.pages.job_row import JobRow
 
+RUN_COLUMNS = ("col_device", "col_pc", "col_status", "col_attempt", "col_start", "col_end", "col_error",
+               "col_screenshot")
 DETAIL_MAX_ROWS = 500  # a job on thousands of devices: show the first ones, the counters say the rest
 
 
@@ -62,31 +65,15 @@ def timeline(t: Callable[..., str], job: Job) -> list[tuple[str, str]]:
     return moments
 
 
-class JobPanel:
-    """A sheet fixed to the right edge over a dimmed page, built inside its row (so the row's
-    element holds it and a test or update finds it by the job's id); acts through the row.
-
-    Not a ui.dialog: NiceGUI puts dialogs at the page's root, away from their row. The sheet
-    is hidden with CSS while closed, and then holds only its per-device section's header."""
+class JobPanel(SidePanel):
+    """The job's sheet (side_panel.py); acts through the row. While closed it holds only its
+    per-device section's header."""
 
     def __init__(self, ctx: PageContext, row: JobRow) -> None:
-        self.ctx = ctx
-        self.t = ctx.t
+        super().__init__(ctx, "job-panel", "panel")
         self.row = row
-        self.is_open = False
-        self._read_version: object = None  # the job's updated_at at the last read
         t = self.t
-        self.backdrop = (
-            ui.element("div").classes("hidden fixed inset-0 bg-black/40 z-[5000]")
-            .on("click", self.close).mark("panel-backdrop")
-        )
-        self.sheet = (
-            ui.element("div")
-            .classes("hidden fixed top-0 right-0 h-full w-[760px] max-w-full bg-white shadow-2xl z-[5001] "
-                     "overflow-y-auto p-4 text-left")
-            .props('role="dialog" aria-modal="true"').mark("job-panel")
-        )
-        self.sheet.on("keydown.esc", self.close)
+        self.sheet.props["aria-label"] = t("open_panel")
         with self.sheet:
             self.body = ui.column().classes("w-full gap-3")
             self.devices = (
@@ -95,14 +82,6 @@ class JobPanel:
             )
             with self.devices:
                 self.device_rows = ui.column().classes("w-full gap-1")
-
-    def _show(self, shown: bool) -> None:
-        self.is_open = shown
-        for element in (self.backdrop, self.sheet):
-            if shown:
-                element.classes(remove="hidden")
-            else:
-                element.classes(add="hidden")
 
     async def open(self) -> None:
         self._show(True)
@@ -128,11 +107,8 @@ class JobPanel:
 
     async def refresh(self, force: bool = False) -> None:
         """Re-read the job if the panel is open and the job changed since the last read."""
-        if not self.is_open:
+        if not self._due(self.row.job.updated_at, force):
             return
-        if not force and self._read_version == self.row.job.updated_at:
-            return
-        self._read_version = self.row.job.updated_at
         try:
             detail = await self.ctx.services.jobs.get_job(self.row.job.id)
         except NotFound:
@@ -144,13 +120,7 @@ class JobPanel:
         t = self.t
         self.body.clear()
         with self.body:
-            with ui.row().classes("w-full items-center no-wrap gap-2"):
-                ui.label(job.title).classes("text-xl font-semibold grow break-all").mark("panel-title")
-                ui.badge(t(f"job_status_{job.status.value}"), color=None).style(
-                    f"background-color: {STATUS_BACKGROUNDS[job.status]}; color: {job_progress.BADGE_TEXT}"
-                ).mark("panel-status")
-                ui.button(icon="close", on_click=self.close).props(
-                    f'flat round dense aria-label="{t("close")}"').mark("panel-close")
+            self._header(job.title, t(f"job_status_{job.status.value}"), STATUS_BACKGROUNDS[job.status])
             self._actions(job)
             ui.label(t("progress_counts", done=job.completed_count, target=job.target_count,
                        failed=job.failed_count)).classes("text-sm").mark("panel-counts")
@@ -182,6 +152,9 @@ class JobPanel:
         """The row's actions, here too (marked panel-*: the row's own buttons keep their marks)."""
         t, row = self.t, self.row
         with ui.row().classes("gap-2").mark("panel-actions"):
+            if not self.ctx.can_write:  # a viewer: the exports only
+                self._exports()
+                return
             if job.status in (JobStatus.ACTIVE, JobStatus.SCHEDULED):
                 ui.button(t("pause"), icon="pause", on_click=row._pause).props("outline dense").mark("panel-pause")
             if job.status is JobStatus.PAUSED:
@@ -192,15 +165,19 @@ class JobPanel:
                     "panel-retry")
             ui.button(t("run_again"), icon="content_copy", on_click=row._clone).props("outline dense").mark(
                 "panel-run-again")
-            ui.button(t("export_csv"), icon="download", on_click=row.export_csv).props("outline dense").mark(
-                "panel-export-csv")
-            ui.button(t("export_jsonl"), icon="download", on_click=row.export_jsonl).props("outline dense").mark(
-                "panel-export-jsonl")
+            self._exports()
             if job.status in (JobStatus.ACTIVE, JobStatus.PAUSED, JobStatus.SCHEDULED):
                 ui.button(t("cancel_job"), icon="stop", on_click=row.confirm_cancel).props(
                     "outline dense color=negative").mark("panel-cancel")
             ui.button(t("delete"), icon="delete", on_click=row.confirm_delete).props(
                 "outline dense color=negative").mark("panel-delete")
+
+    def _exports(self) -> None:
+        t, row = self.t, self.row
+        ui.button(t("export_csv"), icon="download", on_click=row.export_csv).props("outline dense").mark(
+            "panel-export-csv")
+        ui.button(t("export_jsonl"), icon="download", on_click=row.export_jsonl).props("outline dense").mark(
+            "panel-export-jsonl")
 
     def _render_assignments(self, assignments: list[Assignment]) -> None:
         t = self.t
@@ -211,10 +188,10 @@ class JobPanel:
                 return
             if len(assignments) > DETAIL_MAX_ROWS:
                 ui.label(t("panel_first_runs", n=DETAIL_MAX_ROWS, total=len(assignments))).classes("text-sm")
-            with ui.element("q-markup-table").props("dense flat").classes("w-full text-sm"):
+            # A card per run under 600 px (frame.PHONE_TABLES), each value named by its column.
+            with ui.element("q-markup-table").props("dense flat").classes("w-full text-sm stack-on-phone"):
                 with ui.element("thead"), ui.element("tr"):
-                    for key in ("col_device", "col_pc", "col_status", "col_attempt", "col_start", "col_end",
-                                "col_error", "col_screenshot"):
+                    for key in RUN_COLUMNS:
                         with ui.element("th").classes("text-left"):
                             ui.label(t(key))
                 with ui.element("tbody"):
@@ -223,21 +200,27 @@ class JobPanel:
 
     def _assignment_row(self, run: Assignment) -> None:
         t = self.t
+
+        def cell(key: str) -> ui.element:
+            td = ui.element("td")
+            td.props["data-label"] = t(key)  # names the value on a phone, where the header row is hidden
+            return td
+
         with ui.element("tr").mark(f"assignment-{run.serial}"):
-            with ui.element("td"):
+            with ui.element("td").classes("phone-full"):
                 ui.link(run.serial, f"/devices/{run.device_id}").classes("font-mono")
-            with ui.element("td"):
+            with cell("col_pc"):
                 ui.label(run.worker_name or "–")
             with ui.element("td"):
                 ui.badge(t(f"run_status_{run.status.value}"), color=None).style(
                     f"background-color: {RUN_BACKGROUNDS[run.status.value]}; color: {job_progress.BADGE_TEXT}")
-            with ui.element("td"):
+            with cell("col_attempt"):
                 ui.label(str(run.attempt)).classes("tabular-nums")
-            with ui.element("td"):
+            with cell("col_start"):
                 ui.label(when(run.started_at)).classes("whitespace-nowrap")
-            with ui.element("td"):
+            with cell("col_end"):
                 ui.label(when(run.finished_at)).classes("whitespace-nowrap")
-            with ui.element("td"):
+            with ui.element("td").classes("phone-full"):
                 ui.label(run.error or "").classes("text-xs text-[#b91c1c] break-all")
             with ui.element("td"):
                 url = screenshots.page_url((run.result or {}).get("evidence_path"))

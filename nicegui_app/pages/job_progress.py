@@ -128,6 +128,8 @@ def sort_value(key: str, job: Job, now: dt.datetime) -> tuple[int, object]:
         value = job.completed_count / job.target_count if job.target_count else 0.0
     elif key == "queued":
         value = queued(job)
+    elif key == "priority":
+        value = job.priority
     elif key == "started":
         value = started_at(job)
     elif key == "ended":

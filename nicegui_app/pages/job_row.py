@@ -23,13 +23,22 @@ from nicegui_app.pages import job_progress
 from nicegui_app.pages.dialog import confirm
 from nicegui_app.pages.frame import PageContext
 from nicegui_app.pages.job_panel import JobPanel
-from nicegui_app.pages.job_progress import BADGE_TEXT, SEGMENT_COLORS, STATUS_BACKGROUNDS
-from nicegui_app.pages.rows import ItemRow, when
+from nicegui_app.pages.job_progress import STATUS_BACKGROUNDS
+from nicegui_app.pages.rows import when
+from nicegui_app.pages.table_row import (
+    TITLE_WIDTH,
+    SegmentBar,
+    TableRow,
+    badge_style,
+    ended_or_age,
+    icon_button,
+    set_prop,
+)
+from nicegui_app.server_errors import error_text
 
 RETRYABLE = (JobStatus.ACTIVE, JobStatus.PAUSED, JobStatus.INCOMPLETE)  # retry_job refuses the others
 CANCELLABLE = (JobStatus.ACTIVE, JobStatus.PAUSED, JobStatus.SCHEDULED)
 PAUSABLE = (JobStatus.ACTIVE, JobStatus.SCHEDULED)
-TITLE_WIDTH = "max-w-[18rem]"  # long titles and URLs are cut here; the tooltip has them whole
 
 
 def progress_text(t: Callable[..., str], job: Job) -> str:
@@ -63,16 +72,10 @@ def shortfall_text(t: Callable[..., str], job: Job) -> str:
 
 
 def schedule_text(t: Callable[..., str], job: Job) -> str:
-    """"예약: 09:00:00 · 우선순위 5": a scheduled job's start time and a priority other than 0.
-    (`priority` is read with getattr: the field comes with the start_at / priority work.)"""
-    parts = []
-    start_at = getattr(job, "start_at", None)
-    if job.status.value == "scheduled" and start_at is not None:
-        parts.append(t("scheduled_at", at=when(start_at)))
-    priority = getattr(job, "priority", 0) or 0
-    if priority:
-        parts.append(t("priority", n=priority))
-    return " · ".join(parts)
+    """"예약: 09:00:00": a scheduled job's start time ("" otherwise)."""
+    if job.status is JobStatus.SCHEDULED and job.start_at is not None:
+        return t("scheduled_at", at=when(job.start_at))
+    return ""
 
 
 def waiting_text(t: Callable[..., str], job: Job) -> str:
@@ -83,82 +86,25 @@ def waiting_text(t: Callable[..., str], job: Job) -> str:
 
 
 def ended_or_age_text(t: Callable[..., str], job: Job, now: dt.datetime) -> str:
-    """When it ended, or how long ago it was created while it has not."""
-    if job.ended_at is not None:
-        return when(job.ended_at)
-    return t("age", span=job_progress.span(t, (now - job.created_at).total_seconds()))
+    return ended_or_age(t, job.ended_at, job.created_at, now)
 
 
-def badge_style(background: str) -> str:
-    """Inline colours for a badge made with color=None: Quasar's bg-* classes are !important."""
-    return f"background-color: {background}; color: {BADGE_TEXT}"
-
-
-def set_prop(element: ui.element, key: str, value: str) -> None:
-    """Set a prop from text (a title may hold quotes, which a props string would misread);
-    only a change goes to the browser."""
-    if element.props.get(key) != value:
-        element.props[key] = value
-
-
-def icon_button(label: str, icon: str, on_click: Callable[..., object], mark: str,
-                negative: bool = False) -> ui.button:
-    """A dense icon button that still has a name: aria-label for screen readers, the browser's
-    own tooltip (title) for the eye; no ui.tooltip, which would add an element per button per row."""
-    button = ui.button(icon=icon, on_click=on_click).props(
-        "flat round dense size=sm" + (" color=negative" if negative else ""))
-    set_prop(button, "aria-label", label)
-    set_prop(button, "title", label)
-    return button.mark(mark)
-
-
-class JobBar:
-    """The segmented bar: 완료 green, 실행 중 blue, 대기 grey, 실패 red, 취소 dark grey."""
-
-    def __init__(self, t: Callable[..., str], mark: str = "job-bar") -> None:
-        self.t = t
-        self.element = (
-            ui.element("div").classes("flex no-wrap h-2.5 w-40 rounded overflow-hidden bg-gray-200")
-            .props('role="progressbar" aria-valuemin="0"').mark(mark)
-        )
-        self.parts: dict[str, ui.element] = {}
-        with self.element:
-            for key in SEGMENT_COLORS:
-                self.parts[key] = ui.element("div").classes("h-full").mark(f"bar-{key}")
-
-    def update(self, job: Job) -> None:
-        described = []
-        for segment in job_progress.segments(job):
-            part = self.parts[segment.key]
-            part.style(replace=f"width: {segment.percent:.2f}%; background-color: {SEGMENT_COLORS[segment.key]}")
-            label = self.t(f"segment_{segment.key}", n=segment.count)
-            set_prop(part, "title", label)
-            described.append(label)
-        # A progress bar to assistive technology: completed of the target, and every segment in words.
-        set_prop(self.element, "aria-valuemax", str(job.target_count))
-        set_prop(self.element, "aria-valuenow", str(job.completed_count))
-        set_prop(self.element, "aria-valuetext", ", ".join(described))
-
-
-class JobRow(ItemRow[Job]):
+class JobRow(TableRow[Job]):
     def __init__(self, ctx: PageContext, job: Job, on_change: Callable[[], None],
                  on_select: Callable[[Job, bool], None]) -> None:
         super().__init__(ctx, job, on_change)
         t = self.t
-        self._on_select = on_select
         # One tbody per job: the row and its side panel (in the last cell, fixed to the screen's
         # edge) stay one element that tests and updates address by the job's id.
         self.card = ui.element("tbody").mark(f"job-{job.id}")
         with self.card, ui.element("tr").classes("align-top"):
-            with ui.element("td"):
-                self.select = ui.checkbox(on_change=lambda e: self._on_select(self.job, bool(e.value))).props(
-                    "dense").mark("job-select")
+            self._select_box(on_select, "job-select")
             with ui.element("td"):
                 self.status = ui.badge(color=None).mark("job-status")  # no Quasar colour class: ours holds
                 self.end_reason = ui.label().classes("text-xs font-medium text-[#b91c1c]").mark("job-end-reason")
                 self.waiting = ui.label().classes("text-xs text-[#b45309]").mark("job-waiting")
                 self.schedule = ui.label().classes("text-xs text-[#4b5563]").mark("job-schedule")
-            with ui.element("td"):
+            with ui.element("td").classes("phone-full"):
                 self.title = (
                     ui.label().classes(f"font-medium truncate {TITLE_WIDTH} cursor-pointer")
                     .on("click", self.open_panel).mark("job-title")
@@ -168,9 +114,9 @@ class JobRow(ItemRow[Job]):
                     self.title_tip = ui.tooltip()
                 with self.url:
                     self.url_tip = ui.tooltip()
-            with ui.element("td"):
+            with ui.element("td").classes("phone-full"):
                 with ui.row().classes("items-center gap-2 no-wrap"):
-                    self.bar = JobBar(t)
+                    self.bar = SegmentBar(t, "job-bar", "segment_")
                     self.progress = ui.label().classes("text-sm font-medium whitespace-nowrap").mark(
                         "job-progress")
                 with ui.row().classes("gap-x-2 gap-y-0 text-xs text-[#4b5563] no-wrap"):
@@ -178,36 +124,30 @@ class JobRow(ItemRow[Job]):
                     self.running = ui.label().classes("text-[#1d4ed8]").mark("job-running")
                     self.cancelled = ui.label().mark("job-cancelled")
                 self.shortfall = ui.label().classes("text-xs text-[#4b5563]").mark("job-shortfall")
-            self.queued = self._cell("text-right tabular-nums", "job-queued")
-            self.created = self._cell("whitespace-nowrap", "job-created")
-            self.started = self._cell("whitespace-nowrap", "job-started")
-            self.ended = self._cell("whitespace-nowrap", "job-ended")
-            self.duration = self._cell("whitespace-nowrap tabular-nums", "job-duration")
-            with ui.element("td") as self._actions_cell, ui.row().classes("gap-0 no-wrap"):
+            self.queued = self._cell(t("col_queued"), "text-right tabular-nums", "job-queued")
+            self.priority = self._cell(t("col_priority"), "text-right tabular-nums", "job-priority")
+            self.created = self._cell(t("col_created"), "whitespace-nowrap", "job-created")
+            self.started = self._cell(t("col_started"), "whitespace-nowrap", "job-started")
+            self.ended = self._cell(t("col_ended"), "whitespace-nowrap", "job-ended")
+            self.duration = self._cell(t("col_duration"), "whitespace-nowrap tabular-nums", "job-duration")
+            with (ui.element("td").classes("phone-full") as self._actions_cell,
+                  ui.row().classes("gap-0 no-wrap").props('role="group"') as self._actions):
+                self._actions.props["aria-label"] = t("job_actions")
                 self.pause_button = icon_button(t("pause"), "pause", self._pause, "pause")
                 self.resume_button = icon_button(t("resume"), "play_arrow", self._resume, "resume")
                 self.retry_button = icon_button(t("retry_failed"), "replay", self._retry, "retry-failed")
-                icon_button(t("run_again"), "content_copy", self._clone, "run-again")
+                clone = icon_button(t("run_again"), "content_copy", self._clone, "run-again")
                 icon_button(t("export"), "download", self.export_csv, "export")
                 self.cancel_button = icon_button(t("cancel_job"), "stop", self.confirm_cancel, "cancel-job",
                                                  negative=True)
-                icon_button(t("delete"), "delete", self.confirm_delete, "delete", negative=True)
+                delete = icon_button(t("delete"), "delete", self.confirm_delete, "delete", negative=True)
                 icon_button(t("open_panel"), "chevron_right", self.open_panel, "open-panel")
+                # A viewer reads and exports only: the buttons the server would refuse are not shown.
+                for button in (clone, delete):
+                    button.set_visibility(ctx.can_write)
             with self._actions_cell:
                 self.panel = JobPanel(ctx, self)  # fixed to the screen's edge: takes no room in the cell
         self.update(job)
-
-    @staticmethod
-    def _cell(classes: str, mark: str) -> ui.label:
-        with ui.element("td"):
-            return ui.label().classes(classes).mark(mark)
-
-    @property
-    def selected(self) -> bool:
-        return bool(self.select.value)
-
-    def set_selected(self, value: bool) -> None:
-        self.select.set_value(value)
 
     def update(self, job: Job) -> None:
         t = self.t
@@ -215,12 +155,14 @@ class JobRow(ItemRow[Job]):
         now = dt.datetime.now(dt.timezone.utc)
         self.title.set_text(job.title)
         self.title_tip.set_text(job.title)
+        set_prop(self.title, "title", job.title)  # whole on a long press or hover where tooltips do not show
         self.url.set_text(job.target_url)
         self.url_tip.set_text(job.target_url)
+        set_prop(self.url, "title", job.target_url)
         set_prop(self.select, "aria-label", t("select_job", title=job.title))
         self.status.set_text(status_text(t, job.status))
         self.status.style(replace=badge_style(STATUS_BACKGROUNDS[job.status]))
-        self.bar.update(job)
+        self.bar.show(job_progress.segments(job), job.completed_count, job.target_count)
         self.progress.set_text(progress_text(t, job))
         self.counts.set_text(counts_text(t, job))
         self.running.set_text(t("count_running_now", n=job.running_count))
@@ -238,23 +180,18 @@ class JobRow(ItemRow[Job]):
         duration = job_progress.duration_s(job, now)
         for cell, text in (
             (self.queued, str(job_progress.queued(job))),
+            (self.priority, str(job.priority)),
             (self.created, when(job.created_at)),
             (self.started, when(job_progress.started_at(job))),
             (self.ended, ended_or_age_text(t, job, now)),
             (self.duration, "–" if duration is None else job_progress.span(t, duration)),
         ):
             cell.set_text(text)
-        self.pause_button.set_visibility(job.status in PAUSABLE)
-        self.resume_button.set_visibility(job.status is JobStatus.PAUSED)
-        self.retry_button.set_visibility(job.failed_count > 0 and job.status in RETRYABLE)
-        self.cancel_button.set_visibility(job.status in CANCELLABLE)
-
-    # Side panel ---------------------------------------------------------------------------
-    async def open_panel(self) -> None:
-        await self.panel.open()
-
-    async def refresh_detail(self, force: bool = False) -> None:
-        await self.panel.refresh(force)
+        writer = self.ctx.can_write
+        self.pause_button.set_visibility(writer and job.status in PAUSABLE)
+        self.resume_button.set_visibility(writer and job.status is JobStatus.PAUSED)
+        self.retry_button.set_visibility(writer and job.failed_count > 0 and job.status in RETRYABLE)
+        self.cancel_button.set_visibility(writer and job.status in CANCELLABLE)
 
     # Actions ------------------------------------------------------------------------------
     async def _pause(self) -> None:
@@ -271,7 +208,7 @@ class JobRow(ItemRow[Job]):
         except IllegalTransition:  # nothing failed (any more), or the job has ended meanwhile
             ui.notify(t("retry_nothing"), type="warning")
         except JobsysError as exc:
-            ui.notify(exc.message, type="warning")
+            ui.notify(error_text(self.t, exc), type="warning")
         self._on_change()
 
     async def _clone(self) -> None:
@@ -279,7 +216,7 @@ class JobRow(ItemRow[Job]):
             created = await self.ctx.services.jobs.clone_job(self.job.id)
             ui.notify(self.t("cloned", assigned=created.assigned), type="positive")
         except JobsysError as exc:  # e.g. no device connected for an all-devices job
-            ui.notify(exc.message, type="warning")
+            ui.notify(error_text(self.t, exc), type="warning")
         self._on_change()
 
     async def export_csv(self) -> None:
@@ -294,7 +231,7 @@ class JobRow(ItemRow[Job]):
         try:
             rows = await self.ctx.services.jobs.export_job_runs(self.job.id)
         except JobsysError as exc:
-            ui.notify(exc.message, type="warning")
+            ui.notify(error_text(self.t, exc), type="warning")
             return
         if file_format == "jsonl":
             ui.download.content(job_runs_jsonl(rows).encode("utf-8"), f"job-{self.job.id}.jsonl",
@@ -321,5 +258,5 @@ class JobRow(ItemRow[Job]):
         except NotFound:
             pass  # someone else deleted it first: the outcome the operator wanted
         except JobsysError as exc:
-            ui.notify(exc.message, type="warning")
+            ui.notify(error_text(self.t, exc), type="warning")
         self._on_change()

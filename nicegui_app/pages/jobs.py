@@ -79,7 +79,8 @@ class JobsView(LiveView):
                 .props("clearable").classes("w-64").mark("search")
             )
             ui.space()
-            ui.button(t("new_job"), icon="add", on_click=self._new_job).mark("new-job")
+            if self.ctx.can_write:
+                ui.button(t("new_job"), icon="add", on_click=self._new_job).mark("new-job")
         self.table = JobsTable(self.ctx, page_size=PAGE_SIZE, sort=self._initial_sort,
                                on_sort=lambda _: self._filters_changed(), on_change=self._poke)
         await self._follow([EventName.JOB_PROGRESS.value, EventName.JOB_DELETED.value], name="jobs list")

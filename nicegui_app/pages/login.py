@@ -17,7 +17,7 @@ from jobsys.auth import WrongRole
 from jobsys.operator_accounts import is_operator_token
 from nicegui_app import auth, services
 from nicegui_app.i18n import Translator
-from nicegui_app.pages.frame import page_language
+from nicegui_app.pages.frame import apply_theme, page_language
 from nicegui_app.pages.guard import logged_in, safe_next
 from nicegui_app.supabase_auth import SupabaseAuth
 
@@ -99,10 +99,11 @@ def create() -> None:
         if logged_in():
             return RedirectResponse(target, status_code=303)
         t = Translator(page_language(request))
-        ui.page_title(f"{t('login_title')} – jobsys")
+        ui.page_title(t("page_title", page=t("login_title")))
+        apply_theme(t.language)
         supabase = services.get().supabase
-        with ui.card().classes("absolute-center w-96 gap-3"):
-            ui.label(t("login_title")).classes("text-xl font-semibold")
+        with ui.card().classes("absolute-center w-96 max-w-[calc(100vw-2rem)] gap-3"):
+            ui.label(t("login_title")).classes("text-xl font-semibold").props('role="heading" aria-level="1"')
             if supabase is None:
                 _token_form(t, target)
             else:

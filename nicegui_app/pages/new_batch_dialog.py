@@ -3,8 +3,9 @@
 Prompt template with the placeholders it uses (found as you type), items pasted one per
 line or uploaded (CSV / JSONL), model, concurrency, optional system instruction and title,
 a preview of the first rendered prompt, Gemini's Batch API mode (half price, results within
-24 h), an optional response JSON Schema (structured output)
-and an estimate of tokens and cost (jobsys.batch.pricing's heuristic). The form is checked with the library's own
+24 h), an optional response JSON Schema (structured output), the runners' shared rate limits
+for the model (read once the dialog is open: list_batch_rate_limits) and an estimate of
+tokens and cost (jobsys.batch.pricing's heuristic). The form is checked with the library's own
 BatchCreate on every change, so 생성 is enabled exactly when the API would accept the
 body (the frame: dialog.py); errors are shown inline. The shipped non-deceptive examples
 are presets.
@@ -12,14 +13,18 @@ are presets.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
+import html
 import json
+import math
 from typing import Any
 
 import pydantic
 from nicegui import events, ui
 
-from jobsys.batch import pricing
+from jobsys.batch import examples, pricing
 from jobsys.batch import template as templates
 from jobsys.batch.examples import EXAMPLES, Example
 from jobsys.batch.models import (
@@ -29,7 +34,9 @@ from jobsys.batch.models import (
     ITEMS_MAX_TOTAL_BYTES,
     BatchCreate,
     BatchJob,
+    RateLimit,
 )
+from jobsys.errors import JobsysError
 from nicegui_app.pages import batch_items
 from nicegui_app.pages.dialog import CreateDialog, whole, whole_number
 from nicegui_app.pages.frame import PageContext
@@ -64,10 +71,29 @@ def estimate_text(t: Any, estimate: pricing.Estimate) -> str:
     return str(t("batch_estimate", usd=usd, **values))
 
 
+def limits_text(t: Any, model: str, limits: list[RateLimit] | None, now: dt.datetime) -> str:
+    """The runners' shared limits of this model (one part per provider that has one)."""
+    if limits is None:
+        return str(t("batch_limits_unknown"))
+    parts = []
+    mine = [limit for limit in limits if limit.model == model]
+    for limit in mine:
+        values = ([t("batch_limits_rpm", n=f"{limit.rpm:,}")] if limit.rpm else []) + (
+            [t("batch_limits_tpm", n=f"{limit.tpm:,}")] if limit.tpm else [])
+        if limit.cooldown_until is not None and limit.cooldown_until > now:
+            values.append(t("batch_limits_cooling", s=math.ceil((limit.cooldown_until - now).total_seconds())))
+        parts.append((f"{limit.provider}: " if len(mine) > 1 else "") + " · ".join(map(str, values)))
+    if not parts:
+        return str(t("batch_limits_none"))
+    return str(t("batch_limits", model=model, limits="; ".join(parts)))
+
+
 class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
     def __init__(self, ctx: PageContext) -> None:
         super().__init__(ctx, BatchJob)
         self.file_items: list[dict[str, Any]] | None = None  # an uploaded file wins over the paste box
+        self.rate_limits: list[RateLimit] | None = []  # None: could not be read
+        self.limits_loaded = False  # read after the dialog opens (run)
         self.file_name = ""
         t = ctx.t
         with self._card("new_batch", "w-[52rem]"):
@@ -114,6 +140,15 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
                     .classes("w-72")
                     .mark("batch-upload")
                 )
+                # Quasar's own header gives its pick button no accessible name: the same
+                # header, with one (auto_upload needs neither its upload nor its clear button).
+                label = html.escape(t("batch_upload"), quote=True)
+                self.upload.add_slot("header", f'''
+                    <div class="q-uploader__header-content row items-center no-wrap q-pa-sm">
+                      <div class="col q-uploader__title">{label}</div>
+                      <q-btn v-if="props.canAddFiles" type="a" icon="add_box" round dense flat
+                             aria-label="{label}" @click="props.pickFiles"><q-uploader-add-trigger /></q-btn>
+                    </div>''')
                 with ui.column().classes("gap-1"):
                     self.file_label = ui.label().classes("text-sm").mark("batch-file")
                     self.file_clear = (
@@ -133,6 +168,9 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
                     .classes("w-40")
                     .mark("batch-concurrency")
                 )
+            self.limits = ui.label().classes("text-sm text-gray-600").mark("batch-rate-limits")
+            with self.limits:
+                ui.tooltip(t("batch_limits_hint"))
             self.batch_api = (
                 ui.checkbox(t("batch_mode_batch_api"), on_change=self._changed)
                 .tooltip(t("batch_mode_batch_api_hint"))
@@ -241,13 +279,42 @@ class NewBatchDialog(CreateDialog[BatchCreate, BatchJob]):
         self.preview.set_text(self._preview(form) or t("batch_preview_empty"))
         self.error.set_text(form.error or "")
         self.create.set_enabled(form.spec is not None)
+        self._show_limits()
         self.estimate.set_visibility(form.spec is not None)
         if form.spec is not None:
             self.estimate.set_text(estimate_text(t, pricing.estimate(form.spec)))
 
+    def _show_limits(self) -> None:
+        t = self.ctx.t
+        if not self.limits_loaded:  # blank until read, rather than "no limit known"
+            self.limits.set_text("")
+            return
+        text = limits_text(t, (self.model.value or "").strip(), self.rate_limits, dt.datetime.now(dt.UTC))
+        if self.batch_api.value:  # the Batch API has quotas of its own
+            text = f"{text} ({t('batch_limits_batch_api')})"
+        self.limits.set_text(text)
+
+    async def _load_limits(self) -> None:
+        try:
+            self.rate_limits = await self.ctx.services.batch.rate_limits()
+        except JobsysError:
+            self.rate_limits = None  # said so in the dialog; creating a batch does not need them
+        self.limits_loaded = True
+        if not self.dialog.is_deleted:  # closed meanwhile (or the browser went away)
+            self._show_limits()
+
+    async def run(self) -> BatchJob | None:
+        # The dialog opens at once and the limits fill in when read: a slow database must not
+        # make the button look dead (creating a batch does not need them).
+        loading = asyncio.create_task(self._load_limits(), name="new-batch-limits")
+        try:
+            return await super().run()
+        finally:
+            loading.cancel()  # dismissed before the limits came: nothing left to show them in
+
     # Presets and files --------------------------------------------------------------------
     def _preset_chosen(self) -> None:
-        example: Example | None = _EXAMPLES.get(self.preset.value or "")
+        example: Example | None = examples.by_key(self.ctx.t.language).get(self.preset.value or "")  # in the page language
         if example is None:
             return
         self.file_items, self.file_name = None, ""

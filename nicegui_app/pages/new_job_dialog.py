@@ -23,6 +23,8 @@ from jobsys.events import Event, EventName
 from jobsys.models import (
     DEVICE_COUNT_MAX,
     DURATION_MAX_SEC,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     TIMEOUT_MAX_SEC,
     TOPUP_GRACE_MAX_SEC,
     CreatedJob,
@@ -100,9 +102,10 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
                     value=TargetType.ALL_DEVICES.value,
                     on_change=self._changed,
                 )
-                .props("inline")
+                .props('inline role="radiogroup"')
                 .mark("new-job-target")
             )
+            self.target.props["aria-label"] = t("target")  # the group's name, read before each option
             self.percentage = (
                 whole_number(t("percentage_value"), DEFAULT_PERCENTAGE, 100, self._changed)
                 .classes("w-full")
@@ -151,6 +154,11 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
                              on_change=self._changed)
                     .classes("w-full").mark("new-job-start-at")
                 )
+                self.priority = (
+                    ui.number(t("priority_field"), value=0, min=PRIORITY_MIN, max=PRIORITY_MAX, step=1, precision=0,
+                              on_change=self._changed)
+                    .classes("w-full").mark("new-job-priority")
+                )
             self._footer("new-job-error", "new-job-cancel", "new-job-create")
         self._changed()
 
@@ -174,6 +182,7 @@ class NewJobDialog(CreateDialog[JobCreate, CreatedJob]):
                 timeout_sec=whole(self.timeout.value),
                 topup_grace_sec=whole(self.grace.value),
                 start_at=(self.start_at.value or "").strip() or None,
+                priority=whole(self.priority.value) or 0,
             )
         except (pydantic.ValidationError, ValueError, TypeError):
             return None

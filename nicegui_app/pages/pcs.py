@@ -22,6 +22,7 @@ from nicegui_app.pages.dialog import CreateDialog, answer
 from nicegui_app.pages.frame import PageContext, frame
 from nicegui_app.pages.guard import guarded_page
 from nicegui_app.pages.rows import LiveView, when
+from nicegui_app.server_errors import error_text
 
 COMMAND_CLASS = "pc-join-command"
 # The command wraps instead of scrolling sideways, so all of it shows (and selects) at once.
@@ -94,7 +95,8 @@ class PcsView(LiveView):
         with ui.row().classes("w-full items-center gap-4"):
             self.show_revoked = ui.switch(t("pc_show_revoked"), on_change=self._poke).mark("pc-show-revoked")
             ui.space()
-            ui.button(t("pc_add"), icon="add", on_click=self._add).mark("pc-add")
+            if self.ctx.can_manage:  # PCs are an admin's to add and revoke; the server refuses anyone else
+                ui.button(t("pc_add"), icon="add", on_click=self._add).mark("pc-add")
         self.dialogs = ui.element()  # dialogs live here, not in the list that each refresh rebuilds
         self.container = ui.column().classes("w-full gap-4").mark("pc-list")
         await self._follow([EventName.DEVICE_STATUS.value], name="pcs")
@@ -122,7 +124,7 @@ class PcsView(LiveView):
                         else t("pc_never_seen"))
                 ui.label(seen).classes("text-sm text-gray-500").mark("pc-last-seen")
                 ui.label(t("pc_created", at=when(account.created_at))).classes("text-sm text-gray-500")
-                if account.revoked_at is None:
+                if account.revoked_at is None and self.ctx.can_manage:
                     ui.button(t("pc_revoke"), icon="block", on_click=lambda a=account: self._revoke(a)).props(
                         "flat dense color=negative"
                     ).mark("pc-revoke")
@@ -174,7 +176,7 @@ class PcsView(LiveView):
             await self.ctx.services.jobs.revoke_worker_account(account.name)
             ui.notify(t("pc_revoked_done", name=account.name), type="positive")
         except JobsysError as exc:  # revoked elsewhere a moment ago: say so, the refresh shows it
-            ui.notify(exc.message, type="warning")
+            ui.notify(error_text(t, exc), type="warning")
         self._poke()
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Awaitable, Callable, Generic, Iterator, Protocol, TypeVar
+from typing import Awaitable, Callable, Generic, Protocol, TypeVar
 
 from nicegui import ui
 
 from jobsys.errors import JobsysError
 from nicegui_app.live import Coalescer, follow
 from nicegui_app.pages.frame import PageContext
+from nicegui_app.server_errors import error_text
 
 LIMIT_MAX = 1000  # list_jobs refuses more
 
@@ -102,63 +103,7 @@ class ItemRow(Generic[ItemT]):
             if done_key is not None:
                 ui.notify(self.t(done_key), type="positive")
         except JobsysError as exc:  # e.g. it finished a moment ago: say so, the refresh shows it
-            ui.notify(exc.message, type="warning")
-        self._on_change()
-
-
-RowT = TypeVar("RowT", bound="ItemRow[Any]")
-
-
-class RowList(Generic[ItemT, RowT]):
-    """The rows of a list page, built where it is called: a label for an empty list, the
-    column of cards (one `row_type` each), and a "show more" button that raises the limit by
-    a page. `on_change` is called when a row's action or "show more" wants a re-read."""
-
-    def __init__(
-        self,
-        ctx: PageContext,
-        row_type: type[RowT],
-        *,
-        page_size: int,
-        on_change: Callable[[], None],
-        empty_key: str,
-        marks: tuple[str, str, str],  # the empty label, the column, the "show more" button
-    ) -> None:
-        self._ctx = ctx
-        self._row_type = row_type
-        self._page_size = page_size
-        self._on_change = on_change
-        self.limit = page_size
-        self.by_id: dict[uuid.UUID, RowT] = {}
-        empty_mark, column_mark, more_mark = marks
-        self.empty = ui.label(ctx.t(empty_key)).classes("text-gray-500").mark(empty_mark)
-        self.column = ui.column().classes("w-full gap-2").mark(column_mark)
-        self.more = ui.button(ctx.t("more_jobs"), on_click=self._show_more).props("flat").mark(more_mark)
-
-    def __iter__(self) -> Iterator[RowT]:
-        return iter(list(self.by_id.values()))
-
-    def show(self, jobs: list[ItemT]) -> None:
-        """Update rows in place: new ones appear, gone ones go, order follows the listing."""
-        wanted = {job.id for job in jobs}
-        for job_id in [job_id for job_id in self.by_id if job_id not in wanted]:
-            self.by_id.pop(job_id).delete()
-        for job in jobs:
-            row = self.by_id.get(job.id)
-            if row is None:
-                with self.column:
-                    self.by_id[job.id] = self._row_type(self._ctx, job, on_change=self._on_change)
-            else:
-                row.update(job)
-        order = [self.by_id[job.id].card for job in jobs]
-        if list(self.column.default_slot.children) != order:
-            for index, card in enumerate(order):
-                card.move(self.column, target_index=index)
-        self.empty.set_visibility(not jobs)
-        self.more.set_visibility(len(jobs) >= self.limit and self.limit < LIMIT_MAX)
-
-    async def _show_more(self) -> None:
-        self.limit = min(self.limit + self._page_size, LIMIT_MAX)
+            ui.notify(error_text(self.t, exc), type="warning")  # in the page language
         self._on_change()
 
 

@@ -11,7 +11,7 @@ import pytest
 from nicegui import ui
 from nicegui.testing import User
 
-from jobsys.batch.examples import EXAMPLES
+from jobsys.batch.examples import EXAMPLES, EXAMPLES_KO
 from jobsys.batch.facade import BatchJobs
 from nicegui_app.pages import batch_items
 from nicegui_app.pages.background_jobs import PATH
@@ -90,9 +90,11 @@ async def test_plain_lines_fill_the_only_placeholder(user: User, batch: BatchJob
     ]
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e.key for e in EXAMPLES])
-async def test_presets_are_the_shipped_examples(user: User, batch: BatchJobs, example: Any) -> None:
-    await open_dialog(user)
+@pytest.mark.parametrize(("language", "example"), [("ko", e) for e in EXAMPLES_KO] + [("en", e) for e in EXAMPLES],
+                         ids=[f"ko-{e.key}" for e in EXAMPLES_KO] + [f"en-{e.key}" for e in EXAMPLES])
+async def test_presets_are_the_shipped_examples(user: User, batch: BatchJobs, language: str, example: Any) -> None:
+    """A Korean page fills in the Korean examples, an English page the English ones."""
+    await open_dialog(user, language=language)
     preset = element(user, "batch-preset")
     assert set(preset.options) == {e.key for e in EXAMPLES}
     preset.value = example.key
@@ -100,7 +102,8 @@ async def test_presets_are_the_shipped_examples(user: User, batch: BatchJobs, ex
     assert element(user, "batch-system").value == example.system_instruction
     assert placeholders(user) == ["{" + name + "}" for name in dict.fromkeys(_fields(example.template))]
     assert text_of(user, "batch-preview").startswith(example.template.split("{")[0])
-    assert text_of(user, "batch-draft-note").startswith("결과는 사람이 검토할 초안입니다")
+    assert text_of(user, "batch-draft-note").startswith(
+        "결과는 사람이 검토할 초안입니다" if language == "ko" else "Outputs are drafts")
     assert create_enabled(user)
     user.find(marker="batch-create").click()
     await user.should_not_see(marker="batch-template", retries=50)

@@ -48,9 +48,11 @@ async def test_a_pending_gemini_batch_says_why_it_waits_in_the_row_and_the_api(
 
     await login(user, PATH)
     await user.should_see(marker=f"batch-{job.id}", retries=50)
-    with user.scope(marker=f"batch-{job.id}"):
-        await user.should_see("Gemini 키가 설정된 실행기가 없음")
-        assert text_of(user, "batch-wait-text") == "Gemini 키가 설정된 실행기가 없음"
+    with user.scope(marker=f"batch-{job.id}"):  # the row names what is missing; its panel says how to set it
+        await user.should_see("GEMINI_API_KEY 없음")
+        user.find(marker="batch-fix").click()
+    await user.should_see(marker="batch-panel-fix-how", retries=50)
+    assert "GEMINI_API_KEY=" in text_of(user, "batch-panel-fix-how")
 
 
 async def test_tokens_and_cost_in_the_row_and_the_api(user: User, batch: BatchJobs, api: httpx.AsyncClient) -> None:
@@ -68,11 +70,12 @@ async def test_tokens_and_cost_in_the_row_and_the_api(user: User, batch: BatchJo
 
     await login(user, PATH, language="en")
     await user.should_see(marker=f"batch-{job.id}", retries=50)
-    with user.scope(marker=f"batch-{job.id}"):
+    with user.scope(marker=f"batch-{job.id}"):  # tokens and cost are in the batch's panel
+        user.find(marker="open-batch").click()
         await user.should_see("Tokens 3,900 (input 3,000 · output 600 · thinking 300)")
         assert "of which retries and failed attempts 1,200" in text_of(user, "batch-tokens")
         assert text_of(user, "batch-cost").startswith(f"Estimated cost ${expected:,.4f}")
-        user.find(marker="batch-results").click()
+        user.find(marker="batch-panel-results").click()
     await user.should_see(marker="results-table", retries=50)
     table = element(user, "results-table")
     await wait_until(lambda: len(table.rows) == 2, what="result rows")

@@ -218,3 +218,15 @@ async def test_every_page_has_its_own_title(user: User, jobs: JobSystem) -> None
     user.http_client.headers["Accept-Language"] = "en"
     await user.open("/")
     assert user.client.title == "Jobs – jobsys"
+
+
+async def test_the_priority_column_shows_and_sorts(user: User, jobs: JobSystem) -> None:
+    await add_worker(jobs, "w1", 1)
+    urgent = (await jobs.create_job(target_url=f"{URL}/urgent", duration_sec=5, priority=7)).job
+    plain = (await jobs.create_job(target_url=f"{URL}/plain", duration_sec=5)).job
+    await login(user, language="en")
+    await wait_until(lambda: _order(user) == [plain.id, urgent.id], what="newest first")
+    user.find(marker="sort-priority").click()  # highest first
+    await wait_until(lambda: _order(user) == [urgent.id, plain.id], what="by priority")
+    with user.scope(marker=f"job-{urgent.id}"):
+        assert text_of(user, "job-priority") == "7"

@@ -161,7 +161,7 @@ async def test_api_error_is_shown_inline_and_nothing_is_stored(user: User, db: D
     user.find(marker="new-job-url").type(URL)
     assert element(user, "new-job-hint").text == "All connected devices: 0"
     user.find(marker="new-job-create").click()
-    await user.should_see("no healthy device is connected to run this job on", retries=50)
+    await user.should_see("No healthy device is connected to run this job on", retries=50)  # server_errors.py
     await user.should_see(marker="new-job-url")  # still open, the input kept
     assert element(user, "new-job-url").value == URL
     assert create_enabled(user)  # may try again once devices are there
@@ -188,10 +188,15 @@ async def test_more_options_set_the_time_limit_grace_and_start(user: User, jobs:
     start = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)).replace(microsecond=0)
     user.find(marker="new-job-start-at").clear().type(start.astimezone(dt.timezone(dt.timedelta(hours=9))).isoformat())
     assert create_enabled(user)
+    user.find(marker="new-job-priority").clear().type("11")  # beyond 10
+    assert not create_enabled(user)
+    user.find(marker="new-job-priority").clear().type("7")
+    assert create_enabled(user)
     user.find(marker="new-job-create").click()
     await user.should_not_see(marker="new-job-url", retries=50)
     job = (await jobs.list_jobs()).jobs[0]
-    assert (job.status.value, job.timeout_sec, job.topup_grace_sec, job.start_at) == ("scheduled", 600, 0, start)
+    assert (job.status.value, job.timeout_sec, job.topup_grace_sec, job.start_at, job.priority) == (
+        "scheduled", 600, 0, start, 7)
 
 
 def label_options(user: User) -> list[str]:
