@@ -5,7 +5,7 @@ JobSystem (Postgres transport): it claims work for all its free devices in one c
 (`claim_assignments`), then starts and completes each run, and claims again. The work is
 one pre-created set of assignments: jobs created with `create_job(all_devices)`, so every
 device has a queue and, like a real fleet, all devices work on the same job at once (its
-counter row is the hot spot). Baseline: the naive queue of CALIBRATION.md with the same
+row was the hot spot until claims and finishes counted into job_run_counts). Baseline: the naive queue of CALIBRATION.md with the same
 clients and the same job shape. Both sides alternate; each run is checked afterwards
 (every counted cycle completed, counters equal count(*)).
 """
@@ -49,26 +49,24 @@ NOTES = (
     "alternate in rotating order."
 )
 LIMITS = (
-    "Every claim and every finish of a job's runs locks that job's counter row until commit, and in "
-    "this benchmark all clients work on the same job at once, so their transactions queue on one "
-    "row; batching makes that one lock per round instead of one per run, which is where the gain "
-    "over one call per transition comes from. With 32 clients on 2 cores the row's holder is often "
-    "descheduled while others wait, so cycles/s falls as clients grow. Measured CPU per cycle is "
-    "lower than the naive queue's on the client side and about equal on the Postgres side. Also "
-    "tried and dropped: finishing and claiming in one transaction (finish_and_claim) - no faster "
-    "here, and slower with 32 clients, because it holds two job rows (the finished and the next "
-    "job) for the whole transaction. A perf profile of the worker path at 8 clients (2026-11-23) has no "
-    "single hot spot: executor start-up and shut-down of the ~25 statements a round runs take about 14 % "
-    "of Postgres's CPU, commit with its WAL flush 13 %, plans that hash-join or scan the jobs table (the "
-    "planner's choice while it holds a few hundred rows, as here) 8-10 %, CHECK expressions rebuilt for "
-    "each UPDATE 5 %, and the SET search_path of the functions 2 %. Setting random_page_cost to 1.1 changed "
-    "nothing measurable. The hash plans are gone since migration 20261123001000 (lookups by key; an A/B at "
-    "32 clients in one process: 2,262 -> 2,466 cycles/s, Postgres CPU per cycle 602 -> 541 µs). At 32 "
-    "clients the machine is then near its two cores (client and Postgres CPU per cycle times cycles/s is "
-    "about 1.7-1.9 cores) and about seven backends at a time wait on the job row; a few more wait on "
-    "Postgres's one NOTIFY commit lock, held through the WAL flush by the throttled progress events. "
-    "Next step, not built: per-change counter rows folded by maintenance, so that claims and finishes "
-    "take no job-row lock at all."
+    "Until migration 20261207003000 every claim and every finish of a job's runs locked that job's "
+    "counter row until commit, and in this benchmark all clients work on the same job at once, so "
+    "their transactions queued on one row. Since then claims and finishes hold the job row FOR SHARE "
+    "and count their runs in job_run_counts (one row per job and worker session; readers add them up, "
+    "jobsys.counted), and a claim takes its devices, runs and jobs with SKIP LOCKED: no call here "
+    "waits for another (tests/core/test_hot_row.py holds transactions open to show it). What is left "
+    "is the cost of each call. A claim, a start and a finish are plpgsql functions of about ten "
+    "statements each (authorization, the per-device mutex, leases, counters, throttled events), and "
+    "each statement pays executor start-up and shut-down (about 50-100 µs here, measured statement "
+    "by statement on 2026-12-07); the naive queue runs one statement per transition. One call per "
+    "transition therefore pays three functions and some 25 statements per run, the batched worker "
+    "path the same statements once per round for all of a client's runs. Also tried and dropped: "
+    "forcing generic plans for the worker's functions (no gain beyond noise here; earlier a generic "
+    "plan made while job_assignments was small scanned it whole), and finishing and claiming in one "
+    "transaction (finish_and_claim, 2026-11-23: no faster, slower with 32 clients, because it held "
+    "two job rows for the whole transaction). Next step, not built: one set-based statement per call "
+    "for the single-run path (claim, start and finish each as one INSERT ... ON CONFLICT / UPDATE ... "
+    "RETURNING chain), which the batched path shows is where the time goes."
 )
 
 

@@ -45,10 +45,9 @@ NOTES = (
     "until nothing is left. With 10 jobs every job is on every device, so the clients move through "
     "the jobs together; with 1,000 each job has one device and 100 jobs are in progress at once. "
     "`claim call per run` is the time inside claim_assignments divided by the runs it returned. "
-    "What grows with the number of jobs: a claim locks the job row of every run it takes (FOR NO KEY "
-    "UPDATE, in id order, held to its commit) and updates each of those jobs' counters once, so a claim "
-    "of 10 runs touches 1–2 job rows with 10 jobs and 10 with 1,000; completions update one job row "
-    "each either way. "
+    "What grows with the number of jobs: a claim holds the job row of every run it takes FOR SHARE "
+    "(SKIP LOCKED, to its commit) and adds to one job_run_counts row per job, so a claim of 10 runs "
+    "touches 1–2 jobs with 10 jobs and 10 with 1,000; a finish likewise per job. "
     "Exponent k: time ∝ size^k between the two sizes named (for throughput, jobs/s ∝ jobs^k); per run, "
     "median over runs."
 )
