@@ -103,12 +103,13 @@ comment on function jobsys.emit_to_job_workers(uuid, text, jsonb) is
 -- meets the target takes it when no other claim or finish of the job is in flight, else the
 -- next upkeep completes the job (jobsys.settle_jobs).
 
--- job_progress for a job (give it the row as stored): always when p_force, else at most
--- every progress_event_interval_ms per job. The mark of a job that is due is taken with
--- SKIP LOCKED, so concurrent finishes never wait on it: one sends, the others need not. The
--- mark keeps what was sent: a finish in flight when another transaction sent is not in
--- that event, so maintain() compares and sends the trailing event when they differ.
-create or replace function jobsys.notify_progress(p_job jobsys.jobs, p_force boolean) returns void
+-- job_progress for a job: always when p_force, else at most every
+-- progress_event_interval_ms per job; the job is read only when an event goes out. The mark
+-- of a job that is due is taken with SKIP LOCKED, so concurrent finishes never wait on it:
+-- one sends, the others need not. The mark keeps what was sent: a finish in flight when
+-- another transaction sent is not in that event, so maintain() compares and sends the
+-- trailing event when they differ.
+create or replace function jobsys.notify_progress(p_job_id uuid, p_force boolean) returns void
   language plpgsql
   set search_path = jobsys, pg_temp
   as $$
@@ -117,15 +118,16 @@ declare
   v_payload jsonb;
 begin
   if p_force then
-    v_payload := jobsys.progress_json(p_job);
-    insert into jobsys.job_progress_marks as m (job_id, notified_at, sent) values (p_job.id, v_now, v_payload)
+    v_payload := (select jobsys.progress_json(j) from jobsys.jobs j where j.id = p_job_id);
+    insert into jobsys.job_progress_marks as m (job_id, notified_at, sent) values (p_job_id, v_now, v_payload)
     on conflict (job_id) do update set notified_at = v_now, sent = v_payload;
   else
     -- Settings are read inline (not through jobsys.setting()): a plan cached with the
     -- function is far cheaper per call than a SQL function re-planned in every transaction.
-    update jobsys.job_progress_marks m set notified_at = v_now, sent = jobsys.progress_json(p_job)
+    update jobsys.job_progress_marks m set notified_at = v_now,
+      sent = (select jobsys.progress_json(j) from jobsys.jobs j where j.id = p_job_id)
     where m.job_id = (select d.job_id from jobsys.job_progress_marks d
-                      where d.job_id = p_job.id and d.notified_at <= v_now - make_interval(
+                      where d.job_id = p_job_id and d.notified_at <= v_now - make_interval(
                         secs => (select s.value from jobsys.settings s
                                  where s.key = 'progress_event_interval_ms') / 1000.0)
                       for no key update skip locked)
@@ -137,8 +139,8 @@ begin
   perform jobsys.emit('jobsys:dashboard', 'job_progress', v_payload);
 end
 $$;
-comment on function jobsys.notify_progress(jobsys.jobs, boolean) is
-  'Sends job_progress for a job: always when forced, else at most every progress_event_interval_ms per job (the job that is due is taken with SKIP LOCKED, so concurrent finishes never wait on it).';
+comment on function jobsys.notify_progress(uuid, boolean) is
+  'Sends job_progress for a job: always when forced, else at most every progress_event_interval_ms per job (the job that is due is taken with SKIP LOCKED, so concurrent finishes never wait on it; the job is read only when an event goes out). Keeps what was sent for the trailing event.';
 
 -- The counters of the job row change here. The caller holds the job row lock (so no claim
 -- or finish of the job is in flight). Completes the job when its target is met (cancelling
@@ -183,7 +185,7 @@ begin
     where j.id = p_job_id
     returning j.* into v_job;
   end if;
-  perform jobsys.notify_progress(v_job, p_force_event or v_completes);
+  perform jobsys.notify_progress(p_job_id, p_force_event or v_completes);
   return v_job;
 end
 $$;
@@ -201,8 +203,9 @@ create or replace function jobsys.count_runs(p_job_id uuid, p_worker_id uuid, p_
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_job jobsys.jobs;
-  v_exact jobsys.jobs;
+  v_status text;
+  v_target integer;
+  v_completed bigint;
 begin
   insert into jobsys.job_run_counts as r (job_id, worker_id, running, completed, failed, cancelled)
   values (p_job_id, p_worker_id, p_running, p_completed, p_failed, p_cancelled)
@@ -210,10 +213,13 @@ begin
     running = r.running + excluded.running, completed = r.completed + excluded.completed,
     failed = r.failed + excluded.failed, cancelled = r.cancelled + excluded.cancelled,
     changed_at = excluded.changed_at;
-  select * into v_job from jobsys.jobs j where j.id = p_job_id;
-  if p_completed > 0 and v_job.status in ('active', 'paused') then
-    v_exact := jobsys.counted(v_job);
-    if v_exact.target_count > 0 and v_exact.completed_count >= v_exact.target_count then
+  if p_completed > 0 then
+    -- The exact completed count (jobsys.counted's sum) in one statement.
+    select j.status, j.target_count,
+           j.completed_count + coalesce((select sum(r.completed) from jobsys.job_run_counts r where r.job_id = j.id), 0)
+      into v_status, v_target, v_completed
+    from jobsys.jobs j where j.id = p_job_id;
+    if v_status in ('active', 'paused') and v_target > 0 and v_completed >= v_target then
       perform 1 from jobsys.jobs j where j.id = p_job_id for no key update skip locked;
       if found then
         perform jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0);
@@ -221,7 +227,7 @@ begin
       end if;
     end if;
   end if;
-  perform jobsys.notify_progress(v_job, false);
+  perform jobsys.notify_progress(p_job_id, false);
 end
 $$;
 comment on function jobsys.count_runs(uuid, uuid, integer, integer, integer, integer) is
