@@ -66,7 +66,8 @@ async def test_calls_are_postgrest_rpc_posts_in_the_jobsys_schema(doubles: Supab
     assert create.body == {"p_target_url": "https://example.com/a", "p_duration_sec": 7,
                            "p_target_type": "device_count", "p_target_value": 1, "p_title": "example.com/a",
                            "p_action": "open_url", "p_max_attempts": None, "p_timeout_sec": None,
-                           "p_topup_grace_sec": None, "p_start_at": None, "p_device_labels": None}
+                           "p_topup_grace_sec": None, "p_start_at": None, "p_device_labels": None,
+                           "p_priority": 0}
     [claim] = rpc_calls(doubles, "claim_assignments")
     assert claim.headers["authorization"] == f"Bearer {WORKER.token}"
     assert claim.body == {"p_worker_id": str(session.worker_id), "p_device_ids": [str(session.devices[0].id)],
