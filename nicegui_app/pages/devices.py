@@ -28,6 +28,7 @@ from jobsys.errors import JobsysError
 from jobsys.events import Event, EventName
 from jobsys.models import (
     NO_WORKER, Device, DeviceFilter, DeviceFilterState, DeviceGroup, DevicePage, DeviceStatus, DeviceVitals,
+    check_labels,
 )
 from nicegui_app.hub import RESYNC
 from nicegui_app.i18n import Translator
@@ -56,7 +57,6 @@ AUTO_OPEN_MAX = 100  # a fleet (or a filter's match) this small opens every PC a
 REFRESH_INTERVAL_S = 1.0  # at most one counts read per second per open page, however busy the fleet
 FILTER_STATES = frozenset(s.value for s in DeviceFilterState)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 # What an operator's "enable" ends; everything else is the worker's or the vitals' to end.
 ENABLE_FROM = (DeviceStatus.DISABLED, DeviceStatus.DRAINING, DeviceStatus.QUARANTINED)
 NO_DISABLE = (DeviceStatus.DISABLED,)
@@ -513,14 +513,18 @@ def clean_text(text: str | None) -> str | None:
 
 
 def parse_label_filter(text: str) -> tuple[dict[str, str] | None, bool]:
-    """"k=v, k2=v2" as pairs, and whether it was well formed (None when it was not)."""
+    """"k=v, k2=v2" as pairs, and whether it was well formed and within the label bounds the
+    server checks (None when not: a link with a bad filter then shows the fleet unfiltered)."""
     pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
-        if not sep or not _LABEL_KEY_RE.match(key.strip()):
+        if not sep:
             return None, False
         pairs[key.strip()] = value.strip()
-    return pairs, True
+    try:
+        return check_labels(pairs), True
+    except ValueError:
+        return None, False
 
 
 def set_address(url: str) -> None:
