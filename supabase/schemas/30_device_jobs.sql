@@ -196,6 +196,8 @@ comment on function jobsys.apply_counts(uuid, integer, integer, integer, integer
 -- The caller holds the job row FOR SHARE. The finish that meets the target completes the
 -- job when it can take the job row lock without waiting, that is when no other claim or
 -- finish of the job is in flight; otherwise the next upkeep does (jobsys.settle_jobs).
+-- One statement counts, reads what completion needs (a finish only) and whether the job's
+-- progress event is due, so most calls end there.
 create or replace function jobsys.count_runs(p_job_id uuid, p_worker_id uuid, p_running integer,
   p_completed integer, p_failed integer, p_cancelled integer)
   returns void
@@ -206,28 +208,40 @@ declare
   v_status text;
   v_target integer;
   v_completed bigint;
+  v_due boolean;
 begin
-  insert into jobsys.job_run_counts as r (job_id, worker_id, running, completed, failed, cancelled)
-  values (p_job_id, p_worker_id, p_running, p_completed, p_failed, p_cancelled)
-  on conflict (job_id, worker_id) do update set
-    running = r.running + excluded.running, completed = r.completed + excluded.completed,
-    failed = r.failed + excluded.failed, cancelled = r.cancelled + excluded.cancelled,
-    changed_at = excluded.changed_at;
-  if p_completed > 0 then
-    -- The exact completed count (jobsys.counted's sum) in one statement.
-    select j.status, j.target_count,
-           j.completed_count + coalesce((select sum(r.completed) from jobsys.job_run_counts r where r.job_id = j.id), 0)
-      into v_status, v_target, v_completed
-    from jobsys.jobs j where j.id = p_job_id;
-    if v_status in ('active', 'paused') and v_target > 0 and v_completed >= v_target then
-      perform 1 from jobsys.jobs j where j.id = p_job_id for no key update skip locked;
-      if found then
-        perform jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0);
-        return;
-      end if;
+  -- The exact completed count is jobsys.counted's sum: the job row, the other sessions' rows
+  -- as this statement sees them, and this session's row as the upsert left it.
+  with mine as (
+    insert into jobsys.job_run_counts as r (job_id, worker_id, running, completed, failed, cancelled)
+    values (p_job_id, p_worker_id, p_running, p_completed, p_failed, p_cancelled)
+    on conflict (job_id, worker_id) do update set
+      running = r.running + excluded.running, completed = r.completed + excluded.completed,
+      failed = r.failed + excluded.failed, cancelled = r.cancelled + excluded.cancelled,
+      changed_at = excluded.changed_at
+    returning r.completed)
+  select j.status, j.target_count,
+         j.completed_count + mine.completed
+           + coalesce((select sum(r.completed) from jobsys.job_run_counts r
+                       where r.job_id = p_job_id and r.worker_id <> p_worker_id), 0),
+         exists (select 1 from jobsys.job_progress_marks m
+                 where m.job_id = p_job_id and m.notified_at <= clock_timestamp() - make_interval(
+                   secs => (select s.value from jobsys.settings s
+                            where s.key = 'progress_event_interval_ms') / 1000.0))
+    into v_status, v_target, v_completed, v_due
+  from mine
+  left join lateral (select j.status, j.target_count, j.completed_count from jobsys.jobs j
+                     where j.id = p_job_id and p_completed > 0) j on true;
+  if v_status in ('active', 'paused') and v_target > 0 and v_completed >= v_target then
+    perform 1 from jobsys.jobs j where j.id = p_job_id for no key update skip locked;
+    if found then
+      perform jobsys.apply_counts(p_job_id, 0, 0, 0, 0, 0);
+      return;
     end if;
   end if;
-  perform jobsys.notify_progress(p_job_id, false);
+  if v_due then
+    perform jobsys.notify_progress(p_job_id, false);
+  end if;
 end
 $$;
 comment on function jobsys.count_runs(uuid, uuid, integer, integer, integer, integer) is

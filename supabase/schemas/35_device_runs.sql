@@ -74,14 +74,14 @@ create or replace function jobsys.claim_assignments(
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_jobs uuid[];
   v_locked uuid[];
   v_claimed bigint[];
   v_devices uuid[];
   v_floors bigint[];
+  v_jobs uuid[];  -- the job of each claimed run, in the same order
   v_row record;
-  v_claim_lease double precision := (select s.value from jobsys.settings s where s.key = 'claim_lease_sec');
-  v_grace double precision := (select s.value from jobsys.settings s where s.key = 'lease_grace_sec');
+  v_claim_lease double precision;
+  v_grace double precision;
 begin
   perform jobsys.require_worker(p_worker_id);
   if p_limit is not null and p_limit < 1 then
@@ -92,10 +92,11 @@ begin
   -- The device's new queue floor: the run claimed, when it is of priority 0; a run of
   -- another priority comes from its own index and leaves the floor where it was (else older
   -- runs of priority 0 would fall below it and wait behind newer ones).
-  select array_agg(p.assignment_id), array_agg(p.device_id), array_agg(p.floor)
-    into v_claimed, v_devices, v_floors
+  select array_agg(p.assignment_id), array_agg(p.device_id), array_agg(p.floor), array_agg(p.job_id)
+    into v_claimed, v_devices, v_floors, v_jobs
   from (
-    select q.id as assignment_id, f.id as device_id, case when q.floor then q.id else f.queue_floor end as floor
+    select q.id as assignment_id, f.id as device_id, case when q.floor then q.id else f.queue_floor end as floor,
+           q.job_id
     from (
       select d.id, d.queue_floor from jobsys.devices d
       where d.worker_id = p_worker_id and d.state = 'online' and d.running_assignment_id is null
@@ -105,29 +106,29 @@ begin
       for no key update skip locked
     ) f
     cross join lateral (
-      (select first.id, false as floor from (
-         select a.id from jobsys.job_assignments a
+      (select first.id, first.job_id, false as floor from (
+         select a.id, a.job_id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.priority <> 0 and a.priority > 0
          order by a.priority desc, a.id limit 1
          for no key update skip locked) first)
       union all
-      (select above.id, true from (
-         select a.id from jobsys.job_assignments a
+      (select above.id, above.job_id, true from (
+         select a.id, a.job_id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.id >= f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) above)
       union all
-      (select below.id, true from (
-         select a.id from jobsys.job_assignments a
+      (select below.id, below.job_id, true from (
+         select a.id, a.job_id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.id < f.queue_floor and a.priority = 0
          order by a.id limit 1
          for no key update skip locked) below)
       union all
-      (select last.id, false from (
-         select a.id from jobsys.job_assignments a
+      (select last.id, last.job_id, false from (
+         select a.id, a.job_id from jobsys.job_assignments a
          where a.device_id = f.id and a.status = 'pending'
            and a.priority <> 0 and a.priority < 0
          order by a.priority desc, a.id limit 1
@@ -141,14 +142,14 @@ begin
   -- Their jobs FOR SHARE (count_runs), SKIP LOCKED: a job a pause, cancel or completion holds
   -- right now is left out of this claim (its picks stay pending), so the claim, which already
   -- holds devices and runs, never waits for a job and cannot close a cycle with one.
-  v_jobs := array(select distinct a.job_id from jobsys.job_assignments a where a.id = any(v_claimed));
-  v_locked := array(select j.id from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
+  v_locked := array(select j.id from jobsys.jobs j
+                    where j.id in (select x.job_id from unnest(v_jobs) x(job_id)) and j.status = 'active'
                     order by j.id for share skip locked);
-  if cardinality(v_locked) < cardinality(v_jobs) then
-    select array_agg(x.assignment_id), array_agg(x.device_id), array_agg(x.floor)
-      into v_claimed, v_devices, v_floors
-    from unnest(v_claimed, v_devices, v_floors) as x(assignment_id, device_id, floor)
-    where (select a.job_id from jobsys.job_assignments a where a.id = x.assignment_id) = any(v_locked);
+  if exists (select 1 from unnest(v_jobs) x(job_id) where x.job_id <> all(v_locked)) then
+    select array_agg(x.assignment_id), array_agg(x.device_id), array_agg(x.floor), array_agg(x.job_id)
+      into v_claimed, v_devices, v_floors, v_jobs
+    from unnest(v_claimed, v_devices, v_floors, v_jobs) as x(assignment_id, device_id, floor, job_id)
+    where x.job_id = any(v_locked);
     if v_claimed is null then
       return;
     end if;
@@ -157,30 +158,33 @@ begin
   update jobsys.devices d set running_assignment_id = x.assignment_id, queue_floor = x.floor
   from unnest(v_devices, v_claimed, v_floors) as x(device_id, assignment_id, floor)
   where d.id = any(v_devices) and d.id = x.device_id;
-  update jobsys.job_assignments a set status = 'running', worker_id = p_worker_id,
-    claimed_at = now(), started_at = case when p_start then now() end,
-    lease_expires_at = now() + make_interval(
-      secs => case when p_start
-                   then (select j.duration_sec from jobsys.jobs j where j.id = a.job_id) + v_grace
-                   else v_claim_lease end)
-  where a.id = any(v_claimed);
+  select max(s.value) filter (where s.key = 'claim_lease_sec'), max(s.value) filter (where s.key = 'lease_grace_sec')
+    into v_claim_lease, v_grace
+  from jobsys.settings s where s.key in ('claim_lease_sec', 'lease_grace_sec');
+  -- The runs and what the worker needs of them in one statement.
+  return query
+  with claimed as (
+    update jobsys.job_assignments a set status = 'running', worker_id = p_worker_id,
+      claimed_at = now(), started_at = case when p_start then now() end,
+      lease_expires_at = now() + make_interval(
+        secs => case when p_start
+                     then (select j.duration_sec from jobsys.jobs j where j.id = a.job_id) + v_grace
+                     else v_claim_lease end)
+    where a.id = any(v_claimed)
+    returning a.id, a.attempt, a.job_id, a.device_id, a.lease_expires_at)
+  select c.id, c.attempt, c.job_id, c.device_id, d.serial, j.action, j.target_url, j.duration_sec,
+         c.lease_expires_at, p_start
+  from claimed c
+  cross join lateral (select j.action, j.target_url, j.duration_sec from jobsys.jobs j
+                      where j.id = c.job_id offset 0) j
+  cross join lateral (select d.serial from jobsys.devices d where d.id = c.device_id offset 0) d
+  order by c.id;
 
   for v_row in
-    select a.job_id as id, count(*) as n from jobsys.job_assignments a
-    where a.id = any(v_claimed) group by a.job_id order by a.job_id
+    select x.job_id as id, count(*) as n from unnest(v_jobs) x(job_id) group by x.job_id order by x.job_id
   loop
     perform jobsys.count_runs(v_row.id, p_worker_id, v_row.n::integer, 0, 0, 0);
   end loop;
-
-  return query
-  select a.id, a.attempt, a.job_id, a.device_id, d.serial, j.action, j.target_url, j.duration_sec,
-         a.lease_expires_at, p_start
-  from jobsys.job_assignments a
-  cross join lateral (select j.action, j.target_url, j.duration_sec from jobsys.jobs j
-                      where j.id = a.job_id offset 0) j
-  cross join lateral (select d.serial from jobsys.devices d where d.id = a.device_id offset 0) d
-  where a.id = any(v_claimed)
-  order by a.id;
 end
 $$;
 comment on function jobsys.claim_assignments(uuid, uuid[], integer, boolean) is
@@ -223,24 +227,28 @@ $$;
 comment on function jobsys.raise_stale(bigint, integer) is
   'Raises JS410: the run this worker holds has moved on (lease expired and re-queued, job cancelled or deleted).';
 
--- Start: the device began the action; the lease now covers its duration plus grace.
+-- Start: the device began the action; the lease now covers its duration plus grace. The
+-- update goes first and the caller is checked on the row it returns (a refusal rolls it
+-- back): one statement fewer on the hot path than looking the run up first.
 create or replace function jobsys.start_assignment(p_assignment_id bigint, p_attempt integer) returns jsonb
   language plpgsql security definer
   set search_path = jobsys, pg_temp
   as $$
 declare
+  v_worker uuid;
   v_lease timestamptz;
 begin
-  perform jobsys.assignment_for_worker(p_assignment_id);
   update jobsys.job_assignments a set started_at = now(),
     lease_expires_at = now() + make_interval(
       secs => (j.duration_sec + (select s.value from jobsys.settings s where s.key = 'lease_grace_sec'))::double precision)
   from jobsys.jobs j
   where a.id = p_assignment_id and a.attempt = p_attempt and a.status = 'running' and j.id = a.job_id
-  returning a.lease_expires_at into v_lease;
+  returning a.worker_id, a.lease_expires_at into v_worker, v_lease;
   if not found then
+    perform jobsys.assignment_for_worker(p_assignment_id);  -- not found (JS404), not yours (JS403)
     perform jobsys.raise_stale(p_assignment_id, p_attempt);
   end if;
+  perform jobsys.require_worker(v_worker);
   return jsonb_build_object('assignment_id', p_assignment_id, 'lease_expires_at', v_lease);
 end
 $$;
@@ -307,6 +315,7 @@ declare
   -- (given a set-returning JSON function, the planner guesses 100 rows and hashes the table).
   v_ids bigint[] := (select array_agg((e.r ->> 'assignment_id')::bigint) from jsonb_array_elements(p_reports) e(r));
   v_finished jsonb;
+  v_answer jsonb;
   v_devices uuid[];
   v_failed_devices uuid[];  -- a failure on the device (failed, retry): its streak grows
   v_failed_errors text[];
@@ -319,9 +328,10 @@ begin
   order by j.id for share;
 
   with report as (
-    select x.assignment_id, x.attempt, x.outcome, x.result, left(x.error, 2000) as error
-    from jsonb_to_recordset(p_reports) as x(assignment_id bigint, attempt integer, outcome text,
-                                            result jsonb, error text)
+    select x.assignment_id, x.attempt, x.outcome, x.result, left(x.error, 2000) as error, x.i
+    from rows from (jsonb_to_recordset(p_reports) as (assignment_id bigint, attempt integer, outcome text,
+                                                       result jsonb, error text))
+      with ordinality as x(assignment_id, attempt, outcome, result, error, i)
   ), target as (
     select r.*, case r.outcome
         when 'completed' then 'completed'
@@ -345,14 +355,18 @@ begin
       and a.worker_id = p_worker_id
     returning a.id, a.job_id, a.device_id, a.status, a.attempt, t.outcome, t.error
   )
-  select coalesce(jsonb_agg(jsonb_build_object('assignment_id', f.id, 'job_id', f.job_id,
-           'device_id', f.device_id, 'status', f.status, 'attempt', f.attempt)), '[]'),
-         array_agg(f.device_id),
+  select coalesce(jsonb_agg(jsonb_build_object('job_id', f.job_id, 'status', f.status)) filter (where f.id is not null), '[]'),
+         jsonb_agg(case when f.id is null
+                     then jsonb_build_object('assignment_id', r.assignment_id, 'attempt', r.attempt, 'stale', true)
+                     else jsonb_build_object('assignment_id', f.id, 'job_id', f.job_id, 'device_id', f.device_id,
+                                             'status', f.status, 'attempt', f.attempt, 'stale', false) end
+                   order by r.i),
+         array_agg(f.device_id) filter (where f.id is not null),
          array_agg(f.device_id) filter (where f.outcome in ('failed', 'retry')),
          array_agg(f.error) filter (where f.outcome in ('failed', 'retry')),
          array_agg(f.device_id) filter (where f.outcome = 'completed')
-    into v_finished, v_devices, v_failed_devices, v_failed_errors, v_done_devices
-  from finished f;
+    into v_finished, v_answer, v_devices, v_failed_devices, v_failed_errors, v_done_devices
+  from report r left join finished f on f.id = r.assignment_id;
 
   -- A device is free again when the run it holds is one of those finished. The device rows
   -- in id order (lock order), however the update would meet them. Its run of failures
@@ -382,14 +396,7 @@ begin
     end if;
   end loop;
 
-  return (
-    select jsonb_agg(coalesce(f.run || '{"stale": false}',
-                              jsonb_build_object('assignment_id', (e.r ->> 'assignment_id')::bigint,
-                                                 'attempt', (e.r ->> 'attempt')::integer, 'stale', true))
-                     order by e.i)
-    from jsonb_array_elements(p_reports) with ordinality as e(r, i)
-    left join jsonb_array_elements(v_finished) as f(run)
-      on (f.run ->> 'assignment_id')::bigint = (e.r ->> 'assignment_id')::bigint);
+  return v_answer;
 end
 $$;
 comment on function jobsys.finish_runs(uuid, jsonb) is
@@ -446,9 +453,11 @@ $$;
 comment on function jobsys.run_json(jobsys.job_assignments) is
   'The JSON shape of one run returned to workers.';
 
--- plpgsql rather than SQL: a SQL-language security definer function is parsed and planned
--- again in every transaction; plpgsql keeps its plans for the session. The run is held in a
--- variable so that run_json() can be inlined (it cannot be around a volatile call).
+-- A run completed: the single-run path workers call most, written out rather than through
+-- finish_run (a JSON report, finish_runs and a second read of the run), with the same
+-- effect as finish_runs for a completed report: the job FOR SHARE first (lock order), the
+-- run by compare-and-set (the caller is checked on the row it returns; a refusal rolls the
+-- update back), its device freed with its failure streak ended, the run counted.
 create or replace function jobsys.complete_assignment(
   p_assignment_id bigint, p_attempt integer, p_result jsonb default '{}')
   returns jsonb
@@ -456,13 +465,28 @@ create or replace function jobsys.complete_assignment(
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_a jobsys.job_assignments := jobsys.finish_run(p_assignment_id, p_attempt, 'completed', p_result, null);
+  v_a jobsys.job_assignments;
 begin
+  perform 1 from jobsys.jobs j
+  where j.id = (select a.job_id from jobsys.job_assignments a where a.id = p_assignment_id)
+  for share;
+  update jobsys.job_assignments a set status = 'completed', finished_at = now(), lease_expires_at = null,
+    result = coalesce(p_result, a.result), error = null
+  where a.id = p_assignment_id and a.attempt = p_attempt and a.status = 'running' and a.worker_id is not null
+  returning a.* into v_a;
+  if not found then
+    perform jobsys.assignment_for_worker(p_assignment_id);  -- not found (JS404), not yours (JS403)
+    perform jobsys.raise_stale(p_assignment_id, p_attempt);
+  end if;
+  perform jobsys.require_worker(v_a.worker_id);
+  update jobsys.devices d set running_assignment_id = null, failure_streak = 0
+  where d.id = v_a.device_id and d.running_assignment_id = p_assignment_id;
+  perform jobsys.count_runs(v_a.job_id, v_a.worker_id, -1, 1, 0, 0);
   return jobsys.run_json(v_a);
 end
 $$;
 comment on function jobsys.complete_assignment(bigint, integer, jsonb) is
-  'Workers: a run completed. plpgsql rather than SQL, so its plans are kept for the session.';
+  'Workers: a run completed (the effect of a completed report to finish_runs, in fewer statements).';
 
 -- Fail a run. p_retry: re-queue on the same device while attempts remain.
 create or replace function jobsys.fail_assignment(
