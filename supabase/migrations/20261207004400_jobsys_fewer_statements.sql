@@ -5,6 +5,7 @@
 -- runs from the statement that claims them; count_runs counts, reads what completion needs
 -- and whether a progress event is due in one statement.
 
+
 create or replace function jobsys.count_runs(p_job_id uuid, p_worker_id uuid, p_running integer,
   p_completed integer, p_failed integer, p_cancelled integer)
   returns void
@@ -283,8 +284,7 @@ begin
   -- Their jobs FOR SHARE (count_runs), SKIP LOCKED: a job a pause, cancel or completion holds
   -- right now is left out of this claim (its picks stay pending), so the claim, which already
   -- holds devices and runs, never waits for a job and cannot close a cycle with one.
-  v_locked := array(select j.id from jobsys.jobs j
-                    where j.id in (select x.job_id from unnest(v_jobs) x(job_id)) and j.status = 'active'
+  v_locked := array(select j.id from jobsys.jobs j where j.id = any(v_jobs) and j.status = 'active'
                     order by j.id for share skip locked);
   if exists (select 1 from unnest(v_jobs) x(job_id) where x.job_id <> all(v_locked)) then
     select array_agg(x.assignment_id), array_agg(x.device_id), array_agg(x.floor), array_agg(x.job_id)
