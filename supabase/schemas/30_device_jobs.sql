@@ -1054,16 +1054,28 @@ comment on function jobsys.clone_job(uuid) is
 -- What an operator decided shows first, then what a person must fix on the phone
 -- (unauthorized, error), then offline; a phone low on battery or too hot that still runs
 -- its last run shows busy.
+-- The status rule, on the columns it reads: plain SQL over columns, so the planner inlines
+-- it where the device lists filter and count the whole fleet (a call with the whole row
+-- cost five times the scan on 10,000 devices).
+create or replace function jobsys.device_status_of(p_state text, p_worker_id uuid, p_last_heartbeat_at timestamptz,
+  p_running_assignment_id bigint, p_cutoff timestamptz) returns text
+  language sql immutable
+  as $$
+  select case
+    when p_state in ('disabled', 'draining', 'quarantined', 'unauthorized', 'error') then p_state
+    when p_state = 'offline' or p_worker_id is null or p_last_heartbeat_at <= p_cutoff then 'offline'
+    when p_running_assignment_id is not null then 'busy'
+    when p_state in ('low_battery', 'overheated') then p_state
+    else 'idle' end
+$$;
+comment on function jobsys.device_status_of(text, uuid, timestamp with time zone, bigint, timestamp with time zone) is
+  'The status rule of jobsys.device_status on the columns it reads (state, worker_id, last_heartbeat_at, running_assignment_id), inlined by the planner: the device lists'' filters and counts over the whole fleet.';
+
 create or replace function jobsys.device_status(d jobsys.devices, p_cutoff timestamptz) returns text
   language sql stable
   set search_path = jobsys, pg_temp
   as $$
-  select case
-    when d.state in ('disabled', 'draining', 'quarantined', 'unauthorized', 'error') then d.state
-    when d.state = 'offline' or d.worker_id is null or d.last_heartbeat_at <= p_cutoff then 'offline'
-    when d.running_assignment_id is not null then 'busy'
-    when d.state in ('low_battery', 'overheated') then d.state
-    else 'idle' end
+  select jobsys.device_status_of(d.state, d.worker_id, d.last_heartbeat_at, d.running_assignment_id, p_cutoff)
 $$;
 comment on function jobsys.device_status(jobsys.devices, timestamp with time zone) is
   'The status the dashboard shows for a device: disabled, draining, quarantined, unauthorized, error, offline, busy, low_battery, overheated or idle. p_cutoff is jobsys.healthy_cutoff(), computed once by the caller.';

@@ -417,23 +417,6 @@ $$;
 comment on function jobsys.device_filter_problem(text, jsonb, text) is
   'What is wrong with a device list filter (state, labels, serial search) as {message, field, rule}, or null when it is fine.';
 
--- jobsys.device_status's rule (30_device_jobs.sql) on the columns it reads: plain SQL over
--- columns, so the planner inlines it, where a call with the whole row costs five times the scan
--- on 10,000 devices. tests/core/test_device_paging.py checks both give the same counts.
-create or replace function jobsys.device_status_of(p_state text, p_worker_id uuid, p_last_heartbeat_at timestamptz,
-  p_running_assignment_id bigint, p_cutoff timestamptz) returns text
-  language sql immutable
-  as $$
-  select case
-    when p_state in ('disabled', 'draining', 'quarantined', 'unauthorized', 'error') then p_state
-    when p_state = 'offline' or p_worker_id is null or p_last_heartbeat_at <= p_cutoff then 'offline'
-    when p_running_assignment_id is not null then 'busy'
-    when p_state in ('low_battery', 'overheated') then p_state
-    else 'idle' end
-$$;
-comment on function jobsys.device_status_of(text, uuid, timestamp with time zone, bigint, timestamp with time zone) is
-  'jobsys.device_status on the columns it reads (state, worker_id, last_heartbeat_at, running_assignment_id), inlined by the planner: the device lists'' filters and counts over the whole fleet.';
-
 -- p_counts: {status: number of devices}; the answer has every status (0 when absent).
 create or replace function jobsys.device_summary_json(p_counts jsonb) returns jsonb
   language sql immutable
