@@ -479,7 +479,7 @@ def _percentiles(what: str, samples: list[float], goal: Goal | None = LATENCY_GO
     tail = Measurement(
         name=NAME, metric=f"{what}, p95 of {len(samples)}", value=p95, unit="ms", baseline=None, ratio=None,
         better=Better.LOWER, runs=list(samples), goal=goal.describe("ms", Better.LOWER) if goal else None,
-        goal_met=p95 <= goal.value if goal else None)
+        goal_met=(goal.value is None or p95 <= goal.value) if goal else None)
     return [median, tail]
 
 

@@ -21,11 +21,11 @@ class Better(str, enum.Enum):
 class Goal:
     """A target from the issue, e.g. `Goal(100, "ms")` with Better.LOWER means ≤ 100 ms."""
 
-    value: float
+    value: float | None  # None: the ratio alone is the goal
     min_ratio: float | None = None  # e.g. 8.0: at least 8x better than the baseline
 
     def describe(self, unit: str, better: Better) -> str:
-        parts = [f"{'≤' if better is Better.LOWER else '≥'} {self.value:,g} {unit}"]
+        parts = [] if self.value is None else [f"{'≤' if better is Better.LOWER else '≥'} {self.value:,g} {unit}"]
         if self.min_ratio is not None:
             parts.append(f"≥ {self.min_ratio:g}x baseline")
         return ", ".join(parts)
@@ -77,7 +77,7 @@ def measure(
     r = ratio(value, baseline, better)
     met: bool | None = None
     if goal is not None:
-        met = value <= goal.value if better is Better.LOWER else value >= goal.value
+        met = (goal.value is None or (value <= goal.value if better is Better.LOWER else value >= goal.value))
         if goal.min_ratio is not None:
             met = met and r is not None and r >= goal.min_ratio
     return Measurement(

@@ -43,7 +43,7 @@ from psycopg import conninfo
 from bench import fleet as bench_fleet
 from bench import worker_crash
 from bench.cpu import CpuMeter
-from bench.harness import Better, Measurement, Ticker, measure
+from bench.harness import Better, Goal, Measurement, Ticker, measure
 from bench.pg import BLANK_TEMPLATE, BenchPostgres
 from bench.procrastinate_child import make_app
 from bench.worker_procs import ROOT, ChildFleet, Db, _env, _log, kill, percentile, stop_process, wait_until
@@ -134,6 +134,10 @@ LIMITS = (
     "while job_assignments was small scanned it whole, so a claim for 100 devices took 42 instead of 14 ms."
 )
 
+
+# Issue 22's floors for the burn: 1.5x Procrastinate's jobs/s, no more Postgres CPU per job.
+THROUGHPUT_GOAL = Goal(None, min_ratio=1.5)
+SERVER_CPU_GOAL = Goal(None, min_ratio=1.0)
 
 def latency_runs(quick: bool) -> int:
     return 2 if quick else 5
@@ -401,14 +405,14 @@ async def _throughput(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Me
                     await c.close()
     rows = [
         measure(NAME, f"no-op jobs/s, concurrency {CONCURRENCY}", "jobs/s", Better.HIGHER,
-                [r.jobs_per_s for r in ours], [r.jobs_per_s for r in theirs], BASELINE_NAME),
+                [r.jobs_per_s for r in ours], [r.jobs_per_s for r in theirs], BASELINE_NAME, THROUGHPUT_GOAL),
         measure(NAME, f"client CPU per job, concurrency {CONCURRENCY}", "µs", Better.LOWER,
                 [r.client_us for r in ours], [r.client_us for r in theirs], BASELINE_NAME),
     ]
     if all(r.server_us is not None for r in ours + theirs):
         rows.append(measure(NAME, f"Postgres CPU per job, concurrency {CONCURRENCY}", "µs", Better.LOWER,
                             [r.server_us or 0.0 for r in ours], [r.server_us or 0.0 for r in theirs],
-                            BASELINE_NAME))
+                            BASELINE_NAME, SERVER_CPU_GOAL))
     return rows
 
 

@@ -92,6 +92,7 @@ create table bench_naive.tasks (
   status text not null default 'pending',
   worker text,
   claimed_at timestamptz,
+  started_at timestamptz,
   finished_at timestamptz);
 create index tasks_pending_idx on bench_naive.tasks (id) where status = 'pending';
 
@@ -109,6 +110,11 @@ where t.id = (select id from bench_naive.tasks where status = 'pending'
               order by id limit 1 for update skip locked)
 returning t.id, t.job_id;
 
+-- name: naive_start
+-- The start step of the three-statement variant (claim, start, complete), which makes as
+-- many transactions per cycle as jobsys's one call per transition.
+update bench_naive.tasks set started_at = now() where id = %(task_id)s and status = 'running';
+
 -- name: naive_complete
 -- Complete it and bump its job's counter, in one statement.
 with done as (
@@ -117,6 +123,11 @@ with done as (
   returning job_id)
 update bench_naive.jobs j set completed_count = j.completed_count + 1
 from done where j.id = done.job_id;
+
+-- name: naive_start
+-- The start step of the three-statement variant (claim, start, complete), which makes as
+-- many transactions per cycle as jobsys's one call per transition.
+update bench_naive.tasks set started_at = now() where id = %(task_id)s and status = 'running';
 
 -- name: naive_completed
 -- Completed tasks so far (checked after every run).

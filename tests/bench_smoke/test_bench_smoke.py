@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import hub, procrastinate_peer, scale, worker_push
+from bench import hub, lifecycle, procrastinate_peer, scale, worker_push
 from bench.harness import Measurement
 from bench.pg import BenchPostgres, embedded_postgres
 
@@ -64,6 +64,22 @@ async def test_procrastinate_stalled_job_retry_recovers_a_killed_worker(
     async with procrastinate_peer._peer_database(bench_pg) as (url, app, db):
         recovery = await procrastinate_peer._peer_crash(url, app, db, log_dir, 0)
     assert 0 < recovery.requeued_s <= recovery.completed_s
+
+
+async def test_lifecycle_compares_one_call_per_transition_with_a_naive_queue_of_as_many_transactions(
+    bench_pg: BenchPostgres, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lifecycle, "client_counts", lambda quick: [2])
+    monkeypatch.setattr(lifecycle, "runs", lambda quick: 1)
+    monkeypatch.setattr(lifecycle, "cycles_per_run", lambda quick: 32)
+    rows = await lifecycle.run(bench_pg, True, _Quiet())
+    _all_measured([r for r in rows if r.unit == "cycles/s"], with_baseline=True)  # CPU ticks are too coarse here
+    by_metric = {r.metric: r for r in rows}
+    started = by_metric["cycles/s, 2 clients (one call per transition, vs naive with a start step)"]
+    assert started.baseline_name == lifecycle.STARTED_BASELINE_NAME
+    assert by_metric["cycles/s, 2 clients (one call per transition)"].goal == "≥ 1x baseline"
+    assert by_metric["cycles/s, 2 clients (worker path: claim+start, one finish per round)"].goal == (
+        "≥ 2,000 cycles/s, ≥ 2.5x baseline")
 
 
 async def test_scale_runs_small(bench_pg: BenchPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
