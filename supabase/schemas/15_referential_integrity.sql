@@ -103,25 +103,27 @@ create or replace function jobsys.devices_check_running_assignments() returns tr
   set search_path = jobsys, pg_temp
   as $$
 declare
-  v_set bigint[];
   v_bad record;
 begin
+  -- One statement per branch: the rows whose running assignment is new, each looked up and
+  -- kept from going away until commit (FOR KEY SHARE, as a foreign key does); the first that
+  -- is not one of the device's own assignments, if any.
   if tg_op = 'INSERT' then
-    select array_agg(n.running_assignment_id) into v_set from new_rows n where n.running_assignment_id is not null;
+    select n.id, n.running_assignment_id into v_bad
+    from new_rows n
+    left join lateral (select true as found from jobsys.job_assignments a
+                       where a.id = n.running_assignment_id and a.device_id = n.id for key share) a on true
+    where n.running_assignment_id is not null and a.found is null
+    limit 1;
   else
-    select array_agg(n.running_assignment_id) into v_set
+    select n.id, n.running_assignment_id into v_bad
     from new_rows n join old_rows o on o.id = n.id
-    where n.running_assignment_id is not null and n.running_assignment_id is distinct from o.running_assignment_id;
+    left join lateral (select true as found from jobsys.job_assignments a
+                       where a.id = n.running_assignment_id and a.device_id = n.id for key share) a on true
+    where n.running_assignment_id is not null and n.running_assignment_id is distinct from o.running_assignment_id
+      and a.found is null
+    limit 1;
   end if;
-  if v_set is null then
-    return null;
-  end if;
-  -- As a foreign key does: the rows named are kept from going away until commit.
-  perform 1 from jobsys.job_assignments a where a.id = any(v_set) for key share;
-  select n.id, n.running_assignment_id into v_bad from new_rows n
-  where n.running_assignment_id = any(v_set)
-    and not exists (select 1 from jobsys.job_assignments a where a.id = n.running_assignment_id and a.device_id = n.id)
-  limit 1;
   if found then
     perform jobsys.raise_missing_reference('devices', 'devices_running_assignment_fk', 'running_assignment_id',
       v_bad.running_assignment_id::text, 'job_assignments');

@@ -68,3 +68,26 @@ async def test_a_device_deleted_during_a_fan_out_leaves_no_orphan(jobs: JobSyste
             await asyncio.wait_for(delete, timeout=30)
     assert db.value(ORPHANS) == 0
     assert db.value("select count(*) from jobsys.job_assignments") == 2
+
+
+async def test_a_device_runs_only_one_of_its_own_assignments(jobs: JobSystem, db: Db) -> None:
+    """devices.running_assignment_id names one of the device's own runs: a missing run or
+    another device's is refused (23503), on insert and on update, one bad row failing the
+    whole statement; a claim, which sets it for many devices at once, passes."""
+    session = await add_worker(jobs, "w1", 3)
+    await jobs.create_job(target_url="https://example.com", duration_sec=5, target_type="all_devices")
+    first, second, third = (d.id for d in session.devices)
+    run_of = {device: db.value("select id from jobsys.job_assignments where device_id = %s", (device,))
+              for device in (first, second, third)}
+    missing = db.value("select max(id) + 1000 from jobsys.job_assignments")
+    for bad in (missing, run_of[second]):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="running_assignment_id"):
+            db.run("update jobsys.devices set running_assignment_id = case id when %s then %s else %s end "
+                   "where id in (%s, %s)", (first, run_of[first], bad, first, third))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="running_assignment_id"):
+        db.run("insert into jobsys.devices (serial, running_assignment_id) values ('w1-new', %s)", (run_of[first],))
+    assert db.value("select count(*) from jobsys.devices where running_assignment_id is not null") == 0
+
+    claimed = await jobs.claim_assignments(session.worker_id)
+    assert {(c.device_id, c.assignment_id) for c in claimed} == set(run_of.items())
+    assert db.value("select count(*) from jobsys.devices where running_assignment_id is not null") == 3
