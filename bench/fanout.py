@@ -32,7 +32,7 @@ TARGET_URL = "https://example.com/device-lab/check"
 DURATION_SEC = 30
 BASELINE_NAME = "original plan (select into app, COPY, one push per assignment)"
 GOAL_SIZE = 10_000
-GOAL = Goal(100.0, min_ratio=8.0)
+GOAL = Goal(100.0)  # issue 22 dropped the earlier 8x: the storage floor itself is about 6-8x
 SIDES = ("jobsys", "baseline", "floor")
 NOTES = (
     "Each run creates one job for every healthy device and is followed by an untimed delete "

@@ -139,6 +139,7 @@ LIMITS = (
 THROUGHPUT_GOAL = Goal(None, min_ratio=1.5)
 SERVER_CPU_GOAL = Goal(None, min_ratio=1.0)
 
+
 def latency_runs(quick: bool) -> int:
     return 2 if quick else 5
 
