@@ -3,7 +3,7 @@
 -- finish_runs builds its answer in the statement that finishes the runs; claim_assignments
 -- takes the runs' jobs from its pick, reads its settings in one statement and returns the
 -- runs from the statement that claims them; count_runs counts, reads what completion needs
--- and whether a progress event is due in one statement.
+-- and whether a progress event is due in one statement; finish_run serves fail and release only.
 
 
 create or replace function jobsys.count_runs(p_job_id uuid, p_worker_id uuid, p_running integer,
@@ -330,4 +330,30 @@ end
 $$;
 comment on function jobsys.claim_assignments(uuid, uuid[], integer, boolean) is
   'Workers: claim for each free online device of the worker (or those listed) its next pending assignment, the highest priority first, then the oldest (from the device queue floor up); p_start starts the runs at once. Devices and runs with SKIP LOCKED, then their jobs FOR SHARE SKIP LOCKED (a job in a pause, cancel or completion is left out), so a claim never waits.';
+
+create or replace function jobsys.finish_run(
+  p_assignment_id bigint, p_attempt integer, p_outcome text, p_result jsonb, p_error text)
+  returns jobsys.job_assignments
+  language plpgsql
+  set search_path = jobsys, pg_temp
+  as $$
+declare
+  v_a jobsys.job_assignments := jobsys.assignment_for_worker(p_assignment_id);
+  v_outcome jsonb;
+begin
+  if p_outcome is null or p_outcome not in ('failed', 'retry', 'release') then
+    perform jobsys.raise_error('JS400', 'unknown outcome', jsonb_build_object('outcome', p_outcome));
+  end if;
+  v_outcome := jobsys.finish_runs(v_a.worker_id, jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+    'assignment_id', p_assignment_id, 'attempt', p_attempt, 'outcome', p_outcome,
+    'result', p_result, 'error', p_error))));
+  if (v_outcome -> 0 ->> 'stale')::boolean then
+    perform jobsys.raise_stale(p_assignment_id, p_attempt);
+  end if;
+  select * into v_a from jobsys.job_assignments where id = p_assignment_id;
+  return v_a;
+end
+$$;
+comment on function jobsys.finish_run(bigint, integer, text, jsonb, text) is
+  'The single-run fail and release calls on the code of finish_runs; a run that has moved on raises JS410 here.';
 

@@ -414,9 +414,9 @@ $$;
 comment on function jobsys.finish_assignments(uuid, jsonb) is
   'Workers: finish many runs in one call (completed, failed, retry or release), in one transaction with one counter update per job.';
 
--- The single-run calls on the same code: a stale run raises here (JS410). p_outcome:
--- completed | failed | retry (re-queue while attempts remain) | release (back to the
--- queue, e.g. the worker shuts down).
+-- The single-run fail and release calls on the same code (complete_assignment has its own
+-- path): a stale run raises here (JS410). p_outcome: failed | retry (re-queue while attempts
+-- remain) | release (back to the queue, e.g. the worker shuts down).
 create or replace function jobsys.finish_run(
   p_assignment_id bigint, p_attempt integer, p_outcome text, p_result jsonb, p_error text)
   returns jobsys.job_assignments
@@ -427,7 +427,7 @@ declare
   v_a jobsys.job_assignments := jobsys.assignment_for_worker(p_assignment_id);
   v_outcome jsonb;
 begin
-  if p_outcome is null or p_outcome not in ('completed', 'failed', 'retry', 'release') then
+  if p_outcome is null or p_outcome not in ('failed', 'retry', 'release') then
     perform jobsys.raise_error('JS400', 'unknown outcome', jsonb_build_object('outcome', p_outcome));
   end if;
   v_outcome := jobsys.finish_runs(v_a.worker_id, jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
@@ -441,7 +441,7 @@ begin
 end
 $$;
 comment on function jobsys.finish_run(bigint, integer, text, jsonb, text) is
-  'The single-run calls (complete, fail, release) on the code of finish_runs; a run that has moved on raises JS410 here.';
+  'The single-run fail and release calls on the code of finish_runs; a run that has moved on raises JS410 here.';
 
 create or replace function jobsys.run_json(a jobsys.job_assignments) returns jsonb
   language sql immutable
