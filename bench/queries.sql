@@ -124,11 +124,6 @@ with done as (
 update bench_naive.jobs j set completed_count = j.completed_count + 1
 from done where j.id = done.job_id;
 
--- name: naive_start
--- The start step of the three-statement variant (claim, start, complete), which makes as
--- many transactions per cycle as jobsys's one call per transition.
-update bench_naive.tasks set started_at = now() where id = %(task_id)s and status = 'running';
-
 -- name: naive_completed
 -- Completed tasks so far (checked after every run).
 select count(*), (select sum(completed_count) from bench_naive.jobs)
@@ -188,6 +183,18 @@ from procrastinate_jobs where id = any(%(ids)s) and status = 'doing';
 select count(*) filter (where status <> 'doing' or worker_id is distinct from %(dead)s),
        count(*) filter (where status = 'succeeded')
 from procrastinate_jobs where id = any(%(ids)s);
+
+-- name: floor_claim_runs
+-- The storage floor of one job's claims (worker_push): every run of the job set running, as
+-- claims with start=true leave them, in one bare UPDATE (the caller rolls it back).
+update jobsys.job_assignments a set status = 'running', worker_id = d.worker_id, claimed_at = now(),
+  started_at = now(), lease_expires_at = now() + interval '1 minute'
+from jobsys.devices d where a.job_id = %(job_id)s and d.id = a.device_id;
+
+-- name: floor_claim_devices
+-- ... and every device pointed at its run (its reference check runs, as it does for a claim).
+update jobsys.devices d set running_assignment_id = a.id, queue_floor = a.id
+from jobsys.job_assignments a where a.job_id = %(job_id)s and a.device_id = d.id;
 
 -- name: pending_runs_per_worker
 -- Runs queued on each worker session's devices: what its client works off in a timed run.

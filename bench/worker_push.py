@@ -29,10 +29,14 @@ import random
 import statistics
 import tempfile
 import time
+import uuid
+
+import psycopg
 
 from bench import fleet as bench_fleet
 from bench.harness import Better, Goal, Measurement, Ticker, measure
 from bench.pg import BenchPostgres
+from bench.sql import query
 from bench.worker_procs import ChildFleet, Db, percentile, wait_until
 from jobsys.system import JobSystem
 
@@ -66,7 +70,10 @@ NOTES = (
     "to 1,000 devices (see fanout). The `1 worker` rows are the same with only one worker running, "
     "so no other claim competes. `server only`: 10 sessions of 100 devices registered through the API, "
     "no worker process running; the benchmark process sends their 10 claims of a new job at one "
-    "instant (one JobSystem each) and times each return from that instant. A run is several jobs, "
+    "instant (one JobSystem each) and times each return from that instant. `storage floor`: before "
+    "those claims, the same job's 1,000 runs set running and its 1,000 devices pointed at them by two "
+    "bare UPDATEs in one transaction, rolled back (the devices' reference check runs, as for a claim). "
+    "A run is several jobs, "
     "one at a time, each created 0.1–0.3 s after "
     "the previous one was cleared (push) or at a random point of the 3 s poll cycle (baseline); "
     "p50/p99 are over the workers × jobs of a run, and the table gives the median of the runs. "
@@ -80,17 +87,23 @@ NOTES = (
 LIMITS = (
     "The push is not what takes the time: a worker's claim call begins a few ms after the commit "
     "(`claim call begins`), and one worker alone has its 100 runs soon after (`1 worker`). With 10 "
-    "workers they share the two cores. Since migration 20261207003000 the 10 claims of one new job "
-    "no longer queue on its row (each holds it FOR SHARE and counts into its own job_run_counts row; "
-    "before, each locked the row to update its counters until its commit, so they ran one after "
-    "another), but each still claims 100 runs, about 3 ms of Postgres CPU in one session (the "
-    "devices' and runs' row updates, each with its index entries), so 10 at once need about 15 ms "
-    "of two cores before the last one returns; the `server only` rows show this with no worker "
-    "process at all. Sharing the cores adds the rest: 10 processes wake at once, and each served "
-    "worker immediately sends its starts and heartbeats while the others are still claiming. "
-    "Pause: most of the "
-    "time is pause_job itself, which moves the job's 1,000 queued runs to paused before the commit "
-    "that sends job_paused; the workers have it within a few ms of that commit."
+    "workers they share the two cores, and most of what they share is storage: each claim sets 100 "
+    "runs running and points 100 devices at them, every row update with its index entries. The "
+    "`storage floor` row does only that, for the job's 1,000 runs and devices, in two bare UPDATEs in "
+    "one session (rolled back): about 22 ms of one core, so on two cores the 10 claims cannot all "
+    "return in less than about 11 ms even with no pick, lock, count, event or worker process at all, "
+    "and a median of 15 ms would leave the claims' other work and the 10 woken processes almost "
+    "nothing. jobsys's claims cost about twice that floor (`server only`: 10 sessions claiming at "
+    "once from one process, no worker process running, each answer parsed there). Since migration "
+    "20261207003000 the 10 claims of one new job no longer queue on its row (each holds it FOR SHARE "
+    "and counts into its own job_run_counts row; before, each locked the row to update its counters "
+    "until its commit, so they ran one after another), and since 20261207004400 and 20261207004600 a "
+    "claim runs fewer statements (its runs returned by the statement that claims them, the devices' "
+    "reference check in one statement instead of three). Sharing the cores adds the rest: 10 "
+    "processes wake at once, and each served worker immediately sends its starts and heartbeats "
+    "while the others are still claiming. Pause: most of the time is pause_job itself, which moves "
+    "the job's 1,000 queued runs to paused before the commit that sends job_paused; the workers have "
+    "it within a few ms of that commit."
 )
 
 
@@ -212,31 +225,50 @@ async def _timed_claim(client: JobSystem, worker: bench_fleet.Worker, started: f
     return (time.perf_counter() - started) * 1000
 
 
-async def _claims_alone(js: JobSystem, url: str, quick: bool, ticker: Ticker) -> list[list[float]]:
+async def _storage_floor(url: str, job_id: uuid.UUID) -> float:
+    """What storing one job's claims costs at least: its 1,000 runs set running and their
+    devices pointed at them by two bare UPDATEs in one transaction (rolled back, so the claims
+    that follow find the runs pending), with no pick, lock, count or event; in ms."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        started = time.perf_counter()
+        await conn.execute(query("floor_claim_runs"), {"job_id": job_id})
+        await conn.execute(query("floor_claim_devices"), {"job_id": job_id})
+        elapsed = time.perf_counter() - started
+        await conn.rollback()
+    return elapsed * 1000
+
+
+async def _claims_alone(
+    js: JobSystem, url: str, quick: bool, ticker: Ticker,
+) -> tuple[list[list[float]], list[list[float]]]:
     """The server alone: 10 sessions claim their 100 runs of one new job at the same moment,
     from one process, with no worker processes running. Per run, each claim's time from the
-    simultaneous start to its return, in ms."""
+    simultaneous start to its return, and the storage floor of each job's claims, in ms."""
     workers = await bench_fleet.register(js, WORKERS, DEVICES, prefix="bench-server")
     clients = [await JobSystem.connect(url, push=False) for _ in workers]
     out: list[list[float]] = []
+    floors: list[list[float]] = []
     try:
         for client, worker in zip(clients, workers, strict=True):
             await client.claim_assignments(worker.id, worker.device_ids)  # connect, cache plans
         for r in range(runs(quick)):
             samples: list[float] = []
+            floor: list[float] = []
             for _ in range(jobs_per_run(quick, True)):
                 created = await js.create_job(target_url=TARGET_URL, duration_sec=JOB_DURATION_SEC,
                                               target_type="all_devices")
+                floor.append(await _storage_floor(url, created.job.id))
                 started = time.perf_counter()
                 samples += await asyncio.gather(
                     *(_timed_claim(c, w, started) for c, w in zip(clients, workers, strict=True)))
                 await js.cancel_job(created.job.id)
             out.append(samples)
+            floors.append(floor)
             ticker.tick(f"worker_push: server-only claims run {r + 1}/{runs(quick)}")
     finally:
         for client in clients:
             await client.close()
-    return out
+    return out, floors
 
 
 def _pct(side: list[LatencyRun], field: str, q: float) -> list[float]:
@@ -244,7 +276,7 @@ def _pct(side: list[LatencyRun], field: str, q: float) -> list[float]:
 
 
 def _rows(ours: list[LatencyRun], theirs: list[LatencyRun], alone: list[LatencyRun],
-          server: list[list[float]], pauses: list[PauseRun]) -> list[Measurement]:
+          server: list[list[float]], floors: list[list[float]], pauses: list[PauseRun]) -> list[Measurement]:
     def row(metric: str, side: list[LatencyRun], field: str, q: float, base: list[LatencyRun] | None = None,
             goal: Goal | None = None) -> Measurement:
         return measure(NAME, metric, "ms", Better.LOWER, _pct(side, field, q),
@@ -262,6 +294,8 @@ def _rows(ours: list[LatencyRun], theirs: list[LatencyRun], alone: list[LatencyR
                 [percentile(s, 50) for s in server]),
         measure(NAME, "server only, 10 claims of one job at once: call → returned, p99", "ms", Better.LOWER,
                 [percentile(s, 99) for s in server]),
+        measure(NAME, "server only, storage floor of one job's 10 claims: its 1,000 runs and devices in two bare "
+                "UPDATEs, one session, p50", "ms", Better.LOWER, [percentile(f, 50) for f in floors]),
         measure(NAME, "pause call → all 10 workers have job_paused, p50", "ms", Better.LOWER,
                 [percentile(p.all_workers, 50) for p in pauses]),
         measure(NAME, "pause call → all 10 workers have job_paused, p99", "ms", Better.LOWER,
@@ -304,5 +338,5 @@ async def run(pg: BenchPostgres, quick: bool, ticker: Ticker) -> list[Measuremen
             pauses = await _pause_runs(js, db, fleet, quick, ticker)
             await fleet.stop()  # their devices go offline: the next jobs reach only the server-only sessions
             ticker.say("worker_push: server-only claims")
-            server = await _claims_alone(js, url, quick, ticker)
-    return _rows(ours, theirs, alone, server, pauses)
+            server, floors = await _claims_alone(js, url, quick, ticker)
+    return _rows(ours, theirs, alone, server, floors, pauses)
