@@ -46,7 +46,7 @@ NOTES = (
 LIMITS = (
     "The goal is 100 ms at 10,000 devices; an earlier 8x over the original plan was dropped by issue "
     "22, being out of reach with one job_assignments row per device: the storage floor, "
-    "the bare INSERT of the same rows into the same table and indexes, is itself only about 5-6.5x "
+    "the bare INSERT of the same rows into the same table and indexes, is itself only about 6-8x "
     "faster than the original plan, and jobsys's whole fan-out (health check, target resolution, "
     "reference check, counters and one push per worker) costs little more than that floor. The "
     "baseline writes the same rows into the same indexes too; what it pays extra is the round trip "

@@ -50,7 +50,8 @@ NOTES = (
     "events; the naive baseline claims one row and completes it with one counter bump, nothing "
     "else. All clients run as asyncio tasks in the benchmark's one Python process, each on its own "
     "connection, sharing the machine's two cores with Postgres; jobsys sides and the baseline "
-    "alternate in rotating order. The rows `vs naive with a start step` put one call per transition "
+    "alternate in rotating order (each side first once), every timed run after a VACUUM ANALYZE (the "
+    "two naive sides share one task table). The rows `vs naive with a start step` put one call per transition "
     "beside the same naive queue with a bare UPDATE of the task's started_at between its claim and its "
     "completion: three statements and three commits per cycle, as many transactions as jobsys's "
     "three calls."
@@ -69,10 +70,10 @@ LIMITS = (
     "finish_runs builds its answer in the statement that finishes the runs; a claim returns its runs "
     "from the statement that claims them; count_runs counts, checks completion and whether a progress "
     "event is due in one statement, so most calls end there; and the check standing in for the foreign "
-    "key on devices.running_assignment_id is one statement instead of three. In an A/B in one server "
-    "(8 clients x 8 devices, five alternating runs, 2026-12-07) the first of these took one call per "
-    "transition from 1,086 to 1,393 cycles/s and its Postgres CPU per cycle from 1,188 to 854 µs; "
-    "the worker path moved within noise. What is left for one call per transition is the transaction "
+    "key on devices.running_assignment_id is one statement instead of three. In an A/B outside this "
+    "benchmark (two databases in one server, 8 clients x 8 devices, five alternating runs, 2026-12-07) "
+    "the first of these took one call per transition from 1,086 to 1,393 cycles/s and its Postgres "
+    "CPU per cycle from 1,188 to 854 µs; the worker path moved within noise. What is left for one call per transition is the transaction "
     "each call is: on this machine a commit's WAL flush costs about 170 µs (one single-row UPDATE "
     "takes 351 µs autocommitted and 183 µs inside an open transaction, a bare `select 1` round trip "
     "79 µs; 2026-12-07). A cycle of one call per transition is three transactions (claim, start, "
@@ -80,8 +81,9 @@ LIMITS = (
     "than the naive queue's bare statements; the rows beside the naive queue with a bare start step "
     "(three statements, three commits per cycle) compare like with like. The worker path pays its "
     "commits once per round for all of a client's runs; what it spends is the rows each run changes "
-    "(the run and its device, at claim and at finish, each with its index entries): a claim of 100 "
-    "runs costs about twice the storage floor of two bare UPDATEs of the same rows (worker_push). "
+    "(the run and its device, at claim and at finish, each with its index entries): in one session a "
+    "claim of 100 runs costs about twice the storage floor of two bare UPDATEs of the same rows "
+    "(worker_push). "
     "Tried and not kept (2026-12-07, A/Bs in one server): shared advisory locks instead of FOR SHARE, "
     "and as an upper bound no job lock at all in claims and finishes (no difference beyond run-to-run "
     "noise: the lock is not where the time goes); forcing generic plans (about 10 % less backend CPU "
@@ -99,7 +101,7 @@ def client_counts(quick: bool) -> list[int]:
 
 
 def runs(quick: bool) -> int:
-    return 3
+    return len(SIDES)  # every side goes first once
 
 
 def cycles_per_run(quick: bool) -> int:
@@ -254,6 +256,9 @@ async def _clients(pg: BenchPostgres, clients: int, quick: bool, ticker: Ticker)
             for i in range(n_runs):
                 # Rotate the order so no side always runs first (or right after the same one).
                 for side in SIDES[i % len(SIDES):] + SIDES[:i % len(SIDES)]:
+                    # Each run starts from the same table state: both naive sides draw from one
+                    # task table, and every side leaves dead index entries at the head of a queue.
+                    await fleet.tidy(url)
                     if side == "baseline":
                         theirs.append(await _naive_run(pg, url, clients, rounds * DEVICES_PER_CLIENT))
                     elif side == "baseline+start":

@@ -79,8 +79,8 @@ insert into jobsys.job_assignments (job_id, device_id)
 select %(job_id)s, d.id from jobsys.devices d order by d.id;
 
 -- Baseline: the naive queue of CALIBRATION.md -----------------------------------------
--- A minimal SKIP LOCKED claim and a completion that bumps one counter row per job. No
--- start step, no device mutex, no leases, no events.
+-- A minimal SKIP LOCKED claim and a completion that bumps one counter row per job (and, in
+-- one variant, a bare start step between them). No device mutex, no leases, no events.
 
 -- name: naive_schema
 -- Its own two tables, in the same database as jobsys.

@@ -70,9 +70,10 @@ NOTES = (
     "to 1,000 devices (see fanout). The `1 worker` rows are the same with only one worker running, "
     "so no other claim competes. `server only`: 10 sessions of 100 devices registered through the API, "
     "no worker process running; the benchmark process sends their 10 claims of a new job at one "
-    "instant (one JobSystem each) and times each return from that instant. `storage floor`: before "
-    "those claims, the same job's 1,000 runs set running and its 1,000 devices pointed at them by two "
-    "bare UPDATEs in one transaction, rolled back (the devices' reference check runs, as for a claim). "
+    "instant (one JobSystem each) and times each return from that instant. `storage floor`: after "
+    "those claims, on jobs of its own (created, measured, cancelled), a job's 1,000 runs set running "
+    "and its 1,000 devices pointed at them by two bare UPDATEs in one transaction, rolled back (the "
+    "devices' reference check runs, as for a claim). "
     "A run is several jobs, "
     "one at a time, each created 0.1–0.3 s after "
     "the previous one was cleared (push) or at a random point of the 3 s poll cycle (baseline); "
@@ -93,8 +94,10 @@ LIMITS = (
     "one session (rolled back): about 22 ms of one core, so on two cores the 10 claims cannot all "
     "return in less than about 11 ms even with no pick, lock, count, event or worker process at all, "
     "and a median of 15 ms would leave the claims' other work and the 10 woken processes almost "
-    "nothing. jobsys's claims cost about twice that floor (`server only`: 10 sessions claiming at "
-    "once from one process, no worker process running, each answer parsed there). Since migration "
+    "nothing. In one session a jobsys claim of 100 runs costs about twice that floor per run (about "
+    "4 ms in Postgres where the floor is about 2.2 ms per 100 runs and devices, 2026-12-07); the "
+    "`server only` rows show 10 of them at once from one process, with no worker process running and "
+    "each answer parsed there. Since migration "
     "20261207003000 the 10 claims of one new job no longer queue on its row (each holds it FOR SHARE "
     "and counts into its own job_run_counts row; before, each locked the row to update its counters "
     "until its commit, so they ran one after another), and since 20261207004400 and 20261207004600 a "
@@ -227,8 +230,8 @@ async def _timed_claim(client: JobSystem, worker: bench_fleet.Worker, started: f
 
 async def _storage_floor(url: str, job_id: uuid.UUID) -> float:
     """What storing one job's claims costs at least: its 1,000 runs set running and their
-    devices pointed at them by two bare UPDATEs in one transaction (rolled back, so the claims
-    that follow find the runs pending), with no pick, lock, count or event; in ms."""
+    devices pointed at them by two bare UPDATEs in one transaction (rolled back), with no pick,
+    lock, count or event; in ms."""
     async with await psycopg.AsyncConnection.connect(url) as conn:
         started = time.perf_counter()
         await conn.execute(query("floor_claim_runs"), {"job_id": job_id})
@@ -253,16 +256,21 @@ async def _claims_alone(
             await client.claim_assignments(worker.id, worker.device_ids)  # connect, cache plans
         for r in range(runs(quick)):
             samples: list[float] = []
-            floor: list[float] = []
             for _ in range(jobs_per_run(quick, True)):
                 created = await js.create_job(target_url=TARGET_URL, duration_sec=JOB_DURATION_SEC,
                                               target_type="all_devices")
-                floor.append(await _storage_floor(url, created.job.id))
                 started = time.perf_counter()
                 samples += await asyncio.gather(
                     *(_timed_claim(c, w, started) for c, w in zip(clients, workers, strict=True)))
                 await js.cancel_job(created.job.id)
             out.append(samples)
+            # Then the floor, on jobs of its own: its rolled-back row versions stay off the claims' rows.
+            floor: list[float] = []
+            for _ in range(jobs_per_run(quick, True)):
+                created = await js.create_job(target_url=TARGET_URL, duration_sec=JOB_DURATION_SEC,
+                                              target_type="all_devices")
+                floor.append(await _storage_floor(url, created.job.id))
+                await js.cancel_job(created.job.id)
             floors.append(floor)
             ticker.tick(f"worker_push: server-only claims run {r + 1}/{runs(quick)}")
     finally:

@@ -34,6 +34,22 @@ async def test_claim_start_complete_completes_the_job(jobs: JobSystem, db: Db) -
     assert db.counters_match() == []
 
 
+async def test_a_completed_run_stores_its_result_as_reported_by_either_call(jobs: JobSystem, db: Db) -> None:
+    """complete_assignment and a completed report to finish_assignments store the same result,
+    null fields included, and end the device's failure streak."""
+    session, _ = await _job_on(jobs, 2)
+    single, batched = await jobs.claim_assignments(session.worker_id, start=True)
+    db.run("update jobsys.devices set failure_streak = 2")
+    result = {"elapsed_sec": 5, "note": None, "nested": {"x": None}}
+    await jobs.complete_assignment(single.assignment_id, single.attempt, result)
+    await jobs.finish_assignments(session.worker_id, [
+        {"assignment_id": batched.assignment_id, "attempt": batched.attempt, "outcome": "completed", "result": result}])
+    stored = db.rows("select result, error, lease_expires_at, finished_at is not null from jobsys.job_assignments "
+                     "where id = any(%s) order by id", ([single.assignment_id, batched.assignment_id],))
+    assert stored == [(result, None, None, True)] * 2
+    assert db.rows("select running_assignment_id, failure_streak from jobsys.devices") == [(None, 0)] * 2
+
+
 async def test_a_device_runs_one_assignment_at_a_time(jobs: JobSystem) -> None:
     session = await add_worker(jobs, "w1", 1)
     first = await jobs.create_job(target_url="https://example.com/1", duration_sec=5)
