@@ -16,11 +16,12 @@ finds the recorded batch and polls it: the items are never submitted twice. The 
 is recorded before the results; either way a runner that finds a recorded batch polls it
 (an ended one answers at once) and reports its results rather than submitting again; the
 first round's results are stored before the follow-up batch is submitted, so a takeover
-finds only the re-asked items pending. A result file (Files API path) is deleted once its
-results are stored; one that cannot be read (expired, deleted, refused, or failing
-RESULT_READ_TRIES polls in a row) fails its items with the reason. Cancel
-cancels the provider's batch; retry drops the ended batch (retry_background_job) and submits
-only the failed items, in a new one.
+finds only the re-asked items pending. A result file (Files API path) is deleted once it is
+no longer needed: once its results are stored, or, when items are asked again, once the
+follow-up batch is recorded (a takeover before that reads it again); one that cannot be
+read (expired, deleted, refused, or failing RESULT_READ_TRIES polls in a row) fails its
+items with the reason. Cancel cancels the provider's batch; retry drops the ended batch
+(retry_background_job) and submits only the failed items, in a new one.
 """
 
 from __future__ import annotations
@@ -142,13 +143,18 @@ class BatchApiRun(JobRun):
             await self.reporter.flush()
             if self.stop_reason is not None:  # lost or stopping: a runner taking over may still need the file
                 return
-            if ended.result_file and not ended.results_error:
-                await self.api.delete_file(ended.result_file)  # its results are stored
             if not again:
+                await self._delete_result_file(ended)  # its results are stored
                 return
             claimed = {idx: claimed[idx] for idx in again}
             record = await self._submit({idx: request for idx, (request, _) in again.items()}, round_ + 1,
                                         {idx: usage for idx, (_, usage) in again.items()})
+            # Only now: until the follow-up batch is recorded, a takeover re-reads this file to ask them again.
+            await self._delete_result_file(ended)
+
+    async def _delete_result_file(self, ended: ProviderBatch) -> None:
+        if ended.result_file and not ended.results_error:  # an unread one is left to expire
+            await self.api.delete_file(ended.result_file)
 
     async def _submit(self, requests: dict[int, Request], round_: int, spent: dict[int, Usage]) -> dict[str, Any]:
         """Submit one provider batch and record it on the job; the record."""

@@ -41,6 +41,7 @@ class Batch:
     reads: int = 0
     cancelled: bool = False
     input_file: str | None = None  # created from an uploaded file: answers with a result file
+    result_file: str | None = None  # written once, when the batch has ended: once deleted, it is gone
 
     @property
     def keys(self) -> list[str]:
@@ -64,6 +65,9 @@ class FakeGeminiBatch:
         self.cancels: list[str] = []
         self.gate = asyncio.Event()  # while unset, reads never go past the next-to-last state
         self.gate.set()
+        self.upload_gate = asyncio.Event()  # while unset, new uploads wait: a runner stuck before its batch exists
+        self.upload_gate.set()
+        self.uploads_held = 0  # uploads that waited on upload_gate
         self.files: dict[str, bytes] = {}  # uploaded and result files by name (files/...)
         self.uploads: dict[str, bytearray] = {}  # open upload sessions
         self.deleted: list[str] = []
@@ -95,10 +99,11 @@ class FakeGeminiBatch:
                 responses = [{**answer, "metadata": metadata} for metadata, answer in answers]
                 metadata["output"] = {"inlinedResponses": {"inlinedResponses": responses}}
             else:
-                result = f"files/result-{batch.name.split('/')[-1]}"
-                self.files[result] = b"".join(json.dumps({"key": m["idx"], **answer}).encode() + b"\n"
-                                              for m, answer in answers)
-                metadata["output"] = {"responsesFile": result}
+                if batch.result_file is None:
+                    batch.result_file = f"files/result-{batch.name.split('/')[-1]}"
+                    self.files[batch.result_file] = b"".join(json.dumps({"key": m["idx"], **answer}).encode() + b"\n"
+                                                             for m, answer in answers)
+                metadata["output"] = {"responsesFile": batch.result_file}
         return {"name": batch.name, "metadata": metadata}
 
     def from_file(self, name: str) -> list[dict[str, Any]]:
@@ -108,6 +113,9 @@ class FakeGeminiBatch:
     async def upload(self, request: web.Request, path: str) -> web.Response:
         command = request.headers.get("X-Goog-Upload-Command", "")
         if command == "start":  # the resumable session: the client sends the bytes to the URL we name
+            if not self.upload_gate.is_set():
+                self.uploads_held += 1
+                await self.upload_gate.wait()
             session = f"session-{len(self.uploads)}"
             self.uploads[session] = bytearray()
             url = f"http://{request.host}/upload/sessions/{session}"
@@ -137,6 +145,8 @@ class FakeGeminiBatch:
                 status = self.download_errors.pop(0)
                 return web.json_response({"error": {"code": status, "message": f"scripted {status} for {name}",
                                                     "status": "SCRIPTED"}}, status=status)
+            if name not in self.files:  # deleted (or never written)
+                return web.json_response({"error": {"code": 404, "message": name, "status": "NOT_FOUND"}}, status=404)
             return web.Response(body=self.files[name], content_type="application/octet-stream")
         if request.method == "DELETE" and "/files/" in f"/{path}":
             name = "files/" + path.split("/")[-1]
@@ -188,4 +198,5 @@ async def serve(fake: FakeGeminiBatch) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         fake.gate.set()
+        fake.upload_gate.set()  # a held upload would keep cleanup waiting
         await runner.cleanup()

@@ -321,6 +321,53 @@ async def test_the_re_ask_round_goes_through_the_files_api_too_and_every_file_is
     assert counters_match(db) == []
 
 
+async def test_a_runner_crashing_before_the_re_ask_batch_is_recorded_leaves_the_result_file_for_the_takeover(
+        batch: BatchJobs, db: Db, start_runner: StartRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    def respond(idx: int, prompt: str) -> dict[str, Any] | None:
+        asked_again = "did not match the required JSON Schema" in prompt
+        text = json.dumps({"sentiment": "good" if idx == 2 or asked_again else "meh"})
+        return {"response": fg.ok_body(text, tokens_in=30 if asked_again else 20, tokens_out=4)}
+
+    fake = fb.FakeGeminiBatch(DONE, respond)
+    fake.gate.clear()  # round 1 stays running until the follow-up's upload is held
+    async with fb.serve(fake) as url:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", url)
+        job = await create(batch, 3, response_schema=SCHEMA)
+        claimed = await batch.claim_job("crashing", ["gemini", "offline"])
+        assert claimed is not None and claimed.id == job.id
+        provider = GeminiProvider("test-key")
+        api = GeminiBatchApi(provider, inline_max_bytes=SMALL_INLINE.batch_api_inline_max_bytes)
+        crashing = BatchApiRun(batch, claimed, provider, RateLimiter(), SMALL_INLINE).attach(api)
+        task = asyncio.create_task(crashing.run())
+        await wait_until(lambda: bool(fake.batches) and fake.batches[0].reads >= 3, what="the runner polling")
+        fake.upload_gate.clear()  # the follow-up batch's input file never gets uploaded
+        fake.gate.set()
+        await wait_until(lambda: fake.uploads_held == 1, what="the follow-up batch's upload held")
+        # round 1's results are stored; the follow-up batch is not recorded: killed in that window
+        assert [i.status for i in (await batch.job_items(job.id)).items] == [
+            BatchStatus.RUNNING, BatchStatus.RUNNING, BatchStatus.COMPLETED]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await provider.close()
+        fake.upload_gate.set()
+        db.run("update jobsys.background_jobs set lease_expires_at = now() - interval '1 second' where id = %s",
+               (job.id,))
+        await start_runner(gemini=GeminiProvider("test-key"), engine=SMALL_INLINE, name="rescuer")
+        final = await wait_final(batch, job.id)
+        await wait_until(lambda: not fake.files, what="every file deleted")
+    page = {i.idx: i for i in (await batch.job_items(job.id)).items}
+    assert not any("could not be read" in (i.error or "") for i in page.values()), [i.error for i in page.values()]
+    first, again = fake.batches  # the takeover asked the invalid ones again, once
+    assert again.keys == ["0", "1"] and all("'meh' is not one of" in p for p in again.prompts)
+    assert fake.downloads == [result_file(first), result_file(first), result_file(again)]  # read again by the rescuer
+    assert fake.deleted == [first.input_file, result_file(first), again.input_file, result_file(again)]
+    assert (final.status, final.completed_items, final.failed_items) == (BatchStatus.COMPLETED, 3, 0)
+    assert [page[i].attempts for i in range(3)] == [2, 2, 1]
+    logs = [line.message for line in (await batch.job_logs(job.id)).logs]
+    assert any(m.startswith(f"resuming provider batch {first.name}") for m in logs)
+    assert counters_match(db) == []
+
+
 async def test_a_failing_file_delete_is_ignored(
         batch: BatchJobs, db: Db, start_runner: StartRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = fb.FakeGeminiBatch(DONE)
