@@ -1,23 +1,29 @@
-"""`jobsys devices ...`: list the devices, grouped by the worker that hosts them, with their
-status and why they take no work; show one with its history; and what operators decide
-about a device: disable, enable, drain, label, reboot. A device is named by its serial or
-its id."""
+"""`jobsys devices ...`: list the devices a page at a time, grouped by the worker that hosts
+them, with their status and why they take no work; show one with its history; and what
+operators decide about a device: disable, enable, drain, label, reboot. A device is named by
+its serial or its id. No command reads the whole fleet: a fleet may hold 10,000 phones."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shlex
 import uuid
 from typing import Any, Awaitable, Callable
 
+import pydantic
+
 from jobsys import errors
-from jobsys.models import Device, DeviceDetail
+from jobsys.models import Device, DeviceDetail, DeviceFilter, DeviceFilterState, DevicePage, DeviceSummary
 from jobsys.system import JobSystem
 from jobsys_cli.jobs_cmd import label_pairs
-from jobsys_cli.operator import EXIT_OK, error_exit, print_json, run_with_jobs, table
+from jobsys_cli.operator import EXIT_OK, BadInput, error_exit, print_json, run_with_jobs, table
 from jobsys_cli.options import add_database_options
 
 NO_WORKER = "(no worker)"
+PAGE_MAX = 1000  # list_devices_page's largest page
+PAGE_DEFAULT = 100
+SERIAL_PAGE = 100  # devices per read while looking for one serial among those containing it
 
 
 def _seen(device: Device, now: dt.datetime) -> str:
@@ -59,16 +65,56 @@ def device_text(device: DeviceDetail) -> str:
     return "\n".join(lines)
 
 
+async def _device_by_id(jobs: JobSystem, text: str) -> Device | None:
+    try:
+        device_id = uuid.UUID(text.strip())
+    except ValueError:
+        return None
+    try:
+        return await jobs.get_device(device_id)
+    except errors.NotFound:
+        return None
+
+
+async def _device_by_serial(jobs: JobSystem, serial: str) -> Device | None:
+    """The device with exactly this serial (unique: devices.serial). The search matches
+    substrings ("a1" finds "a10"), so page through those until the exact one: few for a real
+    serial, never the fleet unless every serial contains the text."""
+    try:
+        narrowed = DeviceFilter(q=serial)
+    except pydantic.ValidationError:  # longer than any serial may be
+        return None
+    after: str | None = None
+    while serial:
+        page = await jobs.list_devices_page(narrowed, after=after, limit=SERIAL_PAGE, with_counts=False)
+        match = next((device for device in page.devices if device.serial == serial), None)
+        if match is not None or page.next_cursor is None:
+            return match
+        after = page.next_cursor
+    return None
+
+
 async def resolve_device(jobs: JobSystem, text: str) -> Device:
-    """The device with this serial or id (NotFound otherwise)."""
-    listed = (await jobs.list_devices()).devices
-    for device in listed:
-        if device.serial == text or str(device.id) == text.strip().lower():
-            return device
-    raise errors.NotFound(f"no device with serial or id {text}", {"device": text[:200]})
+    """The device with this serial or id (NotFound otherwise). A serial is any text, so a UUID
+    may be one device's id and another's serial: refused rather than guessed, since the
+    command may disable or reboot it."""
+    by_id, by_serial = await _device_by_id(jobs, text), await _device_by_serial(jobs, text)
+    if by_id is not None and by_serial is not None and by_id.id != by_serial.id:
+        raise BadInput(f"{text} is both the id of device {by_id.serial} and the serial of device "
+                       f"{by_serial.id}; give the serial {by_id.serial} or the id {by_serial.id}")
+    device = by_id or by_serial
+    if device is None:
+        raise errors.NotFound(f"no device with serial or id {text}", {"device": text[:200]})
+    return device
 
 
-def devices_text(devices: list[Device], summary: dict[str, Any]) -> str:
+def _counts(summary: DeviceSummary) -> str:
+    counts = summary.model_dump(mode="json", exclude={"total"})
+    return ", ".join(f"{value} {key}" for key, value in counts.items() if value or key == "connected")
+
+
+def _worker_blocks(devices: list[Device]) -> list[str]:
+    """One table per worker (its name, then no worker last), serials in order."""
     now = dt.datetime.now(dt.timezone.utc)
     groups: dict[str, list[Device]] = {}
     for device in sorted(devices, key=lambda d: (d.worker_name or "~", d.serial)):
@@ -82,18 +128,44 @@ def devices_text(devices: list[Device], summary: dict[str, Any]) -> str:
                 for d in members]
         blocks.append(head + "\n" + table(["  SERIAL", "STATUS", "MODEL", "BATTERY", "JOB", "SEEN", "WHY"],
                                           [["  " + row[0], *row[1:]] for row in rows]))
-    total = summary.pop("total", len(devices))
-    counts = ", ".join(f"{value} {key}" for key, value in summary.items() if value or key == "connected")
-    return "\n\n".join([*blocks, f"{total} devices: {counts}"]) if blocks else f"no devices ({counts})"
+    return blocks
+
+
+def devices_text(page: DevicePage) -> str:
+    """The page's devices by worker, then the fleet's counts; when the page is not the whole
+    fleet, how many of the matching it shows, and the option that gives the next page."""
+    summary = page.summary
+    assert summary is not None  # listed with counts
+    if not page.devices:
+        return f"no devices match ({summary.total} devices: {_counts(summary)})" if summary.total else \
+            f"no devices ({_counts(summary)})"
+    lines = [f"{summary.total} devices: {_counts(summary)}"]
+    if len(page.devices) != summary.total:
+        lines.insert(0, f"showing {len(page.devices)} of {page.total} matching")
+    if page.next_cursor is not None:
+        lines.append(f"more: --after {shlex.quote(page.next_cursor)}")
+    return "\n\n".join([*_worker_blocks(page.devices), "\n".join(lines)])
+
+
+def list_filter(args: argparse.Namespace) -> DeviceFilter:
+    """The filter the flags ask for, checked before anything is sent (BadInput)."""
+    states = [s.value for s in DeviceFilterState]
+    if args.status is not None and args.status not in states:
+        raise BadInput(f"status must be one of {', '.join(states)}")
+    if not 1 <= args.limit <= PAGE_MAX:
+        raise BadInput(f"limit must be 1..{PAGE_MAX}")
+    return DeviceFilter(state=args.status, labels=label_pairs(args.labels), q=args.search)
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
+    try:
+        narrowed = list_filter(args)
+    except (BadInput, pydantic.ValidationError) as exc:  # one line, exit 2
+        return error_exit(exc)
+
     async def body(jobs: JobSystem) -> int:
-        listed = await jobs.list_devices()
-        if args.json:
-            print_json(listed.model_dump(mode="json"))
-        else:
-            print(devices_text(listed.devices, listed.summary.model_dump(mode="json")))
+        page = await jobs.list_devices_page(narrowed, pc=args.pc, after=args.after, limit=args.limit)
+        print_json(page.model_dump(mode="json")) if args.json else print(devices_text(page))
         return EXIT_OK
 
     return run_with_jobs(args, body)
@@ -136,8 +208,18 @@ def cmd_devices_label(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     devices = subparsers.add_parser("devices", help="list devices; disable, enable, drain, label, reboot one")
     sub = devices.add_subparsers(dest="devices_command", required=True)
-    listing = sub.add_parser("list", help="devices grouped by worker, with status, battery and current job")
-    listing.add_argument("--json", action="store_true", help="print JSON (one document) instead of text")
+    listing = sub.add_parser("list", help="a page of devices (by serial) grouped by worker, with status, "
+                                          "battery and current job")
+    listing.add_argument("--status", default=None, metavar="STATE",
+                         help=", ".join(s.value for s in DeviceFilterState))
+    listing.add_argument("--pc", default=None, metavar="NAME", help="only the devices of the worker so named")
+    listing.add_argument("--label", dest="labels", action="append", default=[], metavar="KEY=VALUE",
+                         help="only devices carrying this label (repeatable: every one)")
+    listing.add_argument("--search", default=None, metavar="TEXT", help="only serials containing TEXT")
+    listing.add_argument("--limit", type=int, default=PAGE_DEFAULT,
+                         help=f"at most this many (1..{PAGE_MAX}, default {PAGE_DEFAULT})")
+    listing.add_argument("--after", default=None, metavar="CURSOR", help="the page after this cursor")
+    listing.add_argument("--json", action="store_true", help="print the page as JSON, with cursor and counts")
     add_database_options(listing)
     listing.set_defaults(handler=cmd_devices_list)
 
