@@ -196,7 +196,8 @@ async def test_a_request_for_a_phone_with_a_run_on_it_is_skipped(
         jobs: JobSystem, db: Db, start_worker: StartWorker, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="jobsys.worker")
     driver = SimDriver(count=1, name_seed="w1", speed=1)
-    worker = await start_worker(devices=1, driver=driver, speed=1)
+    # a short grace: the 60 s run is still going when the test ends
+    worker = await start_worker(devices=1, driver=driver, speed=1, shutdown_grace_s=0.2)
     [serial] = driver.serials
     await all_online(db, 1)
     await jobs.create_job(target_url="https://example.com/", duration_sec=60)
