@@ -1,12 +1,11 @@
 """Fixtures every test directory can use. Real Postgres for every test: one pgserver per
 session, migrations applied once to a template database, and a fresh
-`CREATE DATABASE ... TEMPLATE` copy per test. The code behind them is in tests/support."""
+`CREATE DATABASE ... TEMPLATE` copy per test, made ahead by a thread. The code behind them is
+in tests/support."""
 
 from __future__ import annotations
 
-import itertools
 import subprocess
-import time
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
@@ -14,11 +13,9 @@ import pytest
 from jobsys import embedded, migrations
 from jobsys.batch.facade import BatchJobs
 from jobsys.system import JobSystem
-from tests.support.postgres import TEMPLATE_DB, Db, fresh_postgres
+from tests.support.postgres import TEMPLATE_DB, DatabaseCopies, Db, fresh_postgres
 from tests.support.processes import kill_all
 from tests.support.runners import RunnerPool
-
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +29,21 @@ def template_url(pg_server: Any) -> str:
     return embedded.create_template(pg_server.get_uri(), TEMPLATE_DB)
 
 
+@pytest.fixture(scope="session")
+def database_copies(pg_server: Any, template_url: str) -> Iterator[DatabaseCopies]:
+    copies = DatabaseCopies(pg_server.get_uri(), TEMPLATE_DB)
+    yield copies
+    copies.close()
+
+
 @pytest.fixture
-def db_url(pg_server: Any, template_url: str) -> Iterator[str]:
-    name = f"t_{next(_counter)}_{int(time.time() * 1000) % 100000}"
-    with embedded.database_copy(pg_server.get_uri(), TEMPLATE_DB, name) as url:
-        yield url
+def db_url(pg_server: Any, database_copies: DatabaseCopies) -> Iterator[str]:
+    """A fresh copy of the migrated template, dropped afterwards."""
+    name = database_copies.take()
+    try:
+        yield embedded.database_url(pg_server.get_uri(), name)
+    finally:
+        database_copies.drop(name)
 
 
 @pytest.fixture
