@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Any
 
 import hypothesis.strategies as st
 import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from jobsys import embedded
-from tests.support.postgres import COUNTER_MISMATCHES_SQL, EXACT_JOBS, TEMPLATE_DB, Db
+from tests.support.postgres import COUNTER_MISMATCHES_SQL, EXACT_JOBS, DatabaseCopies, Db
 
 ACTIVE, PAUSED, COMPLETED, CANCELLED = "active", "paused", "completed", "cancelled"
 INCOMPLETE = "incomplete"
@@ -24,11 +30,12 @@ SCHEDULED = "scheduled"
 
 class JobsysModel(RuleBasedStateMachine):
     admin_url: str = ""
+    copies: DatabaseCopies
 
     @initialize()
     def fresh_database(self) -> None:
-        self.dbname = f"model_{uuid.uuid4().hex[:12]}"
-        self.db = Db(embedded.copy_database(self.admin_url, TEMPLATE_DB, self.dbname))
+        self.dbname = self.copies.take()
+        self.db = Db(embedded.database_url(self.admin_url, self.dbname))
         self.conn = psycopg.connect(self.db.url, autocommit=True)
         self.conn.execute("select setseed(0.5)")  # device choice uses random(): replayable examples
         self.db.run("update jobsys.settings set value = 2 where key = 'max_attempts'")
@@ -43,7 +50,7 @@ class JobsysModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         if hasattr(self, "conn"):
             self.conn.close()
-            embedded.drop_database(self.admin_url, self.dbname)
+            self.copies.drop(self.dbname)
 
     def pick_running(self, data: st.DataObject) -> int | None:
         """One of the runs we hold. The draw never depends on the database (which devices a
@@ -329,14 +336,15 @@ class JobsysModel(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def model(pg_server: Any, template_url: str) -> type[JobsysModel]:
+def model(pg_server: Any, database_copies: DatabaseCopies) -> type[JobsysModel]:
     JobsysModel.admin_url = pg_server.get_uri()
+    JobsysModel.copies = database_copies  # each example's database, made ahead
     return JobsysModel
 
 
 def test_state_machine_model(model: type[JobsysModel]) -> None:
     # CI runs a bounded form; JOBSYS_SOAK=1 runs the long one.
-    examples = 300 if os.environ.get("JOBSYS_SOAK") else 12
-    runner = settings(max_examples=examples, stateful_step_count=25, deadline=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-    runner(model.TestCase.runTest)(model.TestCase())  # type: ignore[arg-type]
+    examples = 300 if os.environ.get("JOBSYS_SOAK") else 30
+    run_state_machine_as_test(model, settings=settings(
+        max_examples=examples, stateful_step_count=25, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
