@@ -50,6 +50,7 @@ class JobsysModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         if hasattr(self, "conn"):
             self.conn.close()
+        if hasattr(self, "dbname"):
             self.copies.drop(self.dbname)
 
     def pick_running(self, data: st.DataObject) -> int | None:

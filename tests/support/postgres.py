@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import psycopg
 from psycopg import sql
 
+from jobsys import embedded
+
 TEMPLATE_DB = "jobsys_template"
 PG_CTL_TIMEOUT_S = 120
 
@@ -66,20 +68,19 @@ def pg_start(server: Any) -> None:
 
 
 class DatabaseCopies:
-    """Copies of the template made one or two ahead by a thread of their own: a copy costs
+    """Copies of the template made ahead (up to three) by a thread of their own: a copy costs
     about 0.2 s of CREATE DATABASE, which then overlaps the previous test instead of adding
     to it. The session's server is never stopped under it (tests that stop Postgres use a
-    server of their own)."""
+    server of their own). A copy that fails stops the thread, and every later take() raises
+    that failure rather than waiting for a copy that will never come."""
 
     AHEAD = 2
 
     def __init__(self, admin_url: str, template: str) -> None:
-        from jobsys import embedded
-
-        self._embedded = embedded
         self._admin_url, self._template = admin_url, template
         self._names = (f"t_{n}" for n in itertools.count())
-        self._ready: queue.Queue[str | BaseException] = queue.Queue(maxsize=self.AHEAD)
+        self._ready: queue.Queue[str] = queue.Queue(maxsize=self.AHEAD)
+        self._failure: BaseException | None = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._make_ahead, name="test database copies", daemon=True)
         self._thread.start()
@@ -88,33 +89,29 @@ class DatabaseCopies:
         while not self._closing.is_set():
             name = next(self._names)
             try:
-                self._embedded.copy_database(self._admin_url, self._template, name)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test that takes it
-                self._ready.put(exc)
+                embedded.copy_database(self._admin_url, self._template, name)
+            except BaseException as exc:  # noqa: BLE001 - raised by take()
+                self._failure = exc
                 return
             self._ready.put(name)  # blocks while AHEAD copies wait; close() makes room
 
     def take(self) -> str:
         """A fresh copy's name; drop it with drop() when done."""
-        made = self._ready.get()
-        if isinstance(made, BaseException):
-            raise made
-        return made
+        while True:
+            try:
+                return self._ready.get(timeout=1)
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("no database copy: making one failed") from self._failure
 
     def drop(self, name: str) -> None:
-        self._embedded.drop_database(self._admin_url, name)
+        embedded.drop_database(self._admin_url, name)
 
     def close(self) -> None:
         self._closing.set()
-        while self._thread.is_alive():
+        while self._thread.is_alive() or not self._ready.empty():
             with contextlib.suppress(queue.Empty):
-                made = self._ready.get(timeout=1)
-                if isinstance(made, str):
-                    self.drop(made)
-        while not self._ready.empty():
-            made = self._ready.get_nowait()
-            if isinstance(made, str):
-                self.drop(made)
+                self.drop(self._ready.get(timeout=1))
 
 
 # Each job with its exact counters: the row plus its job_run_counts (jobsys.counted).
