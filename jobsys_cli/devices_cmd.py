@@ -23,6 +23,7 @@ from jobsys_cli.options import add_database_options
 NO_WORKER = "(no worker)"
 PAGE_MAX = 1000  # list_devices_page's largest page
 PAGE_DEFAULT = 100
+SEARCH_MAX = 200  # DeviceFilter.q
 SERIAL_PAGE = 100  # devices per read while looking for one serial among those containing it
 
 
@@ -113,8 +114,9 @@ def _counts(summary: DeviceSummary) -> str:
     return ", ".join(f"{value} {key}" for key, value in counts.items() if value or key == "connected")
 
 
-def _worker_blocks(devices: list[Device]) -> list[str]:
-    """One table per worker (its name, then no worker last), serials in order."""
+def _worker_blocks(devices: list[Device], whole: bool) -> list[str]:
+    """One table per worker (its name, then no worker last), serials in order. `whole`: the
+    page holds every matching device, so a worker's count is all of its devices here."""
     now = dt.datetime.now(dt.timezone.utc)
     groups: dict[str, list[Device]] = {}
     for device in sorted(devices, key=lambda d: (d.worker_name or "~", d.serial)):
@@ -122,7 +124,8 @@ def _worker_blocks(devices: list[Device]) -> list[str]:
     blocks = []
     for worker, members in groups.items():
         simulated = sum(d.simulated for d in members)
-        head = f"{worker}: {len(members)} devices" + (f" ({simulated} simulated)" if simulated else "")
+        head = (f"{worker}: {len(members)} devices" + ("" if whole else " on this page")
+                + (f" ({simulated} simulated)" if simulated else ""))
         rows = [[d.serial, d.status.value, d.model or "-", _battery(d),
                  str(d.current_job_id)[:8] if d.current_job_id else "-", _seen(d, now), d.state_reason or ""]
                 for d in members]
@@ -131,20 +134,23 @@ def _worker_blocks(devices: list[Device]) -> list[str]:
     return blocks
 
 
-def devices_text(page: DevicePage) -> str:
+def devices_text(page: DevicePage, after: str | None = None) -> str:
     """The page's devices by worker, then the fleet's counts; when the page is not the whole
     fleet, how many of the matching it shows, and the option that gives the next page."""
     summary = page.summary
     assert summary is not None  # listed with counts
+    fleet = f"{summary.total} devices: {_counts(summary)}"
     if not page.devices:
-        return f"no devices match ({summary.total} devices: {_counts(summary)})" if summary.total else \
-            f"no devices ({_counts(summary)})"
-    lines = [f"{summary.total} devices: {_counts(summary)}"]
+        if page.total:  # asked for the page after the last
+            return f"no devices after {after} ({page.total} matching; {fleet})"
+        return f"no devices match ({fleet})" if summary.total else f"no devices ({_counts(summary)})"
+    lines = [fleet]
+    whole = len(page.devices) == page.total
     if len(page.devices) != summary.total:
         lines.insert(0, f"showing {len(page.devices)} of {page.total} matching")
-    if page.next_cursor is not None:
-        lines.append(f"more: --after {shlex.quote(page.next_cursor)}")
-    return "\n\n".join([*_worker_blocks(page.devices), "\n".join(lines)])
+    if page.next_cursor is not None:  # "=": a serial may start with "-"
+        lines.append(f"more: --after={shlex.quote(page.next_cursor)} (with the same filters)")
+    return "\n\n".join([*_worker_blocks(page.devices, whole), "\n".join(lines)])
 
 
 def list_filter(args: argparse.Namespace) -> DeviceFilter:
@@ -154,6 +160,8 @@ def list_filter(args: argparse.Namespace) -> DeviceFilter:
         raise BadInput(f"status must be one of {', '.join(states)}")
     if not 1 <= args.limit <= PAGE_MAX:
         raise BadInput(f"limit must be 1..{PAGE_MAX}")
+    if args.search is not None and len(args.search) > SEARCH_MAX:
+        raise BadInput(f"--search must be at most {SEARCH_MAX} characters")
     return DeviceFilter(state=args.status, labels=label_pairs(args.labels), q=args.search)
 
 
@@ -165,7 +173,7 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
     async def body(jobs: JobSystem) -> int:
         page = await jobs.list_devices_page(narrowed, pc=args.pc, after=args.after, limit=args.limit)
-        print_json(page.model_dump(mode="json")) if args.json else print(devices_text(page))
+        print_json(page.model_dump(mode="json")) if args.json else print(devices_text(page, args.after))
         return EXIT_OK
 
     return run_with_jobs(args, body)

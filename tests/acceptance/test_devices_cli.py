@@ -77,18 +77,23 @@ def test_list_reads_a_page_and_says_how_to_get_the_next(db: Db, db_url: str) -> 
     first = jobsys(db_url, "devices", "list", "--limit", "2")
     assert first.returncode == 0, first.stderr
     lines = first.stdout.strip().splitlines()
-    assert lines[-3:] == ["showing 2 of 5 matching", "5 devices: 5 connected, 5 idle", "more: --after a2"]
-    assert "pc1: 2 devices" in first.stdout and "pc2" not in first.stdout
+    assert lines[-3:] == ["showing 2 of 5 matching", "5 devices: 5 connected, 5 idle",
+                          "more: --after=a2 (with the same filters)"]
+    assert "pc1: 2 devices on this page" in first.stdout and "pc2" not in first.stdout
     seen, after = ["a1", "a2"], "a2"
     while after:  # follow the cursors to the end, as an operator would
-        next_page = jobsys(db_url, "devices", "list", "--json", "--limit", "2", "--after", after)
+        next_page = jobsys(db_url, "devices", "list", "--json", "--limit", "2", f"--after={after}")
+        assert next_page.returncode == 0, next_page.stderr
         page = json.loads(next_page.stdout)
         seen += [device["serial"] for device in page["devices"]]
         after = page["next_cursor"]
         assert page["total"] == 5 and page["summary"]["total"] == 5
     assert seen == ["a1", "a2", "b1", "c1", "c2"]  # each once, in serial order
     last = jobsys(db_url, "devices", "list", "--limit", "2", "--after", "b1").stdout
-    assert "pc1" not in last and "pc2: 2 devices" in last and "more:" not in last
+    assert "pc1" not in last and "pc2: 2 devices on this page" in last and "more:" not in last
+    past_the_end = jobsys(db_url, "devices", "list", "--after", "c2").stdout.strip()
+    assert past_the_end == "no devices after c2 (5 matching; 5 devices: 5 connected, 5 idle)"
+    assert "pc1: 3 devices\n" in jobsys(db_url, "devices", "list").stdout  # the whole fleet: no "on this page"
 
 
 def test_list_filters_by_status_pc_label_and_search(db: Db, db_url: str) -> None:
@@ -116,7 +121,8 @@ def test_bad_list_options_are_refused_in_one_line_and_change_nothing(db: Db, db_
         refused = refused_in_one_line(jobsys(db_url, "devices", "list", "--limit", limit), 2)
         assert "limit must be 1..1000" in refused
     assert "key=value" in refused_in_one_line(jobsys(db_url, "devices", "list", "--label", "rack"), 2)
-    assert "200" in refused_in_one_line(jobsys(db_url, "devices", "list", "--search", "x" * 201), 2)
+    assert "--search must be at most 200 characters" in refused_in_one_line(
+        jobsys(db_url, "devices", "list", "--search", "x" * 201), 2)
     assert "cursor" in refused_in_one_line(jobsys(db_url, "devices", "list", "--after", ""), 2)
     assert db.dump() == before
 
