@@ -9,6 +9,8 @@ import asyncio
 import uuid
 from typing import Awaitable, Callable
 
+import pytest
+
 from jobsys.models import DeviceVitals, RegisteredDevice
 from tests.support.waiting import wait_until
 from worker.drivers.base import DeviceError, DeviceHealth, DeviceInfo, DeviceNotReady, Vitals
@@ -329,4 +331,24 @@ async def test_a_rebooting_device_takes_no_work_is_not_probed_and_serves_again_a
     fleet.end_reboot("A", passed=True)
     assert states(fleet) == {"A": "online"} and len(fleet.healthy_ids(set())) == 1
     assert "reboot" not in fleet.reports()[0].labels
+    await fleet.close()
+
+
+async def test_start_up_work_grows_linearly_with_the_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every passed probe used to refresh the whole fleet, building every device's report
+    twice: start-up was quadratic (500 simulated phones took ~7 s to register)."""
+    built = 0
+    report = Fleet._report
+
+    def counting(self: Fleet, *args: object, **kwargs: object) -> object:
+        nonlocal built
+        built += 1
+        return report(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Fleet, "_report", counting)
+    devices = 60
+    driver = ScriptedDriver(**{f"D{i:02}": DeviceHealth.ONLINE for i in range(devices)})
+    fleet, _ = await online(driver)
+    assert len(fleet.healthy_ids(set())) == devices
+    assert built <= 4 * devices, built  # the first refresh's two comparisons, not two per probe
     await fleet.close()
