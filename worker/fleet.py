@@ -125,18 +125,25 @@ class Fleet:
         return changed
 
     async def _relist(self, serial: str) -> None:
-        """Ask the driver again and take what it now says of this device only. A whole
-        refresh here compared every device's report twice per passed probe, which made a
-        worker's start-up quadratic in its devices (500: ~7 s)."""
+        """Read the driver's list again and keep only this device's entry. A whole refresh
+        here rebuilt every device's report twice per passed probe (500 phones: ~7 s to
+        register). A device found gone or no longer online is a change to report now: the
+        next refresh compares against this entry and would not see it."""
         try:
             found = await self.driver.discover()
         except DeviceError:
             return  # the next refresh learns it
         info = next((i for i in found if i.serial == serial), None)
         if info is None:
-            self._seen.pop(serial, None)  # gone: the probe's answer is stale, the next refresh forgets it
+            self._seen.pop(serial, None)  # the probe's answer is stale; the next refresh forgets the rest
         else:
             self._seen[serial] = info
+        if info is None or info.health is not DeviceHealth.ONLINE:
+            if serial in self._rebooting:
+                self._rebooting[serial] = True
+            self.version += 1
+            if self._on_change is not None:
+                self._on_change()
 
     def _probe_due(self, serial: str, now: float) -> bool:
         if (serial in self._probing or serial in self._rebooting
@@ -270,7 +277,8 @@ class Fleet:
         return self._rebooting.get(serial, False)
 
     def health(self, serial: str) -> DeviceHealth | None:
-        """What the driver said at the last refresh; None when it did not list the device."""
+        """What the driver said at the last refresh (or a passed probe's re-read); None when it
+        did not list the device."""
         info = self._seen.get(serial)
         return None if info is None else info.health
 
