@@ -360,6 +360,8 @@ async def test_a_passed_probe_does_not_rebuild_every_devices_report(monkeypatch:
 class LearningDriver(ScriptedDriver):
     """Its probe learns the phone's labels, which the listing then carries (as uiautomator2's)."""
 
+    learnt = False
+
     async def probe(self, serial: str) -> bool:
         passed = await super().probe(serial)
         self.learnt = True
@@ -367,7 +369,7 @@ class LearningDriver(ScriptedDriver):
 
     async def discover(self) -> list[DeviceInfo]:
         found = await super().discover()
-        learnt = {"sdk": "34"} if getattr(self, "learnt", False) else {}
+        learnt = {"sdk": "34"} if self.learnt else {}
         return [DeviceInfo(serial=i.serial, health=i.health, labels={**i.labels, **learnt}, adb_state=i.adb_state)
                 for i in found]
 
